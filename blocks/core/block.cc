@@ -1,0 +1,233 @@
+#include "blocks/core/block.h"
+
+#include <exception>
+#include <new>
+#include <stdexcept>
+
+#include <c10/util/Exception.h>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+
+namespace loopserve {
+
+absl::string_view BlockKindName(BlockKind kind) {
+  switch (kind) {
+    case BlockKind::kBlock:
+      return "block";
+    case BlockKind::kSequential:
+      return "sequential";
+    case BlockKind::kLoop:
+      return "loop";
+  }
+  return "block";
+}
+
+const BlockSignature& Block::signature() const {
+  absl::call_once(signature_once_, [this] {
+    signature_.inputs = inputs();
+    signature_.intermediate_inputs = intermediate_inputs();
+    signature_.intermediate_outputs = intermediate_outputs();
+    signature_.expected_components = expected_components();
+    signature_resolved_ = true;
+  });
+  return signature_;
+}
+
+namespace {
+
+// Puts `param`'s value into `block_state`: `value` when there is one, else
+// the default, else None; a required param with neither is an error.
+absl::Status AddParam(const Block& block, const InputParam& param,
+                      const c10::IValue* value, absl::string_view what,
+                      BlockState& block_state) {
+  if (value == nullptr || value->isNone()) {
+    if (!param.default_value.isNone()) {
+      value = &param.default_value;
+    } else if (param.required) {
+      return BlockError(block, absl::StatusCode::kInvalidArgument,
+                        absl::StrCat("Required ", what, " '", param.name,
+                                     "' is missing"));
+    } else {
+      // diffusers: a None never overrides a value already gathered.
+      if (!block_state.Contains(param.name)) {
+        block_state.Set(param.name, c10::IValue());
+      }
+      return absl::OkStatus();
+    }
+  }
+  if (!param.type_hint.Accepts(*value)) {
+    return BlockError(
+        block, absl::StatusCode::kInvalidArgument,
+        absl::StrCat(what, " '", param.name, "' expects ",
+                     param.type_hint.ToString(), ", got ",
+                     KindName(KindOf(*value))));
+  }
+  block_state.Set(param.name, *value);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<BlockState> Block::GetBlockState(
+    const PipelineState& state) const {
+  const BlockSignature& sig = signature();
+  BlockState block_state;
+  block_state.Reserve(sig.inputs.size() + sig.intermediate_inputs.size());
+  for (const InputParam& param : sig.inputs) {
+    // Note [input resolution]
+    // ~~~~~~~~~~~~~~~~~~~~~~~
+    // An input that an earlier block produced is read from the
+    // intermediates, the user's value otherwise. This is what makes a
+    // composite's aggregated inputs ("the sub-blocks' inputs minus those an
+    // earlier sub-block produces") true at run time, and it is how diffusers
+    // behaves now that its PipelineState keeps one dict in which later
+    // values replace earlier ones. The user's inputs themselves are never
+    // changed.
+    const c10::IValue* value = state.GetIntermediate(param.name);
+    if (value == nullptr) value = state.GetInput(param.name);
+    if (absl::Status s = AddParam(*this, param, value, "input", block_state);
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (const InputParam& param : sig.intermediate_inputs) {
+    if (absl::Status s =
+            AddParam(*this, param, state.GetIntermediate(param.name),
+                     "intermediate input", block_state);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return block_state;
+}
+
+absl::Status Block::SetBlockState(PipelineState& state,
+                                  const BlockState& block_state) const {
+  const BlockSignature& sig = signature();
+  for (const OutputParam& param : sig.intermediate_outputs) {
+    const c10::IValue* value = block_state.Find(param.name);
+    if (value == nullptr) {
+      return BlockError(*this, absl::StatusCode::kInternal,
+                        absl::StrCat("Intermediate output '", param.name,
+                                     "' is missing in block state"));
+    }
+    state.SetIntermediate(param.name, *value);
+  }
+  // diffusers also writes back intermediate inputs the block replaced.
+  for (const InputParam& param : sig.intermediate_inputs) {
+    const c10::IValue* value = block_state.Find(param.name);
+    if (value == nullptr || value->isNone()) continue;
+    const c10::IValue* current = state.GetIntermediate(param.name);
+    if (current == nullptr || !current->isSameIdentity(*value)) {
+      state.SetIntermediate(param.name, *value);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string Block::Label() const {
+  if (path_.empty()) return absl::StrCat("block '", type_name(), "'");
+  return absl::StrCat("block '", path_, "' (", type_name(), ")");
+}
+
+void Block::AssignPath(std::string path) {
+  const size_t slash = path.rfind('/');
+  name_ = slash == std::string::npos ? path : path.substr(slash + 1);
+  path_ = std::move(path);
+}
+
+BlockDescription Block::Describe() const {
+  BlockDescription description{
+      .name = name_,
+      .path = path_,
+      .type = std::string(type_name()),
+      .kind = kind(),
+      .model_name = std::string(model_name()),
+      .description = this->description(),
+      .signature = signature(),
+      .blocks = {},
+  };
+  for (const SubBlock& sub : sub_blocks()) {
+    description.blocks.push_back(sub.block->Describe());
+  }
+  return description;
+}
+
+absl::Status LoopStepBlock::Run(const Components&, PipelineState&,
+                                RunContext&) const {
+  return BlockError(*this, absl::StatusCode::kFailedPrecondition,
+                    "a loop block runs only inside a loop wrapper "
+                    "(LoopBlocks)");
+}
+
+absl::Status BlockError(const Block& block, absl::StatusCode code,
+                        absl::string_view message) {
+  absl::Status status(code, absl::StrCat(block.Label(), ": ", message));
+  status.SetPayload(kBlockPathPayloadUrl, absl::Cord(block.path()));
+  return status;
+}
+
+namespace internal {
+
+absl::Status AttributeToBlockSlow(const Block& block, absl::Status status) {
+  if (status.GetPayload(kBlockPathPayloadUrl).has_value()) return status;
+  absl::Status attributed = BlockError(block, status.code(), status.message());
+  status.ForEachPayload(
+      [&attributed](absl::string_view url, const absl::Cord& payload) {
+        attributed.SetPayload(url, payload);
+      });
+  return attributed;
+}
+
+}  // namespace internal
+
+absl::Status AttributeToRun(absl::Status status) {
+  if (!status.ok() && !status.GetPayload(kBlockPathPayloadUrl).has_value()) {
+    status.SetPayload(kBlockPathPayloadUrl, absl::Cord());
+  }
+  return status;
+}
+
+std::optional<std::string> AttributedBlockPath(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kBlockPathPayloadUrl);
+  if (!payload.has_value()) return std::nullopt;
+  return std::string(*payload);
+}
+
+absl::Status StatusFromCurrentException(const Block& block) {
+  try {
+    throw;
+  } catch (const c10::IndexError& e) {
+    return BlockError(block, absl::StatusCode::kInvalidArgument,
+                      e.what_without_backtrace());
+  } catch (const c10::ValueError& e) {
+    return BlockError(block, absl::StatusCode::kInvalidArgument,
+                      e.what_without_backtrace());
+  } catch (const c10::TypeError& e) {
+    return BlockError(block, absl::StatusCode::kInvalidArgument,
+                      e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    return BlockError(block, absl::StatusCode::kInternal,
+                      e.what_without_backtrace());
+  } catch (const std::invalid_argument& e) {
+    return BlockError(block, absl::StatusCode::kInvalidArgument, e.what());
+  } catch (const std::bad_alloc& e) {
+    return BlockError(block, absl::StatusCode::kResourceExhausted,
+                      absl::StrCat("out of memory: ", e.what()));
+  } catch (const std::exception& e) {
+    return BlockError(block, absl::StatusCode::kInternal, e.what());
+  } catch (...) {
+    return BlockError(block, absl::StatusCode::kInternal,
+                      "unknown exception");
+  }
+}
+
+absl::Status RunBlock(const Block& block, const Components& components,
+                      PipelineState& state, RunContext& context) {
+  return InvokeGuarded(block, [&] {
+    return block.Run(components, state, context);
+  });
+}
+
+}  // namespace loopserve

@@ -1,0 +1,108 @@
+// LoopBlocks: the loop wrapper, diffusers' LoopSequentialPipelineBlocks.
+//
+// A loop wrapper declares loop_inputs, loop_intermediate_inputs and
+// loop_intermediate_outputs, holds loop blocks (LoopStepBlock) and defines
+// the loop in Run, calling LoopStep once per iteration. LoopStep runs every
+// loop block, in order, on one shared BlockState, then tells the run's
+// IterationObserver. The guide's example:
+//
+//   class LoopWrapper : public LoopBlocks {
+//    public:
+//     std::vector<InputParam> loop_inputs() const override {
+//       return {{.name = "num_steps", .type_hint = TypeHint::Int(),
+//                .required = true}};
+//     }
+//     absl::Status Run(const Components& components, PipelineState& state,
+//                      RunContext& context) const override {
+//       ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
+//       ASSIGN_OR_RETURN(int64_t num_steps,
+//                        block_state.Get<int64_t>("num_steps"));
+//       for (int64_t i = 0; i < num_steps; ++i) {
+//         RETURN_IF_ERROR(LoopStep(components, block_state,
+//                                  {.i = i, .total = num_steps}, context));
+//       }
+//       return SetBlockState(state, block_state);
+//     }
+//   };
+//
+// Declarations (match diffusers):
+//   inputs: loop_inputs, then the loop blocks' inputs not produced by an
+//     earlier loop block (first declaration wins);
+//   intermediate_inputs: likewise, from loop_intermediate_inputs;
+//   intermediate_outputs: the loop blocks' outputs, then the
+//     loop_intermediate_outputs not among them.
+// So GetBlockState gathers everything the loop blocks read, and
+// SetBlockState writes back everything they produce.
+//
+// Thread-safety: as Block.
+#pragma once
+
+#include <vector>
+
+#include "blocks/core/composite.h"
+
+namespace loopserve {
+
+class LoopBlocks : public CompositeBlock {
+ public:
+  BlockKind kind() const override { return BlockKind::kLoop; }
+
+  // Values the user provides for the loop itself, e.g. num_steps.
+  virtual std::vector<InputParam> loop_inputs() const { return {}; }
+  // Intermediates the loop reads.
+  virtual std::vector<InputParam> loop_intermediate_inputs() const {
+    return {};
+  }
+  // Intermediates the loop produces beyond its loop blocks' outputs.
+  virtual std::vector<OutputParam> loop_intermediate_outputs() const {
+    return {};
+  }
+
+  std::vector<InputParam> inputs() const final;
+  std::vector<InputParam> intermediate_inputs() const final;
+  std::vector<OutputParam> intermediate_outputs() const final;
+
+ protected:
+  // One iteration: every loop block in order on `block_state`, then the
+  // observer. Returns the first error, attributed to the loop block that
+  // caused it, or the observer's stop status unchanged.
+  absl::Status LoopStep(const Components& components, BlockState& block_state,
+                        const LoopIndex& index, RunContext& context) const;
+
+ private:
+  // Only loop blocks (LoopStepBlock) can be held.
+  absl::Status CheckSubBlock(const SubBlock& sub_block) const override;
+  void OnSubBlocksSet() override;
+
+  // The sub-blocks, cast once.
+  std::vector<const LoopStepBlock*> steps_;
+};
+
+// Note [loop step cost]
+// ~~~~~~~~~~~~~~~~~~~~~
+// LoopStep is the innermost path of every pipeline: for the seed loop it is
+// the whole cost of an iteration. It is inline so that the loop wrapper's
+// loop compiles into direct virtual calls of RunStep with no allocation, no
+// lookup beyond the loop block's own BlockState scan, and exception handling
+// that costs nothing unless something throws.
+inline absl::Status LoopBlocks::LoopStep(const Components& components,
+                                         BlockState& block_state,
+                                         const LoopIndex& index,
+                                         RunContext& context) const {
+  for (const LoopStepBlock* step : steps_) {
+    absl::Status status = InvokeGuarded(*step, [&] {
+      return step->RunStep(components, block_state, index);
+    });
+    if (ABSL_PREDICT_FALSE(!status.ok())) return status;
+  }
+  if (context.observer != nullptr) {
+    absl::Status status = context.observer->OnIteration(
+        LoopIteration{.loop = *this, .index = index, .state = block_state});
+    if (ABSL_PREDICT_FALSE(!status.ok())) {
+      return AttributeToRun(std::move(status));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loopserve

@@ -1,0 +1,120 @@
+// Declarations of what a block reads and writes: InputParam, OutputParam and
+// the TypeHint they carry, plus ComponentSpec for the components it uses.
+//
+// They mirror diffusers' InputParam(name, type_hint, default, required,
+// description) and OutputParam(name, type_hint, description). The type hint is
+// a real type: GetBlockState checks values against it, and the service uses it
+// to validate requests before they are queued.
+//
+//   std::vector<InputParam> inputs() const override {
+//     return {{.name = "x",
+//              .type_hint = TypeHint::Int() | TypeHint::Double() |
+//                           TypeHint::Tensor(),
+//              .required = true,
+//              .description = "The value to increment"}};
+//   }
+//
+// All types here are plain values, safe to copy and to share read-only
+// between threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include <ATen/core/ivalue.h>
+
+namespace loopserve {
+
+// The kinds of value a state may hold: the subset of c10::IValue that
+// pipelines exchange and that the wire format can carry.
+enum class ValueKind : uint8_t {
+  kNone = 0,
+  kTensor = 1 << 0,
+  kInt = 1 << 1,
+  kDouble = 1 << 2,
+  kBool = 1 << 3,
+  kString = 1 << 4,
+  kList = 1 << 5,
+  // Any IValue outside the subset above (objects, tuples, dicts ...).
+  kOther = 1 << 6,
+};
+
+// The kind of `value`. Int, double, bool, tensor and generic lists all map to
+// kList.
+ValueKind KindOf(const c10::IValue& value);
+
+// "none", "tensor", "int", "double", "bool", "string", "list" or "other".
+absl::string_view KindName(ValueKind kind);
+
+// A set of value kinds a parameter accepts. Combine with `|`:
+// TypeHint::Int() | TypeHint::Tensor(). TypeHint::Any() accepts every kind.
+class TypeHint {
+ public:
+  static constexpr TypeHint Tensor() { return TypeHint(ValueKind::kTensor); }
+  static constexpr TypeHint Int() { return TypeHint(ValueKind::kInt); }
+  static constexpr TypeHint Double() { return TypeHint(ValueKind::kDouble); }
+  static constexpr TypeHint Bool() { return TypeHint(ValueKind::kBool); }
+  static constexpr TypeHint String() { return TypeHint(ValueKind::kString); }
+  static constexpr TypeHint List() { return TypeHint(ValueKind::kList); }
+  static constexpr TypeHint Any() { return TypeHint(kAnyMask); }
+
+  // The default hint is Any: diffusers' params without a type_hint accept
+  // anything.
+  constexpr TypeHint() : mask_(kAnyMask) {}
+
+  constexpr TypeHint operator|(TypeHint other) const {
+    return TypeHint(static_cast<uint8_t>(mask_ | other.mask_));
+  }
+  constexpr bool operator==(const TypeHint&) const = default;
+
+  constexpr bool is_any() const { return mask_ == kAnyMask; }
+  constexpr bool Contains(ValueKind kind) const {
+    return (mask_ & static_cast<uint8_t>(kind)) != 0;
+  }
+
+  // Whether `value` fits the hint. None never does: absence is decided by
+  // `required`, not by the type. An int fits a double hint, as in Python's
+  // numeric tower (a client sending guidance_scale = 7 means 7.0).
+  bool Accepts(const c10::IValue& value) const;
+
+  // "int", "int | double | tensor", "any": the names the service reports.
+  std::string ToString() const;
+
+ private:
+  static constexpr uint8_t kAnyMask = 0x7f;
+  constexpr explicit TypeHint(ValueKind kind)
+      : mask_(static_cast<uint8_t>(kind)) {}
+  constexpr explicit TypeHint(uint8_t mask) : mask_(mask) {}
+
+  uint8_t mask_;
+};
+
+// A value a block reads: from the user's inputs (Block::inputs) or from the
+// intermediates earlier blocks produced (Block::intermediate_inputs).
+struct InputParam {
+  std::string name;
+  TypeHint type_hint{};
+  // Used when the state has no value; None means "no default".
+  c10::IValue default_value{};
+  // A required param without a value is an INVALID_ARGUMENT naming it.
+  bool required = false;
+  std::string description{};
+};
+
+// A value a block writes into the pipeline state's intermediates.
+struct OutputParam {
+  std::string name;
+  TypeHint type_hint{};
+  std::string description{};
+};
+
+// A component a block expects to find in Components, e.g.
+// {.name = "scheduler", .type = "ddim_scheduler | euler_scheduler"}.
+struct ComponentSpec {
+  std::string name;
+  std::string type;
+  std::string description{};
+};
+
+}  // namespace loopserve

@@ -1,0 +1,64 @@
+// What a run carries besides its state: the observer that watches every loop
+// iteration (and may stop the loop), and the loop index handed to loop blocks.
+//
+// Blocks know nothing of gRPC. The streaming service plugs in through
+// IterationObserver: after each LoopStep the loop wrapper calls OnIteration
+// with the shared BlockState; the observer copies what its client asked for
+// and returns OK, or returns a non-OK status (CANCELLED, DEADLINE_EXCEEDED,
+// ...) to end the loop at that step boundary with that status.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+
+namespace loopserve {
+
+class BlockState;
+class LoopBlocks;
+
+// What a loop wrapper passes to its loop blocks each iteration, diffusers'
+// `loop_step(components, block_state, i=i, t=t)`.
+struct LoopIndex {
+  // 0-based iteration number.
+  int64_t i = 0;
+  // Iterations this loop will run; 0 when unknown.
+  int64_t total = 0;
+  // The loop variable, e.g. the timestep of a denoising loop; undefined when
+  // the loop has none.
+  at::Tensor t{};
+};
+
+// One finished iteration, as the observer sees it. Every reference is valid
+// only during the OnIteration call.
+struct LoopIteration {
+  // The loop wrapper that ran it: its path() names the loop, its
+  // signature().intermediate_outputs lists what `state` may be read for.
+  const LoopBlocks& loop;
+  const LoopIndex& index;
+  // The BlockState shared by the loop's blocks, after this iteration.
+  const BlockState& state;
+};
+
+// Watches loop iterations. Called on the thread that runs the pipeline,
+// synchronously, once per iteration of every loop; keep it short, since the
+// loop waits for it.
+class IterationObserver {
+ public:
+  virtual ~IterationObserver() = default;
+
+  // Return OK to continue, anything else to end the loop now. The status is
+  // returned from the run unchanged.
+  virtual absl::Status OnIteration(const LoopIteration& iteration) = 0;
+};
+
+// Per-run context threaded through Block::Run. Owned by the caller of the
+// run; outlives it.
+struct RunContext {
+  // Not owned; may be null.
+  IterationObserver* observer = nullptr;
+};
+
+}  // namespace loopserve
