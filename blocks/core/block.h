@@ -65,29 +65,29 @@ class Block;
 
 // A named child of a composite block.
 struct SubBlock {
-  std::string name;
-  std::unique_ptr<Block> block;
+  std::string name{};
+  std::unique_ptr<Block> block{};
 };
 
 // A block's declarations, resolved once (for composites: aggregated over the
 // sub-blocks).
 struct BlockSignature {
-  std::vector<InputParam> inputs;
-  std::vector<InputParam> intermediate_inputs;
-  std::vector<OutputParam> intermediate_outputs;
-  std::vector<ComponentSpec> expected_components;
+  std::vector<InputParam> inputs{};
+  std::vector<InputParam> intermediate_inputs{};
+  std::vector<OutputParam> intermediate_outputs{};
+  std::vector<ComponentSpec> expected_components{};
 };
 
 // A block tree as data: what DescribePipeline serves.
 struct BlockDescription {
-  std::string name;
-  std::string path;
-  std::string type;
+  std::string name{};
+  std::string path{};
+  std::string type{};
   BlockKind kind = BlockKind::kBlock;
-  std::string model_name;
-  std::string description;
-  BlockSignature signature;
-  std::vector<BlockDescription> blocks;
+  std::string model_name{};
+  std::string description{};
+  BlockSignature signature{};
+  std::vector<BlockDescription> blocks{};
 };
 
 class Block {

@@ -93,7 +93,7 @@ class TypeHint {
 // A value a block reads: from the user's inputs (Block::inputs) or from the
 // intermediates earlier blocks produced (Block::intermediate_inputs).
 struct InputParam {
-  std::string name;
+  std::string name{};
   TypeHint type_hint{};
   // Used when the state has no value; None means "no default".
   c10::IValue default_value{};
@@ -104,7 +104,7 @@ struct InputParam {
 
 // A value a block writes into the pipeline state's intermediates.
 struct OutputParam {
-  std::string name;
+  std::string name{};
   TypeHint type_hint{};
   std::string description{};
 };
@@ -112,8 +112,8 @@ struct OutputParam {
 // A component a block expects to find in Components, e.g.
 // {.name = "scheduler", .type = "ddim_scheduler | euler_scheduler"}.
 struct ComponentSpec {
-  std::string name;
-  std::string type;
+  std::string name{};
+  std::string type{};
   std::string description{};
 };
 
