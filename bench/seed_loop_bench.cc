@@ -8,17 +8,16 @@
 // largest N) and the fixed cost of one run (the N = 1 time less one step).
 // Runs also take a no-op IterationObserver, to show what the streaming hook
 // costs per step.
+#include <ATen/ATen.h>
+#include <benchmark/benchmark.h>
+#include <c10/core/InferenceMode.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <benchmark/benchmark.h>
-#include <c10/core/InferenceMode.h>
-
-#include <ATen/ATen.h>
 
 #include "blocks/builtin_blocks.h"
 #include "blocks/core/block.h"
@@ -108,8 +107,8 @@ class FitReporter : public benchmark::ConsoleReporter {
       auto second = std::next(last);
       const double per_step =
           (last->second - second->second) / (last->first - second->first);
-      const double fixed = by_steps.begin()->second -
-                           by_steps.begin()->first * per_step;
+      const double fixed =
+          by_steps.begin()->second - by_steps.begin()->first * per_step;
       std::printf("%-36s %14.4f %18.3f\n", family.c_str(), per_step * 1e6,
                   fixed * 1e6);
     }

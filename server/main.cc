@@ -2,6 +2,8 @@
 // every iteration. The streaming gRPC service replaces this (issue #3).
 //
 //   loopserve --pipeline=seed-loop --num_steps=5 --x=0
+#include <c10/core/InferenceMode.h>
+
 #include <cstdint>
 #include <iostream>
 #include <memory>
@@ -52,11 +54,12 @@ absl::Status Main() {
   } else if (name == kSeedLoop2Name) {
     ASSIGN_OR_RETURN(pipeline, MakeSeedLoop2(registry));
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        "unknown pipeline '", name, "'; available: ", kSeedLoopName, ", ",
-        kSeedLoop2Name));
+    return absl::NotFoundError(absl::StrCat("unknown pipeline '", name,
+                                            "'; available: ", kSeedLoopName,
+                                            ", ", kSeedLoop2Name));
   }
 
+  c10::InferenceMode inference_mode;
   PipelineState state;
   state.SetInput("num_steps", absl::GetFlag(FLAGS_num_steps));
   state.SetInput("x", absl::GetFlag(FLAGS_x));

@@ -1,10 +1,10 @@
 #include "blocks/core/block.h"
 
+#include <c10/util/Exception.h>
+
 #include <exception>
 #include <new>
 #include <stdexcept>
-
-#include <c10/util/Exception.h>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
@@ -45,9 +45,9 @@ absl::Status AddParam(const Block& block, const InputParam& param,
     if (!param.default_value.isNone()) {
       value = &param.default_value;
     } else if (param.required) {
-      return BlockError(block, absl::StatusCode::kInvalidArgument,
-                        absl::StrCat("Required ", what, " '", param.name,
-                                     "' is missing"));
+      return BlockError(
+          block, absl::StatusCode::kInvalidArgument,
+          absl::StrCat("Required ", what, " '", param.name, "' is missing"));
     } else {
       // diffusers: a None never overrides a value already gathered.
       if (!block_state.Contains(param.name)) {
@@ -57,11 +57,10 @@ absl::Status AddParam(const Block& block, const InputParam& param,
     }
   }
   if (!param.type_hint.Accepts(*value)) {
-    return BlockError(
-        block, absl::StatusCode::kInvalidArgument,
-        absl::StrCat(what, " '", param.name, "' expects ",
-                     param.type_hint.ToString(), ", got ",
-                     KindName(KindOf(*value))));
+    return BlockError(block, absl::StatusCode::kInvalidArgument,
+                      absl::StrCat(what, " '", param.name, "' expects ",
+                                   param.type_hint.ToString(), ", got ",
+                                   KindName(KindOf(*value))));
   }
   block_state.Set(param.name, *value);
   return absl::OkStatus();
@@ -218,16 +217,14 @@ absl::Status StatusFromCurrentException(const Block& block) {
   } catch (const std::exception& e) {
     return BlockError(block, absl::StatusCode::kInternal, e.what());
   } catch (...) {
-    return BlockError(block, absl::StatusCode::kInternal,
-                      "unknown exception");
+    return BlockError(block, absl::StatusCode::kInternal, "unknown exception");
   }
 }
 
 absl::Status RunBlock(const Block& block, const Components& components,
                       PipelineState& state, RunContext& context) {
-  return InvokeGuarded(block, [&] {
-    return block.Run(components, state, context);
-  });
+  return InvokeGuarded(block,
+                       [&] { return block.Run(components, state, context); });
 }
 
 }  // namespace loopserve

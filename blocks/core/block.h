@@ -41,7 +41,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
@@ -49,6 +48,7 @@
 #include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "blocks/core/components.h"
 #include "blocks/core/params.h"
 #include "blocks/core/run_context.h"

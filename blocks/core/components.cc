@@ -1,5 +1,7 @@
 #include "blocks/core/components.h"
 
+#include <c10/util/Type.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -32,9 +34,9 @@ absl::StatusOr<const void*> Components::Find(absl::string_view name,
         absl::StrCat("component '", name, "' is not loaded"));
   }
   if (it->second.type != std::type_index(type)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("component '", name, "' is a ", it->second.type.name(),
-                     ", not a ", type.name()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "component '", name, "' is a ", c10::demangle(it->second.type.name()),
+        ", not a ", c10::demangle(type.name())));
   }
   return it->second.object.get();
 }

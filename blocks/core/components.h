@@ -22,7 +22,6 @@
 
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <typeindex>
 #include <typeinfo>
 #include <vector>
@@ -30,6 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "blocks/core/params.h"
 #include "blocks/core/status_macros.h"
 

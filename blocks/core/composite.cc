@@ -52,7 +52,8 @@ std::vector<OutputParam> CompositeBlock::MergeOutputs(
   std::vector<OutputParam> merged;
   absl::flat_hash_set<std::string> seen;
   for (const SubBlock& sub : sub_blocks_) {
-    for (const OutputParam& output : sub.block->signature().intermediate_outputs) {
+    for (const OutputParam& output :
+         sub.block->signature().intermediate_outputs) {
       if (seen.insert(output.name).second) merged.push_back(output);
     }
   }
@@ -120,7 +121,7 @@ absl::Status SequentialBlocks::Run(const Components& components,
 
 absl::StatusOr<std::unique_ptr<Block>> BlockSource::Take(
     const BlockRegistry& registry) const {
-  if (!type_name_.empty()) return registry.Create(type_name_);
+  if (!is_instance_) return registry.Create(type_name_);
   if (taken_) {
     return absl::FailedPreconditionError(
         "this block instance was already placed in a composite block");

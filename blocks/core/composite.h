@@ -90,7 +90,8 @@ class BlockSource {
   BlockSource(const char* type_name) : type_name_(type_name) {}
   BlockSource(std::string type_name) : type_name_(std::move(type_name)) {}
   template <std::derived_from<Block> T>
-  BlockSource(std::unique_ptr<T> instance) : instance_(std::move(instance)) {}
+  BlockSource(std::unique_ptr<T> instance)
+      : is_instance_(true), instance_(std::move(instance)) {}
 
   // The block: created from the registry, or the instance moved out.
   // Note [instances in braced lists]: a braced list's elements are const, so
@@ -101,6 +102,7 @@ class BlockSource {
 
  private:
   std::string type_name_;
+  bool is_instance_ = false;
   mutable std::unique_ptr<Block> instance_;
   mutable bool taken_ = false;
 };
@@ -120,9 +122,10 @@ template <std::derived_from<CompositeBlock> T, typename... Args>
 absl::StatusOr<std::unique_ptr<T>> FromBlocks(
     const BlockRegistry& registry, std::initializer_list<BlockEntry> entries,
     Args&&... args) {
-  ASSIGN_OR_RETURN(std::vector<SubBlock> sub_blocks,
-                   ResolveBlockEntries(registry, std::span<const BlockEntry>(
-                                                     entries.begin(), entries.size())));
+  ASSIGN_OR_RETURN(
+      std::vector<SubBlock> sub_blocks,
+      ResolveBlockEntries(registry, std::span<const BlockEntry>(
+                                        entries.begin(), entries.size())));
   auto block = std::make_unique<T>(std::forward<Args>(args)...);
   RETURN_IF_ERROR(block->SetSubBlocks(std::move(sub_blocks)));
   return block;

@@ -90,9 +90,8 @@ inline absl::Status LoopBlocks::LoopStep(const Components& components,
                                          const LoopIndex& index,
                                          RunContext& context) const {
   for (const LoopStepBlock* step : steps_) {
-    absl::Status status = InvokeGuarded(*step, [&] {
-      return step->RunStep(components, block_state, index);
-    });
+    absl::Status status = InvokeGuarded(
+        *step, [&] { return step->RunStep(components, block_state, index); });
     if (ABSL_PREDICT_FALSE(!status.ok())) return status;
   }
   if (context.observer != nullptr) {

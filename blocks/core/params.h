@@ -18,11 +18,12 @@
 // between threads.
 #pragma once
 
+#include <ATen/core/ivalue.h>
+
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 
-#include <ATen/core/ivalue.h>
+#include "absl/strings/string_view.h"
 
 namespace loopserve {
 

@@ -29,8 +29,8 @@ absl::StatusOr<std::unique_ptr<Block>> BlockRegistry::Create(
   auto it = factories_.find(type_name);
   if (it == factories_.end()) {
     return absl::NotFoundError(
-        absl::StrCat("unknown block type '", type_name, "'; registered: ",
-                     absl::StrJoin(TypeNames(), ", ")));
+        absl::StrCat("unknown block type '", type_name,
+                     "'; registered: ", absl::StrJoin(TypeNames(), ", ")));
   }
   return it->second(params);
 }
@@ -53,9 +53,9 @@ absl::Status RejectParams(absl::string_view type_name,
   std::vector<std::string> names;
   for (const auto& [name, value] : params) names.push_back(name);
   std::sort(names.begin(), names.end());
-  return absl::InvalidArgumentError(
-      absl::StrCat("block type '", type_name, "' takes no params; got '",
-                   names.front(), "'"));
+  return absl::InvalidArgumentError(absl::StrCat("block type '", type_name,
+                                                 "' takes no params; got '",
+                                                 names.front(), "'"));
 }
 
 }  // namespace loopserve

@@ -14,17 +14,17 @@
 // const methods may then be called from any thread.
 #pragma once
 
+#include <ATen/core/ivalue.h>
+
 #include <functional>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
-
-#include <ATen/core/ivalue.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "blocks/core/block.h"
 
 namespace loopserve {
@@ -67,15 +67,14 @@ absl::Status RejectParams(absl::string_view type_name,
 template <typename T>
 absl::Status BlockRegistry::Register() {
   static_assert(std::is_base_of_v<Block, T>);
-  return Register(std::string(T::kTypeName),
-                  [](const BlockParams& params)
-                      -> absl::StatusOr<std::unique_ptr<Block>> {
-                    if (absl::Status s = RejectParams(T::kTypeName, params);
-                        !s.ok()) {
-                      return s;
-                    }
-                    return std::make_unique<T>();
-                  });
+  return Register(
+      std::string(T::kTypeName),
+      [](const BlockParams& params) -> absl::StatusOr<std::unique_ptr<Block>> {
+        if (absl::Status s = RejectParams(T::kTypeName, params); !s.ok()) {
+          return s;
+        }
+        return std::make_unique<T>();
+      });
 }
 
 }  // namespace loopserve

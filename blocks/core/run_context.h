@@ -8,9 +8,9 @@
 // ...) to end the loop at that step boundary with that status.
 #pragma once
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "absl/status/status.h"
 

@@ -18,7 +18,8 @@ const c10::IValue* PipelineState::GetInput(absl::string_view name) const {
   return it == inputs_.end() ? nullptr : &it->second;
 }
 
-const c10::IValue* PipelineState::GetIntermediate(absl::string_view name) const {
+const c10::IValue* PipelineState::GetIntermediate(
+    absl::string_view name) const {
   auto it = intermediates_.find(name);
   return it == intermediates_.end() ? nullptr : &it->second;
 }

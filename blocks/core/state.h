@@ -19,16 +19,16 @@
 // touches them from one thread at a time.
 #pragma once
 
+#include <ATen/core/ivalue.h>
+
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
-#include <ATen/core/ivalue.h>
-
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "blocks/core/params.h"
 
 namespace loopserve {

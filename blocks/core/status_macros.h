@@ -19,16 +19,16 @@
 #define LOOPSERVE_STATUS_CONCAT_INNER(a, b) a##b
 #define LOOPSERVE_STATUS_CONCAT(a, b) LOOPSERVE_STATUS_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                                   \
-  do {                                                          \
-    ::absl::Status loopserve_status_ = (expr);                  \
-    if (ABSL_PREDICT_FALSE(!loopserve_status_.ok())) {          \
-      return loopserve_status_;                                 \
-    }                                                           \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status loopserve_status_ = (expr);         \
+    if (ABSL_PREDICT_FALSE(!loopserve_status_.ok())) { \
+      return loopserve_status_;                        \
+    }                                                  \
   } while (false)
 
-#define ASSIGN_OR_RETURN(lhs, expr)                                          \
-  LOOPSERVE_ASSIGN_OR_RETURN_IMPL(                                           \
+#define ASSIGN_OR_RETURN(lhs, expr) \
+  LOOPSERVE_ASSIGN_OR_RETURN_IMPL(  \
       LOOPSERVE_STATUS_CONCAT(loopserve_statusor_, __LINE__), lhs, expr)
 
 #define LOOPSERVE_ASSIGN_OR_RETURN_IMPL(statusor, lhs, expr) \

@@ -13,37 +13,35 @@ std::vector<InputParam> LoopWrapper::loop_inputs() const {
 }
 
 absl::Status LoopWrapper::Run(const Components& components,
-                              PipelineState& state,
-                              RunContext& context) const {
+                              PipelineState& state, RunContext& context) const {
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
   ASSIGN_OR_RETURN(const int64_t num_steps,
                    block_state.Get<int64_t>("num_steps"));
   if (num_steps < 0) {
-    return BlockError(*this, absl::StatusCode::kInvalidArgument,
-                      absl::StrCat("input 'num_steps' must be >= 0, got ",
-                                   num_steps));
+    return BlockError(
+        *this, absl::StatusCode::kInvalidArgument,
+        absl::StrCat("input 'num_steps' must be >= 0, got ", num_steps));
   }
   for (int64_t i = 0; i < num_steps; ++i) {
-    RETURN_IF_ERROR(
-        LoopStep(components, block_state, {.i = i, .total = num_steps},
-                 context));
+    RETURN_IF_ERROR(LoopStep(components, block_state,
+                             {.i = i, .total = num_steps}, context));
   }
   return SetBlockState(state, block_state);
 }
 
 std::vector<InputParam> LoopBlock::inputs() const {
-  return {{.name = "x",
-           .type_hint =
-               TypeHint::Int() | TypeHint::Double() | TypeHint::Tensor(),
-           .required = true,
-           .description = "The value to increment"}};
+  return {
+      {.name = "x",
+       .type_hint = TypeHint::Int() | TypeHint::Double() | TypeHint::Tensor(),
+       .required = true,
+       .description = "The value to increment"}};
 }
 
 std::vector<OutputParam> LoopBlock::intermediate_outputs() const {
-  return {{.name = "x",
-           .type_hint =
-               TypeHint::Int() | TypeHint::Double() | TypeHint::Tensor(),
-           .description = "x + 1 after every iteration"}};
+  return {
+      {.name = "x",
+       .type_hint = TypeHint::Int() | TypeHint::Double() | TypeHint::Tensor(),
+       .description = "x + 1 after every iteration"}};
 }
 
 absl::Status LoopBlock::RunStep(const Components&, BlockState& state,
@@ -65,9 +63,8 @@ absl::Status LoopBlock::RunStep(const Components&, BlockState& state,
     // later copy off the device.
     *x = x->toTensor().add(1);
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("x must be an int, double or tensor, got ",
-                     KindName(KindOf(*x))));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "x must be an int, double or tensor, got ", KindName(KindOf(*x))));
   }
   return absl::OkStatus();
 }
@@ -79,19 +76,19 @@ absl::Status RegisterSeedBlocks(BlockRegistry& registry) {
 
 absl::StatusOr<std::unique_ptr<Block>> MakeSeedLoop(
     const BlockRegistry& registry) {
-  ASSIGN_OR_RETURN(std::unique_ptr<LoopWrapper> loop,
-                   FromBlocks<LoopWrapper>(registry, {{"block1", "LoopBlock"}}));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LoopWrapper> loop,
+      FromBlocks<LoopWrapper>(registry, {{"block1", "LoopBlock"}}));
   loop->SetName(std::string(kSeedLoopName));
   return loop;
 }
 
 absl::StatusOr<std::unique_ptr<Block>> MakeSeedLoop2(
     const BlockRegistry& registry) {
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<LoopWrapper> loop,
-      FromBlocks<LoopWrapper>(registry,
-                              {{"block1", std::make_unique<LoopBlock>()},
-                               {"block2", "LoopBlock"}}));
+  ASSIGN_OR_RETURN(std::unique_ptr<LoopWrapper> loop,
+                   FromBlocks<LoopWrapper>(
+                       registry, {{"block1", std::make_unique<LoopBlock>()},
+                                  {"block2", "LoopBlock"}}));
   loop->SetName(std::string(kSeedLoop2Name));
   return loop;
 }

@@ -14,11 +14,11 @@
 #pragma once
 
 #include <memory>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/registry.h"
 

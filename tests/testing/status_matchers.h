@@ -6,10 +6,10 @@
 //                                HasSubstr("unknown block type")));
 #pragma once
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -29,23 +29,22 @@ MATCHER_P2(StatusIs, code, message_matcher,
   const absl::Status& status = GetStatus(arg);
   *result_listener << "status is " << status;
   return status.code() == code &&
-         ::testing::ExplainMatchResult(message_matcher,
-                                       std::string(status.message()),
-                                       result_listener);
+         ::testing::ExplainMatchResult(
+             message_matcher, std::string(status.message()), result_listener);
 }
 
 }  // namespace loopserve::testing
 
-#define ASSERT_OK(expr)                                         \
-  do {                                                          \
-    const auto& loopserve_test_status_ = (expr);                \
+#define ASSERT_OK(expr)                                                       \
+  do {                                                                        \
+    const auto& loopserve_test_status_ = (expr);                              \
     ASSERT_TRUE(::loopserve::testing::GetStatus(loopserve_test_status_).ok()) \
         << ::loopserve::testing::GetStatus(loopserve_test_status_);           \
   } while (false)
 
-#define EXPECT_OK(expr)                                                      \
-  do {                                                                       \
-    const auto& loopserve_test_status_ = (expr);                             \
+#define EXPECT_OK(expr)                                                       \
+  do {                                                                        \
+    const auto& loopserve_test_status_ = (expr);                              \
     EXPECT_TRUE(::loopserve::testing::GetStatus(loopserve_test_status_).ok()) \
         << ::loopserve::testing::GetStatus(loopserve_test_status_);           \
   } while (false)
@@ -53,8 +52,8 @@ MATCHER_P2(StatusIs, code, message_matcher,
 #define LOOPSERVE_TEST_CONCAT_INNER(a, b) a##b
 #define LOOPSERVE_TEST_CONCAT(a, b) LOOPSERVE_TEST_CONCAT_INNER(a, b)
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                                  \
-  ASSERT_OK_AND_ASSIGN_IMPL(                                             \
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  ASSERT_OK_AND_ASSIGN_IMPL(            \
       LOOPSERVE_TEST_CONCAT(loopserve_test_statusor_, __LINE__), lhs, expr)
 
 #define ASSERT_OK_AND_ASSIGN_IMPL(statusor, lhs, expr) \

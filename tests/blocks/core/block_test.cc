@@ -1,11 +1,10 @@
 #include "blocks/core/block.h"
 
-#include <stdexcept>
-
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <ATen/ATen.h>
+#include <stdexcept>
 
 #include "tests/blocks/core/fake_blocks.h"
 #include "tests/testing/status_matchers.h"
@@ -26,10 +25,11 @@ absl::Status RunAlone(const Block& block, PipelineState& state) {
 }
 
 TEST(GetBlockStateTest, AppliesDefaults) {
-  FakeBlock block({.inputs = {{.name = "guidance_scale",
-                               .type_hint = TypeHint::Double(),
-                               .default_value = 7.5},
-                              {.name = "steps", .default_value = int64_t{50}}}});
+  FakeBlock block(
+      {.inputs = {{.name = "guidance_scale",
+                   .type_hint = TypeHint::Double(),
+                   .default_value = 7.5},
+                  {.name = "steps", .default_value = int64_t{50}}}});
   PipelineState state;
   state.SetInput("steps", int64_t{10});
   ASSERT_OK_AND_ASSIGN(BlockState block_state, block.GetBlockState(state));
@@ -87,13 +87,13 @@ TEST(GetBlockStateTest, ProducedValueSupersedesUserInput) {
 }
 
 TEST(SetBlockStateTest, WritesOutputsAndLeavesInputs) {
-  FakeBlock block({.inputs = {Input("x", true)},
-                   .intermediate_outputs = {Output("y")}},
-                  [](BlockState& s) {
-                    s.Set("y", s.Find("x")->toInt() * 2);
-                    s.Set("x", int64_t{-1});  // not an output: not written
-                    return absl::OkStatus();
-                  });
+  FakeBlock block(
+      {.inputs = {Input("x", true)}, .intermediate_outputs = {Output("y")}},
+      [](BlockState& s) {
+        s.Set("y", s.Find("x")->toInt() * 2);
+        s.Set("x", int64_t{-1});  // not an output: not written
+        return absl::OkStatus();
+      });
   PipelineState state;
   state.SetInput("x", int64_t{21});
   ASSERT_OK(RunAlone(block, state));
@@ -147,9 +147,9 @@ TEST(RunBlockTest, ExceptionsBecomeStatusNamingTheBlock) {
   FakeBlock other({}, [](BlockState&) -> absl::Status {
     throw std::runtime_error("disk on fire");
   });
-  EXPECT_THAT(RunAlone(other, state),
-              StatusIs(absl::StatusCode::kInternal,
-                       "block 'FakeBlock': disk on fire"));
+  EXPECT_THAT(
+      RunAlone(other, state),
+      StatusIs(absl::StatusCode::kInternal, "block 'FakeBlock': disk on fire"));
 }
 
 TEST(RunBlockTest, ReturnedErrorsAreNamedOnce) {

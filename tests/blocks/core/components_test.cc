@@ -28,15 +28,16 @@ TEST(ComponentsTest, TypedAccess) {
 TEST(ComponentsTest, Errors) {
   Components components;
   ASSERT_OK(components.Add("scheduler", std::make_shared<const Scheduler>()));
-  EXPECT_THAT(components.Add("scheduler", std::make_shared<const Scheduler>()),
-              StatusIs(absl::StatusCode::kAlreadyExists,
-                       HasSubstr("'scheduler'")));
-  EXPECT_THAT(components.Get<Scheduler>("unet"),
-              StatusIs(absl::StatusCode::kNotFound,
-                       "component 'unet' is not loaded"));
+  EXPECT_THAT(
+      components.Add("scheduler", std::make_shared<const Scheduler>()),
+      StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("'scheduler'")));
+  EXPECT_THAT(
+      components.Get<Scheduler>("unet"),
+      StatusIs(absl::StatusCode::kNotFound, "component 'unet' is not loaded"));
   EXPECT_THAT(components.Get<int>("scheduler"),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("component 'scheduler' is a")));
+                       "component 'scheduler' is a loopserve::(anonymous "
+                       "namespace)::Scheduler, not a int"));
   EXPECT_THAT(components.Add("", std::make_shared<const int>(1)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
   EXPECT_THAT(components.Add("null", std::shared_ptr<const int>()),

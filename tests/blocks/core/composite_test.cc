@@ -53,16 +53,15 @@ TEST(SequentialTest, InputsAreSubBlockInputsMinusEarlierOutputs) {
 
 TEST(SequentialTest, IntermediateInputsFollowTheSameRule) {
   ASSERT_OK_AND_ASSIGN(
-      auto seq,
-      FromBlocks<SequentialBlocks>(
-          FakeRegistry(),
-          {{"a", std::make_unique<FakeBlock>(FakeDeclarations{
-                     .intermediate_inputs = {Input("timesteps")},
-                     .intermediate_outputs = {Output("latents")}})},
-           {"b", std::make_unique<FakeBlock>(FakeDeclarations{
-                     .intermediate_inputs = {Input("latents"),
-                                             Input("timesteps"),
-                                             Input("embeds")}})}}));
+      auto seq, FromBlocks<SequentialBlocks>(
+                    FakeRegistry(),
+                    {{"a", std::make_unique<FakeBlock>(FakeDeclarations{
+                               .intermediate_inputs = {Input("timesteps")},
+                               .intermediate_outputs = {Output("latents")}})},
+                     {"b", std::make_unique<FakeBlock>(FakeDeclarations{
+                               .intermediate_inputs = {Input("latents"),
+                                                       Input("timesteps"),
+                                                       Input("embeds")}})}}));
   EXPECT_THAT(Names(seq->intermediate_inputs()),
               ElementsAre("timesteps", "embeds"));
 }
@@ -77,9 +76,10 @@ TEST(SequentialTest, RunsSubBlocksInOrderOnOneState) {
           return absl::OkStatus();
         });
   };
-  ASSERT_OK_AND_ASSIGN(auto seq, FromBlocks<SequentialBlocks>(
-                                     FakeRegistry(), {{"first", add("a", "b", 1)},
-                                                      {"second", add("b", "c", 2)}}));
+  ASSERT_OK_AND_ASSIGN(
+      auto seq, FromBlocks<SequentialBlocks>(FakeRegistry(),
+                                             {{"first", add("a", "b", 1)},
+                                              {"second", add("b", "c", 2)}}));
   PipelineState state;
   state.SetInput("a", int64_t{0});
   RunContext context;
@@ -117,11 +117,11 @@ TEST(FromBlocksTest, TakesTypeNamesAndInstances) {
 }
 
 TEST(FromBlocksTest, UnknownTypeIsNotFound) {
-  EXPECT_THAT(FromBlocks<SequentialBlocks>(FakeRegistry(),
-                                           {{"block1", "NoSuchBlock"}}),
-              StatusIs(absl::StatusCode::kNotFound,
-                       HasSubstr("sub-block 'block1': unknown block type "
-                                 "'NoSuchBlock'")));
+  EXPECT_THAT(
+      FromBlocks<SequentialBlocks>(FakeRegistry(), {{"block1", "NoSuchBlock"}}),
+      StatusIs(absl::StatusCode::kNotFound,
+               HasSubstr("sub-block 'block1': unknown block type "
+                         "'NoSuchBlock'")));
 }
 
 TEST(FromBlocksTest, RepeatedOrBadNamesAreRejected) {
@@ -129,10 +129,10 @@ TEST(FromBlocksTest, RepeatedOrBadNamesAreRejected) {
                   FakeRegistry(), {{"a", "FakeBlock"}, {"a", "FakeBlock"}}),
               StatusIs(absl::StatusCode::kAlreadyExists,
                        HasSubstr("'a' appears more than once")));
-  EXPECT_THAT(FromBlocks<SequentialBlocks>(FakeRegistry(),
-                                           {{"a/b", "FakeBlock"}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("must not contain '/'")));
+  EXPECT_THAT(
+      FromBlocks<SequentialBlocks>(FakeRegistry(), {{"a/b", "FakeBlock"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("must not contain '/'")));
   EXPECT_THAT(
       FromBlocks<SequentialBlocks>(FakeRegistry(), {{"", "FakeBlock"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-empty")));
@@ -170,14 +170,14 @@ TEST(CompositeTest, SubBlocksCannotFollowTheSignature) {
 }
 
 TEST(CompositeTest, PathsFollowTheTreeWhateverTheOrderOfAssembly) {
-  ASSERT_OK_AND_ASSIGN(auto inner,
-                       FromBlocks<SequentialBlocks>(FakeRegistry(),
-                                                    {{"leaf", "FakeBlock"}}));
+  ASSERT_OK_AND_ASSIGN(
+      auto inner,
+      FromBlocks<SequentialBlocks>(FakeRegistry(), {{"leaf", "FakeBlock"}}));
   const Block* leaf = inner->sub_blocks()[0].block.get();
   EXPECT_EQ(leaf->path(), "leaf");
-  ASSERT_OK_AND_ASSIGN(auto outer,
-                       FromBlocks<SequentialBlocks>(
-                           FakeRegistry(), {{"inner", std::move(inner)}}));
+  ASSERT_OK_AND_ASSIGN(
+      auto outer, FromBlocks<SequentialBlocks>(FakeRegistry(),
+                                               {{"inner", std::move(inner)}}));
   outer->SetName("pipe");
   EXPECT_EQ(leaf->path(), "pipe/inner/leaf");
   EXPECT_EQ(leaf->name(), "leaf");
@@ -185,9 +185,8 @@ TEST(CompositeTest, PathsFollowTheTreeWhateverTheOrderOfAssembly) {
 }
 
 TEST(CompositeTest, DescribeIsTheTree) {
-  ASSERT_OK_AND_ASSIGN(auto seq,
-                       FromBlocks<SequentialBlocks>(FakeRegistry(),
-                                                    {{"a", "FakeBlock"}}));
+  ASSERT_OK_AND_ASSIGN(auto seq, FromBlocks<SequentialBlocks>(
+                                     FakeRegistry(), {{"a", "FakeBlock"}}));
   seq->SetName("pipe");
   BlockDescription description = seq->Describe();
   EXPECT_EQ(description.name, "pipe");
@@ -210,9 +209,9 @@ TEST(CompositeTest, ExpectedComponentsAreMergedAndChecked) {
           {{"a", std::make_unique<FakeBlock>(FakeDeclarations{
                      .expected_components = {{.name = "scheduler"}}})},
            {"b", std::make_unique<FakeBlock>(FakeDeclarations{
-                     .expected_components = {{.name = "scheduler"},
-                                             {.name = "unet",
-                                              .type = "torchscript"}}})}}));
+                     .expected_components = {
+                         {.name = "scheduler"},
+                         {.name = "unet", .type = "torchscript"}}})}}));
   EXPECT_THAT(Names(seq->expected_components()),
               ElementsAre("scheduler", "unet"));
 

@@ -83,19 +83,18 @@ TEST(LoopTest, OutputsAreSubBlockOutputsThenLoopOutputs) {
 }
 
 TEST(LoopTest, HoldsOnlyLoopBlocks) {
-  EXPECT_THAT(
-      FromBlocks<FakeLoop>(
-          BlockRegistry(),
-          {{"leaf", std::make_unique<FakeBlock>(FakeDeclarations{})}}),
-      StatusIs(absl::StatusCode::kInvalidArgument,
-               HasSubstr("sub-block 'leaf' (FakeBlock) is not a loop "
-                         "block")));
+  EXPECT_THAT(FromBlocks<FakeLoop>(
+                  BlockRegistry(),
+                  {{"leaf", std::make_unique<FakeBlock>(FakeDeclarations{})}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("sub-block 'leaf' (FakeBlock) is not a loop "
+                                 "block")));
 }
 
 TEST(LoopTest, ObserverSeesEveryIterationInOrder) {
-  ASSERT_OK_AND_ASSIGN(auto loop, FromBlocks<FakeLoop>(
-                                      BlockRegistry(),
-                                      {{"inc", Increment()}}, /*iterations=*/4));
+  ASSERT_OK_AND_ASSIGN(
+      auto loop, FromBlocks<FakeLoop>(BlockRegistry(), {{"inc", Increment()}},
+                                      /*iterations=*/4));
   loop->SetName("loop");
   PipelineState state;
   state.SetInput("x", int64_t{10});
@@ -114,8 +113,8 @@ TEST(LoopTest, ObserverSeesEveryIterationInOrder) {
 }
 
 TEST(LoopTest, ObserverStopEndsTheLoopWithItsStatus) {
-  ASSERT_OK_AND_ASSIGN(auto loop, FromBlocks<FakeLoop>(
-                                      BlockRegistry(), {{"inc", Increment()}},
+  ASSERT_OK_AND_ASSIGN(
+      auto loop, FromBlocks<FakeLoop>(BlockRegistry(), {{"inc", Increment()}},
                                       /*iterations=*/100));
   loop->SetName("loop");
   PipelineState state;
@@ -127,8 +126,8 @@ TEST(LoopTest, ObserverStopEndsTheLoopWithItsStatus) {
 
   absl::Status status = RunBlock(*loop, Components(), state, context);
   // Unchanged: no block is named in a stop the observer asked for.
-  EXPECT_THAT(status, StatusIs(absl::StatusCode::kDeadlineExceeded,
-                               "deadline passed"));
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "deadline passed"));
   EXPECT_EQ(AttributedBlockPath(status), "");
   EXPECT_EQ(observer.seen.size(), 3u);  // iterations 0, 1, 2; no more
   // The loop ended before SetBlockState.
@@ -141,11 +140,11 @@ TEST(LoopTest, LoopBlockErrorsNameTheLoopBlock) {
         if (index.i == 1) return absl::InternalError("NaN in latents");
         return absl::OkStatus();
       });
-  ASSERT_OK_AND_ASSIGN(auto loop,
-                       FromBlocks<FakeLoop>(BlockRegistry(),
-                                            {{"inc", Increment()},
-                                             {"check", std::move(failing)}},
-                                            /*iterations=*/5));
+  ASSERT_OK_AND_ASSIGN(
+      auto loop, FromBlocks<FakeLoop>(
+                     BlockRegistry(),
+                     {{"inc", Increment()}, {"check", std::move(failing)}},
+                     /*iterations=*/5));
   loop->SetName("denoise");
   PipelineState state;
   state.SetInput("x", int64_t{0});
@@ -162,9 +161,9 @@ TEST(LoopTest, LoopBlockExceptionsNameTheLoopBlock) {
       FakeDeclarations{}, [](BlockState&, const LoopIndex&) -> absl::Status {
         throw std::runtime_error("boom");
       });
-  ASSERT_OK_AND_ASSIGN(auto loop,
-                       FromBlocks<FakeLoop>(BlockRegistry(),
-                                            {{"throws", std::move(throwing)}}));
+  ASSERT_OK_AND_ASSIGN(
+      auto loop,
+      FromBlocks<FakeLoop>(BlockRegistry(), {{"throws", std::move(throwing)}}));
   loop->SetName("denoise");
   PipelineState state;
   RunContext context;
@@ -174,21 +173,22 @@ TEST(LoopTest, LoopBlockExceptionsNameTheLoopBlock) {
 }
 
 TEST(LoopTest, LoopInsideSequentialRunsAndReportsItsPath) {
-  ASSERT_OK_AND_ASSIGN(auto loop, FromBlocks<FakeLoop>(
-                                      BlockRegistry(), {{"inc", Increment()}},
+  ASSERT_OK_AND_ASSIGN(
+      auto loop, FromBlocks<FakeLoop>(BlockRegistry(), {{"inc", Increment()}},
                                       /*iterations=*/2));
   ASSERT_OK_AND_ASSIGN(
       auto pipeline,
       FromBlocks<SequentialBlocks>(
           BlockRegistry(),
           {{"denoise", std::move(loop)},
-           {"double", std::make_unique<FakeBlock>(
-                          FakeDeclarations{.inputs = {Input("x", true)},
-                                           .intermediate_outputs = {Output("y")}},
-                          [](BlockState& s) {
-                            s.Set("y", s.Find("x")->toInt() * 2);
-                            return absl::OkStatus();
-                          })}}));
+           {"double",
+            std::make_unique<FakeBlock>(
+                FakeDeclarations{.inputs = {Input("x", true)},
+                                 .intermediate_outputs = {Output("y")}},
+                [](BlockState& s) {
+                  s.Set("y", s.Find("x")->toInt() * 2);
+                  return absl::OkStatus();
+                })}}));
   pipeline->SetName("pipe");
   // x is produced by the loop, so the pipeline's only input is x for the
   // loop; "double" reads the loop's x (Note [input resolution]).

@@ -1,8 +1,7 @@
 #include "blocks/core/params.h"
 
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 namespace loopserve {
 namespace {
@@ -45,9 +44,9 @@ TEST(TypeHintTest, DefaultIsAny) {
 
 TEST(TypeHintTest, ToStringNamesKindsInFixedOrder) {
   EXPECT_EQ(TypeHint::Int().ToString(), "int");
-  EXPECT_EQ((TypeHint::Tensor() | TypeHint::Double() | TypeHint::Int())
-                .ToString(),
-            "int | double | tensor");
+  EXPECT_EQ(
+      (TypeHint::Tensor() | TypeHint::Double() | TypeHint::Int()).ToString(),
+      "int | double | tensor");
   EXPECT_EQ(TypeHint::Any().ToString(), "any");
 }
 

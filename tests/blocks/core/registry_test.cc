@@ -64,16 +64,18 @@ TEST(BlockRegistryTest, FactoriesReceiveParams) {
         return std::make_unique<Plain>();
       }));
   EXPECT_OK(registry.Create("Scaled", {{"factor", 2.0}}).status());
-  EXPECT_THAT(registry.Create("Scaled"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("'factor'")));
+  EXPECT_THAT(
+      registry.Create("Scaled"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'factor'")));
 }
 
 TEST(BlockRegistryTest, RejectsEmptyNamesAndNullFactories) {
   BlockRegistry registry;
-  EXPECT_THAT(registry.Register("", [](const BlockParams&) {
-    return absl::StatusOr<std::unique_ptr<Block>>(std::make_unique<Plain>());
-  }),
+  EXPECT_THAT(registry.Register("",
+                                [](const BlockParams&) {
+                                  return absl::StatusOr<std::unique_ptr<Block>>(
+                                      std::make_unique<Plain>());
+                                }),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
   EXPECT_THAT(registry.Register("Null", nullptr),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("null")));

@@ -1,9 +1,8 @@
 #include "blocks/core/state.h"
 
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include "tests/testing/status_matchers.h"
 

@@ -2,10 +2,9 @@
 // the guide shows it.
 #include "blocks/examples/seed_blocks.h"
 
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include "blocks/builtin_blocks.h"
 #include "tests/blocks/core/fake_blocks.h"
@@ -91,7 +90,8 @@ TEST_F(SeedLoopTest, TensorXAndTheInputIsUntouched) {
   const at::Tensor x0 = at::zeros({1, 4, 64, 64});
   ASSERT_OK(Run(*loop, int64_t{5}, x0));
   EXPECT_TRUE(at::equal(FinalX().toTensor(), at::full({1, 4, 64, 64}, 5.0)));
-  EXPECT_TRUE(at::equal(x0, at::zeros({1, 4, 64, 64})));  // Note [out-of-place x]
+  EXPECT_TRUE(
+      at::equal(x0, at::zeros({1, 4, 64, 64})));  // Note [out-of-place x]
   ASSERT_EQ(observer_.seen.size(), 5u);
   // Every iteration's tensor is its own: an observer may keep them.
   for (size_t i = 0; i < observer_.seen.size(); ++i) {
@@ -187,10 +187,9 @@ TEST_F(SeedLoopTest, RegisteredLoopWrapperCanBeAssembled) {
                        registry_.Create("LoopWrapper"));
   auto* loop = dynamic_cast<LoopWrapper*>(block.get());
   ASSERT_NE(loop, nullptr);
-  ASSERT_OK_AND_ASSIGN(std::vector<SubBlock> sub_blocks,
-                       ResolveBlockEntries(registry_, std::vector<BlockEntry>{}));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Block> step,
                        registry_.Create("LoopBlock"));
+  std::vector<SubBlock> sub_blocks;
   sub_blocks.push_back({"block1", std::move(step)});
   ASSERT_OK(loop->SetSubBlocks(std::move(sub_blocks)));
   ASSERT_OK(Run(*loop, int64_t{2}, int64_t{0}));
