@@ -19,17 +19,13 @@ struct FakeDeclarations {
   std::vector<ComponentSpec> expected_components{};
 };
 
-// A leaf block: declares what it is given; Run calls `run` on its block
-// state between GetBlockState and SetBlockState.
-class FakeBlock : public Block {
+// `Base` (Block or LoopStepBlock) declaring what it is given.
+template <typename Base>
+class Declared : public Base {
  public:
-  using RunFn = std::function<absl::Status(BlockState&)>;
-  static constexpr absl::string_view kTypeName = "FakeBlock";
+  explicit Declared(FakeDeclarations declarations)
+      : declarations_(std::move(declarations)) {}
 
-  explicit FakeBlock(FakeDeclarations declarations, RunFn run = nullptr)
-      : declarations_(std::move(declarations)), run_(std::move(run)) {}
-
-  absl::string_view type_name() const override { return kTypeName; }
   std::vector<InputParam> inputs() const override {
     return declarations_.inputs;
   }
@@ -43,6 +39,22 @@ class FakeBlock : public Block {
     return declarations_.expected_components;
   }
 
+ private:
+  FakeDeclarations declarations_;
+};
+
+// A leaf block: Run calls `run` on its block state between GetBlockState
+// and SetBlockState.
+class FakeBlock : public Declared<Block> {
+ public:
+  using RunFn = std::function<absl::Status(BlockState&)>;
+  static constexpr absl::string_view kTypeName = "FakeBlock";
+
+  explicit FakeBlock(FakeDeclarations declarations, RunFn run = nullptr)
+      : Declared(std::move(declarations)), run_(std::move(run)) {}
+
+  absl::string_view type_name() const override { return kTypeName; }
+
   absl::Status Run(const Components&, PipelineState& state,
                    RunContext&) const override {
     ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
@@ -51,29 +63,19 @@ class FakeBlock : public Block {
   }
 
  private:
-  FakeDeclarations declarations_;
   RunFn run_;
 };
 
-// A loop block: declares what it is given; RunStep calls `step`.
-class FakeStep : public LoopStepBlock {
+// A loop block: RunStep calls `step`.
+class FakeStep : public Declared<LoopStepBlock> {
  public:
   using StepFn = std::function<absl::Status(BlockState&, const LoopIndex&)>;
   static constexpr absl::string_view kTypeName = "FakeStep";
 
   explicit FakeStep(FakeDeclarations declarations, StepFn step = nullptr)
-      : declarations_(std::move(declarations)), step_(std::move(step)) {}
+      : Declared(std::move(declarations)), step_(std::move(step)) {}
 
   absl::string_view type_name() const override { return kTypeName; }
-  std::vector<InputParam> inputs() const override {
-    return declarations_.inputs;
-  }
-  std::vector<InputParam> intermediate_inputs() const override {
-    return declarations_.intermediate_inputs;
-  }
-  std::vector<OutputParam> intermediate_outputs() const override {
-    return declarations_.intermediate_outputs;
-  }
 
   absl::Status RunStep(const Components&, BlockState& state,
                        const LoopIndex& index) const override {
@@ -81,7 +83,6 @@ class FakeStep : public LoopStepBlock {
   }
 
  private:
-  FakeDeclarations declarations_;
   StepFn step_;
 };
 
