@@ -1,9 +1,12 @@
-// loopserve: for now, runs a seed pipeline in-process and prints x after
-// every iteration. The streaming gRPC service replaces this (issue #3).
+// loopserve: serves loop pipelines over gRPC.
 //
-//   loopserve --pipeline=seed-loop --num_steps=5 --x=0
-#include <c10/core/InferenceMode.h>
-
+//   loopserve --port=50051 --device=auto
+//
+// Prints a ready line on stderr once it serves ("loopserve: serving on
+// 0.0.0.0:50051 ..."). SIGTERM or SIGINT drains: health turns NOT_SERVING,
+// new runs get UNAVAILABLE, runs in flight get --shutdown_grace_s to finish
+// and are then cancelled; the process exits 0.
+#include <csignal>
 #include <cstdint>
 #include <iostream>
 #include <memory>
@@ -14,60 +17,76 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "blocks/builtin_blocks.h"
-#include "blocks/core/block.h"
 #include "blocks/core/status_macros.h"
-#include "blocks/examples/seed_blocks.h"
+#include "server/device.h"
+#include "server/loop_server.h"
+#include "server/pipeline_catalog.h"
 
-ABSL_FLAG(std::string, pipeline, "seed-loop",
-          "Pipeline to run: seed-loop or seed-loop-2");
-ABSL_FLAG(int64_t, num_steps, 5, "Loop input num_steps");
-ABSL_FLAG(int64_t, x, 0, "Input x");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
+ABSL_FLAG(int32_t, port, 50051, "Port to listen on; 0 picks a free one");
+ABSL_FLAG(std::string, device, "auto",
+          "Where pipelines run: auto, cpu, cuda or cuda:N");
+ABSL_FLAG(int32_t, max_concurrent_runs, 4, "Runs executing at once");
+ABSL_FLAG(int32_t, max_queued_runs, 64,
+          "Runs waiting for a worker; past this, RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_iterations, 1'000'000,
+          "Largest iteration count (num_steps) a request may ask for");
+ABSL_FLAG(int64_t, max_tensor_bytes, int64_t{256} << 20,
+          "Largest input tensor, in bytes");
+ABSL_FLAG(int32_t, max_request_bytes, 512 << 20,
+          "Largest request message, in bytes");
+ABSL_FLAG(int64_t, max_batch_bytes, 1 << 20,
+          "Payload bytes packed into one IterationBatch message");
+ABSL_FLAG(double, shutdown_grace_s, 30,
+          "Seconds runs in flight get to finish after SIGTERM");
 
 namespace loopserve {
 namespace {
 
-// Prints the loop's intermediate outputs after every iteration.
-class PrintingObserver : public IterationObserver {
- public:
-  absl::Status OnIteration(const LoopIteration& iteration) override {
-    std::cout << iteration.loop.path() << " iteration " << iteration.index.i + 1
-              << "/" << iteration.index.total << ":";
-    for (const OutputParam& output :
-         iteration.loop.signature().intermediate_outputs) {
-      if (const c10::IValue* value = iteration.state.Find(output.name)) {
-        std::cout << " " << output.name << " = " << *value;
-      }
-    }
-    std::cout << std::endl;
-    return absl::OkStatus();
-  }
-};
-
-absl::Status Main() {
+absl::Status Serve(const sigset_t& signals) {
+  ASSIGN_OR_RETURN(const c10::Device device,
+                   ResolveDevice(absl::GetFlag(FLAGS_device)));
   BlockRegistry registry;
   RETURN_IF_ERROR(RegisterBuiltinBlocks(registry));
-  const std::string name = absl::GetFlag(FLAGS_pipeline);
-  std::unique_ptr<Block> pipeline;
-  if (name == kSeedLoopName) {
-    ASSIGN_OR_RETURN(pipeline, MakeSeedLoop(registry));
-  } else if (name == kSeedLoop2Name) {
-    ASSIGN_OR_RETURN(pipeline, MakeSeedLoop2(registry));
-  } else {
-    return absl::NotFoundError(absl::StrCat("unknown pipeline '", name,
-                                            "'; available: ", kSeedLoopName,
-                                            ", ", kSeedLoop2Name));
+  PipelineCatalog catalog;
+  RETURN_IF_ERROR(AddDefaultPipelines(registry, catalog));
+  const size_t pipelines = catalog.pipelines().size();
+
+  LoopServerOptions options;
+  options.address =
+      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  options.executor = {
+      .max_concurrent_runs = absl::GetFlag(FLAGS_max_concurrent_runs),
+      .max_queued_runs = absl::GetFlag(FLAGS_max_queued_runs)};
+  options.service.limits.max_iterations = absl::GetFlag(FLAGS_max_iterations);
+  options.service.limits.decode.max_tensor_bytes =
+      absl::GetFlag(FLAGS_max_tensor_bytes);
+  options.service.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
+  options.service.stream.max_queued_bytes =
+      4 * options.service.stream.max_batch_bytes;
+  options.service.device = device;
+  options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (options.executor.max_concurrent_runs < 1 ||
+      options.executor.max_queued_runs < 0) {
+    return absl::InvalidArgumentError(
+        "--max_concurrent_runs must be >= 1 and --max_queued_runs >= 0");
   }
 
-  c10::InferenceMode inference_mode;
-  PipelineState state;
-  state.SetInput("num_steps", absl::GetFlag(FLAGS_num_steps));
-  state.SetInput("x", absl::GetFlag(FLAGS_x));
-  PrintingObserver observer;
-  RunContext context{.observer = &observer};
-  RETURN_IF_ERROR(RunBlock(*pipeline, Components(), state, context));
-  std::cout << name << " result: x = " << *state.GetIntermediate("x")
-            << std::endl;
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LoopServer> server,
+      LoopServer::Start(options, std::move(catalog), Components()));
+  std::cerr << "loopserve: serving " << pipelines << " pipelines on "
+            << absl::GetFlag(FLAGS_host) << ":" << server->port() << " (device "
+            << device.str() << ")" << std::endl;
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::cerr << "loopserve: " << strsignal(signal) << "; draining (grace "
+            << absl::GetFlag(FLAGS_shutdown_grace_s) << " s)" << std::endl;
+  server->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  std::cerr << "loopserve: stopped" << std::endl;
   return absl::OkStatus();
 }
 
@@ -75,10 +94,16 @@ absl::Status Main() {
 }  // namespace loopserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Runs a seed loop pipeline and prints x after every iteration.");
+  absl::SetProgramUsageMessage("Serves loop pipelines over gRPC.");
   absl::ParseCommandLine(argc, argv);
-  if (absl::Status status = loopserve::Main(); !status.ok()) {
+  // Block the shutdown signals in every thread; the main thread waits for
+  // them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (absl::Status status = loopserve::Serve(signals); !status.ok()) {
     std::cerr << "loopserve: " << status << std::endl;
     return 1;
   }

@@ -101,6 +101,9 @@ struct InputParam {
   // A required param without a value is an INVALID_ARGUMENT naming it.
   bool required = false;
   std::string description{};
+  // The number of iterations a loop will run (num_steps): the service caps
+  // it at its --max_iterations before a run is queued.
+  bool iteration_count = false;
 };
 
 // A value a block writes into the pipeline state's intermediates.

@@ -9,7 +9,8 @@ std::vector<InputParam> LoopWrapper::loop_inputs() const {
   return {{.name = "num_steps",
            .type_hint = TypeHint::Int(),
            .required = true,
-           .description = "Number of iterations to run"}};
+           .description = "Number of iterations to run",
+           .iteration_count = true}};
 }
 
 absl::Status LoopWrapper::Run(const Components& components,

@@ -1,0 +1,59 @@
+#include "server/loop_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace loopserve {
+
+LoopServer::LoopServer(PipelineCatalog catalog, Components components,
+                       const LoopServerOptions& options)
+    : catalog_(std::move(catalog)),
+      components_(std::move(components)),
+      executor_(options.executor),
+      service_(std::make_unique<LoopService>(catalog_, components_, executor_,
+                                             options.service)) {}
+
+absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
+    const LoopServerOptions& options, PipelineCatalog catalog,
+    Components components) {
+  std::unique_ptr<LoopServer> server(
+      new LoopServer(std::move(catalog), std::move(components), options));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.address));
+  }
+  grpc::HealthCheckServiceInterface* health =
+      server->server_->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+  return server;
+}
+
+void LoopServer::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  service_->StartDraining();
+  if (!service_->WaitForIdle(grace)) {
+    service_->CancelAll(
+        absl::UnavailableError("the server shut down before the run finished"));
+  }
+  // Runs stop at their next iteration boundary; give their streams a moment
+  // to finish before gRPC cancels what is left.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  executor_.Shutdown();
+}
+
+LoopServer::~LoopServer() { Shutdown(absl::ZeroDuration()); }
+
+}  // namespace loopserve

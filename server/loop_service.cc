@@ -1,0 +1,199 @@
+#include "server/loop_service.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "blocks/core/status_macros.h"
+#include "server/grpc_status.h"
+
+namespace loopserve {
+
+// One Run call: streams a RunStream's events (Note [finishing] in
+// run_stream.h says why it outlives every call the stream makes into it).
+class RunReactor final : public grpc::ServerWriteReactor<v1::RunEvent>,
+                         public RunEventWriter {
+ public:
+  RunReactor(LoopService& service, grpc::CallbackServerContext* context,
+             const v1::RunRequest& request)
+      : service_(service), context_(context) {
+    absl::StatusOr<std::shared_ptr<RunStream>> stream =
+        service_.StartRun(request, this);
+    if (!stream.ok()) {
+      ServerWriteReactor::Finish(ToGrpcStatus(stream.status()));
+      return;
+    }
+    stream_ = *std::move(stream);
+  }
+
+  void StartWrite(const v1::RunEvent* event) override {
+    ServerWriteReactor::StartWrite(event);
+  }
+  void Finish(const absl::Status& status) override {
+    ServerWriteReactor::Finish(ToGrpcStatus(status));
+  }
+
+  void OnWriteDone(bool ok) override { stream_->OnWriteDone(ok); }
+
+  void OnCancel() override {
+    if (stream_ == nullptr) return;
+    if (context_->deadline() <= std::chrono::system_clock::now()) {
+      stream_->Cancel(absl::DeadlineExceededError(
+          "the deadline passed before the run finished"));
+    } else {
+      stream_->Cancel(absl::CancelledError("the client cancelled the run"));
+    }
+  }
+
+  void OnDone() override {
+    if (stream_ != nullptr) service_.Untrack(stream_);
+    delete this;
+  }
+
+ private:
+  LoopService& service_;
+  grpc::CallbackServerContext* const context_;
+  std::shared_ptr<RunStream> stream_;
+};
+
+LoopService::LoopService(const PipelineCatalog& catalog,
+                         const Components& components, RunExecutor& executor,
+                         LoopServiceOptions options)
+    : catalog_(catalog),
+      components_(components),
+      executor_(executor),
+      options_(std::move(options)) {}
+
+grpc::ServerUnaryReactor* LoopService::ListPipelines(
+    grpc::CallbackServerContext* context, const v1::ListPipelinesRequest*,
+    v1::ListPipelinesResponse* response) {
+  for (const auto& pipeline : catalog_.pipelines()) {
+    v1::PipelineSummary* summary = response->add_pipelines();
+    summary->set_name(pipeline->name);
+    summary->set_description(pipeline->description);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+namespace {
+
+absl::Status PipelineNotFound(const PipelineCatalog& catalog,
+                              absl::string_view name) {
+  std::vector<std::string> names;
+  for (const auto& pipeline : catalog.pipelines()) {
+    names.push_back(pipeline->name);
+  }
+  return absl::NotFoundError(
+      absl::StrCat("pipeline '", name,
+                   "' is not served; available: ", absl::StrJoin(names, ", ")));
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* LoopService::DescribePipeline(
+    grpc::CallbackServerContext* context,
+    const v1::DescribePipelineRequest* request,
+    v1::PipelineDescription* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const Pipeline* pipeline = catalog_.Find(request->name());
+  if (pipeline == nullptr) {
+    reactor->Finish(ToGrpcStatus(PipelineNotFound(catalog_, request->name())));
+    return reactor;
+  }
+  *response = pipeline->description_proto;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::RunEvent>* LoopService::Run(
+    grpc::CallbackServerContext* context, const v1::RunRequest* request) {
+  return new RunReactor(*this, context, *request);
+}
+
+absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
+    const v1::RunRequest& request, RunEventWriter* writer) {
+  const Pipeline* pipeline = catalog_.Find(request.pipeline());
+  if (pipeline == nullptr)
+    return PipelineNotFound(catalog_, request.pipeline());
+  ASSIGN_OR_RETURN(PreparedRun prepared,
+                   PrepareRun(*pipeline, request, options_.limits));
+
+  uint64_t run_number;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return absl::UnavailableError(
+          "the server is shutting down and takes no new runs");
+    }
+    run_number = ++next_run_;
+  }
+  auto stream = std::make_shared<RunStream>(
+      absl::StrCat("run-", run_number), request.request_id(),
+      std::move(prepared.selection), options_.stream, writer);
+  Track(stream);
+
+  auto task = [stream, pipeline, components = &components_,
+               device = options_.device,
+               state = std::move(prepared.state)]() mutable {
+    if (!stream->Begin()) return;  // cancelled while queued
+    for (const auto& [name, value] : state.inputs()) {
+      if (value.isTensor() && value.toTensor().device() != device) {
+        state.SetInput(name, value.toTensor().to(device));
+      }
+    }
+    RunContext context{.observer = stream.get()};
+    const absl::Status status =
+        RunBlock(*pipeline->root, *components, state, context);
+    stream->End(status, state);
+  };
+  if (absl::Status status = executor_.Submit(std::move(task)); !status.ok()) {
+    Untrack(stream);
+    return status;
+  }
+  return stream;
+}
+
+void LoopService::Track(const std::shared_ptr<RunStream>& stream) {
+  absl::MutexLock lock(&mu_);
+  active_.insert(stream);
+}
+
+void LoopService::Untrack(const std::shared_ptr<RunStream>& stream) {
+  absl::MutexLock lock(&mu_);
+  active_.erase(stream);
+}
+
+void LoopService::StartDraining() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+bool LoopService::WaitForIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](absl::flat_hash_set<std::shared_ptr<RunStream>>* active) {
+            return active->empty();
+          },
+          &active_),
+      timeout);
+}
+
+void LoopService::CancelAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<RunStream>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    streams.assign(active_.begin(), active_.end());
+  }
+  for (const auto& stream : streams) stream->Cancel(status);
+}
+
+int LoopService::active_runs() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(active_.size());
+}
+
+}  // namespace loopserve

@@ -1,0 +1,85 @@
+// LoopService: the loopserve.v1.LoopPipelineService implementation, on gRPC's
+// callback API.
+//
+// ListPipelines and DescribePipeline answer from the catalog. Run validates
+// the request (PrepareRun), then hands the run to the RunExecutor; a
+// RunReactor (one ServerWriteReactor per call) streams its events through a
+// RunStream. Nothing here blocks a gRPC thread, and the loop never runs on
+// one.
+//
+// Thread-safety: all methods may be called from any thread. The catalog,
+// components and executor must outlive the service.
+#pragma once
+
+#include <c10/core/Device.h>
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "blocks/core/components.h"
+#include "loopserve/v1/loopserve.grpc.pb.h"
+#include "server/pipeline_catalog.h"
+#include "server/run_executor.h"
+#include "server/run_request.h"
+#include "server/run_stream.h"
+
+namespace loopserve {
+
+struct LoopServiceOptions {
+  RunLimits limits;
+  RunStreamOptions stream;
+  // Where input tensors go before a run starts.
+  c10::Device device = c10::kCPU;
+};
+
+class LoopService final : public v1::LoopPipelineService::CallbackService {
+ public:
+  LoopService(const PipelineCatalog& catalog, const Components& components,
+              RunExecutor& executor, LoopServiceOptions options);
+
+  grpc::ServerUnaryReactor* ListPipelines(
+      grpc::CallbackServerContext* context,
+      const v1::ListPipelinesRequest* request,
+      v1::ListPipelinesResponse* response) override;
+  grpc::ServerUnaryReactor* DescribePipeline(
+      grpc::CallbackServerContext* context,
+      const v1::DescribePipelineRequest* request,
+      v1::PipelineDescription* response) override;
+  grpc::ServerWriteReactor<v1::RunEvent>* Run(
+      grpc::CallbackServerContext* context,
+      const v1::RunRequest* request) override;
+
+  // From now on, new runs fail with UNAVAILABLE.
+  void StartDraining();
+  // Waits until no run is in flight, or `timeout` passes; true when none is.
+  bool WaitForIdle(absl::Duration timeout);
+  // Stops every run in flight at its next iteration boundary.
+  void CancelAll(const absl::Status& status);
+  int active_runs();
+
+ private:
+  friend class RunReactor;
+
+  // Validates `request` and queues its run, streaming to `writer`; the
+  // error that refuses it otherwise.
+  absl::StatusOr<std::shared_ptr<RunStream>> StartRun(
+      const v1::RunRequest& request, RunEventWriter* writer);
+  void Track(const std::shared_ptr<RunStream>& stream);
+  void Untrack(const std::shared_ptr<RunStream>& stream);
+
+  const PipelineCatalog& catalog_;
+  const Components& components_;
+  RunExecutor& executor_;
+  const LoopServiceOptions options_;
+
+  absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<std::shared_ptr<RunStream>> active_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_run_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace loopserve

@@ -1,0 +1,133 @@
+#include "server/pipeline_catalog.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "blocks/core/status_macros.h"
+#include "blocks/examples/seed_blocks.h"
+#include "server/tensor_codec.h"
+
+namespace loopserve {
+namespace {
+
+// Adds the intermediate outputs of every loop under `block` to `outputs`.
+void CollectLoopOutputs(const Block& block,
+                        absl::flat_hash_set<std::string>& seen,
+                        std::vector<OutputParam>& outputs) {
+  if (block.kind() == BlockKind::kLoop) {
+    for (const OutputParam& output : block.signature().intermediate_outputs) {
+      if (seen.insert(output.name).second) outputs.push_back(output);
+    }
+  }
+  for (const SubBlock& sub : block.sub_blocks()) {
+    CollectLoopOutputs(*sub.block, seen, outputs);
+  }
+}
+
+}  // namespace
+
+v1::ParamSpec ToParamSpec(const InputParam& param) {
+  v1::ParamSpec spec;
+  spec.set_name(param.name);
+  spec.set_type(param.type_hint.ToString());
+  spec.set_required(param.required);
+  if (!param.default_value.isNone()) {
+    // A default the wire cannot carry is left out rather than failing the
+    // description.
+    if (!EncodeValue(param.default_value, *spec.mutable_default_value()).ok()) {
+      spec.clear_default_value();
+    }
+  }
+  spec.set_description(param.description);
+  return spec;
+}
+
+v1::ParamSpec ToParamSpec(const OutputParam& param) {
+  v1::ParamSpec spec;
+  spec.set_name(param.name);
+  spec.set_type(param.type_hint.ToString());
+  spec.set_description(param.description);
+  return spec;
+}
+
+v1::BlockSpec ToBlockSpec(const BlockDescription& description) {
+  v1::BlockSpec spec;
+  spec.set_name(description.name);
+  spec.set_type(description.type);
+  spec.set_kind(std::string(BlockKindName(description.kind)));
+  spec.set_description(description.description);
+  for (const InputParam& p : description.signature.inputs) {
+    *spec.add_inputs() = ToParamSpec(p);
+  }
+  for (const InputParam& p : description.signature.intermediate_inputs) {
+    *spec.add_intermediate_inputs() = ToParamSpec(p);
+  }
+  for (const OutputParam& p : description.signature.intermediate_outputs) {
+    *spec.add_intermediate_outputs() = ToParamSpec(p);
+  }
+  for (const BlockDescription& child : description.blocks) {
+    *spec.add_blocks() = ToBlockSpec(child);
+  }
+  return spec;
+}
+
+absl::Status PipelineCatalog::Add(std::string name, std::string description,
+                                  std::unique_ptr<Block> root) {
+  if (name.empty()) return absl::InvalidArgumentError("pipeline name is empty");
+  if (root == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pipeline '", name, "' has no blocks"));
+  }
+  if (by_name_.contains(name)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("pipeline '", name, "' is already defined"));
+  }
+  root->SetName(name);
+  auto pipeline = std::make_unique<Pipeline>();
+  pipeline->name = name;
+  pipeline->description = std::move(description);
+  pipeline->inputs = root->signature().inputs;
+  pipeline->outputs = root->signature().intermediate_outputs;
+  absl::flat_hash_set<std::string> seen;
+  CollectLoopOutputs(*root, seen, pipeline->iteration_outputs);
+
+  v1::PipelineDescription& proto = pipeline->description_proto;
+  proto.set_name(name);
+  proto.set_description(pipeline->description);
+  for (const InputParam& p : pipeline->inputs)
+    *proto.add_inputs() = ToParamSpec(p);
+  for (const OutputParam& p : pipeline->iteration_outputs) {
+    *proto.add_iteration_outputs() = ToParamSpec(p);
+  }
+  for (const OutputParam& p : pipeline->outputs) {
+    *proto.add_outputs() = ToParamSpec(p);
+  }
+  *proto.mutable_blocks() = ToBlockSpec(root->Describe());
+
+  pipeline->root = std::move(root);
+  by_name_.emplace(name, pipeline.get());
+  pipelines_.push_back(std::move(pipeline));
+  return absl::OkStatus();
+}
+
+const Pipeline* PipelineCatalog::Find(absl::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+absl::Status AddDefaultPipelines(const BlockRegistry& registry,
+                                 PipelineCatalog& catalog) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Block> seed_loop, MakeSeedLoop(registry));
+  RETURN_IF_ERROR(catalog.Add(
+      std::string(kSeedLoopName),
+      "The seed loop of diffusers' LoopSequentialPipelineBlocks guide: "
+      "LoopWrapper{block1: LoopBlock}, x += 1 per iteration",
+      std::move(seed_loop)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Block> seed_loop_2, MakeSeedLoop2(registry));
+  return catalog.Add(std::string(kSeedLoop2Name),
+                     "The seed loop with two loop blocks: "
+                     "LoopWrapper{block1: LoopBlock, block2: LoopBlock}, "
+                     "x += 2 per iteration",
+                     std::move(seed_loop_2));
+}
+
+}  // namespace loopserve

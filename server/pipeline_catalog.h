@@ -1,0 +1,70 @@
+// PipelineCatalog: the pipelines a server serves, by name, with what each
+// accepts and produces, derived once from its block tree.
+//
+//   PipelineCatalog catalog;
+//   RETURN_IF_ERROR(AddDefaultPipelines(registry, catalog));
+//   const Pipeline* pipeline = catalog.Find("seed-loop");
+//
+// Thread-safety: Add is for start-up only; Find, List and the Pipelines
+// they return are immutable afterwards and safe from any thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "blocks/core/block.h"
+#include "blocks/core/registry.h"
+#include "loopserve/v1/loopserve.pb.h"
+
+namespace loopserve {
+
+struct Pipeline {
+  std::string name;
+  std::string description;
+  // Named after the pipeline: its path is `name`.
+  std::unique_ptr<Block> root;
+  // What a RunRequest may set: the root's inputs.
+  std::vector<InputParam> inputs;
+  // What can be streamed each iteration: the intermediate outputs of every
+  // loop in the tree, first declaration of a name wins.
+  std::vector<OutputParam> iteration_outputs;
+  // Final outputs: the root's intermediate outputs.
+  std::vector<OutputParam> outputs;
+  // DescribePipeline's answer, built once.
+  v1::PipelineDescription description_proto;
+};
+
+class PipelineCatalog {
+ public:
+  // Adds `root` as pipeline `name` (and names the root so). ALREADY_EXISTS
+  // when the name is taken; INVALID_ARGUMENT for an empty name.
+  absl::Status Add(std::string name, std::string description,
+                   std::unique_ptr<Block> root);
+
+  // The pipeline, or nullptr.
+  const Pipeline* Find(absl::string_view name) const;
+  // In the order they were added.
+  const std::vector<std::unique_ptr<Pipeline>>& pipelines() const {
+    return pipelines_;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Pipeline>> pipelines_;
+  absl::flat_hash_map<std::string, const Pipeline*> by_name_;
+};
+
+// The embedded default pipelines: seed-loop and seed-loop-2. `registry`
+// must hold the built-in blocks.
+absl::Status AddDefaultPipelines(const BlockRegistry& registry,
+                                 PipelineCatalog& catalog);
+
+// The wire form of a parameter and of a block tree.
+v1::ParamSpec ToParamSpec(const InputParam& param);
+v1::ParamSpec ToParamSpec(const OutputParam& param);
+v1::BlockSpec ToBlockSpec(const BlockDescription& description);
+
+}  // namespace loopserve

@@ -1,0 +1,124 @@
+#include "server/run_request.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "blocks/core/status_macros.h"
+
+namespace loopserve {
+namespace {
+
+template <typename Param>
+std::string JoinNames(const std::vector<Param>& params) {
+  std::vector<std::string> names;
+  for (const Param& param : params) names.push_back(param.name);
+  return names.empty() ? "(none)" : absl::StrJoin(names, ", ");
+}
+
+template <typename Param>
+const Param* FindParam(const std::vector<Param>& params,
+                       absl::string_view name) {
+  for (const Param& param : params) {
+    if (param.name == name) return &param;
+  }
+  return nullptr;
+}
+
+// The names `requested` selects from `available` (all when empty), or an
+// error naming `field`.
+template <typename Param>
+absl::StatusOr<std::vector<std::string>> Select(
+    const Pipeline& pipeline, absl::string_view field,
+    const google::protobuf::RepeatedPtrField<std::string>& requested,
+    const std::vector<Param>& available, absl::string_view what) {
+  std::vector<std::string> selected;
+  if (requested.empty()) {
+    for (const Param& param : available) selected.push_back(param.name);
+    return selected;
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (const std::string& name : requested) {
+    if (FindParam(available, name) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pipeline '", pipeline.name, "': ", field, " names '", name,
+          "', which is not ", what, "; it has: ", JoinNames(available)));
+    }
+    if (seen.insert(name).second) selected.push_back(name);
+  }
+  return selected;
+}
+
+}  // namespace
+
+absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
+                                       const v1::RunRequest& request,
+                                       const RunLimits& limits) {
+  PreparedRun run;
+  auto error = [&pipeline](absl::string_view field, absl::string_view message) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pipeline '", pipeline.name, "': ", field, ": ", message));
+  };
+
+  // Sorted, so that the first error reported does not depend on map order.
+  std::vector<std::string> names;
+  for (const auto& [name, value] : request.inputs()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const std::string field = absl::StrCat("input '", name, "'");
+    const InputParam* param = FindParam(pipeline.inputs, name);
+    if (param == nullptr) {
+      return error(field, absl::StrCat("unknown input; the pipeline's inputs "
+                                       "are: ",
+                                       JoinNames(pipeline.inputs)));
+    }
+    absl::StatusOr<c10::IValue> value =
+        DecodeValue(request.inputs().at(name), limits.decode);
+    if (!value.ok()) return error(field, value.status().message());
+    if (!param->type_hint.Accepts(*value)) {
+      return error(field, absl::StrCat("expects ", param->type_hint.ToString(),
+                                       ", got ", KindName(KindOf(*value))));
+    }
+    if (param->iteration_count && value->isInt()) {
+      const int64_t count = value->toInt();
+      if (count < 0) {
+        return error(field, absl::StrCat("must be >= 0, got ", count));
+      }
+      if (count > limits.max_iterations) {
+        return error(field,
+                     absl::StrCat(count, " is above the server's limit of ",
+                                  limits.max_iterations,
+                                  " iterations (--max_iterations)"));
+      }
+    }
+    run.state.SetInput(name, *std::move(value));
+  }
+  for (const InputParam& param : pipeline.inputs) {
+    if (param.required && param.default_value.isNone() &&
+        run.state.GetInput(param.name) == nullptr) {
+      return error(absl::StrCat("input '", param.name, "'"),
+                   "required input is missing");
+    }
+  }
+
+  const v1::StreamOptions& stream = request.stream();
+  ASSIGN_OR_RETURN(run.selection.values,
+                   Select(pipeline, "stream.values", stream.values(),
+                          pipeline.iteration_outputs, "an iteration output"));
+  ASSIGN_OR_RETURN(run.selection.outputs,
+                   Select(pipeline, "outputs", request.outputs(),
+                          pipeline.outputs, "an output"));
+  if (!v1::StreamOptions::Backpressure_IsValid(stream.backpressure())) {
+    return error("stream.backpressure",
+                 absl::StrCat("unknown value ", stream.backpressure(),
+                              "; expected BLOCK (0) or LATEST (1)"));
+  }
+  run.selection.every = std::max<int64_t>(1, stream.every());
+  run.selection.latest = stream.backpressure() == v1::StreamOptions::LATEST;
+  return run;
+}
+
+}  // namespace loopserve

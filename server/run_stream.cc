@@ -1,0 +1,241 @@
+#include "server/run_stream.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "blocks/core/loop.h"
+#include "server/tensor_codec.h"
+
+namespace loopserve {
+namespace {
+
+double Milliseconds(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+bool Contains(const std::vector<std::string>& names, absl::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+}  // namespace
+
+RunStream::RunStream(std::string run_id, std::string request_id,
+                     StreamSelection selection, RunStreamOptions options,
+                     RunEventWriter* writer)
+    : run_id_(std::move(run_id)),
+      request_id_(std::move(request_id)),
+      selection_(std::move(selection)),
+      options_(options),
+      writer_(writer),
+      created_(absl::Now()) {}
+
+bool RunStream::Begin() {
+  started_ = absl::Now();
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ == Phase::kDone) return false;  // cancelled while queued
+    phase_ = Phase::kRunning;
+    started_pending_ = true;
+    action = Pump();
+  }
+  Act(action);
+  return true;
+}
+
+absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
+  ++iterations_;
+  if (cancel_requested_.load(std::memory_order_relaxed)) {
+    absl::MutexLock lock(&mu_);
+    return cancel_status_;
+  }
+  const LoopIndex& index = iteration.index;
+  const bool last = index.total > 0 && index.i == index.total - 1;
+  if (!last && (index.i + 1) % selection_.every != 0) return absl::OkStatus();
+
+  // Encode outside the lock: this is the copy off the device.
+  auto item = std::make_unique<v1::Iteration>();
+  int64_t bytes = 0;
+  for (const OutputParam& output :
+       iteration.loop.signature().intermediate_outputs) {
+    if (!Contains(selection_.values, output.name)) continue;
+    const c10::IValue* value = iteration.state.Find(output.name);
+    if (value == nullptr || value->isNone()) continue;
+    v1::Value& encoded = (*item->mutable_values())[output.name];
+    if (absl::Status s = EncodeValue(*value, encoded); !s.ok()) {
+      return absl::Status(
+          s.code(),
+          absl::StrCat("iteration output '", output.name, "': ", s.message()));
+    }
+    bytes += EncodedPayloadBytes(encoded);
+  }
+  if (item->values().empty())
+    return absl::OkStatus();  // nothing asked of this loop
+  item->set_index(index.i);
+  item->set_total(index.total);
+  item->set_loop(iteration.loop.path());
+
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    if (selection_.latest) {
+      // Note [backpressure]: replace what the writer has not taken yet.
+      for (const Pending& stale : pending_) {
+        item->set_dropped_before(item->dropped_before() +
+                                 stale.item->dropped_before() + 1);
+        ++dropped_;
+      }
+      pending_.clear();
+      pending_bytes_ = 0;
+    } else {
+      mu_.Await(absl::Condition(this, &RunStream::QueueHasRoom));
+    }
+    if (cancelled_) return cancel_status_;
+    pending_bytes_ += bytes;
+    pending_.push_back({std::move(item), bytes});
+    action = Pump();
+  }
+  Act(action);
+  return absl::OkStatus();
+}
+
+bool RunStream::QueueHasRoom() const {
+  return cancelled_ || pending_.empty() ||
+         (static_cast<int64_t>(pending_.size()) <
+              options_.max_queued_iterations &&
+          pending_bytes_ < options_.max_queued_bytes);
+}
+
+void RunStream::End(const absl::Status& status, const PipelineState& state) {
+  std::unique_ptr<v1::RunEvent> result;
+  absl::Status end = status;
+  if (end.ok()) {
+    result = std::make_unique<v1::RunEvent>();
+    v1::RunResult* run_result = result->mutable_result();
+    for (const std::string& name : selection_.outputs) {
+      const c10::IValue* value = state.GetIntermediate(name);
+      if (value == nullptr || value->isNone()) continue;
+      end = EncodeValue(*value, (*run_result->mutable_outputs())[name]);
+      if (!end.ok()) {
+        end = absl::Status(
+            end.code(), absl::StrCat("output '", name, "': ", end.message()));
+        result.reset();
+        break;
+      }
+    }
+    if (result != nullptr) {
+      v1::RunStats* stats = run_result->mutable_stats();
+      stats->set_iterations(iterations_);
+      stats->set_queue_ms(Milliseconds(started_ - created_));
+      stats->set_run_ms(Milliseconds(absl::Now() - started_));
+    }
+  }
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    phase_ = Phase::kDone;
+    end_status_ = std::move(end);
+    result_ = std::move(result);
+    action = Pump();
+  }
+  Act(action);
+}
+
+void RunStream::OnWriteDone(bool ok) {
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    current_.Clear();
+    if (!ok && !cancelled_) {
+      // The client is gone: stop the run as a cancel would.
+      cancelled_ = true;
+      cancel_status_ = absl::CancelledError("the client stopped reading");
+      cancel_requested_.store(true, std::memory_order_relaxed);
+    }
+    action = Pump();
+  }
+  Act(action);
+}
+
+void RunStream::Cancel(absl::Status status) {
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_ || finished_) return;
+    cancelled_ = true;
+    cancel_status_ = std::move(status);
+    cancel_requested_.store(true, std::memory_order_relaxed);
+    if (phase_ == Phase::kQueued) {
+      phase_ = Phase::kDone;  // Note [finishing]: Begin() will say no
+      end_status_ = cancel_status_;
+    }
+    action = Pump();
+  }
+  Act(action);
+}
+
+RunStream::Action RunStream::Pump() {
+  if (write_in_flight_ || finished_) return {};
+  auto finish = [this](absl::Status status) {
+    finished_ = true;
+    return Action{Action::kFinish, std::move(status)};
+  };
+  if (cancelled_) {
+    // Nothing more is worth sending; finish once the run stops.
+    pending_.clear();
+    pending_bytes_ = 0;
+    if (phase_ != Phase::kDone) return {};
+    return finish(end_status_.ok() ? cancel_status_ : end_status_);
+  }
+  if (started_pending_) {
+    started_pending_ = false;
+    v1::RunStarted* started = current_.mutable_started();
+    started->set_run_id(run_id_);
+    started->set_request_id(request_id_);
+    started->set_queue_ms(Milliseconds(started_ - created_));
+  } else if (!pending_.empty()) {
+    v1::IterationBatch* batch = current_.mutable_iterations();
+    int64_t bytes = 0;
+    while (!pending_.empty() &&
+           (batch->items_size() == 0 ||
+            bytes + pending_.front().bytes <= options_.max_batch_bytes)) {
+      bytes += pending_.front().bytes;
+      batch->mutable_items()->AddAllocated(pending_.front().item.release());
+      pending_.pop_front();
+    }
+    pending_bytes_ -= bytes;
+    sent_ += batch->items_size();
+  } else if (phase_ != Phase::kDone) {
+    return {};  // idle until the run produces more
+  } else if (!end_status_.ok()) {
+    return finish(end_status_);
+  } else if (result_ != nullptr) {
+    current_.Swap(result_.get());
+    result_.reset();
+    v1::RunStats* stats = current_.mutable_result()->mutable_stats();
+    stats->set_iterations_sent(sent_);
+    stats->set_iterations_dropped(dropped_);
+    result_written_ = true;
+  } else if (result_written_) {
+    return finish(absl::OkStatus());
+  } else {
+    return {};
+  }
+  write_in_flight_ = true;
+  return {Action::kWrite, absl::OkStatus()};
+}
+
+void RunStream::Act(const Action& action) {
+  switch (action.kind) {
+    case Action::kNone:
+      return;
+    case Action::kWrite:
+      writer_->StartWrite(&current_);
+      return;
+    case Action::kFinish:
+      writer_->Finish(action.status);
+      return;
+  }
+}
+
+}  // namespace loopserve

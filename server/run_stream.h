@@ -1,0 +1,158 @@
+// RunStream: everything between one run's loop and its gRPC writer.
+//
+// The loop side (an executor thread) calls Begin, then OnIteration after
+// every iteration (RunStream is the run's IterationObserver), then End. The
+// gRPC side calls OnWriteDone and Cancel. RunStream turns that into the
+// stream's events: RunStarted, IterationBatches, RunResult, and exactly one
+// Finish, with at most one write in flight.
+//
+// Note [backpressure]
+// ~~~~~~~~~~~~~~~~~~~
+// Between the loop and the writer is a bounded queue of iterations, already
+// encoded (the copy off the device happens on the loop's thread, and only for
+// the values the client asked for, on the iterations it asked for).
+//   BLOCK (lossless): when the queue is full the loop waits. Whenever the
+//     writer is free it packs every queued iteration, up to max_batch_bytes,
+//     into one IterationBatch, so a fast loop and a slow reader stay
+//     lossless without a message per iteration.
+//   LATEST: the loop never waits. A new iteration replaces the one still
+//     queued; Iteration.dropped_before and RunStats.iterations_dropped count
+//     the replaced ones. The result is never dropped.
+// Whichever side finds the writer idle with something to send starts the
+// write (outside the lock); OnWriteDone picks up what queued meanwhile.
+//
+// Note [finishing]
+// ~~~~~~~~~~~~~~~~
+// Finish is called exactly once, when nothing is in flight and the run will
+// not touch the stream's writer again: after the result's write completes,
+// after the run ended with an error, or, for a run cancelled while still
+// queued, at once (its task later sees Begin() return false). The writer
+// (the reactor) therefore outlives every call into it.
+//
+// Thread-safety: as above; all state is under one mutex.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "blocks/core/run_context.h"
+#include "blocks/core/state.h"
+#include "loopserve/v1/loopserve.pb.h"
+
+namespace loopserve {
+
+// Where a RunStream's events go: the gRPC reactor, or a test's fake.
+class RunEventWriter {
+ public:
+  virtual ~RunEventWriter() = default;
+  // One write at a time; `event` stays valid until OnWriteDone.
+  virtual void StartWrite(const v1::RunEvent* event) = 0;
+  // Called exactly once, with no write in flight.
+  virtual void Finish(const absl::Status& status) = 0;
+};
+
+// What the client asked to receive, validated against the pipeline.
+struct StreamSelection {
+  // Iteration outputs to send (never empty: empty in the request means all).
+  std::vector<std::string> values;
+  // Send iterations i with (i + 1) % every == 0, and always a loop's last.
+  int64_t every = 1;
+  bool latest = false;  // backpressure LATEST, else BLOCK
+  // Final outputs to send (never empty when the pipeline has any).
+  std::vector<std::string> outputs;
+};
+
+struct RunStreamOptions {
+  // An IterationBatch holds iterations up to about this many payload bytes
+  // (at least one).
+  int64_t max_batch_bytes = 1 << 20;
+  // BLOCK: the loop waits while this many iterations, or this many payload
+  // bytes, are queued.
+  int64_t max_queued_iterations = 4096;
+  int64_t max_queued_bytes = 4 << 20;
+};
+
+class RunStream : public IterationObserver {
+ public:
+  RunStream(std::string run_id, std::string request_id,
+            StreamSelection selection, RunStreamOptions options,
+            RunEventWriter* writer);
+
+  // ---- The run's side (an executor thread). ----
+
+  // The run starts: queues RunStarted. False when it was cancelled while
+  // queued; the run must then not start.
+  bool Begin();
+  // Streams the iteration if selected; returns the cancellation status once
+  // the stream is cancelled, which ends the loop.
+  absl::Status OnIteration(const LoopIteration& iteration) override;
+  // The run ended with `status`; when OK, `state` holds the final outputs.
+  void End(const absl::Status& status, const PipelineState& state);
+
+  // ---- The gRPC side. ----
+
+  void OnWriteDone(bool ok);
+  // Stops the run at its next iteration boundary (or before it starts); the
+  // stream finishes with `status` unless it finished already.
+  void Cancel(absl::Status status);
+
+  const std::string& run_id() const { return run_id_; }
+
+ private:
+  enum class Phase { kQueued, kRunning, kDone };
+  struct Pending {
+    std::unique_ptr<v1::Iteration> item;
+    int64_t bytes = 0;
+  };
+  struct Action {
+    enum Kind { kNone, kWrite, kFinish } kind = kNone;
+    absl::Status status;
+  };
+
+  // Decides the next write or the Finish; the caller carries it out after
+  // unlocking.
+  Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Act(const Action& action);
+  bool QueueHasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string run_id_;
+  const std::string request_id_;
+  const StreamSelection selection_;
+  const RunStreamOptions options_;
+  RunEventWriter* const writer_;
+  const absl::Time created_;
+
+  // Read without the lock on every iteration; set under it.
+  std::atomic<bool> cancel_requested_{false};
+
+  // Owned by the run's thread.
+  absl::Time started_;
+  int64_t iterations_ = 0;
+
+  absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kQueued;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status cancel_status_ ABSL_GUARDED_BY(mu_);
+  absl::Status end_status_ ABSL_GUARDED_BY(mu_);
+  bool started_pending_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
+  int64_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unique_ptr<v1::RunEvent> result_ ABSL_GUARDED_BY(mu_);
+  bool result_written_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  // The event being written; touched only while no write is in flight.
+  v1::RunEvent current_;
+};
+
+}  // namespace loopserve

@@ -1,0 +1,200 @@
+#include "server/tensor_codec.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/irange.h>
+
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "blocks/core/status_macros.h"
+
+namespace loopserve {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "raw_contents is little-endian; a big-endian host would need "
+              "a byte swap");
+
+struct DatatypeName {
+  absl::string_view name;
+  c10::ScalarType type;
+};
+
+constexpr DatatypeName kDatatypes[] = {
+    {"BOOL", c10::ScalarType::Bool},  {"UINT8", c10::ScalarType::Byte},
+    {"INT8", c10::ScalarType::Char},  {"INT16", c10::ScalarType::Short},
+    {"INT32", c10::ScalarType::Int},  {"INT64", c10::ScalarType::Long},
+    {"FP16", c10::ScalarType::Half},  {"BF16", c10::ScalarType::BFloat16},
+    {"FP32", c10::ScalarType::Float}, {"FP64", c10::ScalarType::Double},
+};
+
+}  // namespace
+
+absl::StatusOr<c10::ScalarType> ScalarTypeFromDatatype(
+    absl::string_view datatype) {
+  for (const DatatypeName& d : kDatatypes) {
+    if (d.name == datatype) return d.type;
+  }
+  std::vector<absl::string_view> names;
+  for (const DatatypeName& d : kDatatypes) names.push_back(d.name);
+  return absl::InvalidArgumentError(absl::StrCat("unknown datatype '", datatype,
+                                                 "'; expected one of ",
+                                                 absl::StrJoin(names, ", ")));
+}
+
+absl::StatusOr<std::string> DatatypeFromScalarType(c10::ScalarType type) {
+  for (const DatatypeName& d : kDatatypes) {
+    if (d.type == type) return std::string(d.name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tensors of dtype ", c10::toString(type), " cannot be sent"));
+}
+
+absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& tensor,
+                                        const DecodeLimits& limits) {
+  ASSIGN_OR_RETURN(const c10::ScalarType type,
+                   ScalarTypeFromDatatype(tensor.datatype()));
+  const int64_t itemsize = c10::elementSize(type);
+  std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
+  // Bound the product before computing it, so it cannot overflow.
+  int64_t elements = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dimension ", i, " of the shape is negative (", shape[i], ")"));
+    }
+    if (shape[i] != 0 &&
+        elements > limits.max_tensor_bytes / itemsize / shape[i]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor of shape [", absl::StrJoin(shape, ","), "] ",
+          tensor.datatype(), " is larger than the server's limit of ",
+          limits.max_tensor_bytes, " bytes"));
+    }
+    elements *= shape[i];
+  }
+  const int64_t nbytes = elements * itemsize;
+  if (static_cast<int64_t>(tensor.raw_contents().size()) != nbytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "raw_contents has ", tensor.raw_contents().size(), " bytes; shape [",
+        absl::StrJoin(shape, ","), "] ", tensor.datatype(), " needs ", nbytes));
+  }
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type));
+  if (nbytes > 0) {
+    std::memcpy(out.data_ptr(), tensor.raw_contents().data(), nbytes);
+  }
+  return out;
+}
+
+absl::Status EncodeTensor(const at::Tensor& tensor, v1::Tensor& out) {
+  ASSIGN_OR_RETURN(std::string datatype,
+                   DatatypeFromScalarType(tensor.scalar_type()));
+  out.set_datatype(std::move(datatype));
+  out.clear_shape();
+  for (int64_t d : tensor.sizes()) out.add_shape(d);
+  std::string* raw = out.mutable_raw_contents();
+  raw->resize(tensor.numel() * tensor.element_size());
+  if (raw->empty()) return absl::OkStatus();
+  // One copy from wherever the tensor lives (another device, strided)
+  // straight into the message.
+  at::from_blob(raw->data(), tensor.sizes(),
+                at::TensorOptions().dtype(tensor.scalar_type()))
+      .copy_(tensor);
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::StatusOr<c10::IValue> DecodeValueAt(const v1::Value& value,
+                                          const DecodeLimits& limits,
+                                          int depth) {
+  switch (value.kind_case()) {
+    case v1::Value::kTensor: {
+      ASSIGN_OR_RETURN(at::Tensor tensor, DecodeTensor(value.tensor(), limits));
+      return c10::IValue(std::move(tensor));
+    }
+    case v1::Value::kInt64Value:
+      return c10::IValue(static_cast<int64_t>(value.int64_value()));
+    case v1::Value::kDoubleValue:
+      return c10::IValue(value.double_value());
+    case v1::Value::kBoolValue:
+      return c10::IValue(value.bool_value());
+    case v1::Value::kStringValue:
+      return c10::IValue(value.string_value());
+    case v1::Value::kListValue: {
+      if (depth >= limits.max_list_depth) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "lists nest deeper than ", limits.max_list_depth, " levels"));
+      }
+      c10::impl::GenericList list(c10::AnyType::get());
+      list.reserve(value.list_value().values_size());
+      for (int i = 0; i < value.list_value().values_size(); ++i) {
+        absl::StatusOr<c10::IValue> item =
+            DecodeValueAt(value.list_value().values(i), limits, depth + 1);
+        if (!item.ok()) {
+          return absl::Status(
+              item.status().code(),
+              absl::StrCat("item ", i, ": ", item.status().message()));
+        }
+        list.push_back(*std::move(item));
+      }
+      return c10::IValue(std::move(list));
+    }
+    case v1::Value::KIND_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("value has no kind set");
+}
+
+}  // namespace
+
+absl::StatusOr<c10::IValue> DecodeValue(const v1::Value& value,
+                                        const DecodeLimits& limits) {
+  return DecodeValueAt(value, limits, 0);
+}
+
+absl::Status EncodeValue(const c10::IValue& value, v1::Value& out) {
+  if (value.isTensor())
+    return EncodeTensor(value.toTensor(), *out.mutable_tensor());
+  if (value.isInt()) {
+    out.set_int64_value(value.toInt());
+  } else if (value.isDouble()) {
+    out.set_double_value(value.toDouble());
+  } else if (value.isBool()) {
+    out.set_bool_value(value.toBool());
+  } else if (value.isString()) {
+    out.set_string_value(value.toStringRef());
+  } else if (value.isList()) {
+    v1::ValueList* list = out.mutable_list_value();
+    for (const c10::IValue& item : value.toListRef()) {
+      RETURN_IF_ERROR(EncodeValue(item, *list->add_values()));
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a value of type ", value.tagKind(), " cannot be sent"));
+  }
+  return absl::OkStatus();
+}
+
+int64_t EncodedPayloadBytes(const v1::Value& value) {
+  switch (value.kind_case()) {
+    case v1::Value::kTensor:
+      return static_cast<int64_t>(value.tensor().raw_contents().size());
+    case v1::Value::kStringValue:
+      return static_cast<int64_t>(value.string_value().size());
+    case v1::Value::kListValue: {
+      int64_t total = 0;
+      for (const v1::Value& item : value.list_value().values()) {
+        total += EncodedPayloadBytes(item);
+      }
+      return total;
+    }
+    default:
+      return 8;
+  }
+}
+
+}  // namespace loopserve
