@@ -54,6 +54,7 @@ class LoopServer {
 
   int port() const { return port_; }
   LoopService& service() { return *service_; }
+  const RunExecutor& executor() const { return executor_; }
 
  private:
   LoopServer(PipelineCatalog catalog, Components components,

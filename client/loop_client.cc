@@ -1,0 +1,124 @@
+#include "client/loop_client.h"
+
+namespace loopserve {
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+void RunCancellation::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  if (context_ != nullptr) context_->TryCancel();
+}
+
+bool RunCancellation::cancelled() {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+void RunCancellation::Attach(grpc::ClientContext* context) {
+  absl::MutexLock lock(&mu_);
+  context_ = context;
+  if (cancelled_) context_->TryCancel();
+}
+
+void RunCancellation::Detach() {
+  absl::MutexLock lock(&mu_);
+  context_ = nullptr;
+}
+
+LoopClient::LoopClient(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)),
+      stub_(v1::LoopPipelineService::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+std::unique_ptr<LoopClient> LoopClient::Connect(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  return std::make_unique<LoopClient>(grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args));
+}
+
+absl::StatusOr<std::vector<v1::PipelineSummary>> LoopClient::ListPipelines() {
+  grpc::ClientContext context;
+  v1::ListPipelinesResponse response;
+  grpc::Status status =
+      stub_->ListPipelines(&context, v1::ListPipelinesRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return std::vector<v1::PipelineSummary>(response.pipelines().begin(),
+                                          response.pipelines().end());
+}
+
+absl::StatusOr<v1::PipelineDescription> LoopClient::DescribePipeline(
+    const std::string& name) {
+  grpc::ClientContext context;
+  v1::DescribePipelineRequest request;
+  request.set_name(name);
+  v1::PipelineDescription response;
+  grpc::Status status = stub_->DescribePipeline(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::RunResult> LoopClient::Run(const v1::RunRequest& request,
+                                              const RunCallbacks& callbacks,
+                                              const RunCallOptions& options) {
+  grpc::ClientContext context;
+  if (options.timeout.has_value()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + *options.timeout));
+  }
+  if (options.cancellation != nullptr) options.cancellation->Attach(&context);
+  std::unique_ptr<grpc::ClientReader<v1::RunEvent>> reader =
+      stub_->Run(&context, request);
+  v1::RunEvent event;
+  std::optional<v1::RunResult> result;
+  while (reader->Read(&event)) {
+    switch (event.event_case()) {
+      case v1::RunEvent::kStarted:
+        if (callbacks.on_started) callbacks.on_started(event.started());
+        break;
+      case v1::RunEvent::kIterations:
+        if (callbacks.on_batch) callbacks.on_batch(event.iterations());
+        if (callbacks.on_iteration) {
+          for (const v1::Iteration& item : event.iterations().items()) {
+            callbacks.on_iteration(item);
+          }
+        }
+        break;
+      case v1::RunEvent::kResult:
+        result = std::move(*event.mutable_result());
+        break;
+      case v1::RunEvent::EVENT_NOT_SET:
+        break;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (options.cancellation != nullptr) options.cancellation->Detach();
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (!result.has_value()) {
+    return absl::InternalError("the stream ended OK without a result");
+  }
+  return *std::move(result);
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
+LoopClient::Health(const std::string& service) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_->Check(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.status();
+}
+
+bool LoopClient::WaitForConnected(absl::Duration timeout) {
+  return channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+}  // namespace loopserve

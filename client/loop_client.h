@@ -1,0 +1,102 @@
+// LoopClient: a C++ client of loopserve's LoopPipelineService.
+//
+//   auto client = LoopClient::Connect("localhost:50051");
+//   v1::RunRequest request;
+//   request.set_pipeline("seed-loop");
+//   (*request.mutable_inputs())["num_steps"].set_int64_value(5);
+//   (*request.mutable_inputs())["x"].set_int64_value(0);
+//   ASSIGN_OR_RETURN(v1::RunResult result,
+//                    client->Run(request, {.on_iteration =
+//                        [](const v1::Iteration& it) { ... }}));
+//
+// Errors are the server's status as absl::Status (same code and message).
+//
+// Thread-safety: a LoopClient may be used from many threads at once; each
+// call blocks its caller. RunCancellation::Cancel may be called from any
+// thread, including from inside a callback.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "loopserve/v1/loopserve.grpc.pb.h"
+
+namespace loopserve {
+
+// Lets another thread (or a callback) cancel a Run in progress.
+class RunCancellation {
+ public:
+  void Cancel();
+  bool cancelled();
+
+ private:
+  friend class LoopClient;
+  void Attach(grpc::ClientContext* context);
+  void Detach();
+
+  absl::Mutex mu_;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+struct RunCallbacks {
+  std::function<void(const v1::RunStarted&)> on_started{};
+  // Once per iteration received, in order.
+  std::function<void(const v1::Iteration&)> on_iteration{};
+  // Once per batch received, before its iterations (for tests and tools
+  // that care how iterations were packed).
+  std::function<void(const v1::IterationBatch&)> on_batch{};
+};
+
+struct RunCallOptions {
+  // No deadline when absent.
+  std::optional<absl::Duration> timeout{};
+  RunCancellation* cancellation = nullptr;  // not owned; may be null
+};
+
+class LoopClient {
+ public:
+  explicit LoopClient(std::shared_ptr<grpc::Channel> channel);
+
+  // A client of the server at `target` (host:port), over an insecure
+  // channel that accepts messages of any size.
+  static std::unique_ptr<LoopClient> Connect(const std::string& target);
+
+  absl::StatusOr<std::vector<v1::PipelineSummary>> ListPipelines();
+  absl::StatusOr<v1::PipelineDescription> DescribePipeline(
+      const std::string& name);
+
+  // Runs `request`, calling `callbacks` as events arrive; the result when
+  // the stream ends OK, else its status.
+  absl::StatusOr<v1::RunResult> Run(const v1::RunRequest& request,
+                                    const RunCallbacks& callbacks = {},
+                                    const RunCallOptions& options = {});
+
+  // The health of `service` ("" for the whole server).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service = "");
+
+  // Waits until the channel is connected, up to `timeout`.
+  bool WaitForConnected(absl::Duration timeout);
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::LoopPipelineService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// grpc::Status -> absl::Status: the same code and message.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace loopserve

@@ -1,0 +1,569 @@
+// Integration tests: an in-process loopserve on an ephemeral port, driven
+// through LoopClient.
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "blocks/builtin_blocks.h"
+#include "blocks/examples/seed_blocks.h"
+#include "client/loop_client.h"
+#include "server/loop_server.h"
+#include "server/tensor_codec.h"
+#include "tests/testing/status_matchers.h"
+
+namespace loopserve {
+namespace {
+
+using ::loopserve::testing::StatusIs;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using HealthStatus = grpc::health::v1::HealthCheckResponse;
+
+// A loop block that waits at iteration 0 until the test opens the gate.
+class GateStep : public LoopStepBlock {
+ public:
+  static constexpr absl::string_view kTypeName = "GateStep";
+  GateStep(absl::Notification* entered, absl::Notification* open)
+      : entered_(entered), open_(open) {}
+  absl::string_view type_name() const override { return kTypeName; }
+  absl::Status RunStep(const Components&, BlockState&,
+                       const LoopIndex& index) const override {
+    if (index.i == 0) {
+      entered_->Notify();
+      open_->WaitForNotification();
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Notification* entered_;
+  absl::Notification* open_;
+};
+
+v1::RunRequest SeedRequest(const std::string& pipeline, int64_t num_steps,
+                           int64_t x = 0) {
+  v1::RunRequest request;
+  request.set_pipeline(pipeline);
+  (*request.mutable_inputs())["num_steps"].set_int64_value(num_steps);
+  (*request.mutable_inputs())["x"].set_int64_value(x);
+  return request;
+}
+
+// Waits (bounded) until `condition` holds; false if it never did.
+template <typename Condition>
+bool Eventually(Condition condition, absl::Duration limit = absl::Seconds(30)) {
+  const absl::Time end = absl::Now() + limit;
+  while (!condition()) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+class LoopServiceTest : public ::testing::Test {
+ protected:
+  void StartServer(LoopServerOptions options = {}) {
+    BlockRegistry registry;
+    ASSERT_OK(RegisterBuiltinBlocks(registry));
+    PipelineCatalog catalog;
+    ASSERT_OK(AddDefaultPipelines(registry, catalog));
+    ASSERT_OK_AND_ASSIGN(
+        auto gated,
+        FromBlocks<LoopWrapper>(
+            registry,
+            {{"gate", std::make_unique<GateStep>(&gate_entered_, &gate_open_)},
+             {"block1", "LoopBlock"}}));
+    ASSERT_OK(catalog.Add("gated", "seed loop that waits for the test",
+                          std::move(gated)));
+    options.address = "127.0.0.1:0";
+    ASSERT_OK_AND_ASSIGN(
+        server_, LoopServer::Start(options, std::move(catalog), Components()));
+    client_ = LoopClient::Connect(absl::StrCat("127.0.0.1:", server_->port()));
+  }
+
+  void TearDown() override {
+    if (!gate_open_.HasBeenNotified()) gate_open_.Notify();
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
+  }
+
+  // Runs `request`, recording every iteration's x.
+  absl::StatusOr<v1::RunResult> RunRecording(const v1::RunRequest& request,
+                                             std::vector<int64_t>* xs,
+                                             RunCallOptions options = {}) {
+    return client_->Run(request,
+                        {.on_iteration =
+                             [xs](const v1::Iteration& it) {
+                               xs->push_back(it.values().at("x").int64_value());
+                             }},
+                        options);
+  }
+
+  void ExpectStillServing() {
+    std::vector<int64_t> xs;
+    ASSERT_OK_AND_ASSIGN(v1::RunResult result,
+                         RunRecording(SeedRequest("seed-loop", 3), &xs));
+    EXPECT_EQ(result.outputs().at("x").int64_value(), 3);
+  }
+
+  absl::Notification gate_entered_;
+  absl::Notification gate_open_;
+  std::unique_ptr<LoopServer> server_;
+  std::unique_ptr<LoopClient> client_;
+};
+
+std::vector<int64_t> Range(int64_t first, int64_t last, int64_t step = 1) {
+  std::vector<int64_t> values;
+  for (int64_t v = first; v <= last; v += step) values.push_back(v);
+  return values;
+}
+
+TEST_F(LoopServiceTest, SeedLoopStreamsEveryIterationOnceInOrder) {
+  StartServer();
+  std::vector<int64_t> xs;
+  std::vector<int64_t> indices;
+  v1::RunStarted started;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(SeedRequest("seed-loop", 100),
+                   {.on_started = [&](const v1::RunStarted& s) { started = s; },
+                    .on_iteration =
+                        [&](const v1::Iteration& it) {
+                          xs.push_back(it.values().at("x").int64_value());
+                          indices.push_back(it.index());
+                          EXPECT_EQ(it.loop(), "seed-loop");
+                          EXPECT_EQ(it.total(), 100);
+                          EXPECT_EQ(it.dropped_before(), 0u);
+                        }}));
+  EXPECT_THAT(xs, ElementsAreArray(Range(1, 100)));
+  EXPECT_THAT(indices, ElementsAreArray(Range(0, 99)));
+  EXPECT_EQ(result.outputs().at("x").int64_value(), 100);
+  EXPECT_EQ(result.stats().iterations(), 100);
+  EXPECT_EQ(result.stats().iterations_sent(), 100u);
+  EXPECT_EQ(result.stats().iterations_dropped(), 0u);
+  EXPECT_THAT(started.run_id(), HasSubstr("run-"));
+}
+
+TEST_F(LoopServiceTest, SeedLoop2GivesTwoN) {
+  StartServer();
+  std::vector<int64_t> xs;
+  ASSERT_OK_AND_ASSIGN(v1::RunResult result,
+                       RunRecording(SeedRequest("seed-loop-2", 50, 1), &xs));
+  EXPECT_THAT(xs, ElementsAreArray(Range(3, 101, 2)));
+  EXPECT_EQ(result.outputs().at("x").int64_value(), 101);
+}
+
+TEST_F(LoopServiceTest, RequestIdIsEchoed) {
+  StartServer();
+  v1::RunRequest request = SeedRequest("seed-loop", 1);
+  request.set_request_id("abc-123");
+  std::string echoed;
+  ASSERT_OK(client_
+                ->Run(request, {.on_started =
+                                    [&](const v1::RunStarted& s) {
+                                      echoed = s.request_id();
+                                    }})
+                .status());
+  EXPECT_EQ(echoed, "abc-123");
+}
+
+TEST_F(LoopServiceTest, EverySendsEveryKthAndTheLast) {
+  StartServer();
+  v1::RunRequest request = SeedRequest("seed-loop", 10);
+  request.mutable_stream()->set_every(3);
+  std::vector<int64_t> xs;
+  ASSERT_OK_AND_ASSIGN(v1::RunResult result, RunRecording(request, &xs));
+  EXPECT_THAT(xs, ElementsAreArray({3, 6, 9, 10}));
+  EXPECT_EQ(result.outputs().at("x").int64_value(), 10);
+  EXPECT_EQ(result.stats().iterations_sent(), 4u);
+}
+
+TEST_F(LoopServiceTest, TensorXRoundTrips) {
+  StartServer();
+  v1::RunRequest request = SeedRequest("seed-loop", 4);
+  at::Tensor x0 = at::arange(12, at::kFloat).reshape({3, 4});
+  ASSERT_OK(
+      EncodeTensor(x0, *(*request.mutable_inputs())["x"].mutable_tensor()));
+  std::vector<at::Tensor> seen;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(request, {.on_iteration = [&](const v1::Iteration& it) {
+                     seen.push_back(
+                         *DecodeTensor(it.values().at("x").tensor(), {}));
+                   }}));
+  ASSERT_EQ(seen.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(at::equal(seen[i], x0 + (i + 1)));
+  EXPECT_EQ(result.outputs().at("x").tensor().datatype(), "FP32");
+  EXPECT_TRUE(
+      at::equal(*DecodeTensor(result.outputs().at("x").tensor(), {}), x0 + 4));
+}
+
+TEST_F(LoopServiceTest, LatestWithASlowReaderDropsAndCounts) {
+  StartServer();
+  // 1 MiB tensors fill the transport's windows at once; the reader then
+  // holds its first batch until the loop has finished, so the loop, which
+  // never waits under LATEST, must replace what the writer had not taken.
+  v1::RunRequest request = SeedRequest("seed-loop", 200);
+  ASSERT_OK(EncodeTensor(at::zeros({256, 1024}),
+                         *(*request.mutable_inputs())["x"].mutable_tensor()));
+  request.mutable_stream()->set_backpressure(v1::StreamOptions::LATEST);
+  std::vector<int64_t> indices;
+  uint64_t dropped_before = 0;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(request, {.on_iteration = [&](const v1::Iteration& it) {
+                     if (indices.empty()) {
+                       ASSERT_TRUE(Eventually(
+                           [&] { return server_->executor().running() == 0; }));
+                     }
+                     indices.push_back(it.index());
+                     dropped_before += it.dropped_before();
+                     at::Tensor x =
+                         *DecodeTensor(it.values().at("x").tensor(), {});
+                     EXPECT_EQ(x[0][0].item<float>(), it.index() + 1);
+                   }}));
+  EXPECT_TRUE(std::is_sorted(indices.begin(), indices.end()));
+  EXPECT_EQ(indices.back(), 199);  // the last iteration is the newest
+  EXPECT_GT(result.stats().iterations_dropped(), 0u);
+  EXPECT_EQ(result.stats().iterations_dropped(), dropped_before);
+  EXPECT_EQ(
+      result.stats().iterations_sent() + result.stats().iterations_dropped(),
+      200u);
+  EXPECT_EQ(indices.size(), result.stats().iterations_sent());
+  at::Tensor final_x = *DecodeTensor(result.outputs().at("x").tensor(), {});
+  EXPECT_TRUE(at::equal(final_x, at::full({256, 1024}, 200.0)));
+}
+
+TEST_F(LoopServiceTest, BlockWithASlowReaderCoalescesAndLosesNothing) {
+  StartServer();
+  std::vector<int64_t> xs;
+  int largest_batch = 0;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(SeedRequest("seed-loop", 1000),
+                   {.on_iteration =
+                        [&](const v1::Iteration& it) {
+                          xs.push_back(it.values().at("x").int64_value());
+                        },
+                    .on_batch =
+                        [&](const v1::IterationBatch& batch) {
+                          if (xs.empty()) {  // hold the first batch
+                            ASSERT_TRUE(Eventually([&] {
+                              return server_->executor().running() == 0;
+                            }));
+                          }
+                          largest_batch =
+                              std::max(largest_batch, batch.items_size());
+                        }}));
+  EXPECT_THAT(xs, ElementsAreArray(Range(1, 1000)));
+  EXPECT_GT(largest_batch, 1);
+  EXPECT_EQ(result.stats().iterations_dropped(), 0u);
+}
+
+TEST_F(LoopServiceTest, BlockMakesTheLoopWaitForASlowReader) {
+  LoopServerOptions options;
+  options.service.stream.max_queued_iterations = 4;
+  StartServer(options);
+  std::vector<int64_t> xs;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(SeedRequest("seed-loop", 300),
+                   {.on_iteration = [&](const v1::Iteration& it) {
+                     xs.push_back(it.values().at("x").int64_value());
+                     if (xs.size() % 50 == 0)
+                       absl::SleepFor(absl::Milliseconds(5));
+                   }}));
+  EXPECT_THAT(xs, ElementsAreArray(Range(1, 300)));
+  EXPECT_EQ(result.stats().iterations_sent(), 300u);
+}
+
+TEST_F(LoopServiceTest, CancellationFreesTheSlotAtOnce) {
+  LoopServerOptions options;
+  options.executor = {.max_concurrent_runs = 1, .max_queued_runs = 0};
+  options.service.limits.max_iterations = int64_t{1} << 40;
+  StartServer(options);
+
+  RunCancellation cancellation;
+  absl::Notification first_iteration;
+  absl::Status long_status;
+  std::thread long_run([&] {
+    v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
+    request.mutable_stream()->set_every(100000);
+    long_status = client_
+                      ->Run(request,
+                            {.on_iteration =
+                                 [&](const v1::Iteration&) {
+                                   if (!first_iteration.HasBeenNotified()) {
+                                     first_iteration.Notify();
+                                   }
+                                 }},
+                            {.cancellation = &cancellation})
+                      .status();
+  });
+  first_iteration.WaitForNotification();
+  // The one slot is taken and nothing may queue.
+  EXPECT_THAT(client_->Run(SeedRequest("seed-loop", 1)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("--max_concurrent_runs=1")));
+  cancellation.Cancel();
+  long_run.join();
+  EXPECT_THAT(long_status,
+              StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  ASSERT_TRUE(Eventually([&] { return server_->executor().running() == 0; }));
+  ExpectStillServing();
+}
+
+TEST_F(LoopServiceTest, DeadlineStopsTheRun) {
+  LoopServerOptions options;
+  options.service.limits.max_iterations = int64_t{1} << 40;
+  StartServer(options);
+  v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
+  request.mutable_stream()->set_every(1000000);
+  EXPECT_THAT(
+      client_->Run(request, {}, {.timeout = absl::Milliseconds(200)}).status(),
+      StatusIs(absl::StatusCode::kDeadlineExceeded, ::testing::_));
+  ASSERT_TRUE(Eventually([&] { return server_->executor().running() == 0; }));
+  ExpectStillServing();
+}
+
+struct BadRequestCase {
+  std::string name;
+  std::function<void(v1::RunRequest&)> mutate;
+  absl::StatusCode code;
+  std::string message;
+};
+
+class BadRequestTest : public LoopServiceTest,
+                       public ::testing::WithParamInterface<BadRequestCase> {};
+
+TEST_P(BadRequestTest, IsRefusedWithItsFieldNamedAndTheServerServesOn) {
+  LoopServerOptions options;
+  options.service.limits.max_iterations = 1000;
+  options.service.limits.decode.max_tensor_bytes = 1 << 20;
+  StartServer(options);
+  v1::RunRequest request = SeedRequest("seed-loop", 5);
+  GetParam().mutate(request);
+  EXPECT_THAT(client_->Run(request).status(),
+              StatusIs(GetParam().code, HasSubstr(GetParam().message)));
+  ExpectStillServing();
+}
+
+v1::Tensor* XTensor(v1::RunRequest& r) {
+  return (*r.mutable_inputs())["x"].mutable_tensor();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllFields, BadRequestTest,
+    ::testing::Values(
+        BadRequestCase{"UnknownPipeline",
+                       [](v1::RunRequest& r) { r.set_pipeline("seed-lop"); },
+                       absl::StatusCode::kNotFound,
+                       "pipeline 'seed-lop' is not served; available: "
+                       "seed-loop, seed-loop-2"},
+        BadRequestCase{"UnknownInput",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["nm_steps"].set_int64_value(3);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "pipeline 'seed-loop': input 'nm_steps': unknown input"},
+        BadRequestCase{
+            "MissingRequired",
+            [](v1::RunRequest& r) { r.mutable_inputs()->erase("x"); },
+            absl::StatusCode::kInvalidArgument,
+            "input 'x': required input is missing"},
+        BadRequestCase{"WrongKind",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["num_steps"].set_string_value(
+                             "5");
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'num_steps': expects int, got string"},
+        BadRequestCase{"UnknownDatatype",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("FP8");
+                         XTensor(r)->add_shape(1);
+                         XTensor(r)->set_raw_contents(std::string(1, '\0'));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': unknown datatype 'FP8'"},
+        BadRequestCase{"BytesDoNotMatchShape",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("FP32");
+                         XTensor(r)->add_shape(2);
+                         XTensor(r)->add_shape(3);
+                         XTensor(r)->set_raw_contents(std::string(20, '\0'));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': raw_contents has 20 bytes; shape [2,3] "
+                       "FP32 needs 24"},
+        BadRequestCase{"NegativeDimension",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("FP32");
+                         XTensor(r)->add_shape(-2);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': dimension 0 of the shape is negative"},
+        BadRequestCase{"TensorTooLarge",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("FP32");
+                         XTensor(r)->add_shape(1024);
+                         XTensor(r)->add_shape(1024);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': tensor of shape [1024,1024] FP32 is larger "
+                       "than the server's limit of 1048576 bytes"},
+        BadRequestCase{"TooManyIterations",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["num_steps"].set_int64_value(
+                             1001);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'num_steps': 1001 is above the server's limit "
+                       "of 1000 iterations"},
+        BadRequestCase{"NegativeIterations",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["num_steps"].set_int64_value(-1);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'num_steps': must be >= 0, got -1"},
+        BadRequestCase{"UnknownStreamValue",
+                       [](v1::RunRequest& r) {
+                         r.mutable_stream()->add_values("latents");
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "stream.values names 'latents', which is not an "
+                       "iteration output; it has: x"},
+        BadRequestCase{"UnknownOutput",
+                       [](v1::RunRequest& r) { r.add_outputs("image"); },
+                       absl::StatusCode::kInvalidArgument,
+                       "outputs names 'image', which is not an output; it "
+                       "has: x"},
+        BadRequestCase{"UnknownBackpressure",
+                       [](v1::RunRequest& r) {
+                         r.mutable_stream()->set_backpressure(
+                             static_cast<v1::StreamOptions::Backpressure>(7));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "stream.backpressure: unknown value 7"},
+        BadRequestCase{
+            "ValueWithoutKind",
+            [](v1::RunRequest& r) { (*r.mutable_inputs())["x"].Clear(); },
+            absl::StatusCode::kInvalidArgument,
+            "input 'x': value has no kind set"}),
+    [](const ::testing::TestParamInfo<BadRequestCase>& info) {
+      return info.param.name;
+    });
+
+TEST_F(LoopServiceTest, SixteenConcurrentRunsAreAllExact) {
+  LoopServerOptions options;
+  options.executor = {.max_concurrent_runs = 4, .max_queued_runs = 16};
+  StartServer(options);
+  constexpr int kRuns = 16;
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> statuses(kRuns);
+  std::vector<std::vector<int64_t>> streams(kRuns);
+  std::vector<int64_t> finals(kRuns);
+  for (int r = 0; r < kRuns; ++r) {
+    threads.emplace_back([&, r] {
+      absl::StatusOr<v1::RunResult> result =
+          RunRecording(SeedRequest("seed-loop-2", 2000, r), &streams[r]);
+      statuses[r] = result.status();
+      if (result.ok()) finals[r] = result->outputs().at("x").int64_value();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int r = 0; r < kRuns; ++r) {
+    ASSERT_OK(statuses[r]);
+    EXPECT_EQ(finals[r], r + 4000);
+    EXPECT_THAT(streams[r], ElementsAreArray(Range(r + 2, r + 4000, 2)));
+  }
+}
+
+TEST_F(LoopServiceTest, ListAndDescribe) {
+  StartServer();
+  ASSERT_OK_AND_ASSIGN(auto pipelines, client_->ListPipelines());
+  ASSERT_EQ(pipelines.size(), 3u);
+  EXPECT_EQ(pipelines[0].name(), "seed-loop");
+  EXPECT_EQ(pipelines[1].name(), "seed-loop-2");
+
+  ASSERT_OK_AND_ASSIGN(v1::PipelineDescription d,
+                       client_->DescribePipeline("seed-loop-2"));
+  ASSERT_EQ(d.inputs_size(), 2);
+  EXPECT_EQ(d.inputs(0).name(), "num_steps");
+  EXPECT_EQ(d.inputs(0).type(), "int");
+  EXPECT_TRUE(d.inputs(0).required());
+  EXPECT_EQ(d.inputs(1).name(), "x");
+  EXPECT_EQ(d.inputs(1).type(), "int | double | tensor");
+  ASSERT_EQ(d.iteration_outputs_size(), 1);
+  EXPECT_EQ(d.iteration_outputs(0).name(), "x");
+  ASSERT_EQ(d.outputs_size(), 1);
+  EXPECT_EQ(d.blocks().kind(), "loop");
+  EXPECT_EQ(d.blocks().type(), "LoopWrapper");
+  ASSERT_EQ(d.blocks().blocks_size(), 2);
+  EXPECT_EQ(d.blocks().blocks(1).name(), "block2");
+  EXPECT_EQ(d.blocks().blocks(1).type(), "LoopBlock");
+
+  EXPECT_THAT(client_->DescribePipeline("nope"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'nope'")));
+}
+
+TEST_F(LoopServiceTest, HealthReportsServing) {
+  StartServer();
+  EXPECT_EQ(*client_->Health(""), HealthStatus::SERVING);
+  EXPECT_EQ(*client_->Health(kServiceName), HealthStatus::SERVING);
+}
+
+TEST_F(LoopServiceTest, GracefulShutdownLetsRunsFinishAndRefusesNewOnes) {
+  StartServer();
+  absl::StatusOr<v1::RunResult> in_flight;
+  std::thread run([&] { in_flight = client_->Run(SeedRequest("gated", 10)); });
+  gate_entered_.WaitForNotification();
+  std::thread shutdown([&] { server_->Shutdown(absl::Seconds(60)); });
+
+  ASSERT_TRUE(Eventually([&] {
+    auto health = client_->Health(kServiceName);
+    return health.ok() && *health == HealthStatus::NOT_SERVING;
+  }));
+  EXPECT_THAT(
+      client_->Run(SeedRequest("seed-loop", 1)).status(),
+      StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+  gate_open_.Notify();
+  run.join();
+  shutdown.join();
+  ASSERT_OK(in_flight.status());
+  EXPECT_EQ(in_flight->outputs().at("x").int64_value(), 10);
+}
+
+TEST_F(LoopServiceTest, ShutdownCancelsRunsPastTheGracePeriod) {
+  LoopServerOptions options;
+  options.service.limits.max_iterations = int64_t{1} << 40;
+  StartServer(options);
+  absl::Notification running;
+  absl::Status status;
+  std::thread run([&] {
+    v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
+    request.mutable_stream()->set_every(100000);
+    status = client_
+                 ->Run(request, {.on_iteration =
+                                     [&](const v1::Iteration&) {
+                                       if (!running.HasBeenNotified()) {
+                                         running.Notify();
+                                       }
+                                     }})
+                 .status();
+  });
+  running.WaitForNotification();
+  server_->Shutdown(absl::Milliseconds(100));
+  run.join();
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable,
+                               HasSubstr("shut down before the run finished")));
+  EXPECT_EQ(server_->executor().running(), 0);
+}
+
+}  // namespace
+}  // namespace loopserve
