@@ -1,0 +1,460 @@
+// loopctl: the command-line client of loopserve.
+//
+//   loopctl [--server HOST:PORT] list
+//   loopctl describe PIPELINE [--json]
+//   loopctl run PIPELINE -i num_steps=5 -i x=0 -i latents=@noise.npy
+//           [--stream NAME].. [--output NAME].. [--every K] [--latest]
+//           [--save-dir DIR] [--timeout S] [--request-id ID]
+//   loopctl health [SERVICE]
+//
+// The server defaults to $LOOPSERVE_SERVER, else localhost:50051. Exits
+// non-zero, with the server's status on stderr, on any failure.
+#include <google/protobuf/util/json_util.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "client/loop_client.h"
+#include "client/npy.h"
+
+namespace loopserve {
+namespace {
+
+constexpr char kUsage[] =
+    R"(usage: loopctl [--server HOST:PORT] COMMAND ...
+
+commands:
+  list                         the pipelines the server serves
+  describe PIPELINE [--json]   a pipeline's inputs, iteration outputs, outputs
+  run PIPELINE [options]       run a pipeline and print every iteration
+      -i NAME=VALUE            an input: 5, 0.5, true, text, or @file.npy
+      --stream NAME            iteration output to stream (repeat; default all)
+      --output NAME            final output to return (repeat; default all)
+      --every K                stream every K-th iteration (the last always)
+      --latest                 drop stale iterations instead of slowing the run
+      --save-dir DIR           write streamed tensors as NAME_INDEX.npy and
+                               final outputs as NAME.npy
+      --timeout S              deadline in seconds
+      --request-id ID          echoed back in RunStarted
+  health [SERVICE]             the server's health ("" or a service name)
+
+The server defaults to $LOOPSERVE_SERVER, else localhost:50051.
+)";
+
+absl::Status Usage(absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(problem, "\n\n", kUsage));
+}
+
+// ---- Printing values ----
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1f;
+  uint32_t mantissa = h & 0x3ff;
+  uint32_t bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exponent = 127 - 15 + 1;
+      while ((mantissa & 0x400) == 0) {
+        mantissa <<= 1;
+        --exponent;
+      }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Element `i` of a tensor's raw bytes as a double.
+double Element(const v1::Tensor& t, size_t i) {
+  const char* p = t.raw_contents().data();
+  auto load = [p, i](auto zero) {
+    decltype(zero) v;
+    std::memcpy(&v, p + i * sizeof v, sizeof v);
+    return static_cast<double>(v);
+  };
+  const std::string& d = t.datatype();
+  if (d == "FP32") return load(float{});
+  if (d == "FP64") return load(double{});
+  if (d == "INT64") return load(int64_t{});
+  if (d == "INT32") return load(int32_t{});
+  if (d == "INT16") return load(int16_t{});
+  if (d == "INT8") return load(int8_t{});
+  if (d == "UINT8" || d == "BOOL") return load(uint8_t{});
+  uint16_t h;
+  std::memcpy(&h, p + i * 2, 2);
+  if (d == "FP16") return HalfToFloat(h);
+  uint32_t bits = static_cast<uint32_t>(h) << 16;  // BF16
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+std::string DescribeTensor(const v1::Tensor& t) {
+  std::string text =
+      absl::StrCat(t.datatype(), "[", absl::StrJoin(t.shape(), ","), "]");
+  int64_t n = 1;
+  for (int64_t d : t.shape()) n *= d;
+  if (n == 0) return text;
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo, sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = Element(t, static_cast<size_t>(i));
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    sum += v;
+  }
+  std::ostringstream out;
+  out << text << " min=" << lo << " max=" << hi << " mean=" << sum / n;
+  return out.str();
+}
+
+std::string FormatValue(const v1::Value& v) {
+  switch (v.kind_case()) {
+    case v1::Value::kTensor:
+      return DescribeTensor(v.tensor());
+    case v1::Value::kInt64Value:
+      return absl::StrCat(v.int64_value());
+    case v1::Value::kDoubleValue:
+      return absl::StrCat(v.double_value());
+    case v1::Value::kBoolValue:
+      return v.bool_value() ? "true" : "false";
+    case v1::Value::kStringValue:
+      return absl::StrCat("\"", v.string_value(), "\"");
+    case v1::Value::kListValue: {
+      std::vector<std::string> items;
+      for (const v1::Value& item : v.list_value().values()) {
+        items.push_back(FormatValue(item));
+      }
+      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+    }
+    case v1::Value::KIND_NOT_SET:
+      break;
+  }
+  return "(unset)";
+}
+
+std::string FormatValues(
+    const google::protobuf::Map<std::string, v1::Value>& values) {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : values) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> parts;
+  for (const std::string& name : names) {
+    parts.push_back(absl::StrCat(name, " = ", FormatValue(values.at(name))));
+  }
+  return absl::StrJoin(parts, "  ");
+}
+
+// ---- Commands ----
+
+absl::StatusOr<v1::Value> ParseInputValue(absl::string_view text) {
+  v1::Value value;
+  int64_t i;
+  double d;
+  if (absl::StartsWith(text, "@")) {
+    absl::StatusOr<v1::Tensor> tensor =
+        ReadNpyFile(std::string(text.substr(1)));
+    if (!tensor.ok()) return tensor.status();
+    *value.mutable_tensor() = *std::move(tensor);
+  } else if (absl::SimpleAtoi(text, &i)) {
+    value.set_int64_value(i);
+  } else if (absl::SimpleAtod(text, &d)) {
+    value.set_double_value(d);
+  } else if (text == "true" || text == "false") {
+    value.set_bool_value(text == "true");
+  } else {
+    value.set_string_value(std::string(text));
+  }
+  return value;
+}
+
+absl::Status List(LoopClient& client) {
+  absl::StatusOr<std::vector<v1::PipelineSummary>> pipelines =
+      client.ListPipelines();
+  if (!pipelines.ok()) return pipelines.status();
+  for (const v1::PipelineSummary& p : *pipelines) {
+    std::cout << p.name() << "\t" << p.description() << "\n";
+  }
+  return absl::OkStatus();
+}
+
+void PrintParams(
+    absl::string_view title,
+    const google::protobuf::RepeatedPtrField<v1::ParamSpec>& params,
+    bool inputs) {
+  std::cout << title << ":\n";
+  if (params.empty()) {
+    std::cout << "  (none)\n";
+    return;
+  }
+  size_t name_width = 4, type_width = 4;
+  for (const v1::ParamSpec& p : params) {
+    name_width = std::max(name_width, p.name().size());
+    type_width = std::max(type_width, p.type().size());
+  }
+  std::cout << "  " << std::left << std::setw(name_width) << "NAME"
+            << "  " << std::setw(type_width) << "TYPE"
+            << "  ";
+  if (inputs)
+    std::cout << std::setw(8) << "REQUIRED"
+              << "  DEFAULT   ";
+  std::cout << "DESCRIPTION\n";
+  for (const v1::ParamSpec& p : params) {
+    std::cout << "  " << std::setw(name_width) << p.name() << "  "
+              << std::setw(type_width) << p.type() << "  ";
+    if (inputs) {
+      std::cout << std::setw(8) << (p.required() ? "yes" : "no") << "  "
+                << std::setw(8)
+                << (p.has_default_value() ? FormatValue(p.default_value())
+                                          : "-")
+                << "  ";
+    }
+    std::cout << p.description() << "\n";
+  }
+}
+
+absl::Status Describe(LoopClient& client, const std::string& name, bool json) {
+  absl::StatusOr<v1::PipelineDescription> d = client.DescribePipeline(name);
+  if (!d.ok()) return d.status();
+  if (json) {
+    std::string text;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.preserve_proto_field_names = true;
+    google::protobuf::util::MessageToJsonString(*d, &text, options);
+    std::cout << text;
+    return absl::OkStatus();
+  }
+  std::cout << d->name() << ": " << d->description() << "\n\n";
+  PrintParams("inputs", d->inputs(), true);
+  std::cout << "\n";
+  PrintParams("iteration outputs", d->iteration_outputs(), false);
+  std::cout << "\n";
+  PrintParams("outputs", d->outputs(), false);
+  return absl::OkStatus();
+}
+
+struct RunArgs {
+  std::string pipeline;
+  v1::RunRequest request;
+  std::string save_dir;
+  std::optional<absl::Duration> timeout;
+};
+
+absl::Status SaveValue(const std::string& dir, const std::string& stem,
+                       const v1::Value& value) {
+  v1::Tensor tensor;
+  if (value.has_tensor()) {
+    tensor = value.tensor();
+  } else if (value.kind_case() == v1::Value::kInt64Value) {
+    tensor.set_datatype("INT64");
+    int64_t v = value.int64_value();
+    tensor.set_raw_contents(std::string(reinterpret_cast<char*>(&v), 8));
+  } else if (value.kind_case() == v1::Value::kDoubleValue) {
+    tensor.set_datatype("FP64");
+    double v = value.double_value();
+    tensor.set_raw_contents(std::string(reinterpret_cast<char*>(&v), 8));
+  } else {
+    return absl::OkStatus();  // strings, lists: nothing .npy can hold
+  }
+  return WriteNpyFile((std::filesystem::path(dir) / (stem + ".npy")).string(),
+                      tensor);
+}
+
+absl::Status Run(LoopClient& client, RunArgs& args) {
+  const bool tty = isatty(STDOUT_FILENO);
+  if (!args.save_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(args.save_dir, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("cannot create ", args.save_dir, ": ", error.message()));
+    }
+  }
+  absl::Status save_status;
+  RunCallbacks callbacks;
+  callbacks.on_started = [&](const v1::RunStarted& started) {
+    if (!tty) {
+      std::cout << "started " << started.run_id() << " (queued "
+                << started.queue_ms() << " ms)\n";
+    }
+  };
+  callbacks.on_iteration = [&](const v1::Iteration& it) {
+    const std::string values = FormatValues(it.values());
+    const std::string dropped =
+        it.dropped_before() > 0
+            ? absl::StrCat(" (", it.dropped_before(), " dropped)")
+            : "";
+    if (tty && it.total() > 0) {
+      constexpr int kWidth = 30;
+      const int filled =
+          static_cast<int>(kWidth * (it.index() + 1) / it.total());
+      std::cout << "\r\033[K[" << std::string(filled, '#')
+                << std::string(kWidth - filled, ' ') << "] " << it.index() + 1
+                << "/" << it.total() << "  " << values << std::flush;
+    } else {
+      std::cout << "iteration " << it.index() + 1;
+      if (it.total() > 0) std::cout << "/" << it.total();
+      std::cout << " [" << it.loop() << "]" << dropped << "  " << values
+                << "\n";
+    }
+    if (!args.save_dir.empty() && save_status.ok()) {
+      for (const auto& [name, value] : it.values()) {
+        if (!value.has_tensor()) continue;
+        save_status = SaveValue(args.save_dir,
+                                absl::StrCat(name, "_", it.index()), value);
+      }
+    }
+  };
+  RunCallOptions options{.timeout = args.timeout};
+  absl::StatusOr<v1::RunResult> result =
+      client.Run(args.request, callbacks, options);
+  if (tty) std::cout << "\n";
+  if (!result.ok()) return result.status();
+  std::cout << "result  " << FormatValues(result->outputs()) << "\n";
+  const v1::RunStats& s = result->stats();
+  std::cout << "stats   iterations=" << s.iterations()
+            << " sent=" << s.iterations_sent()
+            << " dropped=" << s.iterations_dropped()
+            << " queue_ms=" << s.queue_ms() << " run_ms=" << s.run_ms() << "\n";
+  if (!args.save_dir.empty()) {
+    for (const auto& [name, value] : result->outputs()) {
+      if (save_status.ok()) save_status = SaveValue(args.save_dir, name, value);
+    }
+  }
+  return save_status;
+}
+
+absl::Status Health(LoopClient& client, const std::string& service) {
+  auto status = client.Health(service);
+  if (!status.ok()) return status.status();
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+                   *status)
+            << "\n";
+  if (*status != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError("not serving");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Main(std::vector<std::string> args) {
+  const char* env = std::getenv("LOOPSERVE_SERVER");
+  std::string server = env != nullptr ? env : "localhost:50051";
+  std::vector<std::string> positional;
+  bool json = false;
+  RunArgs run;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    auto value = [&](absl::string_view flag) -> absl::StatusOr<std::string> {
+      if (i + 1 >= args.size())
+        return Usage(absl::StrCat(flag, " needs a value"));
+      return args[++i];
+    };
+    auto take = [&](absl::string_view flag, std::string& out) -> absl::Status {
+      absl::StatusOr<std::string> v = value(flag);
+      if (!v.ok()) return v.status();
+      out = *v;
+      return absl::OkStatus();
+    };
+    std::string v;
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      return absl::OkStatus();
+    } else if (arg == "--server") {
+      if (auto s = take(arg, server); !s.ok()) return s;
+    } else if (arg == "--json") {
+      json = true;
+    } else if (arg == "--latest") {
+      run.request.mutable_stream()->set_backpressure(v1::StreamOptions::LATEST);
+    } else if (arg == "-i" || arg == "--input") {
+      if (auto s = take(arg, v); !s.ok()) return s;
+      const size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return Usage(absl::StrCat("-i takes NAME=VALUE, got '", v, "'"));
+      }
+      absl::StatusOr<v1::Value> parsed = ParseInputValue(v.substr(eq + 1));
+      if (!parsed.ok()) return parsed.status();
+      (*run.request.mutable_inputs())[v.substr(0, eq)] = *std::move(parsed);
+    } else if (arg == "--stream") {
+      if (auto s = take(arg, v); !s.ok()) return s;
+      run.request.mutable_stream()->add_values(v);
+    } else if (arg == "--output") {
+      if (auto s = take(arg, v); !s.ok()) return s;
+      run.request.add_outputs(v);
+    } else if (arg == "--every") {
+      if (auto s = take(arg, v); !s.ok()) return s;
+      uint32_t every;
+      if (!absl::SimpleAtoi(v, &every)) return Usage("--every takes a count");
+      run.request.mutable_stream()->set_every(every);
+    } else if (arg == "--save-dir") {
+      if (auto s = take(arg, run.save_dir); !s.ok()) return s;
+    } else if (arg == "--timeout") {
+      if (auto s = take(arg, v); !s.ok()) return s;
+      double seconds;
+      if (!absl::SimpleAtod(v, &seconds) || seconds <= 0) {
+        return Usage("--timeout takes seconds");
+      }
+      run.timeout = absl::Seconds(seconds);
+    } else if (arg == "--request-id") {
+      if (auto s = take(arg, v); !s.ok()) return s;
+      run.request.set_request_id(v);
+    } else if (absl::StartsWith(arg, "-")) {
+      return Usage(absl::StrCat("unknown option ", arg));
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  if (positional.empty()) return Usage("no command");
+  auto client = LoopClient::Connect(server);
+  const std::string& command = positional[0];
+  if (command == "list" && positional.size() == 1) return List(*client);
+  if (command == "describe" && positional.size() == 2) {
+    return Describe(*client, positional[1], json);
+  }
+  if (command == "run" && positional.size() == 2) {
+    run.request.set_pipeline(positional[1]);
+    return Run(*client, run);
+  }
+  if (command == "health" && positional.size() <= 2) {
+    return Health(*client, positional.size() == 2 ? positional[1] : "");
+  }
+  return Usage(absl::StrCat("bad command: ", absl::StrJoin(positional, " ")));
+}
+
+}  // namespace
+}  // namespace loopserve
+
+int main(int argc, char** argv) {
+  absl::Status status =
+      loopserve::Main(std::vector<std::string>(argv + 1, argv + argc));
+  if (!status.ok()) {
+    std::cerr << "loopctl: " << absl::StatusCodeToString(status.code()) << ": "
+              << status.message() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,109 @@
+"""A small Python client of loopserve's LoopPipelineService.
+
+The gRPC stubs are generated at build time (protoc with grpc_python_plugin)
+into build/python; set LOOPSERVE_PYTHON_STUBS to use another folder.
+
+    client = LoopClient("localhost:50051")
+    for event in client.run("seed-loop", {"num_steps": 5, "x": 0}):
+        ...
+
+Needs Debian's python3-grpcio, python3-protobuf and python3-numpy.
+"""
+
+import os
+import sys
+
+import grpc
+import numpy as np
+
+_STUBS = os.environ.get(
+    "LOOPSERVE_PYTHON_STUBS",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                 "build", "python"))
+sys.path.insert(0, _STUBS)
+
+from loopserve.v1 import loopserve_pb2 as pb  # noqa: E402
+from loopserve.v1 import loopserve_pb2_grpc as pb_grpc  # noqa: E402
+
+_NUMPY_TO_DATATYPE = {
+    np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "UINT8",
+    np.dtype(np.int8): "INT8", np.dtype(np.int16): "INT16",
+    np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
+    np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+}
+_DATATYPE_TO_NUMPY = {v: k for k, v in _NUMPY_TO_DATATYPE.items()}
+
+
+def to_value(obj):
+    """A Python value (int, float, bool, str, list, numpy array) as a Value."""
+    if isinstance(obj, np.ndarray):
+        array = np.ascontiguousarray(obj).astype(obj.dtype.newbyteorder("<"))
+        return pb.Value(tensor=pb.Tensor(
+            datatype=_NUMPY_TO_DATATYPE[np.dtype(obj.dtype.name)],
+            shape=list(array.shape), raw_contents=array.tobytes()))
+    if isinstance(obj, bool):
+        return pb.Value(bool_value=obj)
+    if isinstance(obj, int):
+        return pb.Value(int64_value=obj)
+    if isinstance(obj, float):
+        return pb.Value(double_value=obj)
+    if isinstance(obj, str):
+        return pb.Value(string_value=obj)
+    if isinstance(obj, (list, tuple)):
+        return pb.Value(list_value=pb.ValueList(values=[to_value(v) for v in obj]))
+    raise TypeError(f"cannot send a {type(obj).__name__}")
+
+
+def from_value(value):
+    """A Value as a Python value; tensors become numpy arrays."""
+    kind = value.WhichOneof("kind")
+    if kind == "tensor":
+        t = value.tensor
+        if t.datatype == "BF16":  # numpy has no bfloat16: widen to float32
+            raw = np.frombuffer(t.raw_contents, "<u2").astype("<u4") << 16
+            return raw.view("<f4").reshape(tuple(t.shape))
+        dtype = _DATATYPE_TO_NUMPY[t.datatype].newbyteorder("<")
+        return np.frombuffer(t.raw_contents, dtype).reshape(tuple(t.shape))
+    if kind == "list_value":
+        return [from_value(v) for v in value.list_value.values]
+    return getattr(value, kind) if kind else None
+
+
+class LoopClient:
+    """Lists, describes and runs loop pipelines on a loopserve server."""
+
+    def __init__(self, target):
+        options = [("grpc.max_receive_message_length", -1),
+                   ("grpc.max_send_message_length", -1)]
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = pb_grpc.LoopPipelineServiceStub(self._channel)
+
+    def list(self):
+        return list(self._stub.ListPipelines(pb.ListPipelinesRequest()).pipelines)
+
+    def describe(self, name):
+        return self._stub.DescribePipeline(pb.DescribePipelineRequest(name=name))
+
+    def run(self, pipeline, inputs, stream=(), every=0, latest=False,
+            outputs=(), timeout=None):
+        """Yields ("started", RunStarted), ("iteration", Iteration) ... and
+        finally ("result", RunResult). Raises grpc.RpcError on failure."""
+        request = pb.RunRequest(
+            pipeline=pipeline,
+            inputs={k: to_value(v) for k, v in inputs.items()},
+            stream=pb.StreamOptions(
+                values=list(stream), every=every,
+                backpressure=(pb.StreamOptions.LATEST if latest
+                              else pb.StreamOptions.BLOCK)),
+            outputs=list(outputs))
+        for event in self._stub.Run(request, timeout=timeout):
+            kind = event.WhichOneof("event")
+            if kind == "iterations":
+                for item in event.iterations.items:
+                    yield "iteration", item
+            else:
+                yield kind, getattr(event, kind)
+
+    def close(self):
+        self._channel.close()

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# End to end, as a new user would run it: the real loopserve binary, loopctl
+# and the Python client, over loopback.
+#
+# Env: LOOPSERVE, LOOPCTL (binaries), SOURCE_DIR, LOOPSERVE_PYTHON_STUBS.
+set -euo pipefail
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect_contains() {  # haystack needle what
+  grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in:"$'\n'"$1"
+}
+
+"$LOOPSERVE" --host=127.0.0.1 --port=0 --shutdown_grace_s=5 \
+  2>"$work/server.err" &
+server_pid=$!
+for _ in $(seq 300); do
+  grep -q "serving" "$work/server.err" && break
+  kill -0 "$server_pid" 2>/dev/null || fail "loopserve exited: $(cat "$work/server.err")"
+  sleep 0.1
+done
+port=$(grep -o 'on 127.0.0.1:[0-9]*' "$work/server.err" | cut -d: -f2)
+[ -n "$port" ] || fail "no ready line: $(cat "$work/server.err")"
+export LOOPSERVE_SERVER="127.0.0.1:$port"
+echo "loopserve ready on port $port"
+
+out=$("$LOOPCTL" health)
+expect_contains "$out" "SERVING" "health"
+out=$("$LOOPCTL" health loopserve.v1.LoopPipelineService)
+expect_contains "$out" "SERVING" "service health"
+
+out=$("$LOOPCTL" list)
+expect_contains "$out" "seed-loop" "list"
+expect_contains "$out" "seed-loop-2" "list"
+
+out=$("$LOOPCTL" describe seed-loop)
+expect_contains "$out" "num_steps  int" "describe"
+expect_contains "$out" "iteration outputs:" "describe"
+out=$("$LOOPCTL" describe seed-loop-2 --json)
+expect_contains "$out" '"kind": "loop"' "describe --json"
+
+out=$("$LOOPCTL" run seed-loop -i num_steps=5 -i x=0)
+for i in 1 2 3 4 5; do
+  expect_contains "$out" "iteration $i/5 [seed-loop]  x = $i" "run"
+done
+expect_contains "$out" "result  x = 5" "run"
+expect_contains "$out" "sent=5 dropped=0" "run"
+
+# A tensor input from NumPy, streamed tensors and the result saved as .npy.
+/usr/bin/python3 -c "import numpy as np; np.save('$work/x.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4))"
+out=$("$LOOPCTL" run seed-loop-2 -i num_steps=4 -i "x=@$work/x.npy" \
+  --save-dir "$work/saved" --every 2)
+expect_contains "$out" "result  x = FP32[2,3,4] min=8 max=31" "tensor run"
+/usr/bin/python3 - "$work" <<'PY' || fail "saved .npy files"
+import sys, numpy as np
+work = sys.argv[1]
+x0 = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+assert np.array_equal(np.load(f"{work}/saved/x_1.npy"), x0 + 4)
+assert np.array_equal(np.load(f"{work}/saved/x_3.npy"), x0 + 8)
+assert np.array_equal(np.load(f"{work}/saved/x.npy"), x0 + 8)
+PY
+
+# Bad input: a clear error and a non-zero exit; the server serves on.
+if out=$("$LOOPCTL" run seed-loop -i num_steps=five -i x=0 2>&1); then
+  fail "a string num_steps was accepted"
+fi
+expect_contains "$out" "INVALID_ARGUMENT: pipeline 'seed-loop': input 'num_steps': expects int, got string" "bad input"
+if out=$("$LOOPCTL" run seed-loop -i num_steps=3 -i y=0 2>&1); then
+  fail "an unknown input was accepted"
+fi
+expect_contains "$out" "input 'y': unknown input" "unknown input"
+
+# The Python client's example.
+out=$(/usr/bin/python3 "$SOURCE_DIR/client/python/stream_seed_loop.py" \
+  --server "$LOOPSERVE_SERVER" --num_steps 5)
+for i in 1 2 3 4 5; do
+  expect_contains "$out" "iteration $i/5: x = $i" "python example"
+done
+expect_contains "$out" "result: x = 5" "python example"
+
+# The Python client with tensors, LATEST and every.
+/usr/bin/python3 - <<PY || fail "python client"
+import sys
+sys.path.insert(0, "$SOURCE_DIR/client/python")
+import numpy as np
+from loopserve_client import LoopClient, from_value
+client = LoopClient("$LOOPSERVE_SERVER")
+assert [p.name for p in client.list()] == ["seed-loop", "seed-loop-2"]
+x0 = np.ones((1, 4, 64, 64), np.float32)
+seen = []
+result = None
+for kind, event in client.run("seed-loop", {"num_steps": 20, "x": x0},
+                              every=5, latest=True):
+    if kind == "iteration":
+        seen.append(event.index)
+        assert np.array_equal(from_value(event.values["x"]), x0 + event.index + 1)
+    elif kind == "result":
+        result = event
+assert seen and seen[-1] == 19, seen
+assert np.array_equal(from_value(result.outputs["x"]), x0 + 20)
+PY
+
+# SIGTERM: drains and exits 0.
+kill -TERM "$server_pid"
+wait "$server_pid" || fail "loopserve exited with $? after SIGTERM"
+server_pid=""
+expect_contains "$(cat "$work/server.err")" "loopserve: stopped" "shutdown"
+echo "e2e: all checks passed"
