@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "client/loop_client.h"
 #include "client/npy.h"
+#include "server/malloc_tuning.h"
 
 namespace loopserve {
 namespace {
@@ -449,6 +450,7 @@ absl::Status Main(std::vector<std::string> args) {
 }  // namespace loopserve
 
 int main(int argc, char** argv) {
+  loopserve::TuneMallocForStreaming();  // Note [malloc trimming]
   absl::Status status =
       loopserve::Main(std::vector<std::string>(argv + 1, argv + argc));
   if (!status.ok()) {

@@ -22,6 +22,7 @@
 #include "blocks/core/status_macros.h"
 #include "server/device.h"
 #include "server/loop_server.h"
+#include "server/malloc_tuning.h"
 #include "server/pipeline_catalog.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
@@ -96,6 +97,7 @@ absl::Status Serve(const sigset_t& signals) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves loop pipelines over gRPC.");
   absl::ParseCommandLine(argc, argv);
+  loopserve::TuneMallocForStreaming();  // Note [malloc trimming]
   // Block the shutdown signals in every thread; the main thread waits for
   // them with sigwait.
   sigset_t signals;

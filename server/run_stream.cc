@@ -53,36 +53,55 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   if (!last && (index.i + 1) % selection_.every != 0) return absl::OkStatus();
 
   // Encode outside the lock: this is the copy off the device.
-  auto item = std::make_unique<v1::Iteration>();
+  // Note [iteration reuse]
+  // ~~~~~~~~~~~~~~~~~~~~~~
+  // Iteration messages come back from the writer once written and are
+  // encoded into again: their values map keeps its nodes, and a tensor keeps
+  // its byte buffer, so a streamed iteration costs no allocation once the
+  // stream is warm. Keys this iteration does not set are erased.
+  if (next_item_ == nullptr) next_item_ = std::make_unique<v1::Iteration>();
+  v1::Iteration& item = *next_item_;
+  auto& values = *item.mutable_values();
   int64_t bytes = 0;
+  size_t filled = 0;
   for (const OutputParam& output :
        iteration.loop.signature().intermediate_outputs) {
     if (!Contains(selection_.values, output.name)) continue;
     const c10::IValue* value = iteration.state.Find(output.name);
     if (value == nullptr || value->isNone()) continue;
-    v1::Value& encoded = (*item->mutable_values())[output.name];
+    v1::Value& encoded = values[output.name];
     if (absl::Status s = EncodeValue(*value, encoded); !s.ok()) {
       return absl::Status(
           s.code(),
           absl::StrCat("iteration output '", output.name, "': ", s.message()));
     }
     bytes += EncodedPayloadBytes(encoded);
+    ++filled;
   }
-  if (item->values().empty())
-    return absl::OkStatus();  // nothing asked of this loop
-  item->set_index(index.i);
-  item->set_total(index.total);
-  item->set_loop(iteration.loop.path());
+  if (values.size() != filled) {
+    for (auto it = values.begin(); it != values.end();) {
+      const c10::IValue* value = iteration.state.Find(it->first);
+      const bool set = Contains(selection_.values, it->first) &&
+                       value != nullptr && !value->isNone();
+      it = set ? std::next(it) : values.erase(it);
+    }
+  }
+  if (filled == 0) return absl::OkStatus();  // nothing asked of this loop
+  item.set_index(index.i);
+  item.set_total(index.total);
+  item.set_loop(iteration.loop.path());
+  item.set_dropped_before(0);
 
   Action action;
   {
     absl::MutexLock lock(&mu_);
     if (selection_.latest) {
       // Note [backpressure]: replace what the writer has not taken yet.
-      for (const Pending& stale : pending_) {
-        item->set_dropped_before(item->dropped_before() +
-                                 stale.item->dropped_before() + 1);
+      for (Pending& stale : pending_) {
+        item.set_dropped_before(item.dropped_before() +
+                                stale.item->dropped_before() + 1);
         ++dropped_;
+        Recycle(std::move(stale.item));
       }
       pending_.clear();
       pending_bytes_ = 0;
@@ -91,11 +110,21 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
     }
     if (cancelled_) return cancel_status_;
     pending_bytes_ += bytes;
-    pending_.push_back({std::move(item), bytes});
+    pending_.push_back({std::move(next_item_), bytes});
+    if (!spare_.empty()) {
+      next_item_ = std::move(spare_.back());
+      spare_.pop_back();
+    }
     action = Pump();
   }
   Act(action);
   return absl::OkStatus();
+}
+
+void RunStream::Recycle(std::unique_ptr<v1::Iteration> item) {
+  if (static_cast<int64_t>(spare_.size()) < options_.max_queued_iterations) {
+    spare_.push_back(std::move(item));
+  }
 }
 
 bool RunStream::QueueHasRoom() const {
@@ -145,6 +174,12 @@ void RunStream::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     write_in_flight_ = false;
+    if (current_.has_iterations()) {
+      auto* items = current_.mutable_iterations()->mutable_items();
+      while (!items->empty()) {
+        Recycle(std::unique_ptr<v1::Iteration>(items->ReleaseLast()));
+      }
+    }
     current_.Clear();
     if (!ok && !cancelled_) {
       // The client is gone: stop the run as a cancel would.

@@ -122,6 +122,9 @@ class RunStream : public IterationObserver {
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Act(const Action& action);
   bool QueueHasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps `item` for reuse (Note [iteration reuse]), up to a bound.
+  void Recycle(std::unique_ptr<v1::Iteration> item)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string run_id_;
   const std::string request_id_;
@@ -136,6 +139,8 @@ class RunStream : public IterationObserver {
   // Owned by the run's thread.
   absl::Time started_;
   int64_t iterations_ = 0;
+  // The message the next streamed iteration is encoded into.
+  std::unique_ptr<v1::Iteration> next_item_;
 
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kQueued;
@@ -151,6 +156,8 @@ class RunStream : public IterationObserver {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  // Written iterations, for the loop to encode into again.
+  std::vector<std::unique_ptr<v1::Iteration>> spare_ ABSL_GUARDED_BY(mu_);
   // The event being written; touched only while no write is in flight.
   v1::RunEvent current_;
 };

@@ -169,6 +169,7 @@ absl::Status EncodeValue(const c10::IValue& value, v1::Value& out) {
     out.set_string_value(value.toStringRef());
   } else if (value.isList()) {
     v1::ValueList* list = out.mutable_list_value();
+    list->clear_values();  // `out` may be a reused message
     for (const c10::IValue& item : value.toListRef()) {
       RETURN_IF_ERROR(EncodeValue(item, *list->add_values()));
     }
