@@ -107,6 +107,18 @@ assert seen and seen[-1] == 19, seen
 assert np.array_equal(from_value(result.outputs["x"]), x0 + 20)
 PY
 
+# Server reflection lists the services.
+/usr/bin/python3 - <<PY || fail "reflection"
+import sys
+sys.path.insert(0, "$LOOPSERVE_PYTHON_STUBS")
+import grpc
+from loopserve.testing import reflection_pb2 as r, reflection_pb2_grpc as rg
+stub = rg.ServerReflectionStub(grpc.insecure_channel("$LOOPSERVE_SERVER"))
+responses = stub.ServerReflectionInfo(iter([r.ServerReflectionRequest(list_services="")]))
+names = {s.name for s in next(responses).list_services_response.service}
+assert {"loopserve.v1.LoopPipelineService", "grpc.health.v1.Health"} <= names, names
+PY
+
 # SIGTERM: drains and exits 0.
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "loopserve exited with $? after SIGTERM"
