@@ -40,7 +40,7 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
 }
 
 void LoopServer::Shutdown(absl::Duration grace) {
-  if (shut_down_) return;
+  if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   server_->GetHealthCheckService()->SetServingStatus(false);
   service_->StartDraining();

@@ -35,7 +35,6 @@ absl::Status RunExecutor::Submit(std::function<void()> task) {
 void RunExecutor::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
-    if (shutting_down_ && workers_.empty()) return;
     shutting_down_ = true;
   }
   for (std::thread& worker : workers_) {

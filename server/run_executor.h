@@ -8,7 +8,7 @@
 // RESOURCE_EXHAUSTED, which is how a server says "busy" instead of piling up
 // work. Each worker runs under c10::InferenceMode.
 //
-// Thread-safety: every method may be called from any thread.
+// Thread-safety: Submit, running and queued may be called from any thread.
 #pragma once
 
 #include <deque>
@@ -41,6 +41,7 @@ class RunExecutor {
   absl::Status Submit(std::function<void()> task);
 
   // Stops accepting tasks, lets the queued ones run, and joins the workers.
+  // Call from one thread (the owner's); the destructor calls it too.
   void Shutdown();
 
   // Tasks running now, and waiting.
