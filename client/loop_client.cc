@@ -41,6 +41,11 @@ std::unique_ptr<LoopClient> LoopClient::Connect(const std::string& target) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  // Note [large frames]: the server streams batches of up to a MiB or so.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+  args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
   return std::make_unique<LoopClient>(grpc::CreateCustomChannel(
       target, grpc::InsecureChannelCredentials(), args));
 }
