@@ -7,17 +7,26 @@
 #include "absl/strings/str_join.h"
 #include "blocks/core/status_macros.h"
 #include "server/grpc_status.h"
+#include "server/run_event_wire.h"
 
 namespace loopserve {
 
 // One Run call: streams a RunStream's events (Note [finishing] in
 // run_stream.h says why it outlives every call the stream makes into it).
-class RunReactor final : public grpc::ServerWriteReactor<v1::RunEvent>,
+class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                          public RunEventWriter {
  public:
   RunReactor(LoopService& service, grpc::CallbackServerContext* context,
-             const v1::RunRequest& request)
+             const grpc::ByteBuffer& raw_request)
       : service_(service), context_(context) {
+    v1::RunRequest request;
+    grpc::ByteBuffer copy(raw_request);  // shares the slices
+    if (!grpc::SerializationTraits<v1::RunRequest>::Deserialize(&copy, &request)
+             .ok()) {
+      ServerWriteReactor::Finish(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT, "the RunRequest does not parse"));
+      return;
+    }
     absl::StatusOr<std::shared_ptr<RunStream>> stream =
         service_.StartRun(request, this);
     if (!stream.ok()) {
@@ -27,14 +36,18 @@ class RunReactor final : public grpc::ServerWriteReactor<v1::RunEvent>,
     stream_ = *std::move(stream);
   }
 
-  void StartWrite(const v1::RunEvent* event) override {
-    ServerWriteReactor::StartWrite(event);
+  void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
+    SerializeRunEvent(event, &buffer_);
+    ServerWriteReactor::StartWrite(&buffer_);
   }
   void Finish(const absl::Status& status) override {
     ServerWriteReactor::Finish(ToGrpcStatus(status));
   }
 
-  void OnWriteDone(bool ok) override { stream_->OnWriteDone(ok); }
+  void OnWriteDone(bool ok) override {
+    buffer_.Clear();  // our references to the event's slices
+    stream_->OnWriteDone(ok);
+  }
 
   void OnCancel() override {
     if (stream_ == nullptr) return;
@@ -55,6 +68,8 @@ class RunReactor final : public grpc::ServerWriteReactor<v1::RunEvent>,
   LoopService& service_;
   grpc::CallbackServerContext* const context_;
   std::shared_ptr<RunStream> stream_;
+  // The event being written; valid until OnWriteDone.
+  grpc::ByteBuffer buffer_;
 };
 
 LoopService::LoopService(const PipelineCatalog& catalog,
@@ -108,8 +123,8 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::RunEvent>* LoopService::Run(
-    grpc::CallbackServerContext* context, const v1::RunRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* LoopService::Run(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   return new RunReactor(*this, context, *request);
 }
 

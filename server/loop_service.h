@@ -36,7 +36,11 @@ struct LoopServiceOptions {
   c10::Device device = c10::kCPU;
 };
 
-class LoopService final : public v1::LoopPipelineService::CallbackService {
+// Run is a raw method: its events go out as ByteBuffers that reference
+// tensor bytes instead of copying them (Note [zero-copy tensors]).
+class LoopService final
+    : public v1::LoopPipelineService::WithRawCallbackMethod_Run<
+          v1::LoopPipelineService::CallbackService> {
  public:
   LoopService(const PipelineCatalog& catalog, const Components& components,
               RunExecutor& executor, LoopServiceOptions options);
@@ -49,9 +53,9 @@ class LoopService final : public v1::LoopPipelineService::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::DescribePipelineRequest* request,
       v1::PipelineDescription* response) override;
-  grpc::ServerWriteReactor<v1::RunEvent>* Run(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Run(
       grpc::CallbackServerContext* context,
-      const v1::RunRequest* request) override;
+      const grpc::ByteBuffer* request) override;
 
   // From now on, new runs fail with UNAVAILABLE.
   void StartDraining();

@@ -174,13 +174,18 @@ void RunStream::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     write_in_flight_ = false;
-    if (current_.has_iterations()) {
-      auto* items = current_.mutable_iterations()->mutable_items();
-      while (!items->empty()) {
-        Recycle(std::unique_ptr<v1::Iteration>(items->ReleaseLast()));
+    if (current_.use_count() > 1) {
+      // gRPC still holds slices of it: leave it to them.
+      current_ = std::make_shared<v1::RunEvent>();
+    } else {
+      if (current_->has_iterations()) {
+        auto* items = current_->mutable_iterations()->mutable_items();
+        while (!items->empty()) {
+          Recycle(std::unique_ptr<v1::Iteration>(items->ReleaseLast()));
+        }
       }
+      current_->Clear();
     }
-    current_.Clear();
     if (!ok && !cancelled_) {
       // The client is gone: stop the run as a cancel would.
       cancelled_ = true;
@@ -224,12 +229,12 @@ RunStream::Action RunStream::Pump() {
   }
   if (started_pending_) {
     started_pending_ = false;
-    v1::RunStarted* started = current_.mutable_started();
+    v1::RunStarted* started = current_->mutable_started();
     started->set_run_id(run_id_);
     started->set_request_id(request_id_);
     started->set_queue_ms(Milliseconds(started_ - created_));
   } else if (!pending_.empty()) {
-    v1::IterationBatch* batch = current_.mutable_iterations();
+    v1::IterationBatch* batch = current_->mutable_iterations();
     int64_t bytes = 0;
     while (!pending_.empty() &&
            (batch->items_size() == 0 ||
@@ -245,9 +250,9 @@ RunStream::Action RunStream::Pump() {
   } else if (!end_status_.ok()) {
     return finish(end_status_);
   } else if (result_ != nullptr) {
-    current_.Swap(result_.get());
+    current_->Swap(result_.get());
     result_.reset();
-    v1::RunStats* stats = current_.mutable_result()->mutable_stats();
+    v1::RunStats* stats = current_->mutable_result()->mutable_stats();
     stats->set_iterations_sent(sent_);
     stats->set_iterations_dropped(dropped_);
     result_written_ = true;
@@ -265,7 +270,7 @@ void RunStream::Act(const Action& action) {
     case Action::kNone:
       return;
     case Action::kWrite:
-      writer_->StartWrite(&current_);
+      writer_->StartWrite(current_);
       return;
     case Action::kFinish:
       writer_->Finish(action.status);

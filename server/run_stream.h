@@ -53,8 +53,10 @@ namespace loopserve {
 class RunEventWriter {
  public:
   virtual ~RunEventWriter() = default;
-  // One write at a time; `event` stays valid until OnWriteDone.
-  virtual void StartWrite(const v1::RunEvent* event) = 0;
+  // One write at a time. The stream does not change `event` while anyone
+  // else holds it (Note [zero-copy tensors] in run_event_wire.h); the
+  // writer must drop its own references before calling OnWriteDone.
+  virtual void StartWrite(std::shared_ptr<const v1::RunEvent> event) = 0;
   // Called exactly once, with no write in flight.
   virtual void Finish(const absl::Status& status) = 0;
 };
@@ -158,8 +160,9 @@ class RunStream : public IterationObserver {
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   // Written iterations, for the loop to encode into again.
   std::vector<std::unique_ptr<v1::Iteration>> spare_ ABSL_GUARDED_BY(mu_);
-  // The event being written; touched only while no write is in flight.
-  v1::RunEvent current_;
+  // The event being written; touched only while no write is in flight, and
+  // replaced rather than reused while something else still holds it.
+  std::shared_ptr<v1::RunEvent> current_ = std::make_shared<v1::RunEvent>();
 };
 
 }  // namespace loopserve

@@ -20,7 +20,7 @@ using ::testing::UnorderedElementsAre;
 
 class FakeWriter : public RunEventWriter {
  public:
-  void StartWrite(const v1::RunEvent* event) override {
+  void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
     EXPECT_FALSE(in_flight) << "two writes in flight";
     EXPECT_FALSE(finished.has_value()) << "a write after Finish";
     in_flight = true;
