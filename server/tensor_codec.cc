@@ -98,11 +98,16 @@ absl::Status EncodeTensor(const at::Tensor& tensor, v1::Tensor& out) {
   std::string* raw = out.mutable_raw_contents();
   raw->resize(tensor.numel() * tensor.element_size());
   if (raw->empty()) return absl::OkStatus();
-  // One copy from wherever the tensor lives (another device, strided)
-  // straight into the message.
-  at::from_blob(raw->data(), tensor.sizes(),
-                at::TensorOptions().dtype(tensor.scalar_type()))
-      .copy_(tensor);
+  // One copy straight into the message: a plain memcpy for the common case
+  // of a contiguous CPU tensor, else ATen's copy from wherever the tensor
+  // lives (another device, strided).
+  if (tensor.device().is_cpu() && tensor.is_contiguous()) {
+    std::memcpy(raw->data(), tensor.data_ptr(), raw->size());
+  } else {
+    at::from_blob(raw->data(), tensor.sizes(),
+                  at::TensorOptions().dtype(tensor.scalar_type()))
+        .copy_(tensor);
+  }
   return absl::OkStatus();
 }
 
