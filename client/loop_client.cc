@@ -130,8 +130,4 @@ LoopClient::Health(const std::string& service) {
   return response.status();
 }
 
-bool LoopClient::WaitForConnected(absl::Duration timeout) {
-  return channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
-}
-
 }  // namespace loopserve

@@ -87,9 +87,6 @@ class LoopClient {
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service = "");
 
-  // Waits until the channel is connected, up to `timeout`.
-  bool WaitForConnected(absl::Duration timeout);
-
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::LoopPipelineService::Stub> stub_;

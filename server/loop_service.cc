@@ -206,9 +206,4 @@ void LoopService::CancelAll(const absl::Status& status) {
   for (const auto& stream : streams) stream->Cancel(status);
 }
 
-int LoopService::active_runs() {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int>(active_.size());
-}
-
 }  // namespace loopserve

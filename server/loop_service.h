@@ -63,7 +63,6 @@ class LoopService final
   bool WaitForIdle(absl::Duration timeout);
   // Stops every run in flight at its next iteration boundary.
   void CancelAll(const absl::Status& status);
-  int active_runs();
 
  private:
   friend class RunReactor;

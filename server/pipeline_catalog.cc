@@ -85,20 +85,18 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = name;
   pipeline->description = std::move(description);
-  pipeline->inputs = root->signature().inputs;
-  pipeline->outputs = root->signature().intermediate_outputs;
   absl::flat_hash_set<std::string> seen;
   CollectLoopOutputs(*root, seen, pipeline->iteration_outputs);
 
   v1::PipelineDescription& proto = pipeline->description_proto;
   proto.set_name(name);
   proto.set_description(pipeline->description);
-  for (const InputParam& p : pipeline->inputs)
+  for (const InputParam& p : root->signature().inputs)
     *proto.add_inputs() = ToParamSpec(p);
   for (const OutputParam& p : pipeline->iteration_outputs) {
     *proto.add_iteration_outputs() = ToParamSpec(p);
   }
-  for (const OutputParam& p : pipeline->outputs) {
+  for (const OutputParam& p : root->signature().intermediate_outputs) {
     *proto.add_outputs() = ToParamSpec(p);
   }
   *proto.mutable_blocks() = ToBlockSpec(root->Describe());

@@ -27,13 +27,18 @@ struct Pipeline {
   std::string description;
   // Named after the pipeline: its path is `name`.
   std::unique_ptr<Block> root;
-  // What a RunRequest may set: the root's inputs.
-  std::vector<InputParam> inputs;
   // What can be streamed each iteration: the intermediate outputs of every
   // loop in the tree, first declaration of a name wins.
   std::vector<OutputParam> iteration_outputs;
+
+  // What a RunRequest may set: the root's inputs.
+  const std::vector<InputParam>& inputs() const {
+    return root->signature().inputs;
+  }
   // Final outputs: the root's intermediate outputs.
-  std::vector<OutputParam> outputs;
+  const std::vector<OutputParam>& outputs() const {
+    return root->signature().intermediate_outputs;
+  }
   // DescribePipeline's answer, built once.
   v1::PipelineDescription description_proto;
 };

@@ -25,6 +25,12 @@ size_t LengthDelimitedSize(uint32_t field, size_t length) {
 }
 
 // Sizes of message bodies, as protobuf encodes them.
+size_t PackedShapeSize(const v1::Tensor& t) {
+  size_t packed = 0;
+  for (int64_t d : t.shape()) packed += VarintSize(static_cast<uint64_t>(d));
+  return packed;
+}
+
 size_t TensorSize(const v1::Tensor& t);
 size_t ValueSize(const v1::Value& v);
 
@@ -32,11 +38,7 @@ size_t TensorSize(const v1::Tensor& t) {
   size_t size = 0;
   if (!t.datatype().empty())
     size += LengthDelimitedSize(1, t.datatype().size());
-  if (t.shape_size() > 0) {
-    size_t packed = 0;
-    for (int64_t d : t.shape()) packed += VarintSize(static_cast<uint64_t>(d));
-    size += LengthDelimitedSize(2, packed);
-  }
+  if (t.shape_size() > 0) size += LengthDelimitedSize(2, PackedShapeSize(t));
   if (!t.raw_contents().empty()) {
     size += LengthDelimitedSize(3, t.raw_contents().size());
   }
@@ -148,10 +150,7 @@ class Writer {
   void Tensor(const v1::Tensor& t) {
     if (!t.datatype().empty()) Bytes(1, t.datatype());
     if (t.shape_size() > 0) {
-      size_t packed = 0;
-      for (int64_t d : t.shape())
-        packed += VarintSize(static_cast<uint64_t>(d));
-      Header(2, packed);
+      Header(2, PackedShapeSize(t));
       for (int64_t d : t.shape()) Varint(static_cast<uint64_t>(d));
     }
     if (!t.raw_contents().empty()) Bytes(3, t.raw_contents());

@@ -48,11 +48,6 @@ int RunExecutor::running() const {
   return running_;
 }
 
-int RunExecutor::queued() const {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int>(queue_.size());
-}
-
 void RunExecutor::Work() {
   c10::InferenceMode inference_mode;
   while (true) {

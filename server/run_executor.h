@@ -44,9 +44,8 @@ class RunExecutor {
   // Call from one thread (the owner's); the destructor calls it too.
   void Shutdown();
 
-  // Tasks running now, and waiting.
+  // Tasks running now.
   int running() const;
-  int queued() const;
 
  private:
   void Work();

@@ -69,11 +69,11 @@ absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
     const std::string field = absl::StrCat("input '", name, "'");
-    const InputParam* param = FindParam(pipeline.inputs, name);
+    const InputParam* param = FindParam(pipeline.inputs(), name);
     if (param == nullptr) {
       return error(field, absl::StrCat("unknown input; the pipeline's inputs "
                                        "are: ",
-                                       JoinNames(pipeline.inputs)));
+                                       JoinNames(pipeline.inputs())));
     }
     absl::StatusOr<c10::IValue> value =
         DecodeValue(request.inputs().at(name), limits.decode);
@@ -96,7 +96,7 @@ absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
     }
     run.state.SetInput(name, *std::move(value));
   }
-  for (const InputParam& param : pipeline.inputs) {
+  for (const InputParam& param : pipeline.inputs()) {
     if (param.required && param.default_value.isNone() &&
         run.state.GetInput(param.name) == nullptr) {
       return error(absl::StrCat("input '", param.name, "'"),
@@ -110,7 +110,7 @@ absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
                           pipeline.iteration_outputs, "an iteration output"));
   ASSIGN_OR_RETURN(run.selection.outputs,
                    Select(pipeline, "outputs", request.outputs(),
-                          pipeline.outputs, "an output"));
+                          pipeline.outputs(), "an output"));
   if (!v1::StreamOptions::Backpressure_IsValid(stream.backpressure())) {
     return error("stream.backpressure",
                  absl::StrCat("unknown value ", stream.backpressure(),
