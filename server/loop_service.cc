@@ -19,16 +19,17 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   RunReactor(LoopService& service, grpc::CallbackServerContext* context,
              const grpc::ByteBuffer& raw_request)
       : service_(service), context_(context) {
-    v1::RunRequest request;
+    auto request = std::make_shared<v1::RunRequest>();
     grpc::ByteBuffer copy(raw_request);  // shares the slices
-    if (!grpc::SerializationTraits<v1::RunRequest>::Deserialize(&copy, &request)
+    if (!grpc::SerializationTraits<v1::RunRequest>::Deserialize(&copy,
+                                                                request.get())
              .ok()) {
       ServerWriteReactor::Finish(grpc::Status(
           grpc::StatusCode::INVALID_ARGUMENT, "the RunRequest does not parse"));
       return;
     }
     absl::StatusOr<std::shared_ptr<RunStream>> stream =
-        service_.StartRun(request, this);
+        service_.StartRun(std::move(request), this);
     if (!stream.ok()) {
       ServerWriteReactor::Finish(ToGrpcStatus(stream.status()));
       return;
@@ -129,12 +130,13 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* LoopService::Run(
 }
 
 absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
-    const v1::RunRequest& request, RunEventWriter* writer) {
-  const Pipeline* pipeline = catalog_.Find(request.pipeline());
-  if (pipeline == nullptr)
-    return PipelineNotFound(catalog_, request.pipeline());
-  ASSIGN_OR_RETURN(PreparedRun prepared,
-                   PrepareRun(*pipeline, request, options_.limits));
+    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer) {
+  const Pipeline* pipeline = catalog_.Find(request->pipeline());
+  if (pipeline == nullptr) {
+    return PipelineNotFound(catalog_, request->pipeline());
+  }
+  ASSIGN_OR_RETURN(StreamSelection selection,
+                   ValidateRun(*pipeline, *request, options_.limits));
 
   uint64_t run_number;
   {
@@ -146,23 +148,24 @@ absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
     run_number = ++next_run_;
   }
   auto stream = std::make_shared<RunStream>(
-      absl::StrCat("run-", run_number), request.request_id(),
-      std::move(prepared.selection), options_.stream, writer);
+      absl::StrCat("run-", run_number), request->request_id(),
+      std::move(selection), options_.stream, writer);
   Track(stream);
 
-  auto task = [stream, pipeline, components = &components_,
-               device = options_.device,
-               state = std::move(prepared.state)]() mutable {
+  // The inputs' one copy happens here, on the executor thread.
+  auto task = [stream, pipeline, request = std::move(request),
+               components = &components_, options = &options_] {
     if (!stream->Begin()) return;  // cancelled while queued
-    for (const auto& [name, value] : state.inputs()) {
-      if (value.isTensor() && value.toTensor().device() != device) {
-        state.SetInput(name, value.toTensor().to(device));
-      }
+    absl::StatusOr<PipelineState> state =
+        DecodeInputs(*request, options->limits.decode, options->device);
+    if (!state.ok()) {
+      stream->End(state.status(), PipelineState());
+      return;
     }
     RunContext context{.observer = stream.get()};
     const absl::Status status =
-        RunBlock(*pipeline->root, *components, state, context);
-    stream->End(status, state);
+        RunBlock(*pipeline->root, *components, *state, context);
+    stream->End(status, *state);
   };
   if (absl::Status status = executor_.Submit(std::move(task)); !status.ok()) {
     Untrack(stream);

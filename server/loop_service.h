@@ -2,7 +2,7 @@
 // callback API.
 //
 // ListPipelines and DescribePipeline answer from the catalog. Run validates
-// the request (PrepareRun), then hands the run to the RunExecutor; a
+// the request (ValidateRun), then hands the run to the RunExecutor; a
 // RunReactor (one ServerWriteReactor per call) streams its events through a
 // RunStream. Nothing here blocks a gRPC thread, and the loop never runs on
 // one.
@@ -70,7 +70,7 @@ class LoopService final
   // Validates `request` and queues its run, streaming to `writer`; the
   // error that refuses it otherwise.
   absl::StatusOr<std::shared_ptr<RunStream>> StartRun(
-      const v1::RunRequest& request, RunEventWriter* writer);
+      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer);
   void Track(const std::shared_ptr<RunStream>& stream);
   void Untrack(const std::shared_ptr<RunStream>& stream);
 

@@ -54,10 +54,9 @@ absl::StatusOr<std::vector<std::string>> Select(
 
 }  // namespace
 
-absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
-                                       const v1::RunRequest& request,
-                                       const RunLimits& limits) {
-  PreparedRun run;
+absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
+                                            const v1::RunRequest& request,
+                                            const RunLimits& limits) {
   auto error = [&pipeline](absl::string_view field, absl::string_view message) {
     return absl::InvalidArgumentError(
         absl::StrCat("pipeline '", pipeline.name, "': ", field, ": ", message));
@@ -75,15 +74,15 @@ absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
                                        "are: ",
                                        JoinNames(pipeline.inputs())));
     }
-    absl::StatusOr<c10::IValue> value =
-        DecodeValue(request.inputs().at(name), limits.decode);
-    if (!value.ok()) return error(field, value.status().message());
-    if (!param->type_hint.Accepts(*value)) {
+    const v1::Value& value = request.inputs().at(name);
+    absl::StatusOr<ValueKind> kind = CheckValue(value, limits.decode);
+    if (!kind.ok()) return error(field, kind.status().message());
+    if (!param->type_hint.AcceptsKind(*kind)) {
       return error(field, absl::StrCat("expects ", param->type_hint.ToString(),
-                                       ", got ", KindName(KindOf(*value))));
+                                       ", got ", KindName(*kind)));
     }
-    if (param->iteration_count && value->isInt()) {
-      const int64_t count = value->toInt();
+    if (param->iteration_count && *kind == ValueKind::kInt) {
+      const int64_t count = value.int64_value();
       if (count < 0) {
         return error(field, absl::StrCat("must be >= 0, got ", count));
       }
@@ -94,21 +93,21 @@ absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
                                   " iterations (--max_iterations)"));
       }
     }
-    run.state.SetInput(name, *std::move(value));
   }
   for (const InputParam& param : pipeline.inputs()) {
     if (param.required && param.default_value.isNone() &&
-        run.state.GetInput(param.name) == nullptr) {
+        !request.inputs().contains(param.name)) {
       return error(absl::StrCat("input '", param.name, "'"),
                    "required input is missing");
     }
   }
 
+  StreamSelection selection;
   const v1::StreamOptions& stream = request.stream();
-  ASSIGN_OR_RETURN(run.selection.values,
+  ASSIGN_OR_RETURN(selection.values,
                    Select(pipeline, "stream.values", stream.values(),
                           pipeline.iteration_outputs, "an iteration output"));
-  ASSIGN_OR_RETURN(run.selection.outputs,
+  ASSIGN_OR_RETURN(selection.outputs,
                    Select(pipeline, "outputs", request.outputs(),
                           pipeline.outputs(), "an output"));
   if (!v1::StreamOptions::Backpressure_IsValid(stream.backpressure())) {
@@ -116,9 +115,23 @@ absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
                  absl::StrCat("unknown value ", stream.backpressure(),
                               "; expected BLOCK (0) or LATEST (1)"));
   }
-  run.selection.every = std::max<int64_t>(1, stream.every());
-  run.selection.latest = stream.backpressure() == v1::StreamOptions::LATEST;
-  return run;
+  selection.every = std::max<int64_t>(1, stream.every());
+  selection.latest = stream.backpressure() == v1::StreamOptions::LATEST;
+  return selection;
+}
+
+absl::StatusOr<PipelineState> DecodeInputs(const v1::RunRequest& request,
+                                           const DecodeLimits& limits,
+                                           c10::Device device) {
+  PipelineState state;
+  for (const auto& [name, wire] : request.inputs()) {
+    ASSIGN_OR_RETURN(c10::IValue value, DecodeValue(wire, limits));
+    if (value.isTensor() && value.toTensor().device() != device) {
+      value = value.toTensor().to(device);
+    }
+    state.SetInput(name, std::move(value));
+  }
+  return state;
 }
 
 }  // namespace loopserve

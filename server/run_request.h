@@ -1,15 +1,21 @@
-// PrepareRun: validates a RunRequest against its pipeline, before anything is
-// queued, and turns it into the run's PipelineState and stream selection.
+// ValidateRun: checks a RunRequest against its pipeline before anything is
+// queued; DecodeInputs: turns its inputs into the run's PipelineState, on the
+// executor thread.
 //
-// Every error is INVALID_ARGUMENT with a message that names the pipeline and
-// the field: an unknown input (a typo must not silently run on defaults), a
-// missing required input, a value of the wrong kind, a bad tensor (unknown
-// datatype, negative dimension, bytes that do not match the shape, above
-// --max_tensor_bytes), an iteration count above --max_iterations, and
-// stream.values or outputs naming something the pipeline does not produce.
+// ValidateRun works on the wire form and copies nothing, so a gRPC thread
+// spends no time on tensor bytes; DecodeInputs makes the one copy of each
+// input later. Every error is INVALID_ARGUMENT with a message that names the
+// pipeline and the field: an unknown input (a typo must not silently run on
+// defaults), a missing required input, a value of the wrong kind, a bad
+// tensor (unknown datatype, negative dimension, bytes that do not match the
+// shape, above --max_tensor_bytes), an iteration count outside
+// [0, --max_iterations], and stream.values or outputs naming something the
+// pipeline does not produce.
 //
-// Thread-safety: a pure function of its arguments.
+// Thread-safety: pure functions of their arguments.
 #pragma once
+
+#include <c10/core/Device.h>
 
 #include <cstdint>
 
@@ -28,14 +34,15 @@ struct RunLimits {
   DecodeLimits decode;
 };
 
-struct PreparedRun {
-  // Inputs decoded onto the CPU; the executor moves tensors to the device.
-  PipelineState state;
-  StreamSelection selection;
-};
+// What the client asked to receive, or the error that refuses the request.
+absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
+                                            const v1::RunRequest& request,
+                                            const RunLimits& limits);
 
-absl::StatusOr<PreparedRun> PrepareRun(const Pipeline& pipeline,
-                                       const v1::RunRequest& request,
-                                       const RunLimits& limits);
+// The request's inputs, decoded (one copy each) onto `device`. Call only
+// for a request ValidateRun accepted.
+absl::StatusOr<PipelineState> DecodeInputs(const v1::RunRequest& request,
+                                           const DecodeLimits& limits,
+                                           c10::Device device);
 
 }  // namespace loopserve

@@ -54,15 +54,14 @@ absl::StatusOr<std::string> DatatypeFromScalarType(c10::ScalarType type) {
       "tensors of dtype ", c10::toString(type), " cannot be sent"));
 }
 
-absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& tensor,
-                                        const DecodeLimits& limits) {
+absl::Status CheckTensor(const v1::Tensor& tensor, const DecodeLimits& limits) {
   ASSIGN_OR_RETURN(const c10::ScalarType type,
                    ScalarTypeFromDatatype(tensor.datatype()));
   const int64_t itemsize = c10::elementSize(type);
-  std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
+  const auto& shape = tensor.shape();
   // Bound the product before computing it, so it cannot overflow.
   int64_t elements = 1;
-  for (size_t i = 0; i < shape.size(); ++i) {
+  for (int i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "dimension ", i, " of the shape is negative (", shape[i], ")"));
@@ -82,9 +81,20 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& tensor,
         "raw_contents has ", tensor.raw_contents().size(), " bytes; shape [",
         absl::StrJoin(shape, ","), "] ", tensor.datatype(), " needs ", nbytes));
   }
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type));
-  if (nbytes > 0) {
-    std::memcpy(out.data_ptr(), tensor.raw_contents().data(), nbytes);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& tensor,
+                                        const DecodeLimits& limits) {
+  RETURN_IF_ERROR(CheckTensor(tensor, limits));
+  const std::vector<int64_t> shape(tensor.shape().begin(),
+                                   tensor.shape().end());
+  at::Tensor out = at::empty(
+      shape,
+      at::TensorOptions().dtype(*ScalarTypeFromDatatype(tensor.datatype())));
+  if (!tensor.raw_contents().empty()) {
+    std::memcpy(out.data_ptr(), tensor.raw_contents().data(),
+                tensor.raw_contents().size());
   }
   return out;
 }
@@ -113,40 +123,52 @@ absl::Status EncodeTensor(const at::Tensor& tensor, v1::Tensor& out) {
 
 namespace {
 
-absl::StatusOr<c10::IValue> DecodeValueAt(const v1::Value& value,
-                                          const DecodeLimits& limits,
-                                          int depth) {
+// Checks `value` and, when `out` is given, decodes it there: one walk for
+// both, so that CheckValue accepts exactly what DecodeValue does.
+absl::StatusOr<ValueKind> CheckOrDecode(const v1::Value& value,
+                                        const DecodeLimits& limits, int depth,
+                                        c10::IValue* out) {
   switch (value.kind_case()) {
-    case v1::Value::kTensor: {
-      ASSIGN_OR_RETURN(at::Tensor tensor, DecodeTensor(value.tensor(), limits));
-      return c10::IValue(std::move(tensor));
-    }
+    case v1::Value::kTensor:
+      if (out == nullptr) {
+        RETURN_IF_ERROR(CheckTensor(value.tensor(), limits));
+      } else {
+        ASSIGN_OR_RETURN(*out, DecodeTensor(value.tensor(), limits));
+      }
+      return ValueKind::kTensor;
     case v1::Value::kInt64Value:
-      return c10::IValue(static_cast<int64_t>(value.int64_value()));
+      if (out != nullptr) *out = static_cast<int64_t>(value.int64_value());
+      return ValueKind::kInt;
     case v1::Value::kDoubleValue:
-      return c10::IValue(value.double_value());
+      if (out != nullptr) *out = value.double_value();
+      return ValueKind::kDouble;
     case v1::Value::kBoolValue:
-      return c10::IValue(value.bool_value());
+      if (out != nullptr) *out = value.bool_value();
+      return ValueKind::kBool;
     case v1::Value::kStringValue:
-      return c10::IValue(value.string_value());
+      if (out != nullptr) *out = value.string_value();
+      return ValueKind::kString;
     case v1::Value::kListValue: {
       if (depth >= limits.max_list_depth) {
         return absl::InvalidArgumentError(absl::StrCat(
             "lists nest deeper than ", limits.max_list_depth, " levels"));
       }
       c10::impl::GenericList list(c10::AnyType::get());
-      list.reserve(value.list_value().values_size());
+      if (out != nullptr) list.reserve(value.list_value().values_size());
       for (int i = 0; i < value.list_value().values_size(); ++i) {
-        absl::StatusOr<c10::IValue> item =
-            DecodeValueAt(value.list_value().values(i), limits, depth + 1);
-        if (!item.ok()) {
+        c10::IValue item;
+        absl::StatusOr<ValueKind> kind =
+            CheckOrDecode(value.list_value().values(i), limits, depth + 1,
+                          out != nullptr ? &item : nullptr);
+        if (!kind.ok()) {
           return absl::Status(
-              item.status().code(),
-              absl::StrCat("item ", i, ": ", item.status().message()));
+              kind.status().code(),
+              absl::StrCat("item ", i, ": ", kind.status().message()));
         }
-        list.push_back(*std::move(item));
+        if (out != nullptr) list.push_back(std::move(item));
       }
-      return c10::IValue(std::move(list));
+      if (out != nullptr) *out = std::move(list);
+      return ValueKind::kList;
     }
     case v1::Value::KIND_NOT_SET:
       break;
@@ -158,7 +180,14 @@ absl::StatusOr<c10::IValue> DecodeValueAt(const v1::Value& value,
 
 absl::StatusOr<c10::IValue> DecodeValue(const v1::Value& value,
                                         const DecodeLimits& limits) {
-  return DecodeValueAt(value, limits, 0);
+  c10::IValue out;
+  RETURN_IF_ERROR(CheckOrDecode(value, limits, 0, &out).status());
+  return out;
+}
+
+absl::StatusOr<ValueKind> CheckValue(const v1::Value& value,
+                                     const DecodeLimits& limits) {
+  return CheckOrDecode(value, limits, 0, nullptr);
 }
 
 absl::Status EncodeValue(const c10::IValue& value, v1::Value& out) {

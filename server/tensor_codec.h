@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "blocks/core/params.h"
 #include "loopserve/v1/loopserve.pb.h"
 
 namespace loopserve {
@@ -39,6 +40,8 @@ absl::StatusOr<c10::ScalarType> ScalarTypeFromDatatype(
 // cannot carry (complex, quantized ...).
 absl::StatusOr<std::string> DatatypeFromScalarType(c10::ScalarType type);
 
+// Checks everything DecodeTensor checks, without touching the bytes.
+absl::Status CheckTensor(const v1::Tensor& tensor, const DecodeLimits& limits);
 // A new CPU tensor holding `tensor`'s bytes (one copy).
 absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& tensor,
                                         const DecodeLimits& limits);
@@ -49,6 +52,10 @@ absl::Status EncodeTensor(const at::Tensor& tensor, v1::Tensor& out);
 // Value <-> IValue: tensor, int64, double, bool, string and lists of these.
 absl::StatusOr<c10::IValue> DecodeValue(const v1::Value& value,
                                         const DecodeLimits& limits);
+// Checks everything DecodeValue checks, without copying anything; the kind
+// the value would decode to.
+absl::StatusOr<ValueKind> CheckValue(const v1::Value& value,
+                                     const DecodeLimits& limits);
 absl::Status EncodeValue(const c10::IValue& value, v1::Value& out);
 
 // Payload bytes `value` takes on the wire (tensor bytes, string bytes, 8 for

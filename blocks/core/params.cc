@@ -39,8 +39,7 @@ absl::string_view KindName(ValueKind kind) {
   return "other";
 }
 
-bool TypeHint::Accepts(const c10::IValue& value) const {
-  const ValueKind kind = KindOf(value);
+bool TypeHint::AcceptsKind(ValueKind kind) const {
   if (kind == ValueKind::kNone) return false;
   if (Contains(kind)) return true;
   return kind == ValueKind::kInt && Contains(ValueKind::kDouble);

@@ -77,7 +77,12 @@ class TypeHint {
   // Whether `value` fits the hint. None never does: absence is decided by
   // `required`, not by the type. An int fits a double hint, as in Python's
   // numeric tower (a client sending guidance_scale = 7 means 7.0).
-  bool Accepts(const c10::IValue& value) const;
+  bool Accepts(const c10::IValue& value) const {
+    return AcceptsKind(KindOf(value));
+  }
+  // The same, for a value known only by its kind (the service checks
+  // requests before decoding them).
+  bool AcceptsKind(ValueKind kind) const;
 
   // "int", "int | double | tensor", "any": the names the service reports.
   std::string ToString() const;

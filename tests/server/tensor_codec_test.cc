@@ -95,6 +95,32 @@ TEST(TensorCodecTest, ValuesRoundTripIncludingNestedLists) {
   EXPECT_EQ(wire.list_value().values_size(), 2);
 }
 
+TEST(TensorCodecTest, CheckValueAgreesWithDecodeValueWithoutCopying) {
+  v1::Value tensor;
+  ASSERT_OK(EncodeTensor(at::ones({2, 2}), *tensor.mutable_tensor()));
+  EXPECT_EQ(*CheckValue(tensor, {}), ValueKind::kTensor);
+  v1::Value list;
+  list.mutable_list_value()->add_values()->set_int64_value(1);
+  EXPECT_EQ(*CheckValue(list, {}), ValueKind::kList);
+  v1::Value integer;
+  integer.set_int64_value(3);
+  EXPECT_EQ(*CheckValue(integer, {}), ValueKind::kInt);
+
+  v1::Value bad;
+  v1::Tensor* t = bad.mutable_list_value()->add_values()->mutable_tensor();
+  t->set_datatype("FP32");
+  t->add_shape(2);
+  t->set_raw_contents(std::string(4, '\0'));
+  EXPECT_THAT(CheckValue(bad, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "item 0: raw_contents has 4 bytes; shape [2] FP32 "
+                       "needs 8"));
+  EXPECT_EQ(CheckValue(bad, {}).status(), DecodeValue(bad, {}).status());
+  EXPECT_THAT(CheckValue(v1::Value(), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "value has no kind set"));
+}
+
 TEST(TensorCodecTest, ListsNestTooDeep) {
   v1::Value wire;
   v1::Value* level = &wire;
