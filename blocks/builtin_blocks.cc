@@ -2,13 +2,22 @@
 
 #include "blocks/core/composite.h"
 #include "blocks/core/status_macros.h"
+#include "blocks/diffusion/denoisers.h"
+#include "blocks/diffusion/diffusion_blocks.h"
+#include "blocks/diffusion/schedulers.h"
 #include "blocks/examples/seed_blocks.h"
 
 namespace loopserve {
 
 absl::Status RegisterBuiltinBlocks(BlockRegistry& registry) {
   RETURN_IF_ERROR(registry.Register<SequentialBlocks>());
-  return RegisterSeedBlocks(registry);
+  RETURN_IF_ERROR(RegisterSeedBlocks(registry));
+  return RegisterDiffusionBlocks(registry);
+}
+
+absl::Status RegisterBuiltinComponents(ComponentRegistry& registry) {
+  RETURN_IF_ERROR(RegisterSchedulers(registry));
+  return RegisterModels(registry);
 }
 
 }  // namespace loopserve

@@ -10,7 +10,7 @@ namespace loopserve {
 
 absl::Status Components::AddErased(std::string name,
                                    std::shared_ptr<const void> object,
-                                   const std::type_info& type) {
+                                   std::type_index type) {
   if (name.empty()) {
     return absl::InvalidArgumentError("component name is empty");
   }
@@ -39,6 +39,16 @@ absl::StatusOr<const void*> Components::Find(absl::string_view name,
         ", not a ", c10::demangle(type.name())));
   }
   return it->second.object.get();
+}
+
+absl::Status Components::AddShared(std::string name, const Components& from,
+                                   absl::string_view from_name) {
+  auto it = from.entries_.find(from_name);
+  if (it == from.entries_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("component '", from_name, "' is not loaded"));
+  }
+  return AddErased(std::move(name), it->second.object, it->second.type);
 }
 
 bool Components::Contains(absl::string_view name) const {

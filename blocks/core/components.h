@@ -41,7 +41,8 @@ class Components {
   // INVALID_ARGUMENT when the name is empty or the component null.
   template <typename T>
   absl::Status Add(std::string name, std::shared_ptr<const T> component) {
-    return AddErased(std::move(name), std::move(component), typeid(T));
+    return AddErased(std::move(name), std::move(component),
+                     std::type_index(typeid(T)));
   }
 
   // The component `name` as a T. NOT_FOUND when absent, FAILED_PRECONDITION
@@ -52,6 +53,12 @@ class Components {
     ASSIGN_OR_RETURN(const void* component, Find(name, typeid(T)));
     return static_cast<const T*>(component);
   }
+
+  // Adds `from`'s component `from_name` under `name`, sharing it: how a
+  // pipeline binds a role ("scheduler") to a loaded component. NOT_FOUND when
+  // `from` lacks it; otherwise as Add.
+  absl::Status AddShared(std::string name, const Components& from,
+                         absl::string_view from_name);
 
   bool Contains(absl::string_view name) const;
   // Sorted.
@@ -64,7 +71,7 @@ class Components {
   };
 
   absl::Status AddErased(std::string name, std::shared_ptr<const void> object,
-                         const std::type_info& type);
+                         std::type_index type);
   absl::StatusOr<const void*> Find(absl::string_view name,
                                    const std::type_info& type) const;
 

@@ -116,6 +116,10 @@ struct OutputParam {
   std::string name{};
   TypeHint type_hint{};
   std::string description{};
+  // Working state that later blocks read but a client has no use for (a
+  // run's schedule, its random generator): never a pipeline output, never
+  // streamed.
+  bool internal = false;
 };
 
 // A component a block expects to find in Components, e.g.

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 
@@ -59,6 +60,9 @@ class IterationObserver {
 struct RunContext {
   // Not owned; may be null.
   IterationObserver* observer = nullptr;
+  // Where the run's tensors live: the server's --device. Blocks that create
+  // tensors (noise, latents) create them here.
+  c10::Device device = c10::kCPU;
 };
 
 }  // namespace loopserve

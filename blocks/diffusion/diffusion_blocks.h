@@ -1,0 +1,180 @@
+// The blocks of a denoising pipeline, after diffusers' modular Stable
+// Diffusion blocks:
+//
+//   Sequential {
+//     set_timesteps:   SetTimesteps     num_inference_steps -> timesteps, sigmas
+//     prepare_latents: PrepareLatents   latents | seed, height, width, batch_size
+//     denoise:         DenoiseLoop {    iterates the timesteps (i, t)
+//       before_denoiser: ScaleModelInput
+//       denoiser:        PredictNoise   (classifier-free guidance)
+//       after_denoiser:  SchedulerStep  -> latents, denoised
+//     }
+//     decode:  Decode                   latents -> image   (with a decoder)
+//     preview: Preview                  latents -> preview
+//   }
+//
+// Components, by role: "scheduler" (Scheduler), "denoiser" (Denoiser),
+// "decoder" and "preview" (ImageDecoder). Per-run state (the schedule, the
+// random generator) lives in the pipeline state as internal intermediates.
+//
+// Thread-safety: as Block.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "blocks/core/loop.h"
+#include "blocks/core/registry.h"
+
+namespace loopserve {
+
+// The component roles the blocks use.
+inline constexpr absl::string_view kSchedulerRole = "scheduler";
+inline constexpr absl::string_view kDenoiserRole = "denoiser";
+inline constexpr absl::string_view kDecoderRole = "decoder";
+inline constexpr absl::string_view kPreviewRole = "preview";
+
+// scheduler.set_timesteps(num_inference_steps): writes the run's schedule.
+// Params: num_inference_steps (the input's default, 50).
+class SetTimesteps final : public Block {
+ public:
+  static constexpr absl::string_view kTypeName = "SetTimesteps";
+  explicit SetTimesteps(int64_t default_steps = 50)
+      : default_steps_(default_steps) {}
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  std::vector<ComponentSpec> expected_components() const override;
+  absl::Status Run(const Components& components, PipelineState& state,
+                   RunContext& context) const override;
+
+ private:
+  int64_t default_steps_;
+};
+
+// The initial latents: the `latents` input when given (unit noise, scaled by
+// init_noise_sigma, as diffusers treats it), else randn from a CPU generator
+// seeded with `seed`, moved to the device, × init_noise_sigma. The same
+// generator is kept for the scheduler's noise (DDIM with eta > 0).
+// Params: channels (4), height and width (the inputs' defaults, 64),
+// vae_scale_factor (1: latents are height / factor × width / factor).
+class PrepareLatents final : public Block {
+ public:
+  static constexpr absl::string_view kTypeName = "PrepareLatents";
+  struct Options {
+    int64_t channels = 4;
+    int64_t height = 64;
+    int64_t width = 64;
+    int64_t vae_scale_factor = 1;
+  };
+  explicit PrepareLatents(Options options) : options_(options) {}
+  PrepareLatents() : PrepareLatents(Options{}) {}
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> inputs() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  absl::Status Run(const Components& components, PipelineState& state,
+                   RunContext& context) const override;
+
+ private:
+  Options options_;
+};
+
+// The denoising loop wrapper: for each timestep t (index i of n), runs its
+// loop blocks with LoopIndex{i, n, t}.
+class DenoiseLoop final : public LoopBlocks {
+ public:
+  static constexpr absl::string_view kTypeName = "DenoiseLoop";
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> loop_intermediate_inputs() const override;
+  absl::Status Run(const Components& components, PipelineState& state,
+                   RunContext& context) const override;
+};
+
+// latent_model_input = scheduler.scale_model_input(latents, t).
+class ScaleModelInput final : public LoopStepBlock {
+ public:
+  static constexpr absl::string_view kTypeName = "ScaleModelInput";
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  std::vector<ComponentSpec> expected_components() const override;
+  absl::Status RunStep(const Components& components, BlockState& state,
+                       const LoopIndex& index) const override;
+};
+
+// noise_pred = denoiser(latent_model_input, t[, encoder_hidden_states]).
+// With guidance_scale > 1, conditioning and a conditioned denoiser:
+// classifier-free guidance, one batched forward of [uncond, cond] and
+// noise_pred = uncond + s · (cond − uncond); uncond is
+// negative_encoder_hidden_states, or zeros.
+// Params: guidance_scale (the input's default, 1).
+class PredictNoise final : public LoopStepBlock {
+ public:
+  static constexpr absl::string_view kTypeName = "PredictNoise";
+  explicit PredictNoise(double default_guidance_scale = 1.0)
+      : default_guidance_scale_(default_guidance_scale) {}
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> inputs() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  std::vector<ComponentSpec> expected_components() const override;
+  absl::Status RunStep(const Components& components, BlockState& state,
+                       const LoopIndex& index) const override;
+
+ private:
+  double default_guidance_scale_;
+};
+
+// latents, denoised = scheduler.step(noise_pred, t, latents, eta, generator).
+class SchedulerStep final : public LoopStepBlock {
+ public:
+  static constexpr absl::string_view kTypeName = "SchedulerStep";
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> inputs() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  std::vector<ComponentSpec> expected_components() const override;
+  absl::Status RunStep(const Components& components, BlockState& state,
+                       const LoopIndex& index) const override;
+};
+
+// image = decoder(latents): UINT8 [B,H,W,3].
+class Decode final : public Block {
+ public:
+  static constexpr absl::string_view kTypeName = "Decode";
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  std::vector<ComponentSpec> expected_components() const override;
+  absl::Status Run(const Components& components, PipelineState& state,
+                   RunContext& context) const override;
+};
+
+// preview = the latent preview of the final latents: UINT8 [B,H,W,3].
+class Preview final : public Block {
+ public:
+  static constexpr absl::string_view kTypeName = "Preview";
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
+  std::vector<OutputParam> intermediate_outputs() const override;
+  std::vector<ComponentSpec> expected_components() const override;
+  absl::Status Run(const Components& components, PipelineState& state,
+                   RunContext& context) const override;
+};
+
+// Registers every block above (with their params' factories).
+absl::Status RegisterDiffusionBlocks(BlockRegistry& registry);
+
+}  // namespace loopserve

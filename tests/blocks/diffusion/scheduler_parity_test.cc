@@ -1,0 +1,205 @@
+// loopserve's schedulers against scheduler_reference.py, a Python reference
+// of diffusers' formulas: timesteps, sigmas and init_noise_sigma for every
+// spacing at 10, 25 and 50 steps, and whole trajectories (epsilon and
+// v_prediction, DDIM with eta 0 and 0.5) under a fixed analytic model, within
+// 1e-5 relative. The reference file comes from the ctest fixture that runs
+// the script (SCHEDULER_REFERENCE names it).
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "blocks/builtin_blocks.h"
+#include "blocks/diffusion/schedulers.h"
+#include "tests/testing/status_matchers.h"
+
+namespace loopserve {
+namespace {
+
+struct ReferenceCase {
+  std::string name{};
+  BlockParams params{};
+  std::string type{};
+  int64_t steps = 0;
+  std::vector<double> timesteps{}, sigmas{}, unit_noise{}, final{}, denoised{};
+  double init_noise_sigma = 0;
+  double eta = 0;
+  int64_t seed = 0;
+};
+
+c10::IValue ParseValue(const std::string& text) {
+  int64_t i = 0;
+  double d = 0;
+  if (text == "true" || text == "false") return c10::IValue(text == "true");
+  if (absl::SimpleAtoi(text, &i)) return c10::IValue(i);
+  if (absl::SimpleAtod(text, &d)) return c10::IValue(d);
+  return c10::IValue(text);
+}
+
+std::vector<double> ParseNumbers(const std::vector<std::string>& words) {
+  std::vector<double> out;
+  for (size_t i = 1; i < words.size(); ++i) {
+    double d = 0;
+    EXPECT_TRUE(absl::SimpleAtod(words[i], &d)) << words[i];
+    out.push_back(d);
+  }
+  return out;
+}
+
+std::vector<ReferenceCase> LoadReference() {
+  const char* path = std::getenv("SCHEDULER_REFERENCE");
+  EXPECT_NE(path, nullptr) << "SCHEDULER_REFERENCE is not set";
+  std::vector<ReferenceCase> cases;
+  if (path == nullptr) return cases;
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  std::string line;
+  ReferenceCase current;
+  while (std::getline(in, line)) {
+    std::vector<std::string> w = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (w.empty()) continue;
+    const std::string& key = w[0];
+    if (key == "case") {
+      current = ReferenceCase{.name = w[1]};
+    } else if (key == "config") {
+      for (size_t i = 1; i < w.size(); ++i) {
+        std::pair<std::string, std::string> kv = absl::StrSplit(w[i], '=');
+        if (kv.first == "type") {
+          current.type = kv.second;
+        } else {
+          current.params[kv.first] = ParseValue(kv.second);
+        }
+      }
+    } else if (key == "steps") {
+      current.steps = std::stoll(w[1]);
+    } else if (key == "timesteps") {
+      current.timesteps = ParseNumbers(w);
+    } else if (key == "sigmas") {
+      current.sigmas = ParseNumbers(w);
+    } else if (key == "init_noise_sigma") {
+      current.init_noise_sigma = ParseNumbers(w)[0];
+    } else if (key == "eta") {
+      current.eta = ParseNumbers(w)[0];
+    } else if (key == "seed") {
+      current.seed = std::stoll(w[1]);
+    } else if (key == "unit_noise") {
+      current.unit_noise = ParseNumbers(w);
+    } else if (key == "final") {
+      current.final = ParseNumbers(w);
+    } else if (key == "denoised") {
+      current.denoised = ParseNumbers(w);
+    } else if (key == "end") {
+      cases.push_back(current);
+    }
+  }
+  return cases;
+}
+
+std::shared_ptr<const Scheduler> MakeScheduler(const ReferenceCase& c) {
+  ComponentRegistry registry;
+  EXPECT_OK(RegisterBuiltinComponents(registry));
+  Components loaded;
+  EXPECT_OK(registry.Create(c.type, "scheduler", c.params, {}, loaded));
+  auto scheduler = loaded.Get<Scheduler>("scheduler");
+  EXPECT_OK(scheduler.status());
+  // Keep the component alive past `loaded`: share it through a Components
+  // copy held by the deleter.
+  return std::shared_ptr<const Scheduler>(
+      *scheduler, [keep = std::move(loaded)](const Scheduler*) {});
+}
+
+// |actual - expected| <= 1e-5 · max(|expected|, scale · 1e-2) elementwise,
+// `scale` the largest |expected|: relative, without blowing up near zero.
+void ExpectClose(const at::Tensor& actual, const std::vector<double>& expected,
+                 const std::string& what) {
+  const at::Tensor a = actual.to(at::kDouble).flatten().contiguous();
+  ASSERT_EQ(a.numel(), static_cast<int64_t>(expected.size())) << what;
+  double scale = 0;
+  for (double e : expected) scale = std::max(scale, std::abs(e));
+  int bad = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double got = a.data_ptr<double>()[i];
+    const double tol = 1e-5 * std::max(std::abs(expected[i]), scale * 1e-2);
+    if (std::abs(got - expected[i]) > tol && ++bad <= 3) {
+      ADD_FAILURE() << what << "[" << i << "]: " << got << " vs "
+                    << expected[i];
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+class SchedulerParityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { cases_ = new std::vector(LoadReference()); }
+  static std::vector<ReferenceCase>* cases_;
+};
+std::vector<ReferenceCase>* SchedulerParityTest::cases_ = nullptr;
+
+TEST_F(SchedulerParityTest, ReferenceHasEveryCase) {
+  int schedules = 0, trajectories = 0;
+  for (const ReferenceCase& c : *cases_) {
+    (c.final.empty() ? schedules : trajectories)++;
+  }
+  EXPECT_EQ(schedules, 2 * 3 * 3);  // schedulers × spacings × step counts
+  EXPECT_EQ(trajectories, 16);
+}
+
+TEST_F(SchedulerParityTest, TimestepsSigmasAndInitNoiseSigma) {
+  for (const ReferenceCase& c : *cases_) {
+    SCOPED_TRACE(c.name);
+    auto scheduler = MakeScheduler(c);
+    ASSERT_NE(scheduler, nullptr);
+    ASSERT_OK_AND_ASSIGN(Schedule schedule, scheduler->SetTimesteps(c.steps));
+    // Timesteps are integers (or float32 in Euler's linspace): exact.
+    const at::Tensor t = schedule.timesteps.to(at::kDouble);
+    ASSERT_EQ(t.numel(), static_cast<int64_t>(c.timesteps.size()));
+    for (size_t i = 0; i < c.timesteps.size(); ++i) {
+      EXPECT_EQ(t[i].item<double>(), c.timesteps[i]) << "timestep " << i;
+    }
+    ExpectClose(schedule.sigmas, c.sigmas, "sigmas");
+    EXPECT_NEAR(schedule.init_noise_sigma, c.init_noise_sigma,
+                1e-5 * c.init_noise_sigma);
+  }
+}
+
+at::Tensor Model(const at::Tensor& x, const at::Tensor& t) {
+  return at::sin(x) * 0.3 + t.to(at::kFloat) / 1000 * 0.1;
+}
+
+TEST_F(SchedulerParityTest, Trajectories) {
+  for (const ReferenceCase& c : *cases_) {
+    if (c.final.empty()) continue;
+    SCOPED_TRACE(c.name);
+    auto scheduler = MakeScheduler(c);
+    ASSERT_NE(scheduler, nullptr);
+    ASSERT_OK_AND_ASSIGN(Schedule schedule, scheduler->SetTimesteps(c.steps));
+    at::Generator generator = at::detail::createCPUGenerator(c.seed);
+    const at::Tensor unit = at::randn({1, 4, 8, 8}, generator);
+    // The same seed draws the same noise as Python's torch.Generator.
+    ExpectClose(unit, c.unit_noise, "unit noise");
+    at::Tensor x = unit * schedule.init_noise_sigma;
+    at::Tensor denoised;
+    for (int64_t i = 0; i < schedule.size(); ++i) {
+      const at::Tensor input = scheduler->ScaleModelInput(schedule, x, i);
+      const at::Tensor eps = Model(input, schedule.timesteps[i]);
+      ASSERT_OK_AND_ASSIGN(
+          StepResult step,
+          scheduler->Step(schedule, eps, i, x,
+                          {.eta = c.eta, .generator = &generator}));
+      x = step.prev_sample;
+      denoised = step.pred_original_sample;
+    }
+    ExpectClose(x, c.final, "final latents");
+    ExpectClose(denoised, c.denoised, "final denoised");
+  }
+}
+
+}  // namespace
+}  // namespace loopserve
