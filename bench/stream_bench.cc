@@ -9,6 +9,7 @@
 //    GB/s, beside raw loopback TCP throughput measured in the same run (one
 //    sender thread, one receiver, 64 KiB writes) as the ceiling.
 // Each figure is the median of --repeats runs.
+#include <iostream>
 #include <ATen/ATen.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -27,6 +28,8 @@
 #include "blocks/builtin_blocks.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
+#include "server/pipeline_config.h"
+#include "blocks/core/status_macros.h"
 #include "server/malloc_tuning.h"
 #include "server/tensor_codec.h"
 
@@ -106,9 +109,16 @@ double LoopbackBytesPerSecond(int64_t total_bytes) {
 
 int Main() {
   BlockRegistry registry;
+  ComponentRegistry components;
   PipelineCatalog catalog;
-  if (!RegisterBuiltinBlocks(registry).ok() ||
-      !AddDefaultPipelines(registry, catalog).ok()) {
+  if (absl::Status s = [&]() -> absl::Status {
+        RETURN_IF_ERROR(RegisterBuiltinBlocks(registry));
+        RETURN_IF_ERROR(RegisterBuiltinComponents(components));
+        return LoadDefaultPipelines(registry, components, c10::kCPU,
+                                    std::string(DefaultModelDir()), catalog);
+      }();
+      !s.ok()) {
+    std::cerr << s << std::endl;
     return 1;
   }
   LoopServerOptions options;
@@ -117,7 +127,7 @@ int Main() {
   options.service.stream.max_queued_bytes =
       4 * options.service.stream.max_batch_bytes;
   absl::StatusOr<std::unique_ptr<LoopServer>> server =
-      LoopServer::Start(options, std::move(catalog), Components());
+      LoopServer::Start(options, std::move(catalog));
   if (!server.ok()) return 1;
   auto client =
       LoopClient::Connect(absl::StrCat("127.0.0.1:", (*server)->port()));

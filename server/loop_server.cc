@@ -7,19 +7,17 @@
 
 namespace loopserve {
 
-LoopServer::LoopServer(PipelineCatalog catalog, Components components,
+LoopServer::LoopServer(PipelineCatalog catalog,
                        const LoopServerOptions& options)
     : catalog_(std::move(catalog)),
-      components_(std::move(components)),
       executor_(options.executor),
-      service_(std::make_unique<LoopService>(catalog_, components_, executor_,
+      service_(std::make_unique<LoopService>(catalog_, executor_,
                                              options.service)) {}
 
 absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
-    const LoopServerOptions& options, PipelineCatalog catalog,
-    Components components) {
+    const LoopServerOptions& options, PipelineCatalog catalog) {
   std::unique_ptr<LoopServer> server(
-      new LoopServer(std::move(catalog), std::move(components), options));
+      new LoopServer(std::move(catalog), options));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

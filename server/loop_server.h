@@ -1,11 +1,10 @@
 // LoopServer: a running loopserve: the gRPC server with the
 // LoopPipelineService, health and reflection, its RunExecutor, and the
-// pipelines and components it serves. main() runs one; the integration
+// pipelines (with their components) it serves. main() runs one; the integration
 // tests run one in-process on port 0.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
-//                    LoopServer::Start(options, std::move(catalog),
-//                                      std::move(components)));
+//                    LoopServer::Start(options, std::move(catalog)));
 //   ... server->port() ...
 //   server->Shutdown(absl::Seconds(30));
 //
@@ -44,8 +43,7 @@ inline constexpr char kServiceName[] = "loopserve.v1.LoopPipelineService";
 class LoopServer {
  public:
   static absl::StatusOr<std::unique_ptr<LoopServer>> Start(
-      const LoopServerOptions& options, PipelineCatalog catalog,
-      Components components);
+      const LoopServerOptions& options, PipelineCatalog catalog);
 
   // Drains: health NOT_SERVING, new runs UNAVAILABLE, runs in flight get
   // `grace` to finish and are then cancelled; then stops the server.
@@ -57,11 +55,10 @@ class LoopServer {
   const RunExecutor& executor() const { return executor_; }
 
  private:
-  LoopServer(PipelineCatalog catalog, Components components,
+  LoopServer(PipelineCatalog catalog,
              const LoopServerOptions& options);
 
   PipelineCatalog catalog_;
-  Components components_;
   RunExecutor executor_;
   std::unique_ptr<LoopService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -74,10 +74,8 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 };
 
 LoopService::LoopService(const PipelineCatalog& catalog,
-                         const Components& components, RunExecutor& executor,
-                         LoopServiceOptions options)
+                         RunExecutor& executor, LoopServiceOptions options)
     : catalog_(catalog),
-      components_(components),
       executor_(executor),
       options_(std::move(options)) {}
 
@@ -154,7 +152,7 @@ absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
 
   // The inputs' one copy happens here, on the executor thread.
   auto task = [stream, pipeline, request = std::move(request),
-               components = &components_, options = &options_] {
+               options = &options_] {
     if (!stream->Begin()) return;  // cancelled while queued
     absl::StatusOr<PipelineState> state =
         DecodeInputs(*request, options->limits.decode, options->device);
@@ -162,9 +160,9 @@ absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
       stream->End(state.status(), PipelineState());
       return;
     }
-    RunContext context{.observer = stream.get()};
+    RunContext context{.observer = stream.get(), .device = options->device};
     const absl::Status status =
-        RunBlock(*pipeline->root, *components, *state, context);
+        RunBlock(*pipeline->root, pipeline->components, *state, context);
     stream->End(status, *state);
   };
   if (absl::Status status = executor_.Submit(std::move(task)); !status.ok()) {

@@ -42,8 +42,8 @@ class LoopService final
     : public v1::LoopPipelineService::WithRawCallbackMethod_Run<
           v1::LoopPipelineService::CallbackService> {
  public:
-  LoopService(const PipelineCatalog& catalog, const Components& components,
-              RunExecutor& executor, LoopServiceOptions options);
+  LoopService(const PipelineCatalog& catalog, RunExecutor& executor,
+              LoopServiceOptions options);
 
   grpc::ServerUnaryReactor* ListPipelines(
       grpc::CallbackServerContext* context,
@@ -75,7 +75,6 @@ class LoopService final
   void Untrack(const std::shared_ptr<RunStream>& stream);
 
   const PipelineCatalog& catalog_;
-  const Components& components_;
   RunExecutor& executor_;
   const LoopServiceOptions options_;
 

@@ -1,12 +1,17 @@
 // loopserve: serves loop pipelines over gRPC.
 //
-//   loopserve --port=50051 --device=auto
+//   loopserve --port=50051 --device=auto [--config=pipelines.pbtxt]
+//   loopserve --check_config=pipelines.pbtxt   # validate, then exit
+//
+// Without --config it serves the embedded default configuration
+// (server/default_config.pbtxt), its models from --model_dir.
 //
 // Prints a ready line on stderr once it serves ("loopserve: serving on
 // 0.0.0.0:50051 ..."). SIGTERM or SIGINT drains: health turns NOT_SERVING,
 // new runs get UNAVAILABLE, runs in flight get --shutdown_grace_s to finish
 // and are then cancelled; the process exits 0.
 #include <csignal>
+#include <filesystem>
 #include <cstdint>
 #include <iostream>
 #include <memory>
@@ -24,11 +29,20 @@
 #include "server/loop_server.h"
 #include "server/malloc_tuning.h"
 #include "server/pipeline_catalog.h"
+#include "server/pipeline_config.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int32_t, port, 50051, "Port to listen on; 0 picks a free one");
 ABSL_FLAG(std::string, device, "auto",
           "Where pipelines run: auto, cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, config, "",
+          "Server configuration (ServerConfig, protobuf text format); empty "
+          "serves the embedded default");
+ABSL_FLAG(std::string, check_config, "",
+          "Validate this configuration file (loading its components on "
+          "--device), print the result and exit");
+ABSL_FLAG(std::string, model_dir, std::string(loopserve::DefaultModelDir()),
+          "Where the embedded default configuration's models are");
 ABSL_FLAG(int32_t, max_concurrent_runs, 4, "Runs executing at once");
 ABSL_FLAG(int32_t, max_queued_runs, 64,
           "Runs waiting for a worker; past this, RESOURCE_EXHAUSTED");
@@ -46,13 +60,47 @@ ABSL_FLAG(double, shutdown_grace_s, 30,
 namespace loopserve {
 namespace {
 
+// The pipelines of `config_path`, or of the embedded default when empty.
+absl::StatusOr<PipelineCatalog> LoadPipelines(const std::string& config_path,
+                                              c10::Device device) {
+  BlockRegistry blocks;
+  RETURN_IF_ERROR(RegisterBuiltinBlocks(blocks));
+  ComponentRegistry components;
+  RETURN_IF_ERROR(RegisterBuiltinComponents(components));
+  PipelineCatalog catalog;
+  if (config_path.empty()) {
+    RETURN_IF_ERROR(LoadDefaultPipelines(blocks, components, device,
+                                         absl::GetFlag(FLAGS_model_dir),
+                                         catalog));
+    return catalog;
+  }
+  ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(config_path));
+  RETURN_IF_ERROR(LoadServerConfig(
+      {.text = text,
+       .source = config_path,
+       .base_dir = std::filesystem::path(config_path).parent_path().string()},
+      blocks, components, device, catalog));
+  return catalog;
+}
+
+absl::Status CheckConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(const c10::Device device,
+                   ResolveDevice(absl::GetFlag(FLAGS_device)));
+  ASSIGN_OR_RETURN(const PipelineCatalog catalog, LoadPipelines(path, device));
+  std::cout << path << ": OK, " << catalog.pipelines().size()
+            << " pipelines:";
+  for (const auto& pipeline : catalog.pipelines()) {
+    std::cout << " " << pipeline->name;
+  }
+  std::cout << std::endl;
+  return absl::OkStatus();
+}
+
 absl::Status Serve(const sigset_t& signals) {
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
-  BlockRegistry registry;
-  RETURN_IF_ERROR(RegisterBuiltinBlocks(registry));
-  PipelineCatalog catalog;
-  RETURN_IF_ERROR(AddDefaultPipelines(registry, catalog));
+  ASSIGN_OR_RETURN(PipelineCatalog catalog,
+                   LoadPipelines(absl::GetFlag(FLAGS_config), device));
   const size_t pipelines = catalog.pipelines().size();
 
   LoopServerOptions options;
@@ -77,7 +125,7 @@ absl::Status Serve(const sigset_t& signals) {
 
   ASSIGN_OR_RETURN(
       std::unique_ptr<LoopServer> server,
-      LoopServer::Start(options, std::move(catalog), Components()));
+      LoopServer::Start(options, std::move(catalog)));
   std::cerr << "loopserve: serving " << pipelines << " pipelines on "
             << absl::GetFlag(FLAGS_host) << ":" << server->port() << " (device "
             << device.str() << ")" << std::endl;
@@ -97,6 +145,14 @@ absl::Status Serve(const sigset_t& signals) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves loop pipelines over gRPC.");
   absl::ParseCommandLine(argc, argv);
+  if (const std::string path = absl::GetFlag(FLAGS_check_config);
+      !path.empty()) {
+    if (absl::Status status = loopserve::CheckConfig(path); !status.ok()) {
+      std::cerr << "loopserve: " << status.message() << std::endl;
+      return 1;
+    }
+    return 0;
+  }
   loopserve::TuneMallocForStreaming();  // Note [malloc trimming]
   // Block the shutdown signals in every thread; the main thread waits for
   // them with sigwait.

@@ -3,7 +3,6 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/status_macros.h"
-#include "blocks/examples/seed_blocks.h"
 #include "server/tensor_codec.h"
 
 namespace loopserve {
@@ -15,7 +14,9 @@ void CollectLoopOutputs(const Block& block,
                         std::vector<OutputParam>& outputs) {
   if (block.kind() == BlockKind::kLoop) {
     for (const OutputParam& output : block.signature().intermediate_outputs) {
-      if (seen.insert(output.name).second) outputs.push_back(output);
+      if (!output.internal && seen.insert(output.name).second) {
+        outputs.push_back(output);
+      }
     }
   }
   for (const SubBlock& sub : block.sub_blocks()) {
@@ -71,7 +72,8 @@ v1::BlockSpec ToBlockSpec(const BlockDescription& description) {
 }
 
 absl::Status PipelineCatalog::Add(std::string name, std::string description,
-                                  std::unique_ptr<Block> root) {
+                                  std::unique_ptr<Block> root,
+                                  Components components) {
   if (name.empty()) return absl::InvalidArgumentError("pipeline name is empty");
   if (root == nullptr) {
     return absl::InvalidArgumentError(
@@ -82,11 +84,18 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
         absl::StrCat("pipeline '", name, "' is already defined"));
   }
   root->SetName(name);
+  RETURN_IF_ERROR(CheckComponents(root->signature().expected_components,
+                                  components,
+                                  absl::StrCat("pipeline '", name, "'")));
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = name;
   pipeline->description = std::move(description);
+  pipeline->components = std::move(components);
   absl::flat_hash_set<std::string> seen;
   CollectLoopOutputs(*root, seen, pipeline->iteration_outputs);
+  for (const OutputParam& output : root->signature().intermediate_outputs) {
+    if (!output.internal) pipeline->outputs.push_back(output);
+  }
 
   v1::PipelineDescription& proto = pipeline->description_proto;
   proto.set_name(name);
@@ -96,7 +105,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   for (const OutputParam& p : pipeline->iteration_outputs) {
     *proto.add_iteration_outputs() = ToParamSpec(p);
   }
-  for (const OutputParam& p : root->signature().intermediate_outputs) {
+  for (const OutputParam& p : pipeline->outputs) {
     *proto.add_outputs() = ToParamSpec(p);
   }
   *proto.mutable_blocks() = ToBlockSpec(root->Describe());
@@ -110,22 +119,6 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
 const Pipeline* PipelineCatalog::Find(absl::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
-}
-
-absl::Status AddDefaultPipelines(const BlockRegistry& registry,
-                                 PipelineCatalog& catalog) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Block> seed_loop, MakeSeedLoop(registry));
-  RETURN_IF_ERROR(catalog.Add(
-      std::string(kSeedLoopName),
-      "The seed loop of diffusers' LoopSequentialPipelineBlocks guide: "
-      "LoopWrapper{block1: LoopBlock}, x += 1 per iteration",
-      std::move(seed_loop)));
-  ASSIGN_OR_RETURN(std::unique_ptr<Block> seed_loop_2, MakeSeedLoop2(registry));
-  return catalog.Add(std::string(kSeedLoop2Name),
-                     "The seed loop with two loop blocks: "
-                     "LoopWrapper{block1: LoopBlock, block2: LoopBlock}, "
-                     "x += 2 per iteration",
-                     std::move(seed_loop_2));
 }
 
 }  // namespace loopserve

@@ -2,7 +2,7 @@
 // accepts and produces, derived once from its block tree.
 //
 //   PipelineCatalog catalog;
-//   RETURN_IF_ERROR(AddDefaultPipelines(registry, catalog));
+//   RETURN_IF_ERROR(catalog.Add("seed-loop", "x += 1", std::move(root)));
 //   const Pipeline* pipeline = catalog.Find("seed-loop");
 //
 // Thread-safety: Add is for start-up only; Find, List and the Pipelines
@@ -27,17 +27,18 @@ struct Pipeline {
   std::string description;
   // Named after the pipeline: its path is `name`.
   std::unique_ptr<Block> root;
+  // The components its blocks use, by role ("scheduler", "denoiser").
+  Components components;
   // What can be streamed each iteration: the intermediate outputs of every
-  // loop in the tree, first declaration of a name wins.
+  // loop in the tree, first declaration of a name wins; internal ones left
+  // out.
   std::vector<OutputParam> iteration_outputs;
+  // Final outputs: the root's intermediate outputs, internal ones left out.
+  std::vector<OutputParam> outputs;
 
   // What a RunRequest may set: the root's inputs.
   const std::vector<InputParam>& inputs() const {
     return root->signature().inputs;
-  }
-  // Final outputs: the root's intermediate outputs.
-  const std::vector<OutputParam>& outputs() const {
-    return root->signature().intermediate_outputs;
   }
   // DescribePipeline's answer, built once.
   v1::PipelineDescription description_proto;
@@ -45,10 +46,12 @@ struct Pipeline {
 
 class PipelineCatalog {
  public:
-  // Adds `root` as pipeline `name` (and names the root so). ALREADY_EXISTS
-  // when the name is taken; INVALID_ARGUMENT for an empty name.
+  // Adds `root` as pipeline `name` (and names the root so), its blocks using
+  // `components`. ALREADY_EXISTS when the name is taken; INVALID_ARGUMENT for
+  // an empty name; NOT_FOUND naming a component the blocks expect that
+  // `components` lacks.
   absl::Status Add(std::string name, std::string description,
-                   std::unique_ptr<Block> root);
+                   std::unique_ptr<Block> root, Components components = {});
 
   // The pipeline, or nullptr.
   const Pipeline* Find(absl::string_view name) const;
@@ -62,10 +65,6 @@ class PipelineCatalog {
   absl::flat_hash_map<std::string, const Pipeline*> by_name_;
 };
 
-// The embedded default pipelines: seed-loop and seed-loop-2. `registry`
-// must hold the built-in blocks.
-absl::Status AddDefaultPipelines(const BlockRegistry& registry,
-                                 PipelineCatalog& catalog);
 
 // The wire form of a parameter and of a block tree.
 v1::ParamSpec ToParamSpec(const InputParam& param);

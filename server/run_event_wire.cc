@@ -86,6 +86,9 @@ size_t IterationSize(const v1::Iteration& it) {
   }
   if (!it.loop().empty()) size += LengthDelimitedSize(4, it.loop().size());
   if (it.total() != 0) size += TagSize(5) + VarintSize(it.total());
+  if (!it.preview_png().empty()) {
+    size += LengthDelimitedSize(6, it.preview_png().size());
+  }
   return size;
 }
 
@@ -204,6 +207,7 @@ class Writer {
       Tag(5, kVarint);
       Varint(static_cast<uint64_t>(it.total()));
     }
+    if (!it.preview_png().empty()) Bytes(6, it.preview_png());
   }
 
   void Finish(grpc::ByteBuffer* out) {

@@ -109,11 +109,21 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
                           pipeline.iteration_outputs, "an iteration output"));
   ASSIGN_OR_RETURN(selection.outputs,
                    Select(pipeline, "outputs", request.outputs(),
-                          pipeline.outputs(), "an output"));
+                          pipeline.outputs, "an output"));
   if (!v1::StreamOptions::Backpressure_IsValid(stream.backpressure())) {
     return error("stream.backpressure",
                  absl::StrCat("unknown value ", stream.backpressure(),
                               "; expected BLOCK (0) or LATEST (1)"));
+  }
+  if (stream.preview()) {
+    absl::StatusOr<const ImageDecoder*> preview =
+        pipeline.components.Get<ImageDecoder>("preview");
+    if (!preview.ok()) {
+      return error("stream.preview",
+                   "the pipeline has no latent preview (a 'preview' "
+                   "component)");
+    }
+    selection.preview = *preview;
   }
   selection.every = std::max<int64_t>(1, stream.every());
   selection.latest = stream.backpressure() == v1::StreamOptions::LATEST;

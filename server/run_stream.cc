@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "blocks/core/loop.h"
+#include "blocks/core/status_macros.h"
+#include "blocks/diffusion/png.h"
 #include "server/tensor_codec.h"
 
 namespace loopserve {
@@ -41,6 +43,26 @@ bool RunStream::Begin() {
   Act(action);
   return true;
 }
+
+namespace {
+
+// The PNG latent preview of an iteration's `denoised` (else its `latents`):
+// the batch side by side. Empty when the state holds neither.
+absl::StatusOr<std::string> RenderPreview(const ImageDecoder& preview,
+                                          const BlockState& state) {
+  const c10::IValue* value = state.Find("denoised");
+  if (value == nullptr || !value->isTensor()) value = state.Find("latents");
+  if (value == nullptr || !value->isTensor()) return std::string();
+  ASSIGN_OR_RETURN(const at::Tensor rgb, preview.Decode(value->toTensor()));
+  // [B,H,W,3] -> [H, B*W, 3].
+  const at::Tensor row =
+      rgb.permute({1, 0, 2, 3})
+          .reshape({rgb.size(1), rgb.size(0) * rgb.size(2), 3})
+          .contiguous();
+  return EncodePng(row.data_ptr<uint8_t>(), row.size(0), row.size(1));
+}
+
+}  // namespace
 
 absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   ++iterations_;
@@ -84,6 +106,20 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
       const bool set = Contains(selection_.values, it->first) &&
                        value != nullptr && !value->isNone();
       it = set ? std::next(it) : values.erase(it);
+    }
+  }
+  item.clear_preview_png();
+  if (selection_.preview != nullptr) {
+    absl::StatusOr<std::string> png =
+        RenderPreview(*selection_.preview, iteration.state);
+    if (!png.ok()) {
+      return absl::Status(png.status().code(),
+                          absl::StrCat("preview: ", png.status().message()));
+    }
+    bytes += static_cast<int64_t>(png->size());
+    if (!png->empty()) {
+      item.set_preview_png(*std::move(png));
+      ++filled;
     }
   }
   if (filled == 0) return absl::OkStatus();  // nothing asked of this loop

@@ -92,7 +92,8 @@ sys.path.insert(0, "$SOURCE_DIR/client/python")
 import numpy as np
 from loopserve_client import LoopClient, from_value
 client = LoopClient("$LOOPSERVE_SERVER")
-assert [p.name for p in client.list()] == ["seed-loop", "seed-loop-2"]
+assert [p.name for p in client.list()] == [
+    "seed-loop", "seed-loop-2", "gmm-ddim", "gmm-euler", "digits-ddim"]
 x0 = np.ones((1, 4, 64, 64), np.float32)
 seen = []
 result = None

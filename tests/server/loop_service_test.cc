@@ -14,6 +14,7 @@
 #include "blocks/examples/seed_blocks.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
+#include "server/pipeline_config.h"
 #include "server/tensor_codec.h"
 #include "tests/testing/status_matchers.h"
 
@@ -21,6 +22,7 @@ namespace loopserve {
 namespace {
 
 using ::loopserve::testing::StatusIs;
+using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
@@ -71,8 +73,11 @@ class LoopServiceTest : public ::testing::Test {
   void StartServer(LoopServerOptions options = {}) {
     BlockRegistry registry;
     ASSERT_OK(RegisterBuiltinBlocks(registry));
+    ComponentRegistry components;
+    ASSERT_OK(RegisterBuiltinComponents(components));
     PipelineCatalog catalog;
-    ASSERT_OK(AddDefaultPipelines(registry, catalog));
+    ASSERT_OK(LoadDefaultPipelines(registry, components, c10::kCPU,
+                                   std::string(DefaultModelDir()), catalog));
     ASSERT_OK_AND_ASSIGN(
         auto gated,
         FromBlocks<LoopWrapper>(
@@ -83,7 +88,7 @@ class LoopServiceTest : public ::testing::Test {
                           std::move(gated)));
     options.address = "127.0.0.1:0";
     ASSERT_OK_AND_ASSIGN(
-        server_, LoopServer::Start(options, std::move(catalog), Components()));
+        server_, LoopServer::Start(options, std::move(catalog)));
     client_ = LoopClient::Connect(absl::StrCat("127.0.0.1:", server_->port()));
   }
 
@@ -487,9 +492,11 @@ TEST_F(LoopServiceTest, SixteenConcurrentRunsAreAllExact) {
 TEST_F(LoopServiceTest, ListAndDescribe) {
   StartServer();
   ASSERT_OK_AND_ASSIGN(auto pipelines, client_->ListPipelines());
-  ASSERT_EQ(pipelines.size(), 3u);
-  EXPECT_EQ(pipelines[0].name(), "seed-loop");
-  EXPECT_EQ(pipelines[1].name(), "seed-loop-2");
+  // The embedded default configuration's, then the test's own.
+  std::vector<std::string> names;
+  for (const auto& p : pipelines) names.push_back(p.name());
+  EXPECT_THAT(names, ElementsAre("seed-loop", "seed-loop-2", "gmm-ddim",
+                                 "gmm-euler", "digits-ddim", "gated"));
 
   ASSERT_OK_AND_ASSIGN(v1::PipelineDescription d,
                        client_->DescribePipeline("seed-loop-2"));

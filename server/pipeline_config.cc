@@ -1,0 +1,257 @@
+#include "server/pipeline_config.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "blocks/core/composite.h"
+#include "blocks/core/status_macros.h"
+#include "loopserve/v1/config.pb.h"
+#include "server/tensor_codec.h"
+
+namespace loopserve {
+namespace {
+
+using google::protobuf::TextFormat;
+using ParseInfoTree = google::protobuf::TextFormat::ParseInfoTree;
+
+// Collects the text-format parser's first error with its position.
+class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, int column,
+                const std::string& message) override {
+    if (error_.empty()) {
+      error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
+    }
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string error_;
+};
+
+const google::protobuf::FieldDescriptor* FieldOf(
+    const google::protobuf::Descriptor* message, const char* name) {
+  return message->FindFieldByName(name);
+}
+
+// "SOURCE:LINE:COL: " for field `field` (index `index`, -1 when singular)
+// of the message `tree` describes; "SOURCE: " when it cannot say.
+std::string Where(const std::string& source, const ParseInfoTree* tree,
+                  const google::protobuf::FieldDescriptor* field, int index) {
+  if (tree != nullptr) {
+    const auto location = tree->GetLocation(field, index);
+    if (location.line >= 0) {
+      return absl::StrCat(source, ":", location.line + 1, ":",
+                          location.column + 1, ": ");
+    }
+  }
+  return absl::StrCat(source, ": ");
+}
+
+// A configuration error: INVALID_ARGUMENT (a missing file stays NOT_FOUND),
+// "WHERE CONTEXT: MESSAGE".
+absl::Status ConfigError(absl::string_view where, absl::string_view context,
+                         const absl::Status& status) {
+  return absl::Status(status.code() == absl::StatusCode::kNotFound &&
+                              absl::StrContains(status.message(), "cannot read")
+                          ? absl::StatusCode::kNotFound
+                          : absl::StatusCode::kInvalidArgument,
+                      absl::StrCat(where, context, ": ", status.message()));
+}
+
+absl::StatusOr<BlockParams> DecodeParams(
+    const google::protobuf::Map<std::string, v1::Value>& params) {
+  BlockParams out;
+  for (const auto& [name, value] : params) {
+    absl::StatusOr<c10::IValue> decoded = DecodeValue(value, DecodeLimits{});
+    if (!decoded.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "param '", name, "': ", decoded.status().message()));
+    }
+    out.emplace(name, *std::move(decoded));
+  }
+  return out;
+}
+
+// The block `config` describes, with its sub-blocks. `tree` describes
+// `config`; `where` locates it.
+absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
+    const v1::BlockConfig& config, const std::string& path,
+    const ParseInfoTree* tree, const std::string& where,
+    const std::string& source, const std::string& pipeline,
+    const BlockRegistry& registry) {
+  const std::string context =
+      absl::StrCat("pipeline '", pipeline, "', block '",
+                   path.empty() ? "<root>" : path, "'");
+  auto fail = [&](const absl::Status& status) {
+    return ConfigError(where, context, status);
+  };
+  if (config.type().empty()) {
+    return fail(absl::InvalidArgumentError("type is missing"));
+  }
+  absl::StatusOr<BlockParams> params = DecodeParams(config.params());
+  if (!params.ok()) return fail(params.status());
+  absl::StatusOr<std::unique_ptr<Block>> block =
+      registry.Create(config.type(), *params);
+  if (!block.ok()) return fail(block.status());
+  if (config.blocks().empty()) return block;
+
+  auto* composite = dynamic_cast<CompositeBlock*>(block->get());
+  if (composite == nullptr) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "block type '", config.type(), "' holds no blocks, but ",
+        config.blocks_size(), " are given")));
+  }
+  const auto* blocks_field = FieldOf(v1::BlockConfig::descriptor(), "blocks");
+  std::vector<SubBlock> children;
+  for (int i = 0; i < config.blocks_size(); ++i) {
+    const v1::BlockConfig& child = config.blocks(i);
+    const std::string child_where = Where(source, tree, blocks_field, i);
+    if (child.name().empty()) {
+      return ConfigError(child_where, context,
+                         absl::InvalidArgumentError(absl::StrCat(
+                             "sub-block ", i, " has no name")));
+    }
+    const std::string child_path =
+        path.empty() ? child.name() : absl::StrCat(path, "/", child.name());
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<Block> built,
+        BuildBlock(child, child_path,
+                   tree == nullptr ? nullptr
+                                   : tree->GetTreeForNested(blocks_field, i),
+                   child_where, source, pipeline, registry));
+    children.push_back({.name = child.name(), .block = std::move(built)});
+  }
+  if (absl::Status s = composite->SetSubBlocks(std::move(children)); !s.ok()) {
+    return fail(s);
+  }
+  return block;
+}
+
+}  // namespace
+
+absl::Status LoadServerConfig(const ConfigSource& config,
+                              const BlockRegistry& blocks,
+                              const ComponentRegistry& components,
+                              c10::Device device, PipelineCatalog& catalog) {
+  v1::ServerConfig server_config;
+  ParseInfoTree tree;
+  FirstErrorCollector errors;
+  TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&tree);
+  if (!parser.ParseFromString(std::string(config.text), &server_config)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.source, ":", errors.error()));
+  }
+  const std::string& source = config.source;
+  const auto* components_field =
+      FieldOf(v1::ServerConfig::descriptor(), "components");
+  const auto* pipelines_field =
+      FieldOf(v1::ServerConfig::descriptor(), "pipelines");
+  const auto* root_field = FieldOf(v1::PipelineConfig::descriptor(), "blocks");
+
+  // Components first: pipelines refer to them by name.
+  const ComponentContext context{.device = device,
+                                 .base_dir = config.base_dir};
+  Components loaded;
+  for (int i = 0; i < server_config.components_size(); ++i) {
+    const v1::ComponentConfig& component = server_config.components(i);
+    const std::string label =
+        absl::StrCat("component '", component.name(), "' (",
+                     component.type().empty() ? "no type" : component.type(),
+                     ")");
+    auto fail = [&](const absl::Status& status) {
+      return ConfigError(Where(source, &tree, components_field, i), label,
+                         status);
+    };
+    if (component.name().empty()) {
+      return fail(absl::InvalidArgumentError("name is missing"));
+    }
+    if (component.type().empty()) {
+      return fail(absl::InvalidArgumentError("type is missing"));
+    }
+    if (loaded.Contains(component.name())) {
+      return fail(absl::InvalidArgumentError("the name is used twice"));
+    }
+    absl::StatusOr<BlockParams> params = DecodeParams(component.params());
+    if (!params.ok()) return fail(params.status());
+    if (absl::Status s = components.Create(component.type(), component.name(),
+                                           *params, context, loaded);
+        !s.ok()) {
+      return fail(s);
+    }
+  }
+
+  for (int i = 0; i < server_config.pipelines_size(); ++i) {
+    const v1::PipelineConfig& pipeline = server_config.pipelines(i);
+    const std::string label = absl::StrCat("pipeline '", pipeline.name(), "'");
+    const ParseInfoTree* pipeline_tree =
+        tree.GetTreeForNested(pipelines_field, i);
+    auto fail = [&](const absl::Status& status) {
+      return ConfigError(Where(source, &tree, pipelines_field, i), label,
+                         status);
+    };
+    if (pipeline.name().empty()) {
+      return fail(absl::InvalidArgumentError("name is missing"));
+    }
+    if (!pipeline.has_blocks()) {
+      return fail(absl::InvalidArgumentError("blocks are missing"));
+    }
+    Components bound;
+    for (const auto& [role, name] : pipeline.components()) {
+      if (!loaded.Contains(name)) {
+        return fail(absl::InvalidArgumentError(
+            absl::StrCat("role '", role, "' names component '", name,
+                         "', which is not defined")));
+      }
+      RETURN_IF_ERROR(bound.AddShared(role, loaded, name));
+    }
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<Block> root,
+        BuildBlock(pipeline.blocks(), "",
+                   pipeline_tree == nullptr
+                       ? nullptr
+                       : pipeline_tree->GetTreeForNested(root_field, -1),
+                   Where(source, pipeline_tree, root_field, -1), source,
+                   pipeline.name(), blocks));
+    if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
+                                     std::move(root), std::move(bound));
+        !s.ok()) {
+      return fail(s);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadDefaultPipelines(const BlockRegistry& blocks,
+                                  const ComponentRegistry& components,
+                                  c10::Device device,
+                                  const std::string& model_dir,
+                                  PipelineCatalog& catalog) {
+  return LoadServerConfig({.text = DefaultConfigText(),
+                           .source = "<embedded default configuration>",
+                           .base_dir = model_dir},
+                          blocks, components, device, catalog);
+}
+
+absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read configuration file '", path, "'"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace loopserve
