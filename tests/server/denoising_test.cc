@@ -1,0 +1,291 @@
+// The denoising pipelines of the embedded default configuration, run
+// in-process: the Gaussian-mixture oracle under DDIM and Euler, seeds and
+// given latents, bad inputs, classifier-free guidance, and the shipped digits
+// model judged by its classifier.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "blocks/builtin_blocks.h"
+#include "blocks/diffusion/denoisers.h"
+#include "blocks/diffusion/diffusion_blocks.h"
+#include "server/pipeline_config.h"
+#include "tests/testing/status_matchers.h"
+
+namespace loopserve {
+namespace {
+
+using ::testing::HasSubstr;
+using ::loopserve::testing::StatusIs;
+
+using Inputs = std::map<std::string, c10::IValue>;
+
+class DenoisingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    BlockRegistry blocks;
+    ComponentRegistry components;
+    catalog_ = new PipelineCatalog;
+    ASSERT_OK(RegisterBuiltinBlocks(blocks));
+    ASSERT_OK(RegisterBuiltinComponents(components));
+    ASSERT_OK(LoadDefaultPipelines(blocks, components, c10::kCPU,
+                                   std::string(DefaultModelDir()), *catalog_));
+  }
+
+  // Runs pipeline `name` on `inputs`; the final state.
+  static absl::StatusOr<PipelineState> Run(const std::string& name,
+                                           const Inputs& inputs) {
+    const Pipeline* pipeline = catalog_->Find(name);
+    if (pipeline == nullptr) return absl::NotFoundError(name);
+    PipelineState state;
+    for (const auto& [key, value] : inputs) state.SetInput(key, value);
+    RunContext context{.device = c10::kCPU};
+    RETURN_IF_ERROR(
+        RunBlock(*pipeline->root, pipeline->components, state, context));
+    return state;
+  }
+
+  static at::Tensor Latents(const PipelineState& state) {
+    return state.GetIntermediate("latents")->toTensor();
+  }
+
+  static PipelineCatalog* catalog_;
+};
+PipelineCatalog* DenoisingTest::catalog_ = nullptr;
+
+// The default configuration's mixture.
+constexpr double kWeights[] = {0.3, 0.5, 0.2};
+constexpr double kMeans[] = {-2.0, 0.5, 3.0};
+constexpr double kStds[] = {0.3, 0.5, 0.4};
+
+class GmmOracleTest : public DenoisingTest,
+                      public ::testing::WithParamInterface<const char*> {};
+
+// 50 steps on [1,4,64,64] latents from 3 seeds: each sample is assigned to
+// the mode most likely to have produced it; per mode, the mass is within 2
+// points of the weight, the mean within 0.05 and the std within 10 %.
+TEST_P(GmmOracleTest, SamplesFollowTheMixture) {
+  std::vector<at::Tensor> samples;
+  for (int64_t seed : {0, 1, 2}) {
+    ASSERT_OK_AND_ASSIGN(
+        PipelineState state,
+        Run(GetParam(), {{"seed", seed}, {"num_inference_steps", int64_t{50}}}));
+    samples.push_back(Latents(state).flatten().to(at::kDouble));
+  }
+  const at::Tensor x = at::cat(samples);
+  std::vector<at::Tensor> log_p;
+  for (int k = 0; k < 3; ++k) {
+    log_p.push_back(std::log(kWeights[k]) - std::log(kStds[k]) -
+                    (x - kMeans[k]).square() / (2 * kStds[k] * kStds[k]));
+  }
+  const at::Tensor mode = at::stack(log_p, 1).argmax(1);
+  for (int k = 0; k < 3; ++k) {
+    const at::Tensor in_mode = x.masked_select(mode == k);
+    const double mass = static_cast<double>(in_mode.numel()) / x.numel();
+    const double mean = in_mode.mean().item<double>();
+    const double std = in_mode.std().item<double>();
+    std::cout << GetParam() << " mode " << k << ": mass " << mass << " (want "
+              << kWeights[k] << "), mean " << mean << " (" << kMeans[k]
+              << "), std " << std << " (" << kStds[k] << ")\n";
+    EXPECT_NEAR(mass, kWeights[k], 0.02) << "mode " << k;
+    EXPECT_NEAR(mean, kMeans[k], 0.05) << "mode " << k;
+    EXPECT_NEAR(std / kStds[k], 1.0, 0.10) << "mode " << k;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Schedulers, GmmOracleTest,
+                         ::testing::Values("gmm-ddim", "gmm-euler"));
+
+TEST_F(DenoisingTest, SameSeedSameLatentsOtherSeedOtherLatents) {
+  for (const char* pipeline : {"gmm-ddim", "gmm-euler"}) {
+    SCOPED_TRACE(pipeline);
+    const Inputs inputs = {{"seed", int64_t{5}},
+                           {"num_inference_steps", int64_t{10}}};
+    ASSERT_OK_AND_ASSIGN(PipelineState a, Run(pipeline, inputs));
+    ASSERT_OK_AND_ASSIGN(PipelineState b, Run(pipeline, inputs));
+    ASSERT_OK_AND_ASSIGN(PipelineState c,
+                         Run(pipeline, {{"seed", int64_t{6}},
+                                        {"num_inference_steps", int64_t{10}}}));
+    EXPECT_TRUE(at::equal(Latents(a), Latents(b)));
+    EXPECT_FALSE(at::equal(Latents(a), Latents(c)));
+    EXPECT_EQ(Latents(a).sizes(), (std::vector<int64_t>{1, 4, 64, 64}));
+  }
+}
+
+// Given latents are unit noise, scaled by init_noise_sigma as diffusers
+// does: the seed's own noise, given explicitly, gives the seeded run.
+TEST_F(DenoisingTest, GivenLatentsAreTreatedAsUnitNoise) {
+  at::Generator generator = at::detail::createCPUGenerator(9);
+  const at::Tensor noise = at::randn({1, 4, 64, 64}, generator);
+  for (const char* pipeline : {"gmm-ddim", "gmm-euler"}) {
+    SCOPED_TRACE(pipeline);
+    ASSERT_OK_AND_ASSIGN(PipelineState seeded,
+                         Run(pipeline, {{"seed", int64_t{9}},
+                                        {"num_inference_steps", int64_t{8}}}));
+    ASSERT_OK_AND_ASSIGN(PipelineState given,
+                         Run(pipeline, {{"latents", noise},
+                                        {"num_inference_steps", int64_t{8}}}));
+    EXPECT_TRUE(at::equal(Latents(seeded), Latents(given)));
+  }
+}
+
+TEST_F(DenoisingTest, EtaDrawsFromTheRunsGenerator) {
+  const Inputs noisy = {{"seed", int64_t{4}},
+                        {"eta", 1.0},
+                        {"num_inference_steps", int64_t{10}}};
+  ASSERT_OK_AND_ASSIGN(PipelineState a, Run("gmm-ddim", noisy));
+  ASSERT_OK_AND_ASSIGN(PipelineState b, Run("gmm-ddim", noisy));
+  ASSERT_OK_AND_ASSIGN(PipelineState deterministic,
+                       Run("gmm-ddim", {{"seed", int64_t{4}},
+                                        {"num_inference_steps", int64_t{10}}}));
+  EXPECT_TRUE(at::equal(Latents(a), Latents(b)));
+  EXPECT_FALSE(at::equal(Latents(a), Latents(deterministic)));
+}
+
+TEST_F(DenoisingTest, BadInputsAreNamed) {
+  EXPECT_THAT(Run("gmm-ddim", {{"latents", at::zeros({1, 3, 64, 64})}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'latents' must be a floating-point "
+                                 "[B,4,H,W] tensor, got Float [1,3,64,64]")));
+  EXPECT_THAT(
+      Run("gmm-ddim", {{"latents", at::zeros({1, 4, 8, 8}, at::kLong)}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("input 'latents' must be a floating-point")));
+  EXPECT_THAT(Run("gmm-ddim", {{"num_inference_steps", int64_t{0}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'num_inference_steps' must be in "
+                                 "[1, 1000]")));
+  EXPECT_THAT(Run("gmm-euler", {{"num_inference_steps", int64_t{1001}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("got 1001")));
+  EXPECT_THAT(Run("gmm-ddim", {{"height", int64_t{0}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'height' must be in [1, ")));
+  EXPECT_THAT(Run("gmm-ddim", {{"eta", -1.0}, {"seed", int64_t{1}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'eta' must be >= 0")));
+}
+
+TEST_F(DenoisingTest, OutputsAreLatentsAndPreviewOrImage) {
+  ASSERT_OK_AND_ASSIGN(PipelineState gmm,
+                       Run("gmm-ddim", {{"seed", int64_t{1}},
+                                        {"num_inference_steps", int64_t{4}},
+                                        {"batch_size", int64_t{2}}}));
+  const at::Tensor preview = gmm.GetIntermediate("preview")->toTensor();
+  EXPECT_EQ(preview.scalar_type(), at::kByte);
+  EXPECT_EQ(preview.sizes(), (std::vector<int64_t>{2, 64, 64, 3}));
+
+  const Pipeline* digits = catalog_->Find("digits-ddim");
+  ASSERT_NE(digits, nullptr);
+  std::vector<std::string> outputs;
+  for (const OutputParam& p : digits->outputs) outputs.push_back(p.name);
+  EXPECT_THAT(outputs, ::testing::ElementsAre("latents", "denoised", "image"));
+  ASSERT_OK_AND_ASSIGN(PipelineState state,
+                       Run("digits-ddim", {{"seed", int64_t{1}},
+                                           {"num_inference_steps", int64_t{5}}}));
+  const at::Tensor image = state.GetIntermediate("image")->toTensor();
+  EXPECT_EQ(image.scalar_type(), at::kByte);
+  EXPECT_EQ(image.sizes(), (std::vector<int64_t>{1, 64, 64, 3}));
+}
+
+// The shipped model makes digits: its classifier (trained by the same
+// script on real digits) is confident (>= 0.8) on at least 80 % of 64
+// samples, and on far fewer noise images.
+TEST_F(DenoisingTest, DigitsModelMakesDigits) {
+  ASSERT_OK_AND_ASSIGN(PipelineState state,
+                       Run("digits-ddim", {{"seed", int64_t{7}},
+                                           {"batch_size", int64_t{64}}}));
+  const at::Tensor samples = Latents(state);
+  ASSERT_EQ(samples.sizes(), (std::vector<int64_t>{64, 1, 8, 8}));
+  torch::jit::Module classifier = torch::jit::load(
+      absl::StrCat(DefaultModelDir(), "/digits/classifier.pt"));
+  classifier.eval();
+  auto confident = [&](const at::Tensor& images) {
+    c10::InferenceMode guard;
+    const at::Tensor p =
+        at::softmax(classifier.forward({images.clamp(-1, 1)}).toTensor(), 1);
+    return (std::get<0>(p.max(1)) >= 0.8).to(at::kFloat).mean().item<double>();
+  };
+  at::Generator generator = at::detail::createCPUGenerator(7);
+  const double on_samples = confident(samples);
+  const double on_noise = confident(at::randn({64, 1, 8, 8}, generator));
+  std::cout << "confident on samples " << on_samples << ", on noise "
+            << on_noise << "\n";
+  EXPECT_GE(on_samples, 0.8);
+  EXPECT_LE(on_noise, on_samples - 0.4);
+}
+
+// ---- classifier-free guidance (PredictNoise) ----
+
+class GuidanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("TEST_MODULES");
+    ASSERT_NE(dir, nullptr) << "TEST_MODULES is not set";
+    ASSERT_OK_AND_ASSIGN(
+        denoiser_,
+        TorchScriptDenoiser::Load({.path = absl::StrCat(dir,
+                                                        "/cond_denoiser.pt"),
+                                   .conditioned = true}));
+    ASSERT_OK(components_.Add<Denoiser>("denoiser", denoiser_));
+  }
+
+  absl::StatusOr<at::Tensor> Step(double scale, const at::Tensor& cond,
+                                  const at::Tensor& negative = {}) {
+    BlockState state;
+    state.Set("latent_model_input", x_);
+    state.Set("guidance_scale", scale);
+    state.Set("encoder_hidden_states", cond);
+    if (negative.defined()) {
+      state.Set("negative_encoder_hidden_states", negative);
+    }
+    RETURN_IF_ERROR(block_.RunStep(components_, state, {.i = 0, .t = t_}));
+    return state.Find("noise_pred")->toTensor();
+  }
+
+  std::shared_ptr<const Denoiser> denoiser_;
+  Components components_;
+  PredictNoise block_;
+  const at::Tensor x_ = at::linspace(-2, 2, 2 * 4 * 8 * 8).reshape({2, 4, 8, 8});
+  const at::Tensor t_ = at::scalar_tensor(500, at::kLong);
+  const at::Tensor cond_ = at::linspace(0, 1, 2 * 3 * 5).reshape({2, 3, 5});
+};
+
+TEST_F(GuidanceTest, ScaleOneIsTheUnguidedPath) {
+  ASSERT_OK_AND_ASSIGN(at::Tensor guided, Step(1.0, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor plain, denoiser_->Predict(x_, t_, cond_));
+  EXPECT_TRUE(at::equal(guided, plain));
+}
+
+TEST_F(GuidanceTest, ScaleAboveOneMixesUncondAndCond) {
+  ASSERT_OK_AND_ASSIGN(at::Tensor guided, Step(4.0, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor cond, denoiser_->Predict(x_, t_, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor uncond,
+                       denoiser_->Predict(x_, t_, at::zeros_like(cond_)));
+  EXPECT_TRUE(at::allclose(guided, uncond + 4.0 * (cond - uncond), 1e-5, 1e-6));
+  EXPECT_FALSE(at::allclose(guided, cond));
+
+  const at::Tensor negative = at::full_like(cond_, 0.5);
+  ASSERT_OK_AND_ASSIGN(at::Tensor with_negative, Step(4.0, cond_, negative));
+  ASSERT_OK_AND_ASSIGN(at::Tensor neg, denoiser_->Predict(x_, t_, negative));
+  EXPECT_TRUE(
+      at::allclose(with_negative, neg + 4.0 * (cond - neg), 1e-5, 1e-6));
+}
+
+TEST_F(GuidanceTest, MismatchedNegativeIsNamed) {
+  EXPECT_THAT(Step(4.0, cond_, at::zeros({2, 3, 4})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'negative_encoder_hidden_states' must "
+                                 "have the shape of 'encoder_hidden_states'")));
+}
+
+}  // namespace
+}  // namespace loopserve
