@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "blocks/builtin_blocks.h"
+#include "blocks/diffusion/png.h"
 #include "blocks/examples/seed_blocks.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
@@ -487,6 +488,110 @@ TEST_F(LoopServiceTest, SixteenConcurrentRunsAreAllExact) {
     EXPECT_EQ(finals[r], r + 4000);
     EXPECT_THAT(streams[r], ElementsAreArray(Range(r + 2, r + 4000, 2)));
   }
+}
+
+v1::RunRequest DenoiseRequest(const std::string& pipeline, int64_t steps,
+                              int64_t seed) {
+  v1::RunRequest request;
+  request.set_pipeline(pipeline);
+  (*request.mutable_inputs())["num_inference_steps"].set_int64_value(steps);
+  (*request.mutable_inputs())["seed"].set_int64_value(seed);
+  return request;
+}
+
+// A denoising run streams each step's latents, and through the service it
+// equals the same run in-process, bit for bit (CPU).
+TEST_F(LoopServiceTest, DenoisingStreamsEveryStepsLatentsExactly) {
+  StartServer();
+  v1::RunRequest request = DenoiseRequest("gmm-ddim", 10, 3);
+  request.mutable_stream()->add_values("latents");
+  std::vector<at::Tensor> steps;
+  std::vector<int64_t> indices;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(request, {.on_iteration = [&](const v1::Iteration& it) {
+                     EXPECT_EQ(it.values_size(), 1);
+                     EXPECT_EQ(it.total(), 10);
+                     EXPECT_EQ(it.loop(), "gmm-ddim/denoise");
+                     indices.push_back(it.index());
+                     steps.push_back(
+                         *DecodeTensor(it.values().at("latents").tensor(), {}));
+                   }}));
+  EXPECT_THAT(indices, ElementsAreArray(Range(0, 9)));
+  ASSERT_EQ(steps.size(), 10u);
+  EXPECT_EQ(steps[0].sizes(), (std::vector<int64_t>{1, 4, 64, 64}));
+  EXPECT_FALSE(at::equal(steps[0], steps[1]));
+  const at::Tensor final_latents =
+      *DecodeTensor(result.outputs().at("latents").tensor(), {});
+  EXPECT_TRUE(at::equal(steps.back(), final_latents));
+  // Internal working state is neither an output nor streamed.
+  EXPECT_FALSE(result.outputs().contains("timesteps"));
+  EXPECT_FALSE(result.outputs().contains("generator"));
+
+  BlockRegistry blocks;
+  ComponentRegistry components;
+  PipelineCatalog catalog;
+  ASSERT_OK(RegisterBuiltinBlocks(blocks));
+  ASSERT_OK(RegisterBuiltinComponents(components));
+  ASSERT_OK(LoadDefaultPipelines(blocks, components, c10::kCPU,
+                                 std::string(DefaultModelDir()), catalog));
+  const Pipeline* pipeline = catalog.Find("gmm-ddim");
+  PipelineState state;
+  state.SetInput("num_inference_steps", int64_t{10});
+  state.SetInput("seed", int64_t{3});
+  RunContext context;
+  ASSERT_OK(RunBlock(*pipeline->root, pipeline->components, state, context));
+  EXPECT_TRUE(at::equal(state.GetIntermediate("latents")->toTensor(),
+                        final_latents));
+}
+
+TEST_F(LoopServiceTest, PreviewsArePngsOfTheLatentSize) {
+  StartServer();
+  v1::RunRequest request = DenoiseRequest("gmm-euler", 4, 1);
+  (*request.mutable_inputs())["batch_size"].set_int64_value(2);
+  request.mutable_stream()->add_values("denoised");
+  request.mutable_stream()->set_preview(true);
+  int previews = 0;
+  ASSERT_OK(client_
+                ->Run(request, {.on_iteration =
+                                    [&](const v1::Iteration& it) {
+                                      auto png = DecodePng(it.preview_png());
+                                      ASSERT_OK(png.status());
+                                      // The batch side by side.
+                                      EXPECT_EQ(png->height, 64);
+                                      EXPECT_EQ(png->width, 128);
+                                      ++previews;
+                                    }})
+                .status());
+  EXPECT_EQ(previews, 4);
+
+  v1::RunRequest seed = SeedRequest("seed-loop", 3);
+  seed.mutable_stream()->set_preview(true);
+  EXPECT_THAT(client_->Run(seed).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("stream.preview: the pipeline has no latent "
+                                 "preview")));
+  ExpectStillServing();
+}
+
+TEST_F(LoopServiceTest, BadDenoisingInputsAreRefusedAndNamed) {
+  StartServer();
+  v1::RunRequest steps = DenoiseRequest("gmm-ddim", 0, 1);
+  EXPECT_THAT(client_->Run(steps).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'num_inference_steps' must be in")));
+  v1::RunRequest too_many = DenoiseRequest("gmm-ddim", 2'000'000, 1);
+  EXPECT_THAT(client_->Run(too_many).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("above the server's limit")));
+  v1::RunRequest shape = DenoiseRequest("gmm-ddim", 2, 1);
+  ASSERT_OK(EncodeTensor(at::zeros({1, 3, 8, 8}),
+                         *(*shape.mutable_inputs())["latents"].mutable_tensor()));
+  EXPECT_THAT(client_->Run(shape).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'latents' must be a floating-point "
+                                 "[B,4,H,W] tensor")));
+  ExpectStillServing();
 }
 
 TEST_F(LoopServiceTest, ListAndDescribe) {
