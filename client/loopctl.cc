@@ -4,7 +4,7 @@
 //   loopctl describe PIPELINE [--json]
 //   loopctl run PIPELINE -i num_steps=5 -i x=0 -i latents=@noise.npy
 //           [--stream NAME].. [--output NAME].. [--every K] [--latest]
-//           [--save-dir DIR] [--timeout S] [--request-id ID]
+//           [--preview] [--save-dir DIR] [--timeout S] [--request-id ID]
 //   loopctl health [SERVICE]
 //
 // The server defaults to $LOOPSERVE_SERVER, else localhost:50051. Exits
@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <limits>
@@ -30,6 +31,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "blocks/core/status_macros.h"
+#include "blocks/diffusion/png.h"
 #include "client/loop_client.h"
 #include "client/npy.h"
 #include "server/malloc_tuning.h"
@@ -49,8 +52,10 @@ commands:
       --output NAME            final output to return (repeat; default all)
       --every K                stream every K-th iteration (the last always)
       --latest                 drop stale iterations instead of slowing the run
-      --save-dir DIR           write streamed tensors as NAME_INDEX.npy and
-                               final outputs as NAME.npy
+      --preview                stream a PNG latent preview with each iteration
+      --save-dir DIR           write streamed tensors as NAME_INDEX.npy,
+                               previews as preview_INDEX.png, final outputs
+                               as NAME.npy and RGB images also as NAME.png
       --timeout S              deadline in seconds
       --request-id ID          echoed back in RunStarted
   health [SERVICE]             the server's health ("" or a service name)
@@ -266,6 +271,13 @@ struct RunArgs {
   std::optional<absl::Duration> timeout;
 };
 
+absl::Status WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
 absl::Status SaveValue(const std::string& dir, const std::string& stem,
                        const v1::Value& value) {
   v1::Tensor tensor;
@@ -282,8 +294,32 @@ absl::Status SaveValue(const std::string& dir, const std::string& stem,
   } else {
     return absl::OkStatus();  // strings, lists: nothing .npy can hold
   }
-  return WriteNpyFile((std::filesystem::path(dir) / (stem + ".npy")).string(),
-                      tensor);
+  RETURN_IF_ERROR(WriteNpyFile(
+      (std::filesystem::path(dir) / (stem + ".npy")).string(), tensor));
+  // A UINT8 [B,H,W,3] tensor is a batch of RGB images: also NAME.png, the
+  // batch side by side.
+  const auto& shape = tensor.shape();
+  if (tensor.datatype() != "UINT8" || shape.size() != 4 || shape[3] != 3 ||
+      tensor.raw_contents().size() !=
+          static_cast<size_t>(shape[0] * shape[1] * shape[2] * 3)) {
+    return absl::OkStatus();
+  }
+  const int64_t batch = shape[0], height = shape[1], width = shape[2];
+  const std::string& rgb = tensor.raw_contents();
+  std::string row_major(rgb.size(), '\0');
+  const size_t row = static_cast<size_t>(width) * 3;
+  for (int64_t y = 0; y < height; ++y) {
+    for (int64_t b = 0; b < batch; ++b) {
+      std::memcpy(row_major.data() + (y * batch + b) * row,
+                  rgb.data() + (b * height + y) * row, row);
+    }
+  }
+  ASSIGN_OR_RETURN(
+      const std::string png,
+      EncodePng(reinterpret_cast<const uint8_t*>(row_major.data()), height,
+                batch * width));
+  return WriteFile((std::filesystem::path(dir) / (stem + ".png")).string(),
+                   png);
 }
 
 absl::Status Run(LoopClient& client, RunArgs& args) {
@@ -328,6 +364,13 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
         if (!value.has_tensor()) continue;
         save_status = SaveValue(args.save_dir,
                                 absl::StrCat(name, "_", it.index()), value);
+      }
+      if (!it.preview_png().empty() && save_status.ok()) {
+        save_status = WriteFile(
+            (std::filesystem::path(args.save_dir) /
+             absl::StrCat("preview_", it.index(), ".png"))
+                .string(),
+            it.preview_png());
       }
     }
   };
@@ -389,6 +432,8 @@ absl::Status Main(std::vector<std::string> args) {
       if (auto s = take(arg, server); !s.ok()) return s;
     } else if (arg == "--json") {
       json = true;
+    } else if (arg == "--preview") {
+      run.request.mutable_stream()->set_preview(true);
     } else if (arg == "--latest") {
       run.request.mutable_stream()->set_backpressure(v1::StreamOptions::LATEST);
     } else if (arg == "-i" || arg == "--input") {

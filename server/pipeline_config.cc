@@ -226,7 +226,9 @@ absl::Status LoadServerConfig(const ConfigSource& config,
     if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
                                      std::move(root), std::move(bound));
         !s.ok()) {
-      return fail(s);
+      // The catalog's errors name the pipeline already.
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(source, &tree, pipelines_field, i), s.message()));
     }
   }
   return absl::OkStatus();

@@ -120,6 +120,58 @@ names = {s.name for s in next(responses).list_services_response.service}
 assert {"loopserve.v1.LoopPipelineService", "grpc.health.v1.Health"} <= names, names
 PY
 
+# A denoising run of the shipped digits model: previews each step, the
+# decoded image at the end, all saved as PNG.
+out=$("$LOOPCTL" run digits-ddim -i seed=7 -i num_inference_steps=10 \
+  --stream denoised --preview --save-dir "$work/digits")
+expect_contains "$out" "image = UINT8[1,64,64,3]" "digits run"
+for f in preview_0.png preview_9.png image.png latents.npy; do
+  [ -s "$work/digits/$f" ] || fail "digits run saved no $f"
+done
+/usr/bin/python3 - "$work/digits" <<'PY' || fail "saved PNGs"
+import struct, sys
+for name in ("preview_9.png", "image.png"):
+    data = open(f"{sys.argv[1]}/{name}", "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert struct.unpack(">II", data[16:24]) == (64, 64), name
+PY
+
+# --check_config validates a configuration file and exits.
+cat > "$work/good.pbtxt" <<'CONFIG'
+components { name: "euler" type: "euler_scheduler" }
+components {
+  name: "gmm"
+  type: "gaussian_mixture_denoiser"
+  params { key: "weights" value { list_value { values { double_value: 1 } } } }
+  params { key: "means" value { list_value { values { double_value: 0 } } } }
+  params { key: "stds" value { list_value { values { double_value: 1 } } } }
+}
+pipelines {
+  name: "mine"
+  components { key: "scheduler" value: "euler" }
+  components { key: "denoiser" value: "gmm" }
+  blocks {
+    type: "Sequential"
+    blocks { name: "set_timesteps" type: "SetTimesteps" }
+    blocks { name: "prepare_latents" type: "PrepareLatents" }
+    blocks {
+      name: "denoise"
+      type: "DenoiseLoop"
+      blocks { name: "before_denoiser" type: "ScaleModelInput" }
+      blocks { name: "denoiser" type: "PredictNoise" }
+      blocks { name: "after_denoiser" type: "SchedulerStep" }
+    }
+  }
+}
+CONFIG
+out=$("$LOOPSERVE" --check_config="$work/good.pbtxt") || fail "good config refused"
+expect_contains "$out" "good.pbtxt: OK, 1 pipelines: mine" "check_config"
+sed 's/"SchedulerStep"/"SchedulerStop"/' "$work/good.pbtxt" > "$work/bad.pbtxt"
+if out=$("$LOOPSERVE" --check_config="$work/bad.pbtxt" 2>&1); then
+  fail "a bad config passed --check_config"
+fi
+expect_contains "$out" "bad.pbtxt:22:7: pipeline 'mine', block 'denoise/after_denoiser': unknown block type 'SchedulerStop'" "check_config error"
+
 # SIGTERM: drains and exits 0.
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "loopserve exited with $? after SIGTERM"

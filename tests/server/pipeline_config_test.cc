@@ -1,0 +1,245 @@
+// Loading pipelines from configuration: a good file, and every kind of bad
+// one, each refused with the file, line and field named.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "blocks/builtin_blocks.h"
+#include "blocks/diffusion/schedulers.h"
+#include "server/pipeline_config.h"
+#include "tests/testing/status_matchers.h"
+
+namespace loopserve {
+namespace {
+
+using ::loopserve::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// A small valid configuration; tests break one thing at a time.
+constexpr char kGood[] = R"pb(components {
+  name: "ddim"
+  type: "ddim_scheduler"
+  params { key: "clip_sample" value { bool_value: false } }
+}
+components {
+  name: "gmm"
+  type: "gaussian_mixture_denoiser"
+  params { key: "weights" value { list_value { values { double_value: 1 } } } }
+  params { key: "means" value { list_value { values { double_value: 0 } } } }
+  params { key: "stds" value { list_value { values { double_value: 1 } } } }
+}
+pipelines {
+  name: "p"
+  components { key: "scheduler" value: "ddim" }
+  components { key: "denoiser" value: "gmm" }
+  blocks {
+    type: "Sequential"
+    blocks { name: "set_timesteps" type: "SetTimesteps" }
+    blocks { name: "prepare_latents" type: "PrepareLatents" }
+    blocks {
+      name: "denoise"
+      type: "DenoiseLoop"
+      blocks { name: "before_denoiser" type: "ScaleModelInput" }
+      blocks { name: "denoiser" type: "PredictNoise" }
+      blocks { name: "after_denoiser" type: "SchedulerStep" }
+    }
+  }
+}
+)pb";
+
+class PipelineConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK(RegisterBuiltinBlocks(blocks_));
+    ASSERT_OK(RegisterBuiltinComponents(components_));
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::create_directories(dir_);
+  }
+
+  absl::Status Load(const std::string& text) {
+    catalog_ = PipelineCatalog();
+    return LoadServerConfig(
+        {.text = text, .source = "cfg.pbtxt", .base_dir = dir_.string()},
+        blocks_, components_, c10::kCPU, catalog_);
+  }
+
+  // kGood with `from` replaced by `to` (once).
+  static std::string Good(const std::string& from, const std::string& to) {
+    std::string text = kGood;
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    return text;
+  }
+
+  void WriteFile(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name) << text;
+  }
+
+  BlockRegistry blocks_;
+  ComponentRegistry components_;
+  PipelineCatalog catalog_;
+  std::filesystem::path dir_;
+};
+
+TEST_F(PipelineConfigTest, AGoodConfigurationLoadsAndRuns) {
+  ASSERT_OK(Load(kGood));
+  const Pipeline* p = catalog_.Find("p");
+  ASSERT_NE(p, nullptr);
+  EXPECT_THAT(p->components.Names(),
+              ::testing::ElementsAre("denoiser", "scheduler"));
+  PipelineState state;
+  state.SetInput("num_inference_steps", int64_t{3});
+  state.SetInput("seed", int64_t{1});
+  RunContext context;
+  ASSERT_OK(RunBlock(*p->root, p->components, state, context));
+  EXPECT_EQ(state.GetIntermediate("latents")->toTensor().sizes(),
+            (std::vector<int64_t>{1, 4, 64, 64}));
+}
+
+TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
+  ASSERT_OK(LoadDefaultPipelines(blocks_, components_, c10::kCPU,
+                                 std::string(DefaultModelDir()), catalog_));
+  std::vector<std::string> names;
+  for (const auto& p : catalog_.pipelines()) names.push_back(p->name);
+  EXPECT_THAT(names, ::testing::ElementsAre("seed-loop", "seed-loop-2",
+                                            "gmm-ddim", "gmm-euler",
+                                            "digits-ddim"));
+}
+
+TEST_F(PipelineConfigTest, SyntaxErrorsNameLineAndColumn) {
+  EXPECT_THAT(Load("components {\n  name: \"x\"\n  tipe: \"y\"\n}\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cfg.pbtxt:3:7: Message type "
+                                 "\"loopserve.v1.ComponentConfig\" has no "
+                                 "field named \"tipe\"")));
+}
+
+TEST_F(PipelineConfigTest, UnknownBlockTypeNamesItsPath) {
+  EXPECT_THAT(
+      Load(Good("type: \"PredictNoise\"", "type: \"PredictNoize\"")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:25:7: pipeline 'p', block "
+                         "'denoise/denoiser': unknown block type "
+                         "'PredictNoize'; registered: ")));
+}
+
+TEST_F(PipelineConfigTest, UnknownComponentType) {
+  EXPECT_THAT(Load(Good("type: \"ddim_scheduler\"", "type: \"dpm\"")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cfg.pbtxt:1:1: component 'ddim' (dpm): "
+                                 "unknown component type 'dpm'")));
+}
+
+TEST_F(PipelineConfigTest, BadAndUnknownParams) {
+  EXPECT_THAT(
+      Load(Good("key: \"clip_sample\" value { bool_value: false }",
+                "key: \"beta_schedule\" value { string_value: \"cosine\" }")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:1:1: component 'ddim' (ddim_scheduler): "
+                         "param 'beta_schedule': must be one of linear, "
+                         "scaled_linear; got 'cosine'")));
+  EXPECT_THAT(
+      Load(Good("key: \"clip_sample\"", "key: \"clip_sampel\"")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("param 'clip_sampel': unknown param; known: ")));
+  EXPECT_THAT(
+      Load(Good("blocks { name: \"set_timesteps\" type: \"SetTimesteps\" }",
+                "blocks { name: \"set_timesteps\" type: \"SetTimesteps\" "
+                "params { key: \"num_inference_steps\" value { "
+                "string_value: \"ten\" } } }")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:19:5: pipeline 'p', block "
+                         "'set_timesteps': param 'num_inference_steps': "
+                         "expected an integer, got string")));
+}
+
+TEST_F(PipelineConfigTest, MissingAndUndefinedComponents) {
+  EXPECT_THAT(
+      Load(Good("  components { key: \"scheduler\" value: \"ddim\" }\n", "")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:13:1: pipeline 'p' expects component "
+                         "'scheduler' (ddim_scheduler | euler_scheduler), "
+                         "which is not loaded")));
+  EXPECT_THAT(Load(Good("value: \"gmm\"", "value: \"gnm\"")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cfg.pbtxt:13:1: pipeline 'p': role "
+                                 "'denoiser' names component 'gnm', which is "
+                                 "not defined")));
+}
+
+TEST_F(PipelineConfigTest, ALeafCannotHoldBlocks) {
+  EXPECT_THAT(
+      Load(Good("blocks { name: \"set_timesteps\" type: \"SetTimesteps\" }",
+                "blocks { name: \"set_timesteps\" type: \"SetTimesteps\" "
+                "blocks { name: \"x\" type: \"Decode\" } }")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("block type 'SetTimesteps' holds no blocks, but 1 "
+                         "are given")));
+}
+
+TEST_F(PipelineConfigTest, MissingModelFileIsNamed) {
+  EXPECT_THAT(
+      Load(Good("components {\n  name: \"gmm\"",
+                "components {\n  name: \"model\"\n"
+                "  type: \"torchscript_denoiser\"\n"
+                "  params { key: \"path\" value { string_value: \"no.pt\" } }\n"
+                "}\ncomponents {\n  name: \"gmm\"")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr(absl::StrCat("cfg.pbtxt:6:1: component 'model' "
+                                      "(torchscript_denoiser): param 'path': "
+                                      "cannot load TorchScript module '",
+                                      dir_.string(), "/no.pt'"))));
+}
+
+// A diffusers scheduler_config.json is read as it is; params override it.
+TEST_F(PipelineConfigTest, SchedulerConfigFile) {
+  WriteFile("scheduler_config.json", R"({
+    "_class_name": "DDIMScheduler",
+    "_diffusers_version": "0.30.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": false,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": false,
+    "skip_prk_steps": true,
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "trained_betas": null
+  })");
+  ASSERT_OK(Load(Good("key: \"clip_sample\" value { bool_value: false }",
+                      "key: \"config_file\" value { string_value: "
+                      "\"scheduler_config.json\" } } params { key: "
+                      "\"timestep_spacing\" value { string_value: "
+                      "\"leading\" }")));
+  ASSERT_OK_AND_ASSIGN(
+      const Scheduler* scheduler,
+      catalog_.Find("p")->components.Get<Scheduler>("scheduler"));
+  const SchedulerConfig& c = scheduler->config();
+  EXPECT_EQ(c.noise.beta_schedule, "scaled_linear");
+  EXPECT_DOUBLE_EQ(c.noise.beta_end, 0.012);
+  EXPECT_EQ(c.prediction_type, "v_prediction");
+  EXPECT_FALSE(c.set_alpha_to_one);
+  EXPECT_FALSE(c.clip_sample);
+  EXPECT_EQ(c.steps_offset, 1);
+  EXPECT_EQ(c.timestep_spacing, "leading");  // the param wins over the file
+
+  WriteFile("karras.json", R"({"use_karras_sigmas": true})");
+  EXPECT_THAT(Load(Good("key: \"clip_sample\" value { bool_value: false }",
+                        "key: \"config_file\" value { string_value: "
+                        "\"karras.json\" }")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("sets use_karras_sigmas = true; loopserve "
+                                 "supports only false")));
+}
+
+}  // namespace
+}  // namespace loopserve
