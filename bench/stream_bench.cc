@@ -9,7 +9,6 @@
 //    GB/s, beside raw loopback TCP throughput measured in the same run (one
 //    sender thread, one receiver, 64 KiB writes) as the ceiling.
 // Each figure is the median of --repeats runs.
-#include <iostream>
 #include <ATen/ATen.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -18,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iostream>
 #include <thread>
 #include <vector>
 
@@ -26,10 +26,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "blocks/builtin_blocks.h"
+#include "blocks/core/status_macros.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
 #include "server/pipeline_config.h"
-#include "blocks/core/status_macros.h"
 #include "server/malloc_tuning.h"
 #include "server/tensor_codec.h"
 
