@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/status_macros.h"
+#include "blocks/diffusion/diffusion_blocks.h"
 
 namespace loopserve {
 namespace {
@@ -117,7 +118,7 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
   }
   if (stream.preview()) {
     absl::StatusOr<const ImageDecoder*> preview =
-        pipeline.components.Get<ImageDecoder>("preview");
+        pipeline.components.Get<ImageDecoder>(kPreviewRole);
     if (!preview.ok()) {
       return error("stream.preview",
                    "the pipeline has no latent preview (a 'preview' "

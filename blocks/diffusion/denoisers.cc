@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
@@ -97,9 +98,10 @@ absl::StatusOr<GaussianMixtureDenoiser::Mixture> ReadMixture(
 }  // namespace
 
 absl::StatusOr<at::ScalarType> ParseModelDtype(absl::string_view name) {
-  if (name == "float32" || name == "fp32") return at::kFloat;
-  if (name == "float16" || name == "fp16") return at::kHalf;
-  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  const std::string lower = absl::AsciiStrToLower(name);
+  if (lower == "float32" || lower == "fp32") return at::kFloat;
+  if (lower == "float16" || lower == "fp16") return at::kHalf;
+  if (lower == "bfloat16" || lower == "bf16") return at::kBFloat16;
   return ParamError("dtype", absl::StrCat("must be float32, float16 or "
                                           "bfloat16; got '", name, "'"));
 }

@@ -164,7 +164,8 @@ class LatentPreview final : public ImageDecoder {
 // Denoiser), torchscript_decoder and latent_preview (as ImageDecoder).
 absl::Status RegisterModels(ComponentRegistry& registry);
 
-// "float32" / "float16" / "bfloat16" (also "fp32", "fp16", "bf16").
+// "float32" / "float16" / "bfloat16", or the API's "FP32" / "FP16" / "BF16"
+// (any case).
 absl::StatusOr<at::ScalarType> ParseModelDtype(absl::string_view name);
 
 }  // namespace loopserve

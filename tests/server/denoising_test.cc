@@ -287,5 +287,53 @@ TEST_F(GuidanceTest, MismatchedNegativeIsNamed) {
                                  "have the shape of 'encoder_hidden_states'")));
 }
 
+// ---- TorchScript modules: dtype, decoding ----
+
+TEST_F(GuidanceTest, ReducedPrecisionDenoiserStaysClose) {
+  ASSERT_OK_AND_ASSIGN(
+      auto bf16, TorchScriptDenoiser::Load(
+                     {.path = absl::StrCat(std::getenv("TEST_MODULES"),
+                                           "/cond_denoiser.pt"),
+                      .dtype = at::kBFloat16,
+                      .conditioned = true}));
+  ASSERT_OK_AND_ASSIGN(at::Tensor low, bf16->Predict(x_, t_, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor full, denoiser_->Predict(x_, t_, cond_));
+  EXPECT_EQ(low.scalar_type(), at::kFloat);  // the sample's dtype
+  EXPECT_TRUE(at::allclose(low, full, 2e-2, 2e-2));
+  EXPECT_FALSE(at::equal(low, full));
+}
+
+TEST_F(GuidanceTest, DecodeTurnsLatentsIntoUint8Images) {
+  ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<const TorchScriptDecoder> decoder,
+      TorchScriptDecoder::Load(
+          {.path = absl::StrCat(std::getenv("TEST_MODULES"), "/decoder.pt"),
+           .scaling_factor = 2.0}));
+  Components components;
+  ASSERT_OK(components.Add<ImageDecoder>("decoder", decoder));
+  PipelineState state;
+  const at::Tensor latents = at::linspace(-3, 3, 2 * 4 * 5 * 6)
+                                 .reshape({2, 4, 5, 6});
+  state.SetIntermediate("latents", latents);
+  Decode block;
+  RunContext context;
+  ASSERT_OK(RunBlock(block, components, state, context));
+  const at::Tensor image = state.GetIntermediate("image")->toTensor();
+  EXPECT_EQ(image.scalar_type(), at::kByte);
+  ASSERT_EQ(image.sizes(), (std::vector<int64_t>{2, 10, 12, 3}));
+  // [-1, 1] -> [0, 255], after dividing by the scaling factor.
+  const at::Tensor expected =
+      ((at::tanh(latents.slice(1, 0, 3) / 2.0) / 2 + 0.5) * 255)
+          .round()
+          .to(at::kByte)
+          .permute({0, 2, 3, 1});
+  EXPECT_TRUE(at::equal(image.slice(1, 0, 10, 2).slice(2, 0, 12, 2),
+                        expected));
+
+  EXPECT_THAT(Decode().Run(Components(), state, context),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("component 'decoder' is not loaded")));
+}
+
 }  // namespace
 }  // namespace loopserve

@@ -4,6 +4,8 @@
   cond_denoiser.pt   forward(sample, timestep, encoder_hidden_states): a
                      conditioned 'denoiser' whose output depends on all three,
                      for the classifier-free guidance tests.
+  decoder.pt         forward(latents) -> [B,3,2H,2W] in [-1, 1]: a
+                     'VAE decoder' for the Decode tests.
 
     make_test_modules.py OUT_DIR
 """
@@ -21,5 +23,13 @@ class CondDenoiser(torch.nn.Module):
                 timestep.to(torch.float32) / 1000.0)
 
 
+class Decoder(torch.nn.Module):
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        rgb = torch.tanh(latents[:, :3])
+        return torch.nn.functional.interpolate(rgb, scale_factor=2.0,
+                                               mode="nearest")
+
+
 os.makedirs(sys.argv[1], exist_ok=True)
 torch.jit.script(CondDenoiser()).save(f"{sys.argv[1]}/cond_denoiser.pt")
+torch.jit.script(Decoder()).save(f"{sys.argv[1]}/decoder.pt")
