@@ -7,6 +7,7 @@
 //   build/bench/denoise_bench [--pipeline=digits-ddim] [--steps=50]
 //                             [--repeats=21] [--batch=1]
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -73,6 +74,7 @@ absl::Status Main() {
   request.mutable_stream()->add_values("latents");
 
   auto in_process = [&]() -> absl::StatusOr<double> {
+    c10::InferenceMode guard;  // as the server's executor threads run
     PipelineState state;
     state.SetInput("num_inference_steps", steps);
     state.SetInput("batch_size", batch);

@@ -65,6 +65,20 @@ absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module,
   }
 }
 
+// Reads the params every TorchScript component takes: `path` (required,
+// resolved against the configuration's folder) and `dtype`.
+template <typename Options>
+absl::StatusOr<Options> ReadModelOptions(ParamReader& params,
+                                         const ComponentContext& context) {
+  Options options{.device = context.device};
+  ASSIGN_OR_RETURN(std::string path, params.String("path", ""));
+  if (path.empty()) return ParamError("path", "is required");
+  options.path = context.ResolvePath(path);
+  ASSIGN_OR_RETURN(std::string dtype, params.String("dtype", "float32"));
+  ASSIGN_OR_RETURN(options.dtype, ParseModelDtype(dtype));
+  return options;
+}
+
 // The mixture's params, checked.
 absl::StatusOr<GaussianMixtureDenoiser::Mixture> ReadMixture(
     ParamReader& params) {
@@ -284,12 +298,9 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
       [](const BlockParams& raw, const ComponentContext& context)
           -> absl::StatusOr<std::shared_ptr<const Denoiser>> {
         ParamReader params(raw);
-        TorchScriptDenoiser::Options options{.device = context.device};
-        ASSIGN_OR_RETURN(std::string path, params.String("path", ""));
-        if (path.empty()) return ParamError("path", "is required");
-        options.path = context.ResolvePath(path);
-        ASSIGN_OR_RETURN(std::string dtype, params.String("dtype", "float32"));
-        ASSIGN_OR_RETURN(options.dtype, ParseModelDtype(dtype));
+        ASSIGN_OR_RETURN(
+            auto options,
+            ReadModelOptions<TorchScriptDenoiser::Options>(params, context));
         ASSIGN_OR_RETURN(options.conditioned,
                          params.Bool("encoder_hidden_states", false));
         RETURN_IF_ERROR(params.CheckAllRead());
@@ -300,12 +311,9 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
       [](const BlockParams& raw, const ComponentContext& context)
           -> absl::StatusOr<std::shared_ptr<const ImageDecoder>> {
         ParamReader params(raw);
-        TorchScriptDecoder::Options options{.device = context.device};
-        ASSIGN_OR_RETURN(std::string path, params.String("path", ""));
-        if (path.empty()) return ParamError("path", "is required");
-        options.path = context.ResolvePath(path);
-        ASSIGN_OR_RETURN(std::string dtype, params.String("dtype", "float32"));
-        ASSIGN_OR_RETURN(options.dtype, ParseModelDtype(dtype));
+        ASSIGN_OR_RETURN(
+            auto options,
+            ReadModelOptions<TorchScriptDecoder::Options>(params, context));
         ASSIGN_OR_RETURN(options.scaling_factor,
                          params.Double("scaling_factor", 1.0));
         if (!(options.scaling_factor > 0)) {

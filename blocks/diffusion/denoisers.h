@@ -99,7 +99,8 @@ class TorchScriptDenoiser final : public Denoiser {
       const at::Tensor& encoder_hidden_states) const override;
 
  private:
-  TorchScriptDenoiser(Options options, std::unique_ptr<torch::jit::Module> m);
+  TorchScriptDenoiser(Options options,
+                      std::unique_ptr<torch::jit::Module> module);
 
   Options options_;
   // Note [shared module]: TorchScript's interpreter runs one module from
@@ -133,7 +134,8 @@ class TorchScriptDecoder final : public ImageDecoder {
   absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const override;
 
  private:
-  TorchScriptDecoder(Options options, std::unique_ptr<torch::jit::Module> m);
+  TorchScriptDecoder(Options options,
+                     std::unique_ptr<torch::jit::Module> module);
   Options options_;
   std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
 };

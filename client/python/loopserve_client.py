@@ -86,16 +86,18 @@ class LoopClient:
         return self._stub.DescribePipeline(pb.DescribePipelineRequest(name=name))
 
     def run(self, pipeline, inputs, stream=(), every=0, latest=False,
-            outputs=(), timeout=None):
+            outputs=(), timeout=None, preview=False):
         """Yields ("started", RunStarted), ("iteration", Iteration) ... and
-        finally ("result", RunResult). Raises grpc.RpcError on failure."""
+        finally ("result", RunResult). With preview=True each iteration
+        carries preview_png (PNG bytes). Raises grpc.RpcError on failure."""
         request = pb.RunRequest(
             pipeline=pipeline,
             inputs={k: to_value(v) for k, v in inputs.items()},
             stream=pb.StreamOptions(
                 values=list(stream), every=every,
                 backpressure=(pb.StreamOptions.LATEST if latest
-                              else pb.StreamOptions.BLOCK)),
+                              else pb.StreamOptions.BLOCK),
+                preview=preview),
             outputs=list(outputs))
         for event in self._stub.Run(request, timeout=timeout):
             kind = event.WhichOneof("event")

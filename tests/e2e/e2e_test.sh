@@ -136,6 +136,25 @@ for name in ("preview_9.png", "image.png"):
     assert struct.unpack(">II", data[16:24]) == (64, 64), name
 PY
 
+# The Python client: a denoising run with previews.
+/usr/bin/python3 - <<PY || fail "python denoising"
+import sys
+sys.path.insert(0, "$SOURCE_DIR/client/python")
+import numpy as np
+from loopserve_client import LoopClient, from_value
+client = LoopClient("$LOOPSERVE_SERVER")
+previews = 0
+for kind, event in client.run("gmm-euler", {"seed": 3, "num_inference_steps": 6},
+                              stream=["latents"], preview=True):
+    if kind == "iteration":
+        assert event.preview_png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert from_value(event.values["latents"]).shape == (1, 4, 64, 64)
+        previews += 1
+    elif kind == "result":
+        assert from_value(event.outputs["preview"]).dtype == np.uint8
+assert previews == 6, previews
+PY
+
 # --check_config validates a configuration file and exits.
 cat > "$work/good.pbtxt" <<'CONFIG'
 components { name: "euler" type: "euler_scheduler" }
