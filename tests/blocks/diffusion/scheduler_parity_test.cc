@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <iostream>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -115,6 +116,10 @@ std::shared_ptr<const Scheduler> MakeScheduler(const ReferenceCase& c) {
       *scheduler, [keep = std::move(loaded)](const Scheduler*) {});
 }
 
+// The largest error ExpectClose saw, relative to the tensor's largest
+// |expected|: printed at the end, for the record.
+double worst_relative_error = 0;
+
 // |actual - expected| <= 1e-5 · max(|expected|, scale · 1e-2) elementwise,
 // `scale` the largest |expected|: relative, without blowing up near zero.
 void ExpectClose(const at::Tensor& actual, const std::vector<double>& expected,
@@ -127,6 +132,10 @@ void ExpectClose(const at::Tensor& actual, const std::vector<double>& expected,
   for (size_t i = 0; i < expected.size(); ++i) {
     const double got = a.data_ptr<double>()[i];
     const double tol = 1e-5 * std::max(std::abs(expected[i]), scale * 1e-2);
+    if (scale > 0) {
+      worst_relative_error =
+          std::max(worst_relative_error, std::abs(got - expected[i]) / scale);
+    }
     if (std::abs(got - expected[i]) > tol && ++bad <= 3) {
       ADD_FAILURE() << what << "[" << i << "]: " << got << " vs "
                     << expected[i];
@@ -199,6 +208,8 @@ TEST_F(SchedulerParityTest, Trajectories) {
     ExpectClose(x, c.final, "final latents");
     ExpectClose(denoised, c.denoised, "final denoised");
   }
+  std::cout << "largest error relative to the tensor's scale: "
+            << worst_relative_error << "\n";
 }
 
 }  // namespace
