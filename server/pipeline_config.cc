@@ -9,7 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/composite.h"
 #include "blocks/core/status_macros.h"
@@ -56,15 +55,13 @@ std::string Where(const std::string& source, const ParseInfoTree* tree,
   return absl::StrCat(source, ": ");
 }
 
-// A configuration error: INVALID_ARGUMENT (a missing file stays NOT_FOUND),
+// A configuration error, whatever the code of `status` (an unknown type's
+// NOT_FOUND, a duplicate's ALREADY_EXISTS): INVALID_ARGUMENT,
 // "WHERE CONTEXT: MESSAGE".
 absl::Status ConfigError(absl::string_view where, absl::string_view context,
                          const absl::Status& status) {
-  return absl::Status(status.code() == absl::StatusCode::kNotFound &&
-                              absl::StrContains(status.message(), "cannot read")
-                          ? absl::StatusCode::kNotFound
-                          : absl::StatusCode::kInvalidArgument,
-                      absl::StrCat(where, context, ": ", status.message()));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, context, ": ", status.message()));
 }
 
 absl::StatusOr<BlockParams> DecodeParams(
