@@ -54,8 +54,10 @@ commands:
       --latest                 drop stale iterations instead of slowing the run
       --preview                stream a PNG latent preview with each iteration
       --save-dir DIR           write streamed tensors as NAME_INDEX.npy,
-                               previews as preview_INDEX.png, final outputs
-                               as NAME.npy and RGB images also as NAME.png
+                               previews as preview_INDEX.png (asked for by
+                               default when the pipeline has them), final
+                               outputs as NAME.npy and RGB images also as
+                               NAME.png
       --timeout S              deadline in seconds
       --request-id ID          echoed back in RunStarted
   health [SERVICE]             the server's health ("" or a service name)
@@ -269,6 +271,7 @@ struct RunArgs {
   v1::RunRequest request;
   std::string save_dir;
   std::optional<absl::Duration> timeout;
+  bool preview_given = false;  // --preview
 };
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
@@ -330,6 +333,15 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
     if (error) {
       return absl::InternalError(
           absl::StrCat("cannot create ", args.save_dir, ": ", error.message()));
+    }
+    // Saving a run of a pipeline with previews saves them too: the pictures
+    // of the loop at work are what a saved run is usually for.
+    if (!args.preview_given) {
+      absl::StatusOr<v1::PipelineDescription> description =
+          client.DescribePipeline(args.request.pipeline());
+      if (description.ok() && description->preview()) {
+        args.request.mutable_stream()->set_preview(true);
+      }
     }
   }
   absl::Status save_status;
@@ -434,6 +446,7 @@ absl::Status Main(std::vector<std::string> args) {
       json = true;
     } else if (arg == "--preview") {
       run.request.mutable_stream()->set_preview(true);
+      run.preview_given = true;
     } else if (arg == "--latest") {
       run.request.mutable_stream()->set_backpressure(v1::StreamOptions::LATEST);
     } else if (arg == "-i" || arg == "--input") {

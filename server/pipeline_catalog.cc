@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/status_macros.h"
+#include "blocks/diffusion/diffusion_blocks.h"
 #include "server/tensor_codec.h"
 
 namespace loopserve {
@@ -109,6 +110,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
     *proto.add_outputs() = ToParamSpec(p);
   }
   *proto.mutable_blocks() = ToBlockSpec(root->Describe());
+  proto.set_preview(pipeline->components.Contains(kPreviewRole));
 
   pipeline->root = std::move(root);
   by_name_.emplace(name, pipeline.get());

@@ -565,6 +565,12 @@ TEST_F(LoopServiceTest, PreviewsArePngsOfTheLatentSize) {
                 .status());
   EXPECT_EQ(previews, 4);
 
+  ASSERT_OK_AND_ASSIGN(v1::PipelineDescription gmm,
+                       client_->DescribePipeline("gmm-euler"));
+  EXPECT_TRUE(gmm.preview());
+  ASSERT_OK_AND_ASSIGN(v1::PipelineDescription seed_loop,
+                       client_->DescribePipeline("seed-loop"));
+  EXPECT_FALSE(seed_loop.preview());
   v1::RunRequest seed = SeedRequest("seed-loop", 3);
   seed.mutable_stream()->set_preview(true);
   EXPECT_THAT(client_->Run(seed).status(),
