@@ -1,10 +1,10 @@
 #include "blocks/core/component_registry.h"
 
-#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "blocks/core/sorted_keys.h"
 
 namespace loopserve {
 
@@ -51,11 +51,7 @@ bool ComponentRegistry::Contains(absl::string_view type_name) const {
 }
 
 std::vector<std::string> ComponentRegistry::TypeNames() const {
-  std::vector<std::string> names;
-  names.reserve(factories_.size());
-  for (const auto& [name, factory] : factories_) names.push_back(name);
-  std::sort(names.begin(), names.end());
-  return names;
+  return SortedKeys(factories_);
 }
 
 }  // namespace loopserve

@@ -2,9 +2,8 @@
 
 #include <c10/util/Type.h>
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
+#include "blocks/core/sorted_keys.h"
 
 namespace loopserve {
 
@@ -56,11 +55,7 @@ bool Components::Contains(absl::string_view name) const {
 }
 
 std::vector<std::string> Components::Names() const {
-  std::vector<std::string> names;
-  names.reserve(entries_.size());
-  for (const auto& [name, entry] : entries_) names.push_back(name);
-  std::sort(names.begin(), names.end());
-  return names;
+  return SortedKeys(entries_);
 }
 
 absl::Status CheckComponents(const std::vector<ComponentSpec>& specs,

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "blocks/core/sorted_keys.h"
 
 namespace loopserve {
 
@@ -40,11 +41,7 @@ bool BlockRegistry::Contains(absl::string_view type_name) const {
 }
 
 std::vector<std::string> BlockRegistry::TypeNames() const {
-  std::vector<std::string> names;
-  names.reserve(factories_.size());
-  for (const auto& [name, factory] : factories_) names.push_back(name);
-  std::sort(names.begin(), names.end());
-  return names;
+  return SortedKeys(factories_);
 }
 
 absl::Status RejectParams(absl::string_view type_name,
