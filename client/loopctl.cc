@@ -307,20 +307,11 @@ absl::Status SaveValue(const std::string& dir, const std::string& stem,
           static_cast<size_t>(shape[0] * shape[1] * shape[2] * 3)) {
     return absl::OkStatus();
   }
-  const int64_t batch = shape[0], height = shape[1], width = shape[2];
-  const std::string& rgb = tensor.raw_contents();
-  std::string row_major(rgb.size(), '\0');
-  const size_t row = static_cast<size_t>(width) * 3;
-  for (int64_t y = 0; y < height; ++y) {
-    for (int64_t b = 0; b < batch; ++b) {
-      std::memcpy(row_major.data() + (y * batch + b) * row,
-                  rgb.data() + (b * height + y) * row, row);
-    }
-  }
   ASSIGN_OR_RETURN(
       const std::string png,
-      EncodePng(reinterpret_cast<const uint8_t*>(row_major.data()), height,
-                batch * width));
+      EncodePngSideBySide(
+          reinterpret_cast<const uint8_t*>(tensor.raw_contents().data()),
+          shape[0], shape[1], shape[2]));
   return WriteFile((std::filesystem::path(dir) / (stem + ".png")).string(),
                    png);
 }

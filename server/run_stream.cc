@@ -53,13 +53,10 @@ absl::StatusOr<std::string> RenderPreview(const ImageDecoder& preview,
   const c10::IValue* value = state.Find("denoised");
   if (value == nullptr || !value->isTensor()) value = state.Find("latents");
   if (value == nullptr || !value->isTensor()) return std::string();
-  ASSIGN_OR_RETURN(const at::Tensor rgb, preview.Decode(value->toTensor()));
-  // [B,H,W,3] -> [H, B*W, 3].
-  const at::Tensor row =
-      rgb.permute({1, 0, 2, 3})
-          .reshape({rgb.size(1), rgb.size(0) * rgb.size(2), 3})
-          .contiguous();
-  return EncodePng(row.data_ptr<uint8_t>(), row.size(0), row.size(1));
+  ASSIGN_OR_RETURN(at::Tensor rgb, preview.Decode(value->toTensor()));
+  rgb = rgb.contiguous();  // UINT8 [B,H,W,3] on the CPU
+  return EncodePngSideBySide(rgb.data_ptr<uint8_t>(), rgb.size(0),
+                             rgb.size(1), rgb.size(2));
 }
 
 }  // namespace

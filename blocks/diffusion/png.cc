@@ -3,6 +3,7 @@
 #include <png.h>
 
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -35,6 +36,26 @@ absl::StatusOr<std::string> EncodePng(const uint8_t* rgb, int64_t height,
   }
   out.resize(size);
   return out;
+}
+
+absl::StatusOr<std::string> EncodePngSideBySide(const uint8_t* bhwc,
+                                                int64_t batch, int64_t height,
+                                                int64_t width) {
+  if (batch == 1) return EncodePng(bhwc, height, width);
+  if (batch < 1 || height < 1 || width < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot encode a batch of ", batch, " ", height, " x ", width,
+        " images as PNG"));
+  }
+  const size_t row = static_cast<size_t>(width) * 3;
+  std::vector<uint8_t> rows(static_cast<size_t>(batch * height) * row);
+  for (int64_t y = 0; y < height; ++y) {
+    for (int64_t b = 0; b < batch; ++b) {
+      std::memcpy(rows.data() + (y * batch + b) * row,
+                  bhwc + (b * height + y) * row, row);
+    }
+  }
+  return EncodePng(rows.data(), height, batch * width);
 }
 
 absl::StatusOr<RgbImage> DecodePng(absl::string_view png) {

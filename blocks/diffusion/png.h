@@ -16,6 +16,13 @@ namespace loopserve {
 absl::StatusOr<std::string> EncodePng(const uint8_t* rgb, int64_t height,
                                       int64_t width);
 
+// A batch of `batch` images (`bhwc`: batch × height × width × 3 bytes) as
+// one PNG, the images side by side: how previews and saved images show a
+// batch.
+absl::StatusOr<std::string> EncodePngSideBySide(const uint8_t* bhwc,
+                                                int64_t batch, int64_t height,
+                                                int64_t width);
+
 struct RgbImage {
   int64_t height = 0;
   int64_t width = 0;
