@@ -420,71 +420,57 @@ absl::Status SchedulerStep::RunStep(const Components& components,
 
 // ---- Decode and Preview ----
 
-namespace {
-
-std::vector<InputParam> LatentsInput() {
+std::vector<InputParam> LatentsToImage::intermediate_inputs() const {
   return {{.name = "latents",
            .type_hint = TypeHint::Tensor(),
            .required = true,
            .description = "The denoised latents"}};
 }
 
-// Runs the ImageDecoder of `role` on the latents into `output`.
-absl::Status DecodeInto(const Block& block, const Components& components,
-                        PipelineState& state, absl::string_view role,
-                        absl::string_view output) {
-  ASSIGN_OR_RETURN(BlockState block_state, block.GetBlockState(state));
+std::vector<OutputParam> LatentsToImage::intermediate_outputs() const {
+  return {{.name = std::string(spec_.output),
+           .type_hint = TypeHint::Tensor(),
+           .description = std::string(spec_.output_description)}};
+}
+
+std::vector<ComponentSpec> LatentsToImage::expected_components() const {
+  return {{.name = std::string(spec_.role),
+           .type = std::string(spec_.component_types),
+           .description = "Latents -> UINT8 [B,H,W,3] images"}};
+}
+
+absl::Status LatentsToImage::Run(const Components& components,
+                                 PipelineState& state, RunContext&) const {
+  ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
   ASSIGN_OR_RETURN(const ImageDecoder* decoder,
-                   components.Get<ImageDecoder>(role));
+                   components.Get<ImageDecoder>(spec_.role));
   ASSIGN_OR_RETURN(const at::Tensor latents,
                    block_state.Get<at::Tensor>("latents"));
   ASSIGN_OR_RETURN(at::Tensor image, decoder->Decode(latents));
-  block_state.Set(output, std::move(image));
-  return block.SetBlockState(state, block_state);
+  block_state.Set(spec_.output, std::move(image));
+  return SetBlockState(state, block_state);
 }
 
-}  // namespace
+Decode::Decode()
+    : LatentsToImage({.role = kDecoderRole,
+                      .output = "image",
+                      .output_description = "The image, UINT8 [B,H,W,3]",
+                      .component_types =
+                          "torchscript_decoder | latent_preview"}) {}
 
 std::string Decode::description() const {
   return "Decodes the latents into an image";
 }
-std::vector<InputParam> Decode::intermediate_inputs() const {
-  return LatentsInput();
-}
-std::vector<OutputParam> Decode::intermediate_outputs() const {
-  return {{.name = "image",
-           .type_hint = TypeHint::Tensor(),
-           .description = "The image, UINT8 [B,H,W,3]"}};
-}
-std::vector<ComponentSpec> Decode::expected_components() const {
-  return {{.name = std::string(kDecoderRole),
-           .type = "torchscript_decoder | latent_preview",
-           .description = "Latents -> image"}};
-}
-absl::Status Decode::Run(const Components& components, PipelineState& state,
-                         RunContext&) const {
-  return DecodeInto(*this, components, state, kDecoderRole, "image");
-}
+
+Preview::Preview()
+    : LatentsToImage(
+          {.role = kPreviewRole,
+           .output = "preview",
+           .output_description = "The latent preview, UINT8 [B,H,W,3]",
+           .component_types = "latent_preview"}) {}
 
 std::string Preview::description() const {
   return "A quick linear RGB preview of the latents";
-}
-std::vector<InputParam> Preview::intermediate_inputs() const {
-  return LatentsInput();
-}
-std::vector<OutputParam> Preview::intermediate_outputs() const {
-  return {{.name = "preview",
-           .type_hint = TypeHint::Tensor(),
-           .description = "The latent preview, UINT8 [B,H,W,3]"}};
-}
-std::vector<ComponentSpec> Preview::expected_components() const {
-  return {{.name = std::string(kPreviewRole),
-           .type = "latent_preview",
-           .description = "Latents -> preview image"}};
-}
-absl::Status Preview::Run(const Components& components, PipelineState& state,
-                          RunContext&) const {
-  return DecodeInto(*this, components, state, kPreviewRole, "preview");
 }
 
 // ---- registration ----

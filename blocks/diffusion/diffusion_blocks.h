@@ -148,30 +148,45 @@ class SchedulerStep final : public LoopStepBlock {
                        const LoopIndex& index) const override;
 };
 
-// image = decoder(latents): UINT8 [B,H,W,3].
-class Decode final : public Block {
+// Runs the ImageDecoder of a role on the final latents into a UINT8
+// [B,H,W,3] output: what Decode and Preview share.
+class LatentsToImage : public Block {
  public:
-  static constexpr absl::string_view kTypeName = "Decode";
-  absl::string_view type_name() const override { return kTypeName; }
-  std::string description() const override;
-  std::vector<InputParam> intermediate_inputs() const override;
-  std::vector<OutputParam> intermediate_outputs() const override;
-  std::vector<ComponentSpec> expected_components() const override;
+  std::vector<InputParam> intermediate_inputs() const final;
+  std::vector<OutputParam> intermediate_outputs() const final;
+  std::vector<ComponentSpec> expected_components() const final;
   absl::Status Run(const Components& components, PipelineState& state,
-                   RunContext& context) const override;
+                   RunContext& context) const final;
+
+ protected:
+  struct Spec {
+    absl::string_view role;
+    absl::string_view output;
+    absl::string_view output_description;
+    absl::string_view component_types;
+  };
+  explicit LatentsToImage(Spec spec) : spec_(spec) {}
+
+ private:
+  Spec spec_;
 };
 
-// preview = the latent preview of the final latents: UINT8 [B,H,W,3].
-class Preview final : public Block {
+// image = decoder(latents).
+class Decode final : public LatentsToImage {
  public:
-  static constexpr absl::string_view kTypeName = "Preview";
+  static constexpr absl::string_view kTypeName = "Decode";
+  Decode();
   absl::string_view type_name() const override { return kTypeName; }
   std::string description() const override;
-  std::vector<InputParam> intermediate_inputs() const override;
-  std::vector<OutputParam> intermediate_outputs() const override;
-  std::vector<ComponentSpec> expected_components() const override;
-  absl::Status Run(const Components& components, PipelineState& state,
-                   RunContext& context) const override;
+};
+
+// preview = the latent preview of the final latents.
+class Preview final : public LatentsToImage {
+ public:
+  static constexpr absl::string_view kTypeName = "Preview";
+  Preview();
+  absl::string_view type_name() const override { return kTypeName; }
+  std::string description() const override;
 };
 
 // Registers every block above (with their params' factories).
