@@ -38,24 +38,12 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-absl::StatusOr<PipelineCatalog> LoadCatalog() {
-  BlockRegistry blocks;
-  ComponentRegistry components;
-  PipelineCatalog catalog;
-  RETURN_IF_ERROR(RegisterBuiltinBlocks(blocks));
-  RETURN_IF_ERROR(RegisterBuiltinComponents(components));
-  RETURN_IF_ERROR(LoadDefaultPipelines(blocks, components, c10::kCPU,
-                                       std::string(DefaultModelDir()),
-                                       catalog));
-  return catalog;
-}
-
 absl::Status Main() {
   const std::string name = absl::GetFlag(FLAGS_pipeline);
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   const int64_t batch = absl::GetFlag(FLAGS_batch);
-  ASSIGN_OR_RETURN(PipelineCatalog local, LoadCatalog());
-  ASSIGN_OR_RETURN(PipelineCatalog served, LoadCatalog());
+  ASSIGN_OR_RETURN(PipelineCatalog local, LoadPipelines("", c10::kCPU));
+  ASSIGN_OR_RETURN(PipelineCatalog served, LoadPipelines("", c10::kCPU));
   const Pipeline* pipeline = local.Find(name);
   if (pipeline == nullptr) return absl::NotFoundError(name);
 

@@ -108,17 +108,9 @@ double LoopbackBytesPerSecond(int64_t total_bytes) {
 }
 
 int Main() {
-  BlockRegistry registry;
-  ComponentRegistry components;
-  PipelineCatalog catalog;
-  if (absl::Status s = [&]() -> absl::Status {
-        RETURN_IF_ERROR(RegisterBuiltinBlocks(registry));
-        RETURN_IF_ERROR(RegisterBuiltinComponents(components));
-        return LoadDefaultPipelines(registry, components, c10::kCPU,
-                                    std::string(DefaultModelDir()), catalog);
-      }();
-      !s.ok()) {
-    std::cerr << s << std::endl;
+  absl::StatusOr<PipelineCatalog> catalog = LoadPipelines("", c10::kCPU);
+  if (!catalog.ok()) {
+    std::cerr << catalog.status() << std::endl;
     return 1;
   }
   LoopServerOptions options;
@@ -127,7 +119,7 @@ int Main() {
   options.service.stream.max_queued_bytes =
       4 * options.service.stream.max_batch_bytes;
   absl::StatusOr<std::unique_ptr<LoopServer>> server =
-      LoopServer::Start(options, std::move(catalog));
+      LoopServer::Start(options, *std::move(catalog));
   if (!server.ok()) return 1;
   auto client =
       LoopClient::Connect(absl::StrCat("127.0.0.1:", (*server)->port()));

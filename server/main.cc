@@ -11,7 +11,6 @@
 // new runs get UNAVAILABLE, runs in flight get --shutdown_grace_s to finish
 // and are then cancelled; the process exits 0.
 #include <csignal>
-#include <filesystem>
 #include <cstdint>
 #include <iostream>
 #include <memory>
@@ -23,7 +22,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "blocks/builtin_blocks.h"
 #include "blocks/core/status_macros.h"
 #include "server/device.h"
 #include "server/loop_server.h"
@@ -60,33 +58,10 @@ ABSL_FLAG(double, shutdown_grace_s, 30,
 namespace loopserve {
 namespace {
 
-// The pipelines of `config_path`, or of the embedded default when empty.
-absl::StatusOr<PipelineCatalog> LoadPipelines(const std::string& config_path,
-                                              c10::Device device) {
-  BlockRegistry blocks;
-  RETURN_IF_ERROR(RegisterBuiltinBlocks(blocks));
-  ComponentRegistry components;
-  RETURN_IF_ERROR(RegisterBuiltinComponents(components));
-  PipelineCatalog catalog;
-  if (config_path.empty()) {
-    RETURN_IF_ERROR(LoadDefaultPipelines(blocks, components, device,
-                                         absl::GetFlag(FLAGS_model_dir),
-                                         catalog));
-    return catalog;
-  }
-  ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(config_path));
-  RETURN_IF_ERROR(LoadServerConfig(
-      {.text = text,
-       .source = config_path,
-       .base_dir = std::filesystem::path(config_path).parent_path().string()},
-      blocks, components, device, catalog));
-  return catalog;
-}
-
 absl::Status CheckConfig(const std::string& path) {
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
-  ASSIGN_OR_RETURN(const PipelineCatalog catalog, LoadPipelines(path, device));
+  ASSIGN_OR_RETURN(const PipelineCatalog catalog, LoadPipelines(path, device, absl::GetFlag(FLAGS_model_dir)));
   std::cout << path << ": OK, " << catalog.pipelines().size()
             << " pipelines:";
   for (const auto& pipeline : catalog.pipelines()) {
@@ -100,7 +75,8 @@ absl::Status Serve(const sigset_t& signals) {
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
   ASSIGN_OR_RETURN(PipelineCatalog catalog,
-                   LoadPipelines(absl::GetFlag(FLAGS_config), device));
+                   LoadPipelines(absl::GetFlag(FLAGS_config), device,
+                                 absl::GetFlag(FLAGS_model_dir)));
   const size_t pipelines = catalog.pipelines().size();
 
   LoopServerOptions options;

@@ -3,6 +3,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "blocks/builtin_blocks.h"
 #include "blocks/core/composite.h"
 #include "blocks/core/status_macros.h"
 #include "loopserve/v1/config.pb.h"
@@ -231,15 +233,29 @@ absl::Status LoadServerConfig(const ConfigSource& config,
   return absl::OkStatus();
 }
 
-absl::Status LoadDefaultPipelines(const BlockRegistry& blocks,
-                                  const ComponentRegistry& components,
-                                  c10::Device device,
-                                  const std::string& model_dir,
-                                  PipelineCatalog& catalog) {
-  return LoadServerConfig({.text = DefaultConfigText(),
-                           .source = "<embedded default configuration>",
-                           .base_dir = model_dir},
-                          blocks, components, device, catalog);
+absl::StatusOr<PipelineCatalog> LoadPipelines(const std::string& config_path,
+                                              c10::Device device,
+                                              const std::string& model_dir) {
+  BlockRegistry blocks;
+  RETURN_IF_ERROR(RegisterBuiltinBlocks(blocks));
+  ComponentRegistry components;
+  RETURN_IF_ERROR(RegisterBuiltinComponents(components));
+  PipelineCatalog catalog;
+  if (config_path.empty()) {
+    RETURN_IF_ERROR(LoadServerConfig({.text = DefaultConfigText(),
+                                      .source =
+                                          "<embedded default configuration>",
+                                      .base_dir = model_dir},
+                                     blocks, components, device, catalog));
+    return catalog;
+  }
+  ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(config_path));
+  RETURN_IF_ERROR(LoadServerConfig(
+      {.text = text,
+       .source = config_path,
+       .base_dir = std::filesystem::path(config_path).parent_path().string()},
+      blocks, components, device, catalog));
+  return catalog;
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {

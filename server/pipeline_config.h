@@ -3,8 +3,10 @@
 // it names, created through the ComponentRegistry, and each pipeline's block
 // tree, created through the BlockRegistry and bound to its components by role.
 //
-//   ASSIGN_OR_RETURN(std::string text, ReadConfigFile(path));
-//   PipelineCatalog catalog;
+//   ASSIGN_OR_RETURN(PipelineCatalog catalog, LoadPipelines(path, device));
+//
+// or, with registries of one's own:
+//
 //   RETURN_IF_ERROR(LoadServerConfig(
 //       {.text = text, .source = path, .base_dir = DirOf(path)},
 //       blocks, components, device, catalog));
@@ -53,11 +55,11 @@ absl::string_view DefaultConfigText();
 // --model_dir's default: the source tree's deploy/models.
 absl::string_view DefaultModelDir();
 
-// Loads the embedded default configuration, its models from `model_dir`.
-absl::Status LoadDefaultPipelines(const BlockRegistry& blocks,
-                                  const ComponentRegistry& components,
-                                  c10::Device device,
-                                  const std::string& model_dir,
-                                  PipelineCatalog& catalog);
+// The pipelines of the configuration file `config_path`, built from the
+// built-in blocks and components, loaded onto `device`. An empty path loads
+// the embedded default configuration, its models from `model_dir`.
+absl::StatusOr<PipelineCatalog> LoadPipelines(
+    const std::string& config_path, c10::Device device,
+    const std::string& model_dir = std::string(DefaultModelDir()));
 
 }  // namespace loopserve

@@ -31,13 +31,9 @@ using Inputs = std::map<std::string, c10::IValue>;
 class DenoisingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    BlockRegistry blocks;
-    ComponentRegistry components;
-    catalog_ = new PipelineCatalog;
-    ASSERT_OK(RegisterBuiltinBlocks(blocks));
-    ASSERT_OK(RegisterBuiltinComponents(components));
-    ASSERT_OK(LoadDefaultPipelines(blocks, components, c10::kCPU,
-                                   std::string(DefaultModelDir()), *catalog_));
+    ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                         LoadPipelines("", c10::kCPU));
+    catalog_ = new PipelineCatalog(std::move(catalog));
   }
 
   // Runs pipeline `name` on `inputs`; the final state.

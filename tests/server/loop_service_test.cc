@@ -74,11 +74,8 @@ class LoopServiceTest : public ::testing::Test {
   void StartServer(LoopServerOptions options = {}) {
     BlockRegistry registry;
     ASSERT_OK(RegisterBuiltinBlocks(registry));
-    ComponentRegistry components;
-    ASSERT_OK(RegisterBuiltinComponents(components));
-    PipelineCatalog catalog;
-    ASSERT_OK(LoadDefaultPipelines(registry, components, c10::kCPU,
-                                   std::string(DefaultModelDir()), catalog));
+    ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                         LoadPipelines("", c10::kCPU));
     ASSERT_OK_AND_ASSIGN(
         auto gated,
         FromBlocks<LoopWrapper>(
@@ -528,13 +525,7 @@ TEST_F(LoopServiceTest, DenoisingStreamsEveryStepsLatentsExactly) {
   EXPECT_FALSE(result.outputs().contains("timesteps"));
   EXPECT_FALSE(result.outputs().contains("generator"));
 
-  BlockRegistry blocks;
-  ComponentRegistry components;
-  PipelineCatalog catalog;
-  ASSERT_OK(RegisterBuiltinBlocks(blocks));
-  ASSERT_OK(RegisterBuiltinComponents(components));
-  ASSERT_OK(LoadDefaultPipelines(blocks, components, c10::kCPU,
-                                 std::string(DefaultModelDir()), catalog));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
   const Pipeline* pipeline = catalog.Find("gmm-ddim");
   PipelineState state;
   state.SetInput("num_inference_steps", int64_t{10});

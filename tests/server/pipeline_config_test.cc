@@ -104,10 +104,9 @@ TEST_F(PipelineConfigTest, AGoodConfigurationLoadsAndRuns) {
 }
 
 TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
-  ASSERT_OK(LoadDefaultPipelines(blocks_, components_, c10::kCPU,
-                                 std::string(DefaultModelDir()), catalog_));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
   std::vector<std::string> names;
-  for (const auto& p : catalog_.pipelines()) names.push_back(p->name);
+  for (const auto& p : catalog.pipelines()) names.push_back(p->name);
   EXPECT_THAT(names, ::testing::ElementsAre("seed-loop", "seed-loop-2",
                                             "gmm-ddim", "gmm-euler",
                                             "digits-ddim"));
