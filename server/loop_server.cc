@@ -2,22 +2,50 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <torch/version.h>
+
+#include <exception>
 
 #include "absl/strings/str_cat.h"
 
+#ifndef LOOPSERVE_VERSION
+#define LOOPSERVE_VERSION "unknown"
+#endif
+
 namespace loopserve {
 
-LoopServer::LoopServer(PipelineCatalog catalog,
-                       const LoopServerOptions& options)
-    : catalog_(std::move(catalog)),
-      executor_(options.executor),
-      service_(std::make_unique<LoopService>(catalog_, executor_,
+LoopServer::LoopServer(const LoopServerOptions& options)
+    : executor_(options.executor),
+      metrics_(BuildInfo{.version = LOOPSERVE_VERSION,
+                         .torch_version = TORCH_VERSION,
+                         .device = options.service.device.str()}),
+      service_(std::make_unique<LoopService>(executor_, metrics_,
                                              options.service)) {}
 
 absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
     const LoopServerOptions& options, PipelineCatalog catalog) {
-  std::unique_ptr<LoopServer> server(
-      new LoopServer(std::move(catalog), options));
+  absl::StatusOr<std::unique_ptr<LoopServer>> server = Start(options);
+  if (server.ok()) (*server)->Serve(std::move(catalog));
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
+    const LoopServerOptions& options) {
+  std::unique_ptr<LoopServer> server(new LoopServer(options));
+  if (!options.metrics_address.empty()) {
+    try {
+      server->exposer_ =
+          std::make_unique<prometheus::Exposer>(options.metrics_address);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot serve metrics on ", options.metrics_address, ": ",
+          e.what()));
+    }
+    server->exposer_->RegisterCollectable(server->metrics_.registry());
+    server->exposer_->RegisterCollectable(server->metrics_.process());
+    const std::vector<int> ports = server->exposer_->GetListeningPorts();
+    server->metrics_port_ = ports.empty() ? 0 : ports.front();
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -41,17 +69,32 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.address));
   }
-  grpc::HealthCheckServiceInterface* health =
-      server->server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, true);
+  server->server_->GetHealthCheckService()->SetServingStatus(kLivenessService,
+                                                             true);
+  server->SetReady(false);
   return server;
+}
+
+void LoopServer::SetReady(bool ready) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", ready);
+  health->SetServingStatus(kServiceName, ready);
+}
+
+void LoopServer::Serve(PipelineCatalog catalog) {
+  if (shut_down_) return;
+  catalog_ = std::move(catalog);
+  for (const auto& pipeline : catalog_.pipelines()) {
+    metrics_.AddPipeline(*pipeline);
+  }
+  service_->Serve(catalog_);
+  SetReady(true);
 }
 
 void LoopServer::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
-  server_->GetHealthCheckService()->SetServingStatus(false);
+  SetReady(false);
   service_->StartDraining();
   if (!service_->WaitForIdle(grace)) {
     service_->CancelAll(

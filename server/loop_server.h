@@ -1,21 +1,27 @@
 // LoopServer: a running loopserve: the gRPC server with the
-// LoopPipelineService, health and reflection, its RunExecutor, and the
-// pipelines (with their components) it serves. main() runs one; the integration
-// tests run one in-process on port 0.
+// LoopPipelineService, health and reflection, its RunExecutor, its metrics
+// (and their HTTP endpoint), and the pipelines (with their components) it
+// serves. main() runs one; the integration tests run one in-process on
+// port 0.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
-//                    LoopServer::Start(options, std::move(catalog)));
+//                    LoopServer::Start(options));   // listening, not ready
+//   server->Serve(std::move(catalog));              // ready
 //   ... server->port() ...
 //   server->Shutdown(absl::Seconds(30));
 //
-// Health (grpc.health.v1.Health): SERVING for "" and
-// "loopserve.v1.LoopPipelineService" once started; NOT_SERVING from the
-// start of Shutdown.
+// Health (grpc.health.v1.Health), what Kubernetes' probes ask:
+//   "liveness": SERVING from Start to the end: the process answers RPCs.
+//   "" and "loopserve.v1.LoopPipelineService" (readiness): NOT_SERVING while
+//     the pipelines load (Start to Serve), SERVING while serving, and
+//     NOT_SERVING again from the start of Shutdown (draining).
 //
-// Thread-safety: port() from any thread; Shutdown once, from one thread.
+// Thread-safety: port() from any thread; Serve and Shutdown once each, from
+// one thread.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
 
 #include <memory>
 #include <string>
@@ -24,6 +30,7 @@
 #include "absl/time/time.h"
 #include "blocks/core/components.h"
 #include "server/loop_service.h"
+#include "server/metrics.h"
 #include "server/pipeline_catalog.h"
 #include "server/run_executor.h"
 
@@ -36,14 +43,27 @@ struct LoopServerOptions {
   LoopServiceOptions service;
   // Largest request accepted, in bytes.
   int max_receive_message_bytes = 256 << 20;
+  // host:port of the Prometheus endpoint (/metrics); empty: none. Port 0
+  // picks a free one (see metrics_port()).
+  std::string metrics_address;
 };
 
 inline constexpr char kServiceName[] = "loopserve.v1.LoopPipelineService";
+// The health service name that stays SERVING while the process lives.
+inline constexpr char kLivenessService[] = "liveness";
 
 class LoopServer {
  public:
+  // Listens, with readiness NOT_SERVING until Serve.
+  static absl::StatusOr<std::unique_ptr<LoopServer>> Start(
+      const LoopServerOptions& options);
+  // Start, then Serve(catalog).
   static absl::StatusOr<std::unique_ptr<LoopServer>> Start(
       const LoopServerOptions& options, PipelineCatalog catalog);
+
+  // Serves `catalog`: its metrics series are created, then readiness turns
+  // SERVING. Once, before Shutdown.
+  void Serve(PipelineCatalog catalog);
 
   // Drains: health NOT_SERVING, new runs UNAVAILABLE, runs in flight get
   // `grace` to finish and are then cancelled; then stops the server.
@@ -51,18 +71,24 @@ class LoopServer {
   ~LoopServer();
 
   int port() const { return port_; }
+  // The metrics endpoint's port; 0 when there is none.
+  int metrics_port() const { return metrics_port_; }
   LoopService& service() { return *service_; }
   const RunExecutor& executor() const { return executor_; }
+  Metrics& metrics() { return metrics_; }
 
  private:
-  LoopServer(PipelineCatalog catalog,
-             const LoopServerOptions& options);
+  explicit LoopServer(const LoopServerOptions& options);
+  void SetReady(bool ready);
 
   PipelineCatalog catalog_;
   RunExecutor executor_;
+  Metrics metrics_;
   std::unique_ptr<LoopService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  int metrics_port_ = 0;
   bool shut_down_ = false;
 };
 

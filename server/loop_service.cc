@@ -18,20 +18,22 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
  public:
   RunReactor(LoopService& service, grpc::CallbackServerContext* context,
              const grpc::ByteBuffer& raw_request)
-      : service_(service), context_(context) {
+      : service_(service),
+        context_(context),
+        metrics_(&service.metrics_.For("")) {
     auto request = std::make_shared<v1::RunRequest>();
     grpc::ByteBuffer copy(raw_request);  // shares the slices
     if (!grpc::SerializationTraits<v1::RunRequest>::Deserialize(&copy,
                                                                 request.get())
              .ok()) {
-      ServerWriteReactor::Finish(grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT, "the RunRequest does not parse"));
+      Reject(absl::InvalidArgumentError("the RunRequest does not parse"));
       return;
     }
+    metrics_ = &service_.metrics_.For(request->pipeline());
     absl::StatusOr<std::shared_ptr<RunStream>> stream =
-        service_.StartRun(std::move(request), this);
+        service_.StartRun(std::move(request), this, *metrics_);
     if (!stream.ok()) {
-      ServerWriteReactor::Finish(ToGrpcStatus(stream.status()));
+      Reject(stream.status());
       return;
     }
     stream_ = *std::move(stream);
@@ -42,6 +44,7 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     ServerWriteReactor::StartWrite(&buffer_);
   }
   void Finish(const absl::Status& status) override {
+    service_.metrics_.RunFinished(*metrics_, status.code());
     ServerWriteReactor::Finish(ToGrpcStatus(status));
   }
 
@@ -66,28 +69,52 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
  private:
+  // Refused before it was queued.
+  void Reject(const absl::Status& status) {
+    service_.metrics_.RunRejected(status.code());
+    Finish(status);
+  }
+
   LoopService& service_;
   grpc::CallbackServerContext* const context_;
+  // The run's pipeline's series ("unknown" until the request parses).
+  PipelineMetrics* metrics_;
   std::shared_ptr<RunStream> stream_;
   // The event being written; valid until OnWriteDone.
   grpc::ByteBuffer buffer_;
 };
 
-LoopService::LoopService(const PipelineCatalog& catalog,
-                         RunExecutor& executor, LoopServiceOptions options)
-    : catalog_(catalog),
-      executor_(executor),
-      options_(std::move(options)) {}
+LoopService::LoopService(RunExecutor& executor, Metrics& metrics,
+                         LoopServiceOptions options)
+    : executor_(executor), metrics_(metrics), options_(std::move(options)) {}
+
+void LoopService::Serve(const PipelineCatalog& catalog) {
+  catalog_.store(&catalog, std::memory_order_release);
+}
+
+absl::StatusOr<const PipelineCatalog*> LoopService::Catalog() const {
+  const PipelineCatalog* catalog = catalog_.load(std::memory_order_acquire);
+  if (catalog == nullptr) {
+    return absl::UnavailableError(
+        "the server is still loading its pipelines");
+  }
+  return catalog;
+}
 
 grpc::ServerUnaryReactor* LoopService::ListPipelines(
     grpc::CallbackServerContext* context, const v1::ListPipelinesRequest*,
     v1::ListPipelinesResponse* response) {
-  for (const auto& pipeline : catalog_.pipelines()) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::StatusOr<const PipelineCatalog*> catalog = Catalog();
+  if (!catalog.ok()) {
+    reactor->Finish(ToGrpcStatus(catalog.status()));
+    return reactor;
+  }
+  for (const auto& pipeline : (*catalog)->pipelines()) {
     v1::PipelineSummary* summary = response->add_pipelines();
     summary->set_name(pipeline->name);
     summary->set_description(pipeline->description);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -112,9 +139,14 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
     const v1::DescribePipelineRequest* request,
     v1::PipelineDescription* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const Pipeline* pipeline = catalog_.Find(request->name());
+  const absl::StatusOr<const PipelineCatalog*> catalog = Catalog();
+  if (!catalog.ok()) {
+    reactor->Finish(ToGrpcStatus(catalog.status()));
+    return reactor;
+  }
+  const Pipeline* pipeline = (*catalog)->Find(request->name());
   if (pipeline == nullptr) {
-    reactor->Finish(ToGrpcStatus(PipelineNotFound(catalog_, request->name())));
+    reactor->Finish(ToGrpcStatus(PipelineNotFound(**catalog, request->name())));
     return reactor;
   }
   *response = pipeline->description_proto;
@@ -128,10 +160,13 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* LoopService::Run(
 }
 
 absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
-    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer) {
-  const Pipeline* pipeline = catalog_.Find(request->pipeline());
+    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+    PipelineMetrics& metrics) {
+  const RunRecorder::Clock::time_point accepted = RunRecorder::Clock::now();
+  ASSIGN_OR_RETURN(const PipelineCatalog* catalog, Catalog());
+  const Pipeline* pipeline = catalog->Find(request->pipeline());
   if (pipeline == nullptr) {
-    return PipelineNotFound(catalog_, request->pipeline());
+    return PipelineNotFound(*catalog, request->pipeline());
   }
   ASSIGN_OR_RETURN(StreamSelection selection,
                    ValidateRun(*pipeline, *request, options_.limits));
@@ -147,25 +182,42 @@ absl::StatusOr<std::shared_ptr<RunStream>> LoopService::StartRun(
   }
   auto stream = std::make_shared<RunStream>(
       absl::StrCat("run-", run_number), request->request_id(),
-      std::move(selection), options_.stream, writer);
+      std::move(selection), options_.stream, writer, &metrics);
   Track(stream);
 
   // The inputs' one copy happens here, on the executor thread.
-  auto task = [stream, pipeline, request = std::move(request),
-               options = &options_] {
+  auto task = [this, stream, pipeline, request = std::move(request), accepted,
+               metrics = &metrics] {
+    metrics_.queued_runs().Decrement();
     if (!stream->Begin()) return;  // cancelled while queued
+    const RunRecorder::Clock::time_point started = RunRecorder::Clock::now();
+    metrics->queue_duration->Observe(
+        std::chrono::duration<double>(started - accepted).count());
+    metrics->active_runs->Increment();
     absl::StatusOr<PipelineState> state =
-        DecodeInputs(*request, options->limits.decode, options->device);
-    if (!state.ok()) {
-      stream->End(state.status(), PipelineState());
-      return;
+        DecodeInputs(*request, options_.limits.decode, options_.device);
+    absl::Status status = state.status();
+    if (state.ok()) {
+      RunRecorder recorder(*metrics, accepted);
+      RunContext context{.observer = stream.get(),
+                         .device = options_.device,
+                         .timer = &recorder};
+      status = RunBlock(*pipeline->root, pipeline->components, *state, context);
     }
-    RunContext context{.observer = stream.get(), .device = options->device};
-    const absl::Status status =
-        RunBlock(*pipeline->root, pipeline->components, *state, context);
-    stream->End(status, *state);
+    // Metrics first, so that they hold the run once its client has heard.
+    metrics->run_duration->Observe(std::chrono::duration<double>(
+                                       RunRecorder::Clock::now() - started)
+                                       .count());
+    metrics->active_runs->Decrement();
+    if (state.ok()) {
+      stream->End(status, *state);
+    } else {
+      stream->End(status, PipelineState());
+    }
   };
+  metrics_.queued_runs().Increment();
   if (absl::Status status = executor_.Submit(std::move(task)); !status.ok()) {
+    metrics_.queued_runs().Decrement();
     Untrack(stream);
     return status;
   }

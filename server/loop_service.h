@@ -1,19 +1,24 @@
 // LoopService: the loopserve.v1.LoopPipelineService implementation, on gRPC's
 // callback API.
 //
-// ListPipelines and DescribePipeline answer from the catalog. Run validates
+// Until Serve installs the catalog (while the server loads its pipelines)
+// every call gets UNAVAILABLE. ListPipelines and DescribePipeline answer
+// from the catalog. Run validates
 // the request (ValidateRun), then hands the run to the RunExecutor; a
 // RunReactor (one ServerWriteReactor per call) streams its events through a
 // RunStream. Nothing here blocks a gRPC thread, and the loop never runs on
 // one.
 //
+// Every Run call is counted in `metrics` (server/metrics.h).
+//
 // Thread-safety: all methods may be called from any thread. The catalog,
-// components and executor must outlive the service.
+// executor and metrics must outlive the service.
 #pragma once
 
 #include <c10/core/Device.h>
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
@@ -22,6 +27,7 @@
 #include "absl/time/time.h"
 #include "blocks/core/components.h"
 #include "loopserve/v1/loopserve.grpc.pb.h"
+#include "server/metrics.h"
 #include "server/pipeline_catalog.h"
 #include "server/run_executor.h"
 #include "server/run_request.h"
@@ -42,8 +48,12 @@ class LoopService final
     : public v1::LoopPipelineService::WithRawCallbackMethod_Run<
           v1::LoopPipelineService::CallbackService> {
  public:
-  LoopService(const PipelineCatalog& catalog, RunExecutor& executor,
+  LoopService(RunExecutor& executor, Metrics& metrics,
               LoopServiceOptions options);
+
+  // Starts serving `catalog`; before this, every call gets UNAVAILABLE.
+  // Once only.
+  void Serve(const PipelineCatalog& catalog);
 
   grpc::ServerUnaryReactor* ListPipelines(
       grpc::CallbackServerContext* context,
@@ -67,15 +77,19 @@ class LoopService final
  private:
   friend class RunReactor;
 
-  // Validates `request` and queues its run, streaming to `writer`; the
-  // error that refuses it otherwise.
+  // The catalog, or UNAVAILABLE while loading.
+  absl::StatusOr<const PipelineCatalog*> Catalog() const;
+  // Validates `request` and queues its run, streaming to `writer` and
+  // counting into `metrics`; the error that refuses it otherwise.
   absl::StatusOr<std::shared_ptr<RunStream>> StartRun(
-      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer);
+      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+      PipelineMetrics& metrics);
   void Track(const std::shared_ptr<RunStream>& stream);
   void Untrack(const std::shared_ptr<RunStream>& stream);
 
-  const PipelineCatalog& catalog_;
+  std::atomic<const PipelineCatalog*> catalog_{nullptr};
   RunExecutor& executor_;
+  Metrics& metrics_;
   const LoopServiceOptions options_;
 
   absl::Mutex mu_;

@@ -6,10 +6,12 @@
 // Without --config it serves the embedded default configuration
 // (server/default_config.pbtxt), its models from --model_dir.
 //
-// Prints a ready line on stderr once it serves ("loopserve: serving on
-// 0.0.0.0:50051 ..."). SIGTERM or SIGINT drains: health turns NOT_SERVING,
-// new runs get UNAVAILABLE, runs in flight get --shutdown_grace_s to finish
-// and are then cancelled; the process exits 0.
+// It listens at once, with readiness (health) NOT_SERVING while it loads its
+// pipelines, then prints a ready line on stderr ("loopserve: serving 5
+// pipelines on 0.0.0.0:50051 ..."). Prometheus metrics are served on
+// --metrics_port at /metrics. SIGTERM or SIGINT drains: readiness turns
+// NOT_SERVING, new runs get UNAVAILABLE, runs in flight get
+// --shutdown_grace_s to finish and are then cancelled; the process exits 0.
 #include <csignal>
 #include <cstdint>
 #include <iostream>
@@ -54,6 +56,8 @@ ABSL_FLAG(int64_t, max_batch_bytes, 1 << 20,
           "Payload bytes packed into one IterationBatch message");
 ABSL_FLAG(double, shutdown_grace_s, 30,
           "Seconds runs in flight get to finish after SIGTERM");
+ABSL_FLAG(int32_t, metrics_port, 9464,
+          "Port of the Prometheus endpoint (/metrics, on --host); 0 disables");
 
 namespace loopserve {
 namespace {
@@ -74,10 +78,6 @@ absl::Status CheckConfig(const std::string& path) {
 absl::Status Serve(const sigset_t& signals) {
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
-  ASSIGN_OR_RETURN(PipelineCatalog catalog,
-                   LoadPipelines(absl::GetFlag(FLAGS_config), device,
-                                 absl::GetFlag(FLAGS_model_dir)));
-  const size_t pipelines = catalog.pipelines().size();
 
   LoopServerOptions options;
   options.address =
@@ -93,18 +93,37 @@ absl::Status Serve(const sigset_t& signals) {
       4 * options.service.stream.max_batch_bytes;
   options.service.device = device;
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (const int32_t port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
+    options.metrics_address =
+        absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
+  } else if (port < 0) {
+    return absl::InvalidArgumentError("--metrics_port must be >= 0");
+  }
   if (options.executor.max_concurrent_runs < 1 ||
       options.executor.max_queued_runs < 0) {
     return absl::InvalidArgumentError(
         "--max_concurrent_runs must be >= 1 and --max_queued_runs >= 0");
   }
 
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<LoopServer> server,
-      LoopServer::Start(options, std::move(catalog)));
+  // Listen first, not ready, so that probes see a live process while the
+  // pipelines load.
+  ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
+                   LoopServer::Start(options));
+  std::cerr << "loopserve: loading pipelines (listening on "
+            << absl::GetFlag(FLAGS_host) << ":" << server->port() << ")"
+            << std::endl;
+  ASSIGN_OR_RETURN(PipelineCatalog catalog,
+                   LoadPipelines(absl::GetFlag(FLAGS_config), device,
+                                 absl::GetFlag(FLAGS_model_dir)));
+  const size_t pipelines = catalog.pipelines().size();
+  server->Serve(std::move(catalog));
   std::cerr << "loopserve: serving " << pipelines << " pipelines on "
             << absl::GetFlag(FLAGS_host) << ":" << server->port() << " (device "
-            << device.str() << ")" << std::endl;
+            << device.str() << ")";
+  if (server->metrics_port() != 0) {
+    std::cerr << ", metrics on :" << server->metrics_port() << "/metrics";
+  }
+  std::cerr << std::endl;
 
   int signal = 0;
   sigwait(&signals, &signal);

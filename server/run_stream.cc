@@ -22,12 +22,13 @@ bool Contains(const std::vector<std::string>& names, absl::string_view name) {
 
 RunStream::RunStream(std::string run_id, std::string request_id,
                      StreamSelection selection, RunStreamOptions options,
-                     RunEventWriter* writer)
+                     RunEventWriter* writer, PipelineMetrics* metrics)
     : run_id_(std::move(run_id)),
       request_id_(std::move(request_id)),
       selection_(std::move(selection)),
       options_(options),
       writer_(writer),
+      metrics_(metrics),
       created_(absl::Now()) {}
 
 bool RunStream::Begin() {
@@ -135,6 +136,10 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
                                 stale.item->dropped_before() + 1);
         ++dropped_;
         Recycle(std::move(stale.item));
+      }
+      if (metrics_ != nullptr && !pending_.empty()) {
+        metrics_->iterations_dropped->Increment(
+            static_cast<double>(pending_.size()));
       }
       pending_.clear();
       pending_bytes_ = 0;
@@ -278,6 +283,10 @@ RunStream::Action RunStream::Pump() {
     }
     pending_bytes_ -= bytes;
     sent_ += batch->items_size();
+    if (metrics_ != nullptr) {
+      metrics_->iterations_streamed->Increment(batch->items_size());
+      metrics_->stream_bytes->Increment(static_cast<double>(bytes));
+    }
   } else if (phase_ != Phase::kDone) {
     return {};  // idle until the run produces more
   } else if (!end_status_.ok()) {

@@ -47,6 +47,7 @@
 #include "blocks/core/state.h"
 #include "blocks/diffusion/denoisers.h"
 #include "loopserve/v1/loopserve.pb.h"
+#include "server/metrics.h"
 
 namespace loopserve {
 
@@ -88,9 +89,10 @@ struct RunStreamOptions {
 
 class RunStream : public IterationObserver {
  public:
+  // `metrics` (may be null) counts what is streamed and dropped.
   RunStream(std::string run_id, std::string request_id,
             StreamSelection selection, RunStreamOptions options,
-            RunEventWriter* writer);
+            RunEventWriter* writer, PipelineMetrics* metrics = nullptr);
 
   // ---- The run's side (an executor thread). ----
 
@@ -137,6 +139,7 @@ class RunStream : public IterationObserver {
   const StreamSelection selection_;
   const RunStreamOptions options_;
   RunEventWriter* const writer_;
+  PipelineMetrics* const metrics_;
   const absl::Time created_;
 
   // Read without the lock on every iteration; set under it.

@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <chrono>
 #include <exception>
 #include <new>
 #include <stdexcept>
@@ -223,8 +224,15 @@ absl::Status StatusFromCurrentException(const Block& block) {
 
 absl::Status RunBlock(const Block& block, const Components& components,
                       PipelineState& state, RunContext& context) {
-  return InvokeGuarded(block,
-                       [&] { return block.Run(components, state, context); });
+  auto run = [&] { return block.Run(components, state, context); };
+  if (context.timer == nullptr || block.kind() != BlockKind::kBlock) {
+    return InvokeGuarded(block, run);
+  }
+  // A leaf: composites are timed through their leaves and iterations.
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = InvokeGuarded(block, run);
+  context.timer->OnBlockTimed(block, std::chrono::steady_clock::now() - start);
+  return status;
 }
 
 }  // namespace loopserve

@@ -37,6 +37,7 @@
 // Thread-safety: as Block.
 #pragma once
 
+#include <chrono>
 #include <vector>
 
 #include "blocks/core/composite.h"
@@ -89,10 +90,21 @@ inline absl::Status LoopBlocks::LoopStep(const Components& components,
                                          BlockState& block_state,
                                          const LoopIndex& index,
                                          RunContext& context) const {
+  // With a timer: one clock read per loop block and two per iteration.
+  using Clock = std::chrono::steady_clock;
+  BlockTimer* const timer = context.timer;
+  const Clock::time_point start =
+      timer != nullptr ? Clock::now() : Clock::time_point();
+  Clock::time_point last = start;
   for (const LoopStepBlock* step : steps_) {
     absl::Status status = InvokeGuarded(
         *step, [&] { return step->RunStep(components, block_state, index); });
     if (ABSL_PREDICT_FALSE(!status.ok())) return status;
+    if (timer != nullptr) {
+      const Clock::time_point now = Clock::now();
+      timer->OnBlockTimed(*step, now - last);
+      last = now;
+    }
   }
   if (context.observer != nullptr) {
     absl::Status status = context.observer->OnIteration(
@@ -101,6 +113,7 @@ inline absl::Status LoopBlocks::LoopStep(const Components& components,
       return AttributeToRun(std::move(status));
     }
   }
+  if (timer != nullptr) timer->OnIterationTimed(*this, Clock::now() - start);
   return absl::OkStatus();
 }
 

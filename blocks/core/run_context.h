@@ -11,12 +11,14 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <chrono>
 #include <cstdint>
 
 #include "absl/status/status.h"
 
 namespace loopserve {
 
+class Block;
 class BlockState;
 class LoopBlocks;
 
@@ -55,6 +57,22 @@ class IterationObserver {
   virtual absl::Status OnIteration(const LoopIteration& iteration) = 0;
 };
 
+// Times a run's blocks and iterations: how the server's metrics see inside a
+// run. Called on the run's thread, synchronously, so keep it cheap: the
+// server's RunRecorder adds each duration to a per-run histogram and
+// publishes now and then (Note [metrics off the loop] in server/metrics.h).
+class BlockTimer {
+ public:
+  using Duration = std::chrono::steady_clock::duration;
+  virtual ~BlockTimer() = default;
+
+  // A leaf block finished: a plain block run by RunBlock, or one loop
+  // block's step of an iteration.
+  virtual void OnBlockTimed(const Block& block, Duration elapsed) = 0;
+  // An iteration of `loop` finished: its loop blocks and its observer.
+  virtual void OnIterationTimed(const LoopBlocks& loop, Duration elapsed) = 0;
+};
+
 // Per-run context threaded through Block::Run. Owned by the caller of the
 // run; outlives it.
 struct RunContext {
@@ -63,6 +81,8 @@ struct RunContext {
   // Where the run's tensors live: the server's --device. Blocks that create
   // tensors (noise, latents) create them here.
   c10::Device device = c10::kCPU;
+  // Not owned; may be null (nothing is timed then).
+  BlockTimer* timer = nullptr;
 };
 
 }  // namespace loopserve

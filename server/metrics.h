@@ -1,0 +1,175 @@
+// Metrics: what loopserve tells Prometheus (docs/operations.md lists every
+// series and what it means).
+//
+//   Metrics metrics({.version = "0.1.0", .torch_version = "1.13.0",
+//                    .device = "cpu"});
+//   metrics.AddPipeline(pipeline);             // once, before it serves
+//   PipelineMetrics& m = metrics.For("digits-ddim");
+//   RunRecorder recorder(m, accepted);          // the run's BlockTimer
+//   ...
+//   metrics.RunFinished(m, status.code());
+//   prometheus::Exposer exposer("0.0.0.0:9464");
+//   exposer.RegisterCollectable(metrics.registry());
+//   exposer.RegisterCollectable(metrics.process());
+//
+// Labels stay few: pipeline (a served pipeline's name, or "unknown" for a
+// name nobody serves, so a client cannot mint series), code (a gRPC status
+// name), block (a leaf block's path, fixed by the configuration) and reason.
+// Never a run id.
+//
+// Note [metrics off the loop]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// A block or an iteration can take a microsecond (the seed loop), so the
+// loop must not pay a shared histogram's lock per block. A run's
+// RunRecorder counts its blocks and iterations into buckets of its own (a
+// binary search and two adds) and publishes them with one ObserveMultiple
+// per histogram: at the run's end, and whenever a second of iterations has
+// passed since the last time, so long runs still show up between scrapes.
+// Every series handle is created before the pipeline serves; a run looks
+// nothing up by name.
+//
+// Thread-safety: Metrics may be used from any thread; AddPipeline races
+// with nothing but itself (call it at start-up). A RunRecorder belongs to
+// its run's thread.
+#pragma once
+
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "blocks/core/run_context.h"
+
+namespace loopserve {
+
+struct Pipeline;
+
+struct BuildInfo {
+  std::string version;
+  std::string torch_version;
+  std::string device;  // the server's --device, resolved ("cpu", "cuda:0")
+};
+
+// One pipeline's series, created when it is added.
+struct PipelineMetrics {
+  std::string name;
+  prometheus::Histogram* run_duration = nullptr;
+  prometheus::Histogram* queue_duration = nullptr;
+  prometheus::Histogram* time_to_first_iteration = nullptr;
+  prometheus::Histogram* iteration_duration = nullptr;
+  prometheus::Gauge* active_runs = nullptr;
+  prometheus::Counter* iterations_streamed = nullptr;
+  prometheus::Counter* iterations_dropped = nullptr;
+  prometheus::Counter* stream_bytes = nullptr;
+  // The leaf blocks (plain blocks and loop blocks), in tree order, and each
+  // one's loopserve_block_duration_seconds series.
+  absl::flat_hash_map<const void*, int> leaf_index;
+  std::vector<prometheus::Histogram*> block_duration;
+};
+
+class Metrics {
+ public:
+  explicit Metrics(const BuildInfo& build);
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Creates `pipeline`'s series, one block series per leaf block.
+  void AddPipeline(const Pipeline& pipeline);
+  // The series of pipeline `name`, or of "unknown" when none is added.
+  PipelineMetrics& For(absl::string_view name);
+
+  // A Run call ended with `code` (loopserve_runs_total). Refusals before
+  // the run was queued count here too, and in RunRejected.
+  void RunFinished(PipelineMetrics& pipeline, absl::StatusCode code);
+  // A run was refused before it was queued (loopserve_rejected_runs_total).
+  void RunRejected(absl::StatusCode code);
+  prometheus::Gauge& queued_runs() { return *queued_runs_; }
+
+  // The loopserve_* series, and the standard process_* series plus
+  // loopserve_device_memory_bytes (read at scrape time).
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  std::shared_ptr<prometheus::Collectable> process() const { return process_; }
+  // Both, in Prometheus' text exposition format: what /metrics serves.
+  std::string Scrape() const;
+
+  // The buckets of the duration histograms, in seconds.
+  static const prometheus::Histogram::BucketBoundaries& StepBuckets();
+  static const prometheus::Histogram::BucketBoundaries& RunBuckets();
+  static const prometheus::Histogram::BucketBoundaries& WaitBuckets();
+
+ private:
+  const std::shared_ptr<prometheus::Registry> registry_;
+  const std::shared_ptr<prometheus::Collectable> process_;
+  prometheus::Family<prometheus::Counter>& runs_;
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Histogram>& run_duration_;
+  prometheus::Family<prometheus::Histogram>& queue_duration_;
+  prometheus::Family<prometheus::Histogram>& time_to_first_iteration_;
+  prometheus::Family<prometheus::Histogram>& iteration_duration_;
+  prometheus::Family<prometheus::Histogram>& block_duration_;
+  prometheus::Family<prometheus::Gauge>& active_runs_;
+  prometheus::Family<prometheus::Counter>& iterations_streamed_;
+  prometheus::Family<prometheus::Counter>& iterations_dropped_;
+  prometheus::Family<prometheus::Counter>& stream_bytes_;
+  prometheus::Gauge* queued_runs_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<PipelineMetrics>> pipelines_
+      ABSL_GUARDED_BY(mu_);
+  PipelineMetrics* unknown_ = nullptr;
+};
+
+// One run's BlockTimer: Note [metrics off the loop].
+class RunRecorder final : public BlockTimer {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // `accepted`: when the server took the request, for time to first
+  // iteration.
+  RunRecorder(PipelineMetrics& pipeline, Clock::time_point accepted);
+  // Publishes what is left.
+  ~RunRecorder() override { Publish(); }
+
+  void OnBlockTimed(const Block& block, Duration elapsed) override;
+  void OnIterationTimed(const LoopBlocks& loop, Duration elapsed) override;
+
+  // Adds what was counted since the last call to the shared histograms.
+  void Publish();
+
+ private:
+  // A histogram's buckets, counted locally.
+  struct Tally {
+    explicit Tally(prometheus::Histogram* target, size_t buckets)
+        : target(target), counts(buckets + 1, 0.0) {}
+    void Observe(const prometheus::Histogram::BucketBoundaries& bounds,
+                 double seconds);
+    void Publish();
+
+    prometheus::Histogram* target;
+    std::vector<double> counts;  // one per bucket, then +Inf
+    double sum = 0;
+    bool dirty = false;
+  };
+
+  PipelineMetrics& pipeline_;
+  const Clock::time_point accepted_;
+  bool first_iteration_ = true;
+  Tally iterations_;
+  std::vector<Tally> blocks_;
+  // Iteration time counted since the last Publish.
+  Duration unpublished_{};
+};
+
+}  // namespace loopserve
