@@ -51,8 +51,8 @@ absl::Status Main() {
   options.address = "127.0.0.1:0";
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
                    LoopServer::Start(options, std::move(served)));
-  auto client =
-      LoopClient::Connect(absl::StrCat("127.0.0.1:", server->port()));
+  ASSIGN_OR_RETURN(std::unique_ptr<LoopClient> client,
+                   LoopClient::Connect(absl::StrCat("127.0.0.1:", server->port())));
 
   v1::RunRequest request;
   request.set_pipeline(name);

@@ -121,8 +121,10 @@ int Main() {
   absl::StatusOr<std::unique_ptr<LoopServer>> server =
       LoopServer::Start(options, *std::move(catalog));
   if (!server.ok()) return 1;
-  auto client =
+  absl::StatusOr<std::unique_ptr<LoopClient>> connected =
       LoopClient::Connect(absl::StrCat("127.0.0.1:", (*server)->port()));
+  if (!connected.ok()) return 1;
+  std::unique_ptr<LoopClient> client = *std::move(connected);
   const int repeats = absl::GetFlag(FLAGS_repeats);
 
   // 1. Int x.

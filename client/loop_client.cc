@@ -37,8 +37,21 @@ LoopClient::LoopClient(std::shared_ptr<grpc::Channel> channel)
       stub_(v1::LoopPipelineService::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
-std::unique_ptr<LoopClient> LoopClient::Connect(const std::string& target) {
+absl::StatusOr<std::unique_ptr<LoopClient>> LoopClient::Connect(
+    const std::string& target, const ConnectOptions& options) {
   grpc::ChannelArguments args;
+  if (options.lb_policy == "round_robin") {
+    // Client-side health checking: a replica that is loading or draining
+    // drops out of the rotation before it refuses anything.
+    args.SetServiceConfigJSON(
+        R"({"loadBalancingConfig": [{"round_robin": {}}],)"
+        R"( "healthCheckConfig": {"serviceName": ")" +
+        std::string(v1::LoopPipelineService::service_full_name()) + R"("}})");
+  } else if (!options.lb_policy.empty() && options.lb_policy != "pick_first") {
+    return absl::InvalidArgumentError(
+        "lb_policy: '" + options.lb_policy +
+        "' is not a load-balancing policy; expected pick_first or round_robin");
+  }
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   // Note [large frames]: the server streams batches of up to a MiB or so.

@@ -1,6 +1,6 @@
 // LoopClient: a C++ client of loopserve's LoopPipelineService.
 //
-//   auto client = LoopClient::Connect("localhost:50051");
+//   ASSIGN_OR_RETURN(auto client, LoopClient::Connect("localhost:50051"));
 //   v1::RunRequest request;
 //   request.set_pipeline("seed-loop");
 //   (*request.mutable_inputs())["num_steps"].set_int64_value(5);
@@ -59,6 +59,14 @@ struct RunCallbacks {
   std::function<void(const v1::IterationBatch&)> on_batch{};
 };
 
+struct ConnectOptions {
+  // The gRPC load-balancing policy: "" (gRPC's default, pick_first: one
+  // server) or "round_robin" (every address the target resolves to, a call
+  // each in turn). With round_robin, servers whose readiness is NOT_SERVING
+  // (loading, draining) get no calls: the channel watches their health.
+  std::string lb_policy;
+};
+
 struct RunCallOptions {
   // No deadline when absent.
   std::optional<absl::Duration> timeout{};
@@ -69,9 +77,13 @@ class LoopClient {
  public:
   explicit LoopClient(std::shared_ptr<grpc::Channel> channel);
 
-  // A client of the server at `target` (host:port), over an insecure
-  // channel that accepts messages of any size.
-  static std::unique_ptr<LoopClient> Connect(const std::string& target);
+  // A client of the server(s) at `target`, any gRPC target: host:port,
+  // dns:///loopserve-headless:50051 (every replica behind a headless
+  // Service), ipv4:10.0.0.1:50051,10.0.0.2:50051. Over an insecure channel
+  // that accepts messages of any size. INVALID_ARGUMENT for an unknown
+  // lb_policy.
+  static absl::StatusOr<std::unique_ptr<LoopClient>> Connect(
+      const std::string& target, const ConnectOptions& options = {});
 
   absl::StatusOr<std::vector<v1::PipelineSummary>> ListPipelines();
   absl::StatusOr<v1::PipelineDescription> DescribePipeline(

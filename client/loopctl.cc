@@ -1,13 +1,14 @@
 // loopctl: the command-line client of loopserve.
 //
-//   loopctl [--server HOST:PORT] list
+//   loopctl [--server TARGET] [--lb round_robin] list
 //   loopctl describe PIPELINE [--json]
 //   loopctl run PIPELINE -i num_steps=5 -i x=0 -i latents=@noise.npy
 //           [--stream NAME].. [--output NAME].. [--every K] [--latest]
 //           [--preview] [--save-dir DIR] [--timeout S] [--request-id ID]
 //   loopctl health [SERVICE]
 //
-// The server defaults to $LOOPSERVE_SERVER, else localhost:50051. Exits
+// TARGET is any gRPC target (dns:///loopserve-headless:50051 reaches every
+// replica); it defaults to $LOOPSERVE_SERVER, else localhost:50051. Exits
 // non-zero, with the server's status on stderr, on any failure.
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
@@ -41,7 +42,7 @@ namespace loopserve {
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: loopctl [--server HOST:PORT] COMMAND ...
+    R"(usage: loopctl [--server TARGET] [--lb POLICY] COMMAND ...
 
 commands:
   list                         the pipelines the server serves
@@ -62,7 +63,11 @@ commands:
       --request-id ID          echoed back in RunStarted
   health [SERVICE]             the server's health ("" or a service name)
 
-The server defaults to $LOOPSERVE_SERVER, else localhost:50051.
+TARGET is any gRPC target: HOST:PORT, dns:///HOST:PORT (every address the
+name resolves to), ipv4:ADDR:PORT,ADDR:PORT. It defaults to $LOOPSERVE_SERVER,
+else localhost:50051. --lb round_robin spreads calls over every address,
+skipping servers that are loading or draining; the default, pick_first, uses
+one.
 )";
 
 absl::Status Usage(absl::string_view problem) {
@@ -413,6 +418,7 @@ absl::Status Main(std::vector<std::string> args) {
   std::string server = env != nullptr ? env : "localhost:50051";
   std::vector<std::string> positional;
   bool json = false;
+  ConnectOptions connect;
   RunArgs run;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -433,6 +439,8 @@ absl::Status Main(std::vector<std::string> args) {
       return absl::OkStatus();
     } else if (arg == "--server") {
       if (auto s = take(arg, server); !s.ok()) return s;
+    } else if (arg == "--lb") {
+      if (auto s = take(arg, connect.lb_policy); !s.ok()) return s;
     } else if (arg == "--json") {
       json = true;
     } else if (arg == "--preview") {
@@ -479,7 +487,8 @@ absl::Status Main(std::vector<std::string> args) {
     }
   }
   if (positional.empty()) return Usage("no command");
-  auto client = LoopClient::Connect(server);
+  ASSIGN_OR_RETURN(std::unique_ptr<LoopClient> client,
+                   LoopClient::Connect(server, connect));
   const std::string& command = positional[0];
   if (command == "list" && positional.size() == 1) return List(*client);
   if (command == "describe" && positional.size() == 2) {

@@ -99,10 +99,14 @@ void LoopServer::Shutdown(absl::Duration grace) {
   if (!service_->WaitForIdle(grace)) {
     service_->CancelAll(
         absl::UnavailableError("the server shut down before the run finished"));
+    // Runs stop at their next iteration boundary and finish their streams;
+    // a stream whose client stopped reading is cut off below.
+    service_->WaitForIdle(absl::Seconds(5));
   }
-  // Runs stop at their next iteration boundary; give their streams a moment
-  // to finish before gRPC cancels what is left.
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Every run is done. What is left, chiefly round_robin clients' health
+  // watches (which never end by themselves), is cancelled now rather than
+  // holding the exit up.
+  server_->Shutdown(std::chrono::system_clock::now());
   executor_.Shutdown();
 }
 

@@ -4,7 +4,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <prometheus/histogram.h>
+#include <torch/version.h>
+
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -17,11 +21,13 @@
 #include "server/loop_server.h"
 #include "server/pipeline_config.h"
 #include "server/tensor_codec.h"
+#include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
 namespace {
 
+using ::loopserve::testing::MetricValue;
 using ::loopserve::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
@@ -87,7 +93,8 @@ class LoopServiceTest : public ::testing::Test {
     options.address = "127.0.0.1:0";
     ASSERT_OK_AND_ASSIGN(
         server_, LoopServer::Start(options, std::move(catalog)));
-    client_ = LoopClient::Connect(absl::StrCat("127.0.0.1:", server_->port()));
+    ASSERT_OK_AND_ASSIGN(
+        client_, LoopClient::Connect(absl::StrCat("127.0.0.1:", server_->port())));
   }
 
   void TearDown() override {
@@ -625,6 +632,160 @@ TEST_F(LoopServiceTest, HealthReportsServing) {
   StartServer();
   EXPECT_EQ(*client_->Health(""), HealthStatus::SERVING);
   EXPECT_EQ(*client_->Health(kServiceName), HealthStatus::SERVING);
+  EXPECT_EQ(*client_->Health(kLivenessService), HealthStatus::SERVING);
+}
+
+TEST(LoopServerTest, ReadinessWaitsForThePipelinesAndLivenessDoesNot) {
+  LoopServerOptions options;
+  options.address = "127.0.0.1:0";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<LoopServer> server,
+                       LoopServer::Start(options));
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<LoopClient> client,
+      LoopClient::Connect(absl::StrCat("127.0.0.1:", server->port())));
+
+  // Loading: alive, not ready, and every call says so.
+  EXPECT_EQ(*client->Health(kLivenessService), HealthStatus::SERVING);
+  EXPECT_EQ(*client->Health(""), HealthStatus::NOT_SERVING);
+  EXPECT_EQ(*client->Health(kServiceName), HealthStatus::NOT_SERVING);
+  EXPECT_THAT(client->ListPipelines().status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("loading")));
+  EXPECT_THAT(client->Run(SeedRequest("seed-loop", 1)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("loading")));
+  EXPECT_EQ(MetricValue(server->metrics().Scrape(),
+                        R"(loopserve_rejected_runs_total{reason="unavailable"})"),
+            1);
+
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  server->Serve(std::move(catalog));
+  EXPECT_EQ(*client->Health(kServiceName), HealthStatus::SERVING);
+  ASSERT_OK_AND_ASSIGN(v1::RunResult result,
+                       client->Run(SeedRequest("seed-loop", 2)));
+  EXPECT_EQ(result.outputs().at("x").int64_value(), 2);
+  server->Shutdown(absl::Seconds(5));
+}
+
+TEST_F(LoopServiceTest, MetricsCountRunsIterationsAndLeafBlocks) {
+  StartServer();
+  for (int run = 0; run < 3; ++run) {
+    ASSERT_OK(client_->Run(SeedRequest("seed-loop-2", 7)).status());
+  }
+  const std::string text = server_->metrics().Scrape();
+  auto value = [&](absl::string_view series) {
+    return MetricValue(text, series);
+  };
+  EXPECT_EQ(value(R"(loopserve_runs_total{code="OK",pipeline="seed-loop-2"})"),
+            3);
+  EXPECT_EQ(value(R"(loopserve_run_duration_seconds_count{pipeline="seed-loop-2"})"), 3);
+  EXPECT_EQ(value(R"(loopserve_queue_duration_seconds_count{pipeline="seed-loop-2"})"), 3);
+  EXPECT_EQ(value(R"(loopserve_time_to_first_iteration_seconds_count{pipeline="seed-loop-2"})"), 3);
+  EXPECT_EQ(value(R"(loopserve_iteration_duration_seconds_count{pipeline="seed-loop-2"})"), 21);
+  // Both loop blocks, every iteration; each series ends in +Inf = count.
+  for (const char* block : {"seed-loop-2/block1", "seed-loop-2/block2"}) {
+    SCOPED_TRACE(block);
+    const std::string labels =
+        absl::StrCat(R"(block=")", block, R"(",pipeline="seed-loop-2")");
+    EXPECT_EQ(value(absl::StrCat("loopserve_block_duration_seconds_count{",
+                                 labels, "}")),
+              21);
+    EXPECT_EQ(value(absl::StrCat("loopserve_block_duration_seconds_bucket{",
+                                 labels, R"(,le="+Inf"})")),
+              21);
+  }
+  EXPECT_EQ(value(R"(loopserve_iterations_streamed_total{pipeline="seed-loop-2"})"), 21);
+  EXPECT_EQ(value(R"(loopserve_stream_bytes_total{pipeline="seed-loop-2"})"),
+            21 * 8);  // one int64 x per iteration
+  EXPECT_EQ(value(R"(loopserve_active_runs{pipeline="seed-loop-2"})"), 0);
+  EXPECT_EQ(value("loopserve_queued_runs"), 0);
+  // Series of pipelines nobody ran exist, at zero.
+  EXPECT_EQ(value(R"(loopserve_run_duration_seconds_count{pipeline="seed-loop"})"), 0);
+  EXPECT_THAT(text, HasSubstr(absl::StrCat(
+                        R"(loopserve_build_info{device="cpu",torch_version=")",
+                        TORCH_VERSION, R"(",version=")")));
+  EXPECT_GT(value("process_resident_memory_bytes"), 0);
+  EXPECT_GT(value("process_open_fds"), 0);
+  EXPECT_GT(value("process_start_time_seconds"), 1.6e9);
+}
+
+TEST_F(LoopServiceTest, MetricsCountRefusalsAndFailuresByCode) {
+  StartServer();
+  EXPECT_FALSE(client_->Run(SeedRequest("no-such-pipeline", 1)).ok());
+  EXPECT_FALSE(client_->Run(SeedRequest("seed-loop", -1)).ok());
+  RunCancellation cancellation;
+  absl::Status cancelled;
+  std::thread run([&] {
+    cancelled = client_->Run(SeedRequest("gated", 3), {},
+                             {.cancellation = &cancellation})
+                    .status();
+  });
+  gate_entered_.WaitForNotification();
+  cancellation.Cancel();
+  run.join();
+  EXPECT_THAT(cancelled, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  gate_open_.Notify();
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue(server_->metrics().Scrape(),
+                       R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") == 1;
+  }));
+  const std::string text = server_->metrics().Scrape();
+  // A name nobody serves never becomes a label.
+  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"), 1);
+  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="seed-loop"})"), 1);
+  EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="not_found"})"), 1);
+  EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="invalid_argument"})"), 1);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("no-such-pipeline")));
+  EXPECT_EQ(MetricValue(text, R"(loopserve_active_runs{pipeline="gated"})"), 0);
+}
+
+TEST_F(LoopServiceTest, ActiveRunsCountsARunWhileItRuns) {
+  StartServer();
+  absl::StatusOr<v1::RunResult> result;
+  std::thread run([&] { result = client_->Run(SeedRequest("gated", 2)); });
+  gate_entered_.WaitForNotification();
+  EXPECT_EQ(MetricValue(server_->metrics().Scrape(),
+                        R"(loopserve_active_runs{pipeline="gated"})"),
+            1);
+  gate_open_.Notify();
+  run.join();
+  ASSERT_OK(result.status());
+  EXPECT_EQ(MetricValue(server_->metrics().Scrape(),
+                        R"(loopserve_active_runs{pipeline="gated"})"),
+            0);
+}
+
+// A run's own buckets (Note [metrics off the loop]) must land exactly where
+// prometheus::Histogram::Observe would put each value, bounds included.
+TEST(RunRecorderTest, PublishesTheBucketsObserveWouldHave) {
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  Metrics metrics({.version = "test", .torch_version = "", .device = "cpu"});
+  const Pipeline& pipeline = *catalog.Find("seed-loop");
+  metrics.AddPipeline(pipeline);
+  PipelineMetrics& series = metrics.For("seed-loop");
+  prometheus::Histogram direct(Metrics::StepBuckets());
+  {
+    RunRecorder recorder(series, RunRecorder::Clock::now());
+    const auto& loop = static_cast<const LoopBlocks&>(*pipeline.root);
+    for (const int64_t ns : std::vector<int64_t>{1, 10'000, 10'001, 999'999, 1'000'000, 7'000'000,
+                             2'500'000'000, 9'000'000'000}) {
+      const std::chrono::nanoseconds elapsed(ns);
+      recorder.OnIterationTimed(loop, elapsed);
+      direct.Observe(std::chrono::duration<double>(elapsed).count());
+    }
+  }  // publishes
+  const prometheus::ClientMetric published =
+      series.iteration_duration->Collect();
+  const prometheus::ClientMetric expected = direct.Collect();
+  ASSERT_EQ(published.histogram.bucket.size(), expected.histogram.bucket.size());
+  for (size_t i = 0; i < expected.histogram.bucket.size(); ++i) {
+    EXPECT_EQ(published.histogram.bucket[i].cumulative_count,
+              expected.histogram.bucket[i].cumulative_count)
+        << "le=" << expected.histogram.bucket[i].upper_bound;
+  }
+  EXPECT_EQ(published.histogram.sample_count, 8);
+  EXPECT_DOUBLE_EQ(published.histogram.sample_sum,
+                   expected.histogram.sample_sum);
+  EXPECT_EQ(series.time_to_first_iteration->Collect().histogram.sample_count,
+            1);
 }
 
 TEST_F(LoopServiceTest, GracefulShutdownLetsRunsFinishAndRefusesNewOnes) {
