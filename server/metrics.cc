@@ -321,13 +321,14 @@ std::string Metrics::Scrape() const {
 }
 
 void RunRecorder::Tally::Observe(
-    const prometheus::Histogram::BucketBoundaries& bounds, double seconds) {
+    const prometheus::Histogram::BucketBoundaries& bounds, double seconds,
+    double weight) {
   // The bucket whose upper bound is the first >= seconds, as
   // prometheus::Histogram::Observe picks it.
   const size_t bucket =
       std::lower_bound(bounds.begin(), bounds.end(), seconds) - bounds.begin();
-  counts[bucket] += 1;
-  sum += seconds;
+  counts[bucket] += weight;
+  sum += seconds * weight;
   dirty = true;
 }
 
@@ -350,12 +351,38 @@ RunRecorder::RunRecorder(PipelineMetrics& pipeline, Clock::time_point accepted)
   }
 }
 
+bool RunRecorder::TimeIteration(const LoopBlocks& loop) {
+  if (&loop == loop_ && countdown_ > 0) {
+    --countdown_;
+    ++skipped_;
+    return false;
+  }
+  CountSkipped();
+  loop_ = &loop;
+  last_blocks_.clear();
+  in_iteration_ = true;
+  return true;
+}
+
+void RunRecorder::CountSkipped() {
+  if (skipped_ == 0) return;
+  const double weight = static_cast<double>(skipped_);
+  iterations_.Observe(Metrics::StepBuckets(),
+                      std::chrono::duration<double>(last_iteration_).count(),
+                      weight);
+  for (const auto& [index, seconds] : last_blocks_) {
+    blocks_[index].Observe(Metrics::StepBuckets(), seconds, weight);
+  }
+  unpublished_ += last_iteration_ * skipped_;
+  skipped_ = 0;
+}
+
 void RunRecorder::OnBlockTimed(const Block& block, Duration elapsed) {
   const auto it = pipeline_.leaf_index.find(&block);
   if (it == pipeline_.leaf_index.end()) return;
-  blocks_[it->second].Observe(
-      Metrics::StepBuckets(),
-      std::chrono::duration<double>(elapsed).count());
+  const double seconds = std::chrono::duration<double>(elapsed).count();
+  blocks_[it->second].Observe(Metrics::StepBuckets(), seconds);
+  if (in_iteration_) last_blocks_.emplace_back(it->second, seconds);
 }
 
 void RunRecorder::OnIterationTimed(const LoopBlocks&, Duration elapsed) {
@@ -364,13 +391,17 @@ void RunRecorder::OnIterationTimed(const LoopBlocks&, Duration elapsed) {
     pipeline_.time_to_first_iteration->Observe(
         std::chrono::duration<double>(Clock::now() - accepted_).count());
   }
+  in_iteration_ = false;
   iterations_.Observe(Metrics::StepBuckets(),
                       std::chrono::duration<double>(elapsed).count());
+  last_iteration_ = elapsed;
+  countdown_ = elapsed < kFastIteration ? kSampleEvery - 1 : 0;
   unpublished_ += elapsed;
   if (unpublished_ >= std::chrono::seconds(1)) Publish();
 }
 
 void RunRecorder::Publish() {
+  CountSkipped();
   unpublished_ = Duration::zero();
   iterations_.Publish();
   for (Tally& tally : blocks_) tally.Publish();

@@ -90,9 +90,12 @@ inline absl::Status LoopBlocks::LoopStep(const Components& components,
                                          BlockState& block_state,
                                          const LoopIndex& index,
                                          RunContext& context) const {
-  // With a timer: one clock read per loop block and two per iteration.
+  // A timed iteration: one clock read per loop block and two more.
   using Clock = std::chrono::steady_clock;
-  BlockTimer* const timer = context.timer;
+  BlockTimer* const timer =
+      context.timer != nullptr && context.timer->TimeIteration(*this)
+          ? context.timer
+          : nullptr;
   const Clock::time_point start =
       timer != nullptr ? Clock::now() : Clock::time_point();
   Clock::time_point last = start;

@@ -66,10 +66,14 @@ class BlockTimer {
   using Duration = std::chrono::steady_clock::duration;
   virtual ~BlockTimer() = default;
 
+  // Whether to time the iteration of `loop` about to run (its loop blocks
+  // and then the iteration). A timer may sample fast loops rather than read
+  // the clock around every nanosecond-scale block.
+  virtual bool TimeIteration(const LoopBlocks& loop) = 0;
   // A leaf block finished: a plain block run by RunBlock, or one loop
-  // block's step of an iteration.
+  // block's step of a timed iteration.
   virtual void OnBlockTimed(const Block& block, Duration elapsed) = 0;
-  // An iteration of `loop` finished: its loop blocks and its observer.
+  // A timed iteration of `loop` finished: its loop blocks and its observer.
   virtual void OnIterationTimed(const LoopBlocks& loop, Duration elapsed) = 0;
 };
 

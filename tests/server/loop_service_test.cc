@@ -753,6 +753,32 @@ TEST_F(LoopServiceTest, ActiveRunsCountsARunWhileItRuns) {
             0);
 }
 
+// Note [metrics off the loop]: a fast loop is timed 1 in kSampleEvery
+// iterations, yet every iteration and every loop block is counted once.
+TEST(RunRecorderTest, SamplesFastLoopsButCountsEveryIteration) {
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  Metrics metrics({.version = "test", .torch_version = "", .device = "cpu"});
+  const Pipeline& pipeline = *catalog.Find("seed-loop-2");
+  metrics.AddPipeline(pipeline);
+  PipelineMetrics& series = metrics.For("seed-loop-2");
+  constexpr int64_t kSteps = 1000;
+  {
+    RunRecorder recorder(series, RunRecorder::Clock::now());
+    PipelineState state;
+    state.SetInput("num_steps", kSteps);
+    state.SetInput("x", int64_t{0});
+    RunContext context{.timer = &recorder};
+    ASSERT_OK(RunBlock(*pipeline.root, pipeline.components, state, context));
+  }
+  EXPECT_EQ(series.iteration_duration->Collect().histogram.sample_count,
+            kSteps);
+  for (prometheus::Histogram* block : series.block_duration) {
+    const auto histogram = block->Collect().histogram;
+    EXPECT_EQ(histogram.sample_count, kSteps);
+    EXPECT_EQ(histogram.bucket.back().cumulative_count, kSteps);
+  }
+}
+
 // A run's own buckets (Note [metrics off the loop]) must land exactly where
 // prometheus::Histogram::Observe would put each value, bounds included.
 TEST(RunRecorderTest, PublishesTheBucketsObserveWouldHave) {
