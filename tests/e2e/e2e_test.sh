@@ -18,7 +18,7 @@ expect_contains() {  # haystack needle what
   grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in:"$'\n'"$1"
 }
 
-"$LOOPSERVE" --host=127.0.0.1 --port=0 --shutdown_grace_s=5 \
+"$LOOPSERVE" --host=127.0.0.1 --port=0 --metrics_port=0 --shutdown_grace_s=5 \
   2>"$work/server.err" &
 server_pid=$!
 for _ in $(seq 300); do
@@ -26,7 +26,7 @@ for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || fail "loopserve exited: $(cat "$work/server.err")"
   sleep 0.1
 done
-port=$(grep -o 'on 127.0.0.1:[0-9]*' "$work/server.err" | cut -d: -f2)
+port=$(grep "serving" "$work/server.err" | grep -o 'on 127.0.0.1:[0-9]*' | cut -d: -f2)
 [ -n "$port" ] || fail "no ready line: $(cat "$work/server.err")"
 export LOOPSERVE_SERVER="127.0.0.1:$port"
 echo "loopserve ready on port $port"

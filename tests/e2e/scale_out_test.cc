@@ -26,12 +26,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/loop_client.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
 namespace {
 
+using ::loopserve::testing::Eventually;
 using ::loopserve::testing::MetricValue;
 
 // A port nobody listens on now (the kernel's pick, then released).
@@ -169,15 +171,6 @@ v1::RunRequest SeedRequest(int64_t num_steps) {
   return request;
 }
 
-template <typename Condition>
-bool Eventually(Condition condition, absl::Duration limit = absl::Seconds(30)) {
-  const absl::Time end = absl::Now() + limit;
-  while (!condition()) {
-    if (absl::Now() > end) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
 
 TEST(ScaleOutTest, RoundRobinSpreadsRunsAndOutlivesAStoppedServer) {
   std::vector<std::unique_ptr<ServerProcess>> servers;

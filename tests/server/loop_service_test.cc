@@ -21,12 +21,14 @@
 #include "server/loop_server.h"
 #include "server/pipeline_config.h"
 #include "server/tensor_codec.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
 namespace {
 
+using ::loopserve::testing::Eventually;
 using ::loopserve::testing::MetricValue;
 using ::loopserve::testing::StatusIs;
 using ::testing::ElementsAre;
@@ -64,16 +66,6 @@ v1::RunRequest SeedRequest(const std::string& pipeline, int64_t num_steps,
   return request;
 }
 
-// Waits (bounded) until `condition` holds; false if it never did.
-template <typename Condition>
-bool Eventually(Condition condition, absl::Duration limit = absl::Seconds(30)) {
-  const absl::Time end = absl::Now() + limit;
-  while (!condition()) {
-    if (absl::Now() > end) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
-}
 
 class LoopServiceTest : public ::testing::Test {
  protected:
