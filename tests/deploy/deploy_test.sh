@@ -38,7 +38,11 @@ done
 
 # 2. Schemas, offline once installed (package-lock.json pins them).
 if [ ! -d "$here/node_modules/kubernetes-models" ]; then
-  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error > /dev/null)
+  # The system's trust store, so that a proxy's CA the machine trusts is
+  # trusted by npm too (Debian's npm otherwise uses its own bundle).
+  cafile=()
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cafile=(--cafile=/etc/ssl/certs/ca-certificates.crt)
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error "${cafile[@]}" > /dev/null)
 fi
 node "$here/validate.cjs" "$work/cpu.yaml" "$work/gpu.yaml"
 
