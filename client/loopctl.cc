@@ -36,6 +36,7 @@
 #include "blocks/diffusion/png.h"
 #include "client/loop_client.h"
 #include "client/npy.h"
+#include "loopserve/v1/datatype.h"
 #include "server/malloc_tuning.h"
 
 namespace loopserve {
@@ -76,66 +77,23 @@ absl::Status Usage(absl::string_view problem) {
 
 // ---- Printing values ----
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1f;
-  uint32_t mantissa = h & 0x3ff;
-  uint32_t bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exponent = 127 - 15 + 1;
-      while ((mantissa & 0x400) == 0) {
-        mantissa <<= 1;
-        --exponent;
-      }
-      bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-// Element `i` of a tensor's raw bytes as a double.
-double Element(const v1::Tensor& t, size_t i) {
-  const char* p = t.raw_contents().data();
-  auto load = [p, i](auto zero) {
-    decltype(zero) v;
-    std::memcpy(&v, p + i * sizeof v, sizeof v);
-    return static_cast<double>(v);
-  };
-  const std::string& d = t.datatype();
-  if (d == "FP32") return load(float{});
-  if (d == "FP64") return load(double{});
-  if (d == "INT64") return load(int64_t{});
-  if (d == "INT32") return load(int32_t{});
-  if (d == "INT16") return load(int16_t{});
-  if (d == "INT8") return load(int8_t{});
-  if (d == "UINT8" || d == "BOOL") return load(uint8_t{});
-  uint16_t h;
-  std::memcpy(&h, p + i * 2, 2);
-  if (d == "FP16") return HalfToFloat(h);
-  uint32_t bits = static_cast<uint32_t>(h) << 16;  // BF16
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
 std::string DescribeTensor(const v1::Tensor& t) {
   std::string text =
       absl::StrCat(t.datatype(), "[", absl::StrJoin(t.shape(), ","), "]");
+  const absl::StatusOr<const DatatypeInfo*> info = FindDatatype(t.datatype());
+  if (!info.ok()) return absl::StrCat(text, " (", info.status().message(), ")");
   int64_t n = 1;
   for (int64_t d : t.shape()) n *= d;
   if (n == 0) return text;
+  if (t.raw_contents().size() != static_cast<size_t>(n * (*info)->itemsize)) {
+    return absl::StrCat(text, " (", t.raw_contents().size(),
+                        " bytes do not match the shape)");
+  }
   double lo = std::numeric_limits<double>::infinity(), hi = -lo, sum = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double v = Element(t, static_cast<size_t>(i));
+    const double v = ElementAsDouble((*info)->datatype,
+                                     t.raw_contents().data(),
+                                     static_cast<size_t>(i));
     lo = std::min(lo, v);
     hi = std::max(hi, v);
     sum += v;

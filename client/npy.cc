@@ -11,23 +11,23 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "loopserve/v1/datatype.h"
 
 namespace loopserve {
 namespace {
 
 constexpr absl::string_view kMagic = "\x93NUMPY";
 
-struct Dtype {
-  absl::string_view descr;  // without the byte-order character
-  absl::string_view datatype;
-  int itemsize;
-};
-
-constexpr Dtype kDtypes[] = {
-    {"b1", "BOOL", 1},  {"u1", "UINT8", 1}, {"i1", "INT8", 1},
-    {"i2", "INT16", 2}, {"i4", "INT32", 4}, {"i8", "INT64", 8},
-    {"f2", "FP16", 2},  {"f4", "FP32", 4},  {"f8", "FP64", 8},
-};
+// The datatype whose NumPy descr is `descr` without its byte-order
+// character ("f4"), or nullptr.
+const DatatypeInfo* DatatypeOfDescr(absl::string_view descr) {
+  for (const DatatypeInfo& info : kDatatypes) {
+    if (!info.npy_descr.empty() && info.npy_descr.substr(1) == descr) {
+      return &info;
+    }
+  }
+  return nullptr;
+}
 
 absl::Status Invalid(absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(".npy: ", message));
@@ -102,10 +102,7 @@ absl::StatusOr<v1::Tensor> ParseNpy(absl::string_view bytes) {
   if (order != '<' && order != '|' && order != '=') {
     return Invalid(absl::StrCat("unsupported descr '", d, "'"));
   }
-  const Dtype* dtype = nullptr;
-  for (const Dtype& candidate : kDtypes) {
-    if (candidate.descr == absl::string_view(d).substr(1)) dtype = &candidate;
-  }
+  const DatatypeInfo* dtype = DatatypeOfDescr(absl::string_view(d).substr(1));
   if (dtype == nullptr) {
     return Invalid(absl::StrCat("unsupported dtype '", d, "'"));
   }
@@ -121,7 +118,7 @@ absl::StatusOr<v1::Tensor> ParseNpy(absl::string_view bytes) {
     return Invalid(absl::StrCat("malformed shape ", dims));
   }
   v1::Tensor tensor;
-  tensor.set_datatype(std::string(dtype->datatype));
+  tensor.set_datatype(std::string(dtype->name));
   int64_t elements = 1;
   for (absl::string_view part :
        absl::StrSplit(absl::string_view(dims).substr(1, dims.size() - 2), ',',
@@ -144,9 +141,10 @@ absl::StatusOr<v1::Tensor> ParseNpy(absl::string_view bytes) {
 }
 
 absl::StatusOr<std::string> SerializeNpy(const v1::Tensor& tensor) {
+  absl::StatusOr<const DatatypeInfo*> dtype = FindDatatype(tensor.datatype());
+  if (!dtype.ok()) return dtype.status();
   std::string raw = tensor.raw_contents();
-  absl::string_view datatype = tensor.datatype();
-  if (datatype == "BF16") {
+  if ((*dtype)->datatype == Datatype::kBf16) {
     // A bfloat16 is the top half of a float32.
     std::string widened(raw.size() * 2, '\0');
     for (size_t i = 0; i + 1 < raw.size(); i += 2) {
@@ -154,22 +152,14 @@ absl::StatusOr<std::string> SerializeNpy(const v1::Tensor& tensor) {
       widened[2 * i + 3] = raw[i + 1];
     }
     raw = std::move(widened);
-    datatype = "FP32";
-  }
-  const Dtype* dtype = nullptr;
-  for (const Dtype& candidate : kDtypes) {
-    if (candidate.datatype == datatype) dtype = &candidate;
-  }
-  if (dtype == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("datatype '", tensor.datatype(), "' has no .npy dtype"));
+    *dtype = &InfoOf(Datatype::kFp32);
   }
   std::vector<std::string> dims;
   for (int64_t d : tensor.shape()) dims.push_back(absl::StrCat(d));
   std::string shape = absl::StrCat("(", absl::StrJoin(dims, ", "),
                                    dims.size() == 1 ? ",)" : ")");
   std::string header = absl::StrCat(
-      "{'descr': '", dtype->itemsize == 1 ? "|" : "<", dtype->descr,
+      "{'descr': '", (*dtype)->npy_descr,
       "', 'fortran_order': False, 'shape': ", shape, ", }");
   // Pad with spaces so that the data starts at a multiple of 64 bytes.
   const size_t unpadded = kMagic.size() + 4 + header.size() + 1;

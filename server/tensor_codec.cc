@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/irange.h>
 
-#include <bit>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -11,53 +10,57 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/status_macros.h"
+#include "loopserve/v1/datatype.h"
 
 namespace loopserve {
 namespace {
 
-static_assert(std::endian::native == std::endian::little,
-              "raw_contents is little-endian; a big-endian host would need "
-              "a byte swap");
-
-struct DatatypeName {
-  absl::string_view name;
-  c10::ScalarType type;
-};
-
-constexpr DatatypeName kDatatypes[] = {
-    {"BOOL", c10::ScalarType::Bool},  {"UINT8", c10::ScalarType::Byte},
-    {"INT8", c10::ScalarType::Char},  {"INT16", c10::ScalarType::Short},
-    {"INT32", c10::ScalarType::Int},  {"INT64", c10::ScalarType::Long},
-    {"FP16", c10::ScalarType::Half},  {"BF16", c10::ScalarType::BFloat16},
-    {"FP32", c10::ScalarType::Float}, {"FP64", c10::ScalarType::Double},
-};
+// The libtorch side of the datatype table (loopserve/v1/datatype.h).
+c10::ScalarType ScalarTypeOf(Datatype datatype) {
+  switch (datatype) {
+    case Datatype::kBool:
+      return c10::ScalarType::Bool;
+    case Datatype::kUint8:
+      return c10::ScalarType::Byte;
+    case Datatype::kInt8:
+      return c10::ScalarType::Char;
+    case Datatype::kInt16:
+      return c10::ScalarType::Short;
+    case Datatype::kInt32:
+      return c10::ScalarType::Int;
+    case Datatype::kInt64:
+      return c10::ScalarType::Long;
+    case Datatype::kFp16:
+      return c10::ScalarType::Half;
+    case Datatype::kBf16:
+      return c10::ScalarType::BFloat16;
+    case Datatype::kFp32:
+      return c10::ScalarType::Float;
+    case Datatype::kFp64:
+      return c10::ScalarType::Double;
+  }
+  return c10::ScalarType::Undefined;
+}
 
 }  // namespace
 
 absl::StatusOr<c10::ScalarType> ScalarTypeFromDatatype(
     absl::string_view datatype) {
-  for (const DatatypeName& d : kDatatypes) {
-    if (d.name == datatype) return d.type;
-  }
-  std::vector<absl::string_view> names;
-  for (const DatatypeName& d : kDatatypes) names.push_back(d.name);
-  return absl::InvalidArgumentError(absl::StrCat("unknown datatype '", datatype,
-                                                 "'; expected one of ",
-                                                 absl::StrJoin(names, ", ")));
+  ASSIGN_OR_RETURN(const DatatypeInfo* info, FindDatatype(datatype));
+  return ScalarTypeOf(info->datatype);
 }
 
 absl::StatusOr<std::string> DatatypeFromScalarType(c10::ScalarType type) {
-  for (const DatatypeName& d : kDatatypes) {
-    if (d.type == type) return std::string(d.name);
+  for (const DatatypeInfo& info : kDatatypes) {
+    if (ScalarTypeOf(info.datatype) == type) return std::string(info.name);
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "tensors of dtype ", c10::toString(type), " cannot be sent"));
 }
 
 absl::Status CheckTensor(const v1::Tensor& tensor, const DecodeLimits& limits) {
-  ASSIGN_OR_RETURN(const c10::ScalarType type,
-                   ScalarTypeFromDatatype(tensor.datatype()));
-  const int64_t itemsize = c10::elementSize(type);
+  ASSIGN_OR_RETURN(const DatatypeInfo* info, FindDatatype(tensor.datatype()));
+  const int64_t itemsize = info->itemsize;
   const auto& shape = tensor.shape();
   // Bound the product before computing it, so it cannot overflow.
   int64_t elements = 1;

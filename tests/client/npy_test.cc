@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "loopserve/v1/datatype.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
@@ -78,6 +79,47 @@ TEST(NpyTest, Bf16IsWrittenAsFloat32) {
   float value;
   std::memcpy(&value, back.raw_contents().data(), 4);
   EXPECT_EQ(value, 1.0f);
+}
+
+// Every datatype of the one table with a NumPy dtype round-trips; the one
+// without (BF16) widens to FP32.
+TEST(NpyTest, EveryTableDatatypeRoundTrips) {
+  for (const DatatypeInfo& info : kDatatypes) {
+    SCOPED_TRACE(info.name);
+    v1::Tensor t;
+    t.set_datatype(std::string(info.name));
+    t.add_shape(3);
+    t.set_raw_contents(std::string(3 * info.itemsize, '\x01'));
+    ASSERT_OK_AND_ASSIGN(v1::Tensor back, ParseNpy(*SerializeNpy(t)));
+    EXPECT_EQ(back.datatype(), info.npy_descr.empty() ? "FP32" : info.name);
+    if (!info.npy_descr.empty()) {
+      EXPECT_EQ(back.raw_contents(), t.raw_contents());
+    }
+  }
+  v1::Tensor unknown;
+  unknown.set_datatype("FP8");
+  EXPECT_THAT(SerializeNpy(unknown),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown datatype 'FP8'")));
+}
+
+TEST(DatatypeTest, ElementsReadAsDoubles) {
+  const uint16_t half_one_and_a_half = 0x3e00;   // FP16 1.5
+  const uint16_t bf16_minus_two = 0xc000;        // BF16 -2
+  const int16_t int16 = -7;
+  EXPECT_EQ(ElementAsDouble(Datatype::kFp16,
+                            reinterpret_cast<const char*>(&half_one_and_a_half),
+                            0),
+            1.5);
+  EXPECT_EQ(ElementAsDouble(Datatype::kBf16,
+                            reinterpret_cast<const char*>(&bf16_minus_two), 0),
+            -2.0);
+  EXPECT_EQ(
+      ElementAsDouble(Datatype::kInt16, reinterpret_cast<const char*>(&int16), 0),
+      -7.0);
+  EXPECT_THAT(FindDatatype("fp32"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown datatype 'fp32'")));
 }
 
 TEST(NpyTest, RefusesWhatItCannotRead) {

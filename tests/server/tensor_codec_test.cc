@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "loopserve/v1/datatype.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
@@ -32,6 +33,24 @@ INSTANTIATE_TEST_SUITE_P(AllWireDtypes, TensorCodecDtypeTest,
                                            at::kShort, at::kInt, at::kLong,
                                            at::kHalf, at::kBFloat16, at::kFloat,
                                            at::kDouble));
+
+// The one datatype table (loopserve/v1/datatype.h) and libtorch agree on
+// every entry, both ways, and on its size.
+TEST(TensorCodecTest, EveryTableDatatypeMapsBothWays) {
+  for (const DatatypeInfo& info : kDatatypes) {
+    SCOPED_TRACE(info.name);
+    ASSERT_OK_AND_ASSIGN(const c10::ScalarType type,
+                         ScalarTypeFromDatatype(info.name));
+    EXPECT_EQ(c10::elementSize(type), info.itemsize);
+    EXPECT_EQ(c10::isFloatingType(type), info.is_floating_point);
+    ASSERT_OK_AND_ASSIGN(const std::string name, DatatypeFromScalarType(type));
+    EXPECT_EQ(name, info.name);
+  }
+  EXPECT_THAT(ScalarTypeFromDatatype("FP8"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown datatype 'FP8'; expected one of "
+                                 "BOOL, UINT8")));
+}
 
 TEST(TensorCodecTest, DatatypeNames) {
   EXPECT_EQ(*DatatypeFromScalarType(at::kBFloat16), "BF16");
