@@ -14,6 +14,14 @@ using google::protobuf::io::CodedOutputStream;
 
 enum WireType : uint32_t { kVarint = 0, kLengthDelimited = 2 };
 
+// Field numbers come from the generated k...FieldNumber constants, never
+// literals; a field added to a message the encoder writes must also be
+// written here, which RunEventWireTest.EveryFieldSurvivesTheZeroCopyPath
+// checks for every message RunEvent reaches.
+// A map<K, V> field is a repeated entry message {K key = 1; V value = 2;}.
+constexpr uint32_t kMapKey = 1;
+constexpr uint32_t kMapValue = 2;
+
 size_t VarintSize(uint64_t value) {
   return CodedOutputStream::VarintSize64(value);
 }
@@ -36,11 +44,16 @@ size_t ValueSize(const v1::Value& v);
 
 size_t TensorSize(const v1::Tensor& t) {
   size_t size = 0;
-  if (!t.datatype().empty())
-    size += LengthDelimitedSize(1, t.datatype().size());
-  if (t.shape_size() > 0) size += LengthDelimitedSize(2, PackedShapeSize(t));
+  if (!t.datatype().empty()) {
+    size += LengthDelimitedSize(v1::Tensor::kDatatypeFieldNumber,
+                                t.datatype().size());
+  }
+  if (t.shape_size() > 0) {
+    size += LengthDelimitedSize(v1::Tensor::kShapeFieldNumber, PackedShapeSize(t));
+  }
   if (!t.raw_contents().empty()) {
-    size += LengthDelimitedSize(3, t.raw_contents().size());
+    size += LengthDelimitedSize(v1::Tensor::kRawContentsFieldNumber,
+                                t.raw_contents().size());
   }
   return size;
 }
@@ -48,7 +61,7 @@ size_t TensorSize(const v1::Tensor& t) {
 size_t ListSize(const v1::ValueList& list) {
   size_t size = 0;
   for (const v1::Value& item : list.values()) {
-    size += LengthDelimitedSize(1, ValueSize(item));
+    size += LengthDelimitedSize(v1::ValueList::kValuesFieldNumber, ValueSize(item));
   }
   return size;
 }
@@ -56,17 +69,19 @@ size_t ListSize(const v1::ValueList& list) {
 size_t ValueSize(const v1::Value& v) {
   switch (v.kind_case()) {
     case v1::Value::kTensor:
-      return LengthDelimitedSize(1, TensorSize(v.tensor()));
+      return LengthDelimitedSize(v1::Value::kTensorFieldNumber,
+                                 TensorSize(v.tensor()));
     case v1::Value::kListValue:
-      return LengthDelimitedSize(6, ListSize(v.list_value()));
+      return LengthDelimitedSize(v1::Value::kListValueFieldNumber,
+                                 ListSize(v.list_value()));
     default:
       return v.ByteSizeLong();
   }
 }
 
 size_t EntrySize(const std::string& key, const v1::Value& value) {
-  return LengthDelimitedSize(1, key.size()) +
-         LengthDelimitedSize(2, ValueSize(value));
+  return LengthDelimitedSize(kMapKey, key.size()) +
+         LengthDelimitedSize(kMapValue, ValueSize(value));
 }
 
 size_t ValuesSize(const google::protobuf::Map<std::string, v1::Value>& values,
@@ -79,15 +94,23 @@ size_t ValuesSize(const google::protobuf::Map<std::string, v1::Value>& values,
 }
 
 size_t IterationSize(const v1::Iteration& it) {
-  size_t size = ValuesSize(it.values(), 2);
-  if (it.index() != 0) size += TagSize(1) + VarintSize(it.index());
-  if (it.dropped_before() != 0) {
-    size += TagSize(3) + VarintSize(it.dropped_before());
+  size_t size = ValuesSize(it.values(), v1::Iteration::kValuesFieldNumber);
+  if (it.index() != 0) {
+    size += TagSize(v1::Iteration::kIndexFieldNumber) + VarintSize(it.index());
   }
-  if (!it.loop().empty()) size += LengthDelimitedSize(4, it.loop().size());
-  if (it.total() != 0) size += TagSize(5) + VarintSize(it.total());
+  if (it.dropped_before() != 0) {
+    size += TagSize(v1::Iteration::kDroppedBeforeFieldNumber) +
+            VarintSize(it.dropped_before());
+  }
+  if (!it.loop().empty()) {
+    size += LengthDelimitedSize(v1::Iteration::kLoopFieldNumber, it.loop().size());
+  }
+  if (it.total() != 0) {
+    size += TagSize(v1::Iteration::kTotalFieldNumber) + VarintSize(it.total());
+  }
   if (!it.preview_png().empty()) {
-    size += LengthDelimitedSize(6, it.preview_png().size());
+    size += LengthDelimitedSize(v1::Iteration::kPreviewPngFieldNumber,
+                                it.preview_png().size());
   }
   return size;
 }
@@ -95,15 +118,17 @@ size_t IterationSize(const v1::Iteration& it) {
 size_t BatchSize(const v1::IterationBatch& batch) {
   size_t size = 0;
   for (const v1::Iteration& it : batch.items()) {
-    size += LengthDelimitedSize(1, IterationSize(it));
+    size += LengthDelimitedSize(v1::IterationBatch::kItemsFieldNumber,
+                                IterationSize(it));
   }
   return size;
 }
 
 size_t ResultSize(const v1::RunResult& result) {
-  size_t size = ValuesSize(result.outputs(), 1);
+  size_t size = ValuesSize(result.outputs(), v1::RunResult::kOutputsFieldNumber);
   if (result.has_stats()) {
-    size += LengthDelimitedSize(2, result.stats().ByteSizeLong());
+    size += LengthDelimitedSize(v1::RunResult::kStatsFieldNumber,
+                                result.stats().ByteSizeLong());
   }
   return size;
 }
@@ -151,24 +176,26 @@ class Writer {
   }
 
   void Tensor(const v1::Tensor& t) {
-    if (!t.datatype().empty()) Bytes(1, t.datatype());
+    if (!t.datatype().empty()) Bytes(v1::Tensor::kDatatypeFieldNumber, t.datatype());
     if (t.shape_size() > 0) {
-      Header(2, PackedShapeSize(t));
+      Header(v1::Tensor::kShapeFieldNumber, PackedShapeSize(t));
       for (int64_t d : t.shape()) Varint(static_cast<uint64_t>(d));
     }
-    if (!t.raw_contents().empty()) Bytes(3, t.raw_contents());
+    if (!t.raw_contents().empty()) {
+      Bytes(v1::Tensor::kRawContentsFieldNumber, t.raw_contents());
+    }
   }
 
   void Value(const v1::Value& v) {
     switch (v.kind_case()) {
       case v1::Value::kTensor:
-        Header(1, TensorSize(v.tensor()));
+        Header(v1::Value::kTensorFieldNumber, TensorSize(v.tensor()));
         Tensor(v.tensor());
         return;
       case v1::Value::kListValue:
-        Header(6, ListSize(v.list_value()));
+        Header(v1::Value::kListValueFieldNumber, ListSize(v.list_value()));
         for (const v1::Value& item : v.list_value().values()) {
-          Header(1, ValueSize(item));
+          Header(v1::ValueList::kValuesFieldNumber, ValueSize(item));
           Value(item);
         }
         return;
@@ -186,28 +213,30 @@ class Writer {
               uint32_t field) {
     for (const auto& [key, value] : values) {
       Header(field, EntrySize(key, value));
-      Bytes(1, key);
-      Header(2, ValueSize(value));
+      Bytes(kMapKey, key);
+      Header(kMapValue, ValueSize(value));
       Value(value);
     }
   }
 
   void Iteration(const v1::Iteration& it) {
     if (it.index() != 0) {
-      Tag(1, kVarint);
+      Tag(v1::Iteration::kIndexFieldNumber, kVarint);
       Varint(static_cast<uint64_t>(it.index()));
     }
-    Values(it.values(), 2);
+    Values(it.values(), v1::Iteration::kValuesFieldNumber);
     if (it.dropped_before() != 0) {
-      Tag(3, kVarint);
+      Tag(v1::Iteration::kDroppedBeforeFieldNumber, kVarint);
       Varint(it.dropped_before());
     }
-    if (!it.loop().empty()) Bytes(4, it.loop());
+    if (!it.loop().empty()) Bytes(v1::Iteration::kLoopFieldNumber, it.loop());
     if (it.total() != 0) {
-      Tag(5, kVarint);
+      Tag(v1::Iteration::kTotalFieldNumber, kVarint);
       Varint(static_cast<uint64_t>(it.total()));
     }
-    if (!it.preview_png().empty()) Bytes(6, it.preview_png());
+    if (!it.preview_png().empty()) {
+      Bytes(v1::Iteration::kPreviewPngFieldNumber, it.preview_png());
+    }
   }
 
   void Finish(grpc::ByteBuffer* out) {
@@ -268,22 +297,24 @@ void SerializeRunEvent(const std::shared_ptr<const v1::RunEvent>& event,
   Writer writer(event);
   switch (event->event_case()) {
     case v1::RunEvent::kStarted:
-      writer.Message(1, event->started());
+      writer.Message(v1::RunEvent::kStartedFieldNumber, event->started());
       break;
     case v1::RunEvent::kIterations: {
       const v1::IterationBatch& batch = event->iterations();
-      writer.Header(2, BatchSize(batch));
+      writer.Header(v1::RunEvent::kIterationsFieldNumber, BatchSize(batch));
       for (const v1::Iteration& it : batch.items()) {
-        writer.Header(1, IterationSize(it));
+        writer.Header(v1::IterationBatch::kItemsFieldNumber, IterationSize(it));
         writer.Iteration(it);
       }
       break;
     }
     case v1::RunEvent::kResult: {
       const v1::RunResult& result = event->result();
-      writer.Header(3, ResultSize(result));
-      writer.Values(result.outputs(), 1);
-      if (result.has_stats()) writer.Message(2, result.stats());
+      writer.Header(v1::RunEvent::kResultFieldNumber, ResultSize(result));
+      writer.Values(result.outputs(), v1::RunResult::kOutputsFieldNumber);
+      if (result.has_stats()) {
+        writer.Message(v1::RunResult::kStatsFieldNumber, result.stats());
+      }
       break;
     }
     case v1::RunEvent::EVENT_NOT_SET:
