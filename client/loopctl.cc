@@ -21,6 +21,7 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -49,26 +50,38 @@ commands:
   list                         the pipelines the server serves
   describe PIPELINE [--json]   a pipeline's inputs, iteration outputs, outputs
   run PIPELINE [options]       run a pipeline and print every iteration
-      -i NAME=VALUE            an input: 5, 0.5, true, text, or @file.npy
-      --stream NAME            iteration output to stream (repeat; default all)
-      --output NAME            final output to return (repeat; default all)
-      --every K                stream every K-th iteration (the last always)
-      --latest                 drop stale iterations instead of slowing the run
-      --preview                stream a PNG latent preview with each iteration
-      --save-dir DIR           write streamed tensors as NAME_INDEX.npy,
-                               previews as preview_INDEX.png (asked for by
-                               default when the pipeline has them), final
-                               outputs as NAME.npy and RGB images also as
-                               NAME.png
-      --timeout S              deadline in seconds
-      --request-id ID          echoed back in RunStarted
   health [SERVICE]             the server's health ("" or a service name)
 
+flags (each takes --flag VALUE or --flag=VALUE):
+  --server TARGET      the server; default: $LOOPSERVE_SERVER, else
+                       localhost:50051
+  --lb POLICY          load balancing over TARGET's addresses: pick_first or
+                       round_robin; default: pick_first
+  --json               describe: print the description as JSON; default: off
+run flags:
+  -i, --input NAME=VALUE
+                       an input: 5, 0.5, true, text, or @file.npy (repeat);
+                       default: none, the pipeline's defaults apply
+  --stream NAME        iteration output to stream (repeat); default: all
+  --output NAME        final output to return (repeat); default: all
+  --every K            stream every K-th iteration (the last always);
+                       default: 1
+  --latest             drop stale iterations instead of slowing the run;
+                       default: off (lossless)
+  --preview            stream a PNG latent preview with each iteration;
+                       default: off (on with --save-dir when the pipeline
+                       has previews)
+  --save-dir DIR       write streamed tensors as NAME_INDEX.npy, previews as
+                       preview_INDEX.png, final outputs as NAME.npy and RGB
+                       images also as NAME.png; default: none
+  --timeout S          deadline in seconds; default: none
+  --request-id ID      echoed back in RunStarted; default: none
+  -h, --help           this text
+
 TARGET is any gRPC target: HOST:PORT, dns:///HOST:PORT (every address the
-name resolves to), ipv4:ADDR:PORT,ADDR:PORT. It defaults to $LOOPSERVE_SERVER,
-else localhost:50051. --lb round_robin spreads calls over every address,
-skipping servers that are loading or draining; the default, pick_first, uses
-one.
+name resolves to), ipv4:ADDR:PORT,ADDR:PORT. --lb round_robin spreads calls
+over every address, skipping servers that are loading or draining;
+pick_first uses one.
 )";
 
 absl::Status Usage(absl::string_view problem) {
@@ -379,8 +392,21 @@ absl::Status Main(std::vector<std::string> args) {
   ConnectOptions connect;
   RunArgs run;
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
+    // --flag=value is --flag value.
+    std::string arg = args[i];
+    std::optional<std::string> inline_value;
+    if (absl::StartsWith(arg, "--")) {
+      if (const size_t eq = arg.find('='); eq != std::string::npos) {
+        inline_value = arg.substr(eq + 1);
+        arg.resize(eq);
+      }
+    }
     auto value = [&](absl::string_view flag) -> absl::StatusOr<std::string> {
+      if (inline_value.has_value()) {
+        std::string v = *std::move(inline_value);
+        inline_value.reset();
+        return v;
+      }
       if (i + 1 >= args.size())
         return Usage(absl::StrCat(flag, " needs a value"));
       return args[++i];
@@ -391,8 +417,20 @@ absl::Status Main(std::vector<std::string> args) {
       out = *v;
       return absl::OkStatus();
     };
+    // A switch (--json) given a value: --json=true or --json=false.
+    bool on = true;
+    if (inline_value.has_value() &&
+        (arg == "--json" || arg == "--preview" || arg == "--latest" ||
+         arg == "--help")) {
+      if (*inline_value != "true" && *inline_value != "false") {
+        return Usage(absl::StrCat(arg, " takes no value, or true or false"));
+      }
+      on = *inline_value == "true";
+      inline_value.reset();
+    }
     std::string v;
     if (arg == "-h" || arg == "--help") {
+      if (!on) continue;
       std::cout << kUsage;
       return absl::OkStatus();
     } else if (arg == "--server") {
@@ -400,12 +438,13 @@ absl::Status Main(std::vector<std::string> args) {
     } else if (arg == "--lb") {
       if (auto s = take(arg, connect.lb_policy); !s.ok()) return s;
     } else if (arg == "--json") {
-      json = true;
+      json = on;
     } else if (arg == "--preview") {
-      run.request.mutable_stream()->set_preview(true);
+      run.request.mutable_stream()->set_preview(on);
       run.preview_given = true;
     } else if (arg == "--latest") {
-      run.request.mutable_stream()->set_backpressure(v1::StreamOptions::LATEST);
+      run.request.mutable_stream()->set_backpressure(
+          on ? v1::StreamOptions::LATEST : v1::StreamOptions::BLOCK);
     } else if (arg == "-i" || arg == "--input") {
       if (auto s = take(arg, v); !s.ok()) return s;
       const size_t eq = v.find('=');

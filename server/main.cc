@@ -21,6 +21,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -138,7 +140,23 @@ absl::Status Serve(const sigset_t& signals) {
 }  // namespace loopserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Serves loop pipelines over gRPC.");
+  absl::SetProgramUsageMessage(
+      "Serves loop pipelines over gRPC.\n\n"
+      "  loopserve [--port=50051] [--device=auto] [--config=FILE] "
+      "[--plugin=PATH.so]...\n\n"
+      "Flags take --flag=value or --flag value.");
+  // --help lists this file's flags (absl's default looks for a file named
+  // after the program, and finds none).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  usage.normalize_filename = [](absl::string_view file) {
+    const size_t at = file.rfind("server/");
+    return std::string(at == absl::string_view::npos ? file : file.substr(at));
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   if (const std::string path = absl::GetFlag(FLAGS_check_config);
       !path.empty()) {
