@@ -3,7 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/status_macros.h"
-#include "blocks/diffusion/diffusion_blocks.h"
+#include "blocks/core/iteration_preview.h"
 #include "server/tensor_codec.h"
 
 namespace loopserve {
@@ -85,9 +85,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
         absl::StrCat("pipeline '", name, "' is already defined"));
   }
   root->SetName(name);
-  RETURN_IF_ERROR(CheckComponents(root->signature().expected_components,
-                                  components,
-                                  absl::StrCat("pipeline '", name, "'")));
+  RETURN_IF_ERROR(CheckExpectedComponents(*root, components));
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = name;
   pipeline->description = std::move(description);
@@ -110,7 +108,8 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
     *proto.add_outputs() = ToParamSpec(p);
   }
   *proto.mutable_blocks() = ToBlockSpec(root->Describe());
-  proto.set_preview(pipeline->components.Contains(kPreviewRole));
+  proto.set_preview(pipeline->components.Provides(
+      kPreviewRole, ComponentInterface::Of<IterationPreview>()));
 
   pipeline->root = std::move(root);
   by_name_.emplace(name, pipeline.get());

@@ -57,6 +57,26 @@ std::string Where(const std::string& source, const ParseInfoTree* tree,
   return absl::StrCat(source, ": ");
 }
 
+// "SOURCE:LINE:COL: " of the entry that binds `role` in `pipeline`'s
+// components map (`tree` describes `pipeline`).
+std::string RoleWhere(const std::string& source, const ParseInfoTree* tree,
+                      const v1::PipelineConfig& pipeline,
+                      absl::string_view role) {
+  // A map's entries, read through reflection, are in the order parsed,
+  // which is the order the ParseInfoTree indexes them by.
+  const auto* field = FieldOf(v1::PipelineConfig::descriptor(), "components");
+  const auto* reflection = pipeline.GetReflection();
+  for (int i = 0; i < reflection->FieldSize(pipeline, field); ++i) {
+    const google::protobuf::Message& entry =
+        reflection->GetRepeatedMessage(pipeline, field, i);
+    const auto* key = entry.GetDescriptor()->map_key();
+    if (entry.GetReflection()->GetString(entry, key) == role) {
+      return Where(source, tree, field, i);
+    }
+  }
+  return Where(source, tree, field, -1);
+}
+
 // A configuration error, whatever the code of `status` (an unknown type's
 // NOT_FOUND, a duplicate's ALREADY_EXISTS): INVALID_ARGUMENT,
 // "WHERE CONTEXT: MESSAGE".
@@ -208,9 +228,11 @@ absl::Status LoadServerConfig(const ConfigSource& config,
     Components bound;
     for (const auto& [role, name] : pipeline.components()) {
       if (!loaded.Contains(name)) {
-        return fail(absl::InvalidArgumentError(
-            absl::StrCat("role '", role, "' names component '", name,
-                         "', which is not defined")));
+        return ConfigError(RoleWhere(source, pipeline_tree, pipeline, role),
+                           label,
+                           absl::InvalidArgumentError(absl::StrCat(
+                               "role '", role, "' names component '", name,
+                               "', which is not defined")));
       }
       RETURN_IF_ERROR(bound.AddShared(role, loaded, name));
     }
@@ -222,6 +244,17 @@ absl::Status LoadServerConfig(const ConfigSource& config,
                        : pipeline_tree->GetTreeForNested(root_field, -1),
                    Where(source, pipeline_tree, root_field, -1), source,
                    pipeline.name(), blocks));
+    // Every role a block expects is bound, to a component of the interface
+    // it declares; a wrong one is reported where the role is bound.
+    root->SetName(pipeline.name());  // so that errors name block paths
+    std::string role;
+    if (absl::Status s = CheckExpectedComponents(*root, bound, &role);
+        !s.ok()) {
+      return ConfigError(
+          bound.Contains(role) ? RoleWhere(source, pipeline_tree, pipeline, role)
+                               : Where(source, &tree, pipelines_field, i),
+          absl::StrCat(label, ", role '", role, "'"), s);
+    }
     if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
                                      std::move(root), std::move(bound));
         !s.ok()) {

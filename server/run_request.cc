@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/status_macros.h"
-#include "blocks/diffusion/diffusion_blocks.h"
+#include "blocks/core/iteration_preview.h"
 
 namespace loopserve {
 namespace {
@@ -117,12 +117,12 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
                               "; expected BLOCK (0) or LATEST (1)"));
   }
   if (stream.preview()) {
-    absl::StatusOr<const ImageDecoder*> preview =
-        pipeline.components.Get<ImageDecoder>(kPreviewRole);
+    absl::StatusOr<const IterationPreview*> preview =
+        pipeline.components.Get<IterationPreview>(kPreviewRole);
     if (!preview.ok()) {
       return error("stream.preview",
-                   "the pipeline has no latent preview (a 'preview' "
-                   "component)");
+                   "the pipeline has no iteration preview (an "
+                   "IterationPreview bound to its 'preview' role)");
     }
     selection.preview = *preview;
   }

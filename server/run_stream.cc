@@ -6,7 +6,6 @@
 #include "absl/strings/str_cat.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/status_macros.h"
-#include "blocks/diffusion/png.h"
 #include "server/tensor_codec.h"
 
 namespace loopserve {
@@ -44,23 +43,6 @@ bool RunStream::Begin() {
   Act(action);
   return true;
 }
-
-namespace {
-
-// The PNG latent preview of an iteration's `denoised` (else its `latents`):
-// the batch side by side. Empty when the state holds neither.
-absl::StatusOr<std::string> RenderPreview(const ImageDecoder& preview,
-                                          const BlockState& state) {
-  const c10::IValue* value = state.Find("denoised");
-  if (value == nullptr || !value->isTensor()) value = state.Find("latents");
-  if (value == nullptr || !value->isTensor()) return std::string();
-  ASSIGN_OR_RETURN(at::Tensor rgb, preview.Decode(value->toTensor()));
-  rgb = rgb.contiguous();  // UINT8 [B,H,W,3] on the CPU
-  return EncodePngSideBySide(rgb.data_ptr<uint8_t>(), rgb.size(0),
-                             rgb.size(1), rgb.size(2));
-}
-
-}  // namespace
 
 absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   ++iterations_;
@@ -109,7 +91,7 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   item.clear_preview_png();
   if (selection_.preview != nullptr) {
     absl::StatusOr<std::string> png =
-        RenderPreview(*selection_.preview, iteration.state);
+        selection_.preview->RenderPng(iteration.state);
     if (!png.ok()) {
       return absl::Status(png.status().code(),
                           absl::StrCat("preview: ", png.status().message()));

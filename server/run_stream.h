@@ -45,7 +45,7 @@
 #include "absl/time/time.h"
 #include "blocks/core/run_context.h"
 #include "blocks/core/state.h"
-#include "blocks/diffusion/denoisers.h"
+#include "blocks/core/iteration_preview.h"
 #include "loopserve/v1/loopserve.pb.h"
 #include "server/metrics.h"
 
@@ -72,9 +72,9 @@ struct StreamSelection {
   bool latest = false;  // backpressure LATEST, else BLOCK
   // Final outputs to send (never empty when the pipeline has any).
   std::vector<std::string> outputs;
-  // When the client asked for previews: the pipeline's "preview" component,
-  // which renders each sent iteration's `denoised` into preview_png.
-  const ImageDecoder* preview = nullptr;
+  // When the client asked for previews: the pipeline's IterationPreview,
+  // which renders each sent iteration into preview_png.
+  const IterationPreview* preview = nullptr;
 };
 
 struct RunStreamOptions {

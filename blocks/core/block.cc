@@ -235,4 +235,22 @@ absl::Status RunBlock(const Block& block, const Components& components,
   return status;
 }
 
+absl::Status CheckExpectedComponents(const Block& root,
+                                     const Components& components,
+                                     std::string* role) {
+  // Children first, so that an error names the leaf that Gets the component
+  // rather than a composite that merely aggregates its declaration.
+  for (const SubBlock& sub : root.sub_blocks()) {
+    RETURN_IF_ERROR(CheckExpectedComponents(*sub.block, components, role));
+  }
+  for (const ComponentSpec& spec : root.signature().expected_components) {
+    if (absl::Status s = CheckComponent(spec, components, root.Label());
+        !s.ok()) {
+      if (role != nullptr) *role = spec.name;
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace loopserve

@@ -235,6 +235,14 @@ absl::Status StatusFromCurrentException(const Block& block);
 template <typename Fn>
 absl::Status InvokeGuarded(const Block& block, Fn&& fn);
 
+// Checks that `components` holds every component each block under `root`
+// expects, each of the interface it declares (CheckComponent): how a
+// pipeline's role bindings are checked before it serves. The error names
+// the block; `role`, when given, receives the role at fault.
+absl::Status CheckExpectedComponents(const Block& root,
+                                     const Components& components,
+                                     std::string* role = nullptr);
+
 // Runs `block` on `state`: the way a pipeline is started, and the way
 // composites run their children.
 absl::Status RunBlock(const Block& block, const Components& components,

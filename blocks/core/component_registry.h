@@ -11,8 +11,10 @@
 //                                   context, loaded));
 //   // loaded.Get<Scheduler>("ddim")
 //
-// A factory registers the interface its blocks ask for (Scheduler, not
-// DdimScheduler): Components::Get matches the registered type exactly.
+// A factory registers the interfaces its blocks ask for (Scheduler, not
+// DdimScheduler): Components::Get finds a component only as one of them.
+// A component that is several things registers as each:
+//   registry.Register<LatentPreview, ImageDecoder, IterationPreview>(...)
 //
 // Thread-safety: as BlockRegistry.
 #pragma once
@@ -52,19 +54,20 @@ class ComponentRegistry {
       const BlockParams&, const ComponentContext&)>;
 
   // Registers `factory` under `type_name`; components it makes are added to
-  // Components as T. ALREADY_EXISTS when the name is taken.
-  template <typename T>
+  // Components as T, and as each of `Also` (other interfaces T derives
+  // from). ALREADY_EXISTS when the name is taken.
+  template <typename T, typename... Also>
   absl::Status Register(std::string type_name, Factory<T> factory) {
     if (!factory) return NullFactory(type_name);
     return RegisterErased(
-        std::move(type_name),
-        [factory = std::move(factory)](std::string name,
-                                       const BlockParams& params,
-                                       const ComponentContext& context,
-                                       Components& into) -> absl::Status {
+        type_name,
+        [factory = std::move(factory), type_name](
+            std::string name, const BlockParams& params,
+            const ComponentContext& context, Components& into) -> absl::Status {
           ASSIGN_OR_RETURN(std::shared_ptr<const T> component,
                            factory(params, context));
-          return into.Add<T>(std::move(name), std::move(component));
+          return into.Add<T, Also...>(std::move(name), std::move(component),
+                                      type_name);
         });
   }
 

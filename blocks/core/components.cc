@@ -1,15 +1,15 @@
 #include "blocks/core/components.h"
 
-#include <c10/util/Type.h>
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "blocks/core/sorted_keys.h"
 
 namespace loopserve {
 
 absl::Status Components::AddErased(std::string name,
                                    std::shared_ptr<const void> object,
-                                   std::type_index type) {
+                                   std::vector<Interface> interfaces,
+                                   std::string type_name) {
   if (name.empty()) {
     return absl::InvalidArgumentError("component name is empty");
   }
@@ -21,7 +21,11 @@ absl::Status Components::AddErased(std::string name,
     return absl::AlreadyExistsError(
         absl::StrCat("component '", name, "' is already loaded"));
   }
-  entries_.emplace(std::move(name), Entry{std::move(object), type});
+  Entry entry{.object = std::move(object),
+              .interfaces = std::move(interfaces),
+              .component = name,
+              .type_name = std::move(type_name)};
+  entries_.emplace(std::move(name), std::move(entry));
   return absl::OkStatus();
 }
 
@@ -32,12 +36,12 @@ absl::StatusOr<const void*> Components::Find(absl::string_view name,
     return absl::NotFoundError(
         absl::StrCat("component '", name, "' is not loaded"));
   }
-  if (it->second.type != std::type_index(type)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "component '", name, "' is a ", c10::demangle(it->second.type.name()),
-        ", not a ", c10::demangle(type.name())));
+  for (const Interface& interface : it->second.interfaces) {
+    if (*interface.type == type) return interface.object;
   }
-  return it->second.object.get();
+  return absl::FailedPreconditionError(
+      absl::StrCat("component '", name, "' is ", Describe(name), ", not a ",
+                   ComponentInterface::Of(type).Name()));
 }
 
 absl::Status Components::AddShared(std::string name, const Components& from,
@@ -47,27 +51,74 @@ absl::Status Components::AddShared(std::string name, const Components& from,
     return absl::NotFoundError(
         absl::StrCat("component '", from_name, "' is not loaded"));
   }
-  return AddErased(std::move(name), it->second.object, it->second.type);
+  RETURN_IF_ERROR(AddErased(name, it->second.object, it->second.interfaces,
+                            it->second.type_name));
+  entries_.at(name).component = it->second.component;
+  return absl::OkStatus();
 }
 
 bool Components::Contains(absl::string_view name) const {
   return entries_.contains(name);
 }
 
+bool Components::Provides(absl::string_view name,
+                          const ComponentInterface& interface) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return false;
+  if (interface.is_any()) return true;
+  for (const Interface& candidate : it->second.interfaces) {
+    if (*candidate.type == *interface.type()) return true;
+  }
+  return false;
+}
+
+std::string Components::Describe(absl::string_view name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return "";
+  const Entry& entry = it->second;
+  std::vector<std::string> kinds;
+  for (const Interface& interface : entry.interfaces) {
+    kinds.push_back(ComponentInterface::Of(*interface.type).Name());
+  }
+  std::vector<std::string> origin;
+  if (entry.component != name) {
+    origin.push_back(absl::StrCat("component '", entry.component, "'"));
+  }
+  if (!entry.type_name.empty()) origin.push_back(entry.type_name);
+  return absl::StrCat("a ", absl::StrJoin(kinds, " and "),
+                      origin.empty() ? ""
+                                     : absl::StrCat(" (", absl::StrJoin(origin, ", "),
+                                                    ")"));
+}
+
 std::vector<std::string> Components::Names() const {
   return SortedKeys(entries_);
+}
+
+absl::Status CheckComponent(const ComponentSpec& spec,
+                            const Components& components,
+                            absl::string_view owner) {
+  if (!components.Contains(spec.name)) {
+    return absl::NotFoundError(absl::StrCat(
+        owner, " expects component '", spec.name, "'",
+        spec.type.empty() ? "" : absl::StrCat(" (", spec.type, ")"),
+        ", which is not loaded"));
+  }
+  if (!components.Provides(spec.name, spec.interface)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        owner, " expects component '", spec.name, "' to be a ",
+        spec.interface.Name(),
+        spec.type.empty() ? "" : absl::StrCat(" (", spec.type, ")"),
+        ", but it is ", components.Describe(spec.name)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckComponents(const std::vector<ComponentSpec>& specs,
                              const Components& components,
                              absl::string_view owner) {
   for (const ComponentSpec& spec : specs) {
-    if (!components.Contains(spec.name)) {
-      return absl::NotFoundError(absl::StrCat(
-          owner, " expects component '", spec.name, "'",
-          spec.type.empty() ? "" : absl::StrCat(" (", spec.type, ")"),
-          ", which is not loaded"));
-    }
+    RETURN_IF_ERROR(CheckComponent(spec, components, owner));
   }
   return absl::OkStatus();
 }

@@ -2,12 +2,18 @@
 // denoisers, decoders), loaded once at start-up and resident on the device.
 //
 //   Components components;
-//   RETURN_IF_ERROR(components.Add("scheduler",
-//                                  std::make_shared<DdimScheduler>(config)));
+//   RETURN_IF_ERROR(components.Add<Scheduler>(
+//       "scheduler", std::make_shared<DdimScheduler>(config)));
 //   ...
 //   // in a block:
-//   ASSIGN_OR_RETURN(const DdimScheduler* scheduler,
-//                    components.Get<DdimScheduler>("scheduler"));
+//   ASSIGN_OR_RETURN(const Scheduler* scheduler,
+//                    components.Get<Scheduler>("scheduler"));
+//
+// A component is added as one or more interfaces (Add<T, Also...>), and Get
+// finds it only as one of those: a latent preview is both an ImageDecoder
+// and an IterationPreview. ComponentSpec::interface lets a block declare the
+// interface it will Get, so that a configuration binding a role to the wrong
+// kind of component fails when it loads (CheckComponents), not when it runs.
 //
 // Ownership: Components shares ownership of each component; a component lives
 // as long as any Components holding it.
@@ -22,8 +28,9 @@
 
 #include <memory>
 #include <string>
-#include <typeindex>
+#include <type_traits>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -37,16 +44,26 @@ namespace loopserve {
 
 class Components {
  public:
-  // Adds `component` under `name`. ALREADY_EXISTS when the name is taken,
-  // INVALID_ARGUMENT when the name is empty or the component null.
-  template <typename T>
-  absl::Status Add(std::string name, std::shared_ptr<const T> component) {
-    return AddErased(std::move(name), std::move(component),
-                     std::type_index(typeid(T)));
+  // Adds `component` under `name`, to be found as a T and as each of
+  // `Also` (interfaces T derives from). `type_name` (the registered type,
+  // "ddim_scheduler") is for messages. ALREADY_EXISTS when the name is
+  // taken, INVALID_ARGUMENT when the name is empty or the component null.
+  template <typename T, typename... Also>
+  absl::Status Add(std::string name, std::shared_ptr<const T> component,
+                   std::string type_name = {}) {
+    static_assert((std::is_base_of_v<Also, T> && ...),
+                  "a component is added as T or as interfaces T derives "
+                  "from");
+    const T* object = component.get();
+    return AddErased(
+        std::move(name), std::move(component),
+        {{&typeid(T), object},
+         {&typeid(Also), static_cast<const Also*>(object)}...},
+        std::move(type_name));
   }
 
   // The component `name` as a T. NOT_FOUND when absent, FAILED_PRECONDITION
-  // when it was added as another type. The pointer lives as long as this
+  // when it was not added as a T. The pointer lives as long as this
   // Components.
   template <typename T>
   absl::StatusOr<const T*> Get(absl::string_view name) const {
@@ -61,25 +78,48 @@ class Components {
                          absl::string_view from_name);
 
   bool Contains(absl::string_view name) const;
+  // Whether `name` is present and can be had as `interface` (any interface
+  // when unspecified).
+  bool Provides(absl::string_view name, const ComponentInterface& interface)
+      const;
+  // "a Denoiser (component 'gmm', gaussian_mixture_denoiser)": what `name`
+  // is, and, when bound by role, the component it is bound to; for
+  // messages. Empty when absent.
+  std::string Describe(absl::string_view name) const;
   // Sorted.
   std::vector<std::string> Names() const;
 
  private:
+  struct Interface {
+    const std::type_info* type;
+    const void* object;
+  };
   struct Entry {
     std::shared_ptr<const void> object;
-    std::type_index type;
+    // The first is the type it was added as.
+    std::vector<Interface> interfaces;
+    // For messages: the pool name it was shared from, and its type name.
+    std::string component;
+    std::string type_name;
   };
 
   absl::Status AddErased(std::string name, std::shared_ptr<const void> object,
-                         std::type_index type);
+                         std::vector<Interface> interfaces,
+                         std::string type_name);
   absl::StatusOr<const void*> Find(absl::string_view name,
                                    const std::type_info& type) const;
 
   absl::flat_hash_map<std::string, Entry> entries_;
 };
 
-// Checks that `components` holds every component that `specs` names.
-// NOT_FOUND naming the first missing one and who expects it (`owner`).
+// Checks that `components` holds `spec`'s component, and, when the spec
+// names an interface, that it is one. NOT_FOUND naming the missing one and
+// who expects it (`owner`); FAILED_PRECONDITION naming both kinds when it is
+// of another.
+absl::Status CheckComponent(const ComponentSpec& spec,
+                            const Components& components,
+                            absl::string_view owner);
+// CheckComponent for each of `specs`; the first error.
 absl::Status CheckComponents(const std::vector<ComponentSpec>& specs,
                              const Components& components,
                              absl::string_view owner);

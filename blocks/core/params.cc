@@ -1,7 +1,10 @@
 #include "blocks/core/params.h"
 
+#include <c10/util/Type.h>
+
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 
 namespace loopserve {
@@ -54,6 +57,14 @@ std::string TypeHint::ToString() const {
     if (Contains(kind)) names.push_back(KindName(kind));
   }
   return absl::StrJoin(names, " | ");
+}
+
+std::string ComponentInterface::Name() const {
+  if (type_ == nullptr) return "any";
+  std::string name = c10::demangle(type_->name());
+  constexpr absl::string_view kNamespace = "loopserve::";
+  if (absl::StartsWith(name, kNamespace)) name.erase(0, kNamespace.size());
+  return name;
 }
 
 }  // namespace loopserve

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <typeinfo>
 
 #include "absl/strings/string_view.h"
 
@@ -122,12 +123,43 @@ struct OutputParam {
   bool internal = false;
 };
 
-// A component a block expects to find in Components, e.g.
-// {.name = "scheduler", .type = "ddim_scheduler | euler_scheduler"}.
+// The interface a block gets a component as (Components::Get<T>), as a
+// value: ComponentInterface::Of<Scheduler>(). Default: any.
+class ComponentInterface {
+ public:
+  template <typename T>
+  static ComponentInterface Of() {
+    return ComponentInterface(&typeid(T));
+  }
+  static ComponentInterface Of(const std::type_info& type) {
+    return ComponentInterface(&type);
+  }
+  ComponentInterface() = default;
+
+  bool is_any() const { return type_ == nullptr; }
+  // Null for any.
+  const std::type_info* type() const { return type_; }
+  // "Scheduler" (the C++ type, without the loopserve namespace); "any".
+  std::string Name() const;
+
+ private:
+  explicit ComponentInterface(const std::type_info* type) : type_(type) {}
+  const std::type_info* type_ = nullptr;
+};
+
+// A component a block expects to find in Components under a role, e.g.
+// {.name = "scheduler",
+//  .type = "ddim_scheduler | euler_scheduler",
+//  .interface = ComponentInterface::Of<Scheduler>()}.
 struct ComponentSpec {
+  // The role: the name the block Gets it by.
   std::string name{};
+  // The component types that fit, for people (DescribePipeline).
   std::string type{};
   std::string description{};
+  // The interface the block Gets it as; checked when a pipeline is
+  // assembled (CheckComponents).
+  ComponentInterface interface{};
 };
 
 }  // namespace loopserve

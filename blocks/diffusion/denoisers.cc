@@ -13,6 +13,7 @@
 #include "blocks/core/param_reader.h"
 #include "blocks/core/status_macros.h"
 #include "blocks/diffusion/noise_schedule.h"
+#include "blocks/diffusion/png.h"
 
 namespace loopserve {
 namespace {
@@ -274,6 +275,16 @@ absl::StatusOr<at::Tensor> LatentPreview::Decode(
   return rgb.contiguous();
 }
 
+absl::StatusOr<std::string> LatentPreview::RenderPng(
+    const BlockState& state) const {
+  const c10::IValue* value = state.Find("denoised");
+  if (value == nullptr || !value->isTensor()) value = state.Find("latents");
+  if (value == nullptr || !value->isTensor()) return std::string();
+  ASSIGN_OR_RETURN(const at::Tensor rgb, Decode(value->toTensor()));
+  return EncodePngSideBySide(rgb.data_ptr<uint8_t>(), rgb.size(0),
+                             rgb.size(1), rgb.size(2));
+}
+
 // ---- registration ----
 
 absl::Status RegisterModels(ComponentRegistry& registry) {
@@ -322,10 +333,10 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
         RETURN_IF_ERROR(params.CheckAllRead());
         return TorchScriptDecoder::Load(options);
       }));
-  return registry.Register<ImageDecoder>(
+  return registry.Register<LatentPreview, ImageDecoder, IterationPreview>(
       std::string(LatentPreview::kTypeName),
       [](const BlockParams& raw, const ComponentContext&)
-          -> absl::StatusOr<std::shared_ptr<const ImageDecoder>> {
+          -> absl::StatusOr<std::shared_ptr<const LatentPreview>> {
         ParamReader params(raw);
         ASSIGN_OR_RETURN(std::vector<double> factors,
                          params.DoubleList("factors", {}));

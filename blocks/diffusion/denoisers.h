@@ -24,6 +24,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/component_registry.h"
+#include "blocks/core/iteration_preview.h"
+#include "blocks/core/state.h"
 
 namespace torch::jit {
 struct Module;
@@ -140,7 +142,9 @@ class TorchScriptDecoder final : public ImageDecoder {
   std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
 };
 
-class LatentPreview final : public ImageDecoder {
+// Also the pipeline's IterationPreview: each streamed iteration's `denoised`
+// (the predicted x0), else its `latents`, as a PNG, the batch side by side.
+class LatentPreview final : public ImageDecoder, public IterationPreview {
  public:
   static constexpr absl::string_view kTypeName = "latent_preview";
   // `factors`: [C][3], row c the RGB contribution of latent channel c;
@@ -154,6 +158,7 @@ class LatentPreview final : public ImageDecoder {
   // bias + 1) / 2) clamped to [0, 1], × 255. INVALID_ARGUMENT when the
   // latents are not [B, channels, H, W].
   absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const override;
+  absl::StatusOr<std::string> RenderPng(const BlockState& state) const override;
 
  private:
   int64_t channels_;
@@ -163,7 +168,8 @@ class LatentPreview final : public ImageDecoder {
 };
 
 // Registers gaussian_mixture_denoiser and torchscript_denoiser (as
-// Denoiser), torchscript_decoder and latent_preview (as ImageDecoder).
+// Denoiser), torchscript_decoder (as ImageDecoder) and latent_preview (as
+// ImageDecoder and IterationPreview).
 absl::Status RegisterModels(ComponentRegistry& registry);
 
 // "float32" / "float16" / "bfloat16", or the API's "FP32" / "FP16" / "BF16"

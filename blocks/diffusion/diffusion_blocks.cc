@@ -24,7 +24,8 @@ std::string ShapeString(const at::Tensor& t) {
 ComponentSpec SchedulerSpec() {
   return {.name = std::string(kSchedulerRole),
           .type = "ddim_scheduler | euler_scheduler",
-          .description = "Turns the model's predictions into the next latents"};
+          .description = "Turns the model's predictions into the next latents",
+          .interface = ComponentInterface::Of<Scheduler>()};
 }
 
 // The run's schedule, as SetTimesteps left it in the block state.
@@ -308,7 +309,8 @@ std::vector<OutputParam> PredictNoise::intermediate_outputs() const {
 std::vector<ComponentSpec> PredictNoise::expected_components() const {
   return {{.name = std::string(kDenoiserRole),
            .type = "torchscript_denoiser | gaussian_mixture_denoiser",
-           .description = "The model"}};
+           .description = "The model",
+           .interface = ComponentInterface::Of<Denoiser>()}};
 }
 
 absl::Status PredictNoise::RunStep(const Components& components,
@@ -436,7 +438,8 @@ std::vector<OutputParam> LatentsToImage::intermediate_outputs() const {
 std::vector<ComponentSpec> LatentsToImage::expected_components() const {
   return {{.name = std::string(spec_.role),
            .type = std::string(spec_.component_types),
-           .description = "Latents -> UINT8 [B,H,W,3] images"}};
+           .description = "Latents -> UINT8 [B,H,W,3] images",
+           .interface = ComponentInterface::Of<ImageDecoder>()}};
 }
 
 absl::Status LatentsToImage::Run(const Components& components,

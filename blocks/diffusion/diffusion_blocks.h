@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "blocks/core/iteration_preview.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/registry.h"
 
@@ -35,7 +36,9 @@ namespace loopserve {
 inline constexpr absl::string_view kSchedulerRole = "scheduler";
 inline constexpr absl::string_view kDenoiserRole = "denoiser";
 inline constexpr absl::string_view kDecoderRole = "decoder";
-inline constexpr absl::string_view kPreviewRole = "preview";
+// kPreviewRole ("preview", blocks/core/iteration_preview.h): the Preview
+// block's ImageDecoder, which a latent_preview also serves as the
+// pipeline's IterationPreview.
 
 // scheduler.set_timesteps(num_inference_steps): writes the run's schedule.
 // Params: num_inference_steps (the input's default, 50).

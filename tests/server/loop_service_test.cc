@@ -565,8 +565,8 @@ TEST_F(LoopServiceTest, PreviewsArePngsOfTheLatentSize) {
   seed.mutable_stream()->set_preview(true);
   EXPECT_THAT(client_->Run(seed).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("stream.preview: the pipeline has no latent "
-                                 "preview")));
+                       HasSubstr("stream.preview: the pipeline has no "
+                                 "iteration preview")));
   ExpectStillServing();
 }
 

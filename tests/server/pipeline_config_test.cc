@@ -159,16 +159,59 @@ TEST_F(PipelineConfigTest, BadAndUnknownParams) {
                          "expected an integer, got string")));
 }
 
+// A role bound to a component of the wrong kind fails where it is bound,
+// naming the block, the interface it expects and what it got; so does a
+// preview role a block needs as a decoder.
+TEST_F(PipelineConfigTest, WronglyTypedRolesFailWhereTheyAreBound) {
+  EXPECT_THAT(
+      Load(Good("key: \"scheduler\" value: \"ddim\"",
+                "key: \"scheduler\" value: \"gmm\"")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:15:3: pipeline 'p', role 'scheduler': "
+                         "block 'p/set_timesteps' (SetTimesteps) expects "
+                         "component 'scheduler' to be a Scheduler "
+                         "(ddim_scheduler | euler_scheduler), but it is "
+                         "a Denoiser (component 'gmm', "
+                         "gaussian_mixture_denoiser)")));
+  EXPECT_THAT(
+      Load(Good("key: \"denoiser\" value: \"gmm\"",
+                "key: \"denoiser\" value: \"ddim\"")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:16:3: pipeline 'p', role 'denoiser': "
+                         "block 'p/denoise/denoiser' (PredictNoise) expects "
+                         "component 'denoiser' to be a Denoiser")));
+}
+
+// The "preview" role serves streamed previews only when it is bound to an
+// IterationPreview; the pipeline says so, rather than advertising previews
+// it would refuse.
+TEST_F(PipelineConfigTest, PreviewIsAdvertisedOnlyForAnIterationPreview) {
+  ASSERT_OK(Load(Good("  components { key: \"denoiser\" value: \"gmm\" }\n",
+                      "  components { key: \"denoiser\" value: \"gmm\" }\n"
+                      "  components { key: \"preview\" value: \"ddim\" }\n")));
+  EXPECT_FALSE(catalog_.Find("p")->description_proto.preview());
+  ASSERT_OK(Load(Good(
+      "  components { key: \"denoiser\" value: \"gmm\" }\n",
+      "  components { key: \"denoiser\" value: \"gmm\" }\n"
+      "  components { key: \"preview\" value: \"rgb\" }\n") +
+                 "components { name: \"rgb\" type: \"latent_preview\" params { "
+                 "key: \"factors\" value { list_value { values { double_value: "
+                 "1 } values { double_value: 1 } values { double_value: 1 } } } "
+                 "} }\n"));
+  EXPECT_TRUE(catalog_.Find("p")->description_proto.preview());
+}
+
 TEST_F(PipelineConfigTest, MissingAndUndefinedComponents) {
   EXPECT_THAT(
       Load(Good("  components { key: \"scheduler\" value: \"ddim\" }\n", "")),
       StatusIs(absl::StatusCode::kInvalidArgument,
-               HasSubstr("cfg.pbtxt:13:1: pipeline 'p' expects component "
-                         "'scheduler' (ddim_scheduler | euler_scheduler), "
-                         "which is not loaded")));
+               HasSubstr("cfg.pbtxt:13:1: pipeline 'p', role 'scheduler': "
+                         "block 'p/set_timesteps' (SetTimesteps) expects "
+                         "component 'scheduler' (ddim_scheduler | "
+                         "euler_scheduler), which is not loaded")));
   EXPECT_THAT(Load(Good("value: \"gmm\"", "value: \"gnm\"")),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("cfg.pbtxt:13:1: pipeline 'p': role "
+                       HasSubstr("cfg.pbtxt:16:3: pipeline 'p': role "
                                  "'denoiser' names component 'gnm', which is "
                                  "not defined")));
 }

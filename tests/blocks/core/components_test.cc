@@ -36,7 +36,7 @@ TEST(ComponentsTest, Errors) {
       StatusIs(absl::StatusCode::kNotFound, "component 'unet' is not loaded"));
   EXPECT_THAT(components.Get<int>("scheduler"),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "component 'scheduler' is a loopserve::(anonymous "
+                       "component 'scheduler' is a (anonymous "
                        "namespace)::Scheduler, not a int"));
   EXPECT_THAT(components.Add("", std::make_shared<const int>(1)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
