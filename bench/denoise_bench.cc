@@ -23,7 +23,7 @@
 #include "client/loop_client.h"
 #include "server/loop_server.h"
 #include "server/malloc_tuning.h"
-#include "server/pipeline_config.h"
+#include "engine/default_pipelines.h"
 
 ABSL_FLAG(std::string, pipeline, "digits-ddim", "Pipeline to run");
 ABSL_FLAG(int64_t, steps, 50, "num_inference_steps");
@@ -42,8 +42,8 @@ absl::Status Main() {
   const std::string name = absl::GetFlag(FLAGS_pipeline);
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   const int64_t batch = absl::GetFlag(FLAGS_batch);
-  ASSIGN_OR_RETURN(PipelineCatalog local, LoadPipelines("", c10::kCPU));
-  ASSIGN_OR_RETURN(PipelineCatalog served, LoadPipelines("", c10::kCPU));
+  ASSIGN_OR_RETURN(PipelineCatalog local, LoadDefaultPipelines(c10::kCPU));
+  ASSIGN_OR_RETURN(PipelineCatalog served, LoadDefaultPipelines(c10::kCPU));
   const Pipeline* pipeline = local.Find(name);
   if (pipeline == nullptr) return absl::NotFoundError(name);
 

@@ -20,9 +20,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "blocks/core/block.h"
-#include "server/metrics.h"
-#include "server/pipeline_catalog.h"
-#include "server/pipeline_config.h"
+#include "engine/metrics.h"
+#include "engine/pipeline_catalog.h"
+#include "engine/default_pipelines.h"
 
 ABSL_FLAG(int32_t, repeats, 21, "Pairs of runs per case");
 
@@ -61,7 +61,7 @@ double RunOnce(const Pipeline& pipeline, const Case& c, BlockTimer* timer) {
 }
 
 int Main() {
-  absl::StatusOr<PipelineCatalog> catalog = LoadPipelines("", c10::kCPU);
+  absl::StatusOr<PipelineCatalog> catalog = LoadDefaultPipelines(c10::kCPU);
   if (!catalog.ok()) return 1;
   Metrics metrics({.version = "bench", .torch_version = "", .device = "cpu"});
   for (const auto& pipeline : catalog->pipelines()) metrics.AddPipeline(*pipeline);

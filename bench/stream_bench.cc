@@ -29,9 +29,9 @@
 #include "blocks/core/status_macros.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
-#include "server/pipeline_config.h"
+#include "engine/default_pipelines.h"
 #include "server/malloc_tuning.h"
-#include "server/tensor_codec.h"
+#include "engine/tensor_codec.h"
 
 ABSL_FLAG(int64_t, int_steps, 100000, "Iterations of the int run");
 ABSL_FLAG(int64_t, tensor_steps, 2000, "Iterations of the tensor run");
@@ -108,16 +108,16 @@ double LoopbackBytesPerSecond(int64_t total_bytes) {
 }
 
 int Main() {
-  absl::StatusOr<PipelineCatalog> catalog = LoadPipelines("", c10::kCPU);
+  absl::StatusOr<PipelineCatalog> catalog = LoadDefaultPipelines(c10::kCPU);
   if (!catalog.ok()) {
     std::cerr << catalog.status() << std::endl;
     return 1;
   }
   LoopServerOptions options;
   options.address = "127.0.0.1:0";
-  options.service.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
-  options.service.stream.max_queued_bytes =
-      4 * options.service.stream.max_batch_bytes;
+  options.engine.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
+  options.engine.stream.max_queued_bytes =
+      4 * options.engine.stream.max_batch_bytes;
   absl::StatusOr<std::unique_ptr<LoopServer>> server =
       LoopServer::Start(options, *std::move(catalog));
   if (!server.ok()) return 1;

@@ -2,25 +2,16 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <torch/version.h>
 
 #include <exception>
 
 #include "absl/strings/str_cat.h"
 
-#ifndef LOOPSERVE_VERSION
-#define LOOPSERVE_VERSION "unknown"
-#endif
-
 namespace loopserve {
 
 LoopServer::LoopServer(const LoopServerOptions& options)
-    : executor_(options.executor),
-      metrics_(BuildInfo{.version = LOOPSERVE_VERSION,
-                         .torch_version = TORCH_VERSION,
-                         .device = options.service.device.str()}),
-      service_(std::make_unique<LoopService>(executor_, metrics_,
-                                             options.service)) {}
+    : engine_(options.engine),
+      service_(std::make_unique<LoopService>(engine_)) {}
 
 absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
     const LoopServerOptions& options, PipelineCatalog catalog) {
@@ -41,8 +32,8 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
           "cannot serve metrics on ", options.metrics_address, ": ",
           e.what()));
     }
-    server->exposer_->RegisterCollectable(server->metrics_.registry());
-    server->exposer_->RegisterCollectable(server->metrics_.process());
+    server->exposer_->RegisterCollectable(server->metrics().registry());
+    server->exposer_->RegisterCollectable(server->metrics().process());
     const std::vector<int> ports = server->exposer_->GetListeningPorts();
     server->metrics_port_ = ports.empty() ? 0 : ports.front();
   }
@@ -83,11 +74,7 @@ void LoopServer::SetReady(bool ready) {
 
 void LoopServer::Serve(PipelineCatalog catalog) {
   if (shut_down_) return;
-  catalog_ = std::move(catalog);
-  for (const auto& pipeline : catalog_.pipelines()) {
-    metrics_.AddPipeline(*pipeline);
-  }
-  service_->Serve(catalog_);
+  engine_.Serve(std::move(catalog));
   SetReady(true);
 }
 
@@ -95,19 +82,19 @@ void LoopServer::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   SetReady(false);
-  service_->StartDraining();
-  if (!service_->WaitForIdle(grace)) {
-    service_->CancelAll(
+  engine_.StartDraining();
+  if (!engine_.WaitForIdle(grace)) {
+    engine_.CancelAll(
         absl::UnavailableError("the server shut down before the run finished"));
     // Runs stop at their next iteration boundary and finish their streams;
     // a stream whose client stopped reading is cut off below.
-    service_->WaitForIdle(absl::Seconds(5));
+    engine_.WaitForIdle(absl::Seconds(5));
   }
   // Every run is done. What is left, chiefly round_robin clients' health
   // watches (which never end by themselves), is cancelled now rather than
   // holding the exit up.
   server_->Shutdown(std::chrono::system_clock::now());
-  executor_.Shutdown();
+  engine_.Shutdown();
 }
 
 LoopServer::~LoopServer() { Shutdown(absl::ZeroDuration()); }

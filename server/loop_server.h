@@ -1,8 +1,8 @@
-// LoopServer: a running loopserve: the gRPC server with the
-// LoopPipelineService, health and reflection, its RunExecutor, its metrics
-// (and their HTTP endpoint), and the pipelines (with their components) it
-// serves. main() runs one; the integration tests run one in-process on
-// port 0.
+// LoopServer: a running loopserve: the run engine (engine/engine.h, which
+// holds the pipelines, the executor and the metrics), and its fronts: the
+// gRPC server with the LoopPipelineService, health and reflection, and the
+// metrics' HTTP endpoint. main() runs one; the integration tests run one
+// in-process on port 0.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
 //                    LoopServer::Start(options));   // listening, not ready
@@ -28,19 +28,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "blocks/core/components.h"
+#include "engine/engine.h"
+#include "engine/pipeline_catalog.h"
 #include "server/loop_service.h"
-#include "server/metrics.h"
-#include "server/pipeline_catalog.h"
-#include "server/run_executor.h"
 
 namespace loopserve {
 
 struct LoopServerOptions {
   // host:port; port 0 picks a free one (see port()).
   std::string address = "0.0.0.0:50051";
-  RunExecutorOptions executor;
-  LoopServiceOptions service;
+  EngineOptions engine;
   // Largest request accepted, in bytes.
   int max_receive_message_bytes = 256 << 20;
   // host:port of the Prometheus endpoint (/metrics); empty: none. Port 0
@@ -73,17 +70,15 @@ class LoopServer {
   int port() const { return port_; }
   // The metrics endpoint's port; 0 when there is none.
   int metrics_port() const { return metrics_port_; }
-  LoopService& service() { return *service_; }
-  const RunExecutor& executor() const { return executor_; }
-  Metrics& metrics() { return metrics_; }
+  Engine& engine() { return engine_; }
+  const RunExecutor& executor() const { return engine_.executor(); }
+  Metrics& metrics() { return engine_.metrics(); }
 
  private:
   explicit LoopServer(const LoopServerOptions& options);
   void SetReady(bool ready);
 
-  PipelineCatalog catalog_;
-  RunExecutor executor_;
-  Metrics metrics_;
+  Engine engine_;
   std::unique_ptr<LoopService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<prometheus::Exposer> exposer_;

@@ -1,10 +1,12 @@
 // loopserve: serves loop pipelines over gRPC.
 //
 //   loopserve --port=50051 --device=auto [--config=pipelines.pbtxt]
+//             [--plugin=libmy_blocks.so]...
 //   loopserve --check_config=pipelines.pbtxt   # validate, then exit
 //
 // Without --config it serves the embedded default configuration
-// (server/default_config.pbtxt), its models from --model_dir.
+// (engine/default_config.pbtxt), its models from --model_dir. Each --plugin
+// adds a shared library's block and component types (blocks/core/plugin.h).
 //
 // It listens at once, with readiness (health) NOT_SERVING while it loads its
 // pipelines, then prints a ready line on stderr ("loopserve: serving 5
@@ -12,11 +14,14 @@
 // --metrics_port at /metrics. SIGTERM or SIGINT drains: readiness turns
 // NOT_SERVING, new runs get UNAVAILABLE, runs in flight get
 // --shutdown_grace_s to finish and are then cancelled; the process exits 0.
+// A run that does not end OK writes one log line (glog, on stderr;
+// --log_level).
 #include <csignal>
 #include <cstdint>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -25,13 +30,14 @@
 #include "absl/strings/match.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "blocks/core/status_macros.h"
-#include "server/device.h"
+#include "engine/default_pipelines.h"
+#include "engine/device.h"
+#include "engine/run_log.h"
 #include "server/loop_server.h"
 #include "server/malloc_tuning.h"
-#include "server/pipeline_catalog.h"
-#include "server/pipeline_config.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int32_t, port, 50051, "Port to listen on; 0 picks a free one");
@@ -60,14 +66,27 @@ ABSL_FLAG(double, shutdown_grace_s, 30,
           "Seconds runs in flight get to finish after SIGTERM");
 ABSL_FLAG(int32_t, metrics_port, 9464,
           "Port of the Prometheus endpoint (/metrics, on --host); 0 disables");
+ABSL_FLAG(std::vector<std::string>, plugin, {},
+          "A plugin (shared library) whose block and component types to "
+          "serve; repeat the flag, or separate paths with commas");
+ABSL_FLAG(std::string, log_level, "info",
+          "debug (every run ends with a line), info, warning (every run "
+          "that does not end OK) or error (server faults only)");
 
 namespace loopserve {
 namespace {
 
+PipelineSources Sources(const std::string& config_path) {
+  return {.config_path = config_path,
+          .model_dir = absl::GetFlag(FLAGS_model_dir),
+          .plugins = absl::GetFlag(FLAGS_plugin)};
+}
+
 absl::Status CheckConfig(const std::string& path) {
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
-  ASSIGN_OR_RETURN(const PipelineCatalog catalog, LoadPipelines(path, device, absl::GetFlag(FLAGS_model_dir)));
+  ASSIGN_OR_RETURN(const PipelineCatalog catalog,
+                   LoadPipelines(Sources(path), device));
   std::cout << path << ": OK, " << catalog.pipelines().size()
             << " pipelines:";
   for (const auto& pipeline : catalog.pipelines()) {
@@ -84,16 +103,15 @@ absl::Status Serve(const sigset_t& signals) {
   LoopServerOptions options;
   options.address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
-  options.executor = {
+  EngineOptions& engine = options.engine;
+  engine.executor = {
       .max_concurrent_runs = absl::GetFlag(FLAGS_max_concurrent_runs),
       .max_queued_runs = absl::GetFlag(FLAGS_max_queued_runs)};
-  options.service.limits.max_iterations = absl::GetFlag(FLAGS_max_iterations);
-  options.service.limits.decode.max_tensor_bytes =
-      absl::GetFlag(FLAGS_max_tensor_bytes);
-  options.service.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
-  options.service.stream.max_queued_bytes =
-      4 * options.service.stream.max_batch_bytes;
-  options.service.device = device;
+  engine.limits.max_iterations = absl::GetFlag(FLAGS_max_iterations);
+  engine.limits.decode.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
+  engine.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
+  engine.stream.max_queued_bytes = 4 * engine.stream.max_batch_bytes;
+  engine.device = device;
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   if (const int32_t port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
     options.metrics_address =
@@ -101,8 +119,8 @@ absl::Status Serve(const sigset_t& signals) {
   } else if (port < 0) {
     return absl::InvalidArgumentError("--metrics_port must be >= 0");
   }
-  if (options.executor.max_concurrent_runs < 1 ||
-      options.executor.max_queued_runs < 0) {
+  if (engine.executor.max_concurrent_runs < 1 ||
+      engine.executor.max_queued_runs < 0) {
     return absl::InvalidArgumentError(
         "--max_concurrent_runs must be >= 1 and --max_queued_runs >= 0");
   }
@@ -115,8 +133,7 @@ absl::Status Serve(const sigset_t& signals) {
             << absl::GetFlag(FLAGS_host) << ":" << server->port() << ")"
             << std::endl;
   ASSIGN_OR_RETURN(PipelineCatalog catalog,
-                   LoadPipelines(absl::GetFlag(FLAGS_config), device,
-                                 absl::GetFlag(FLAGS_model_dir)));
+                   LoadPipelines(Sources(absl::GetFlag(FLAGS_config)), device));
   const size_t pipelines = catalog.pipelines().size();
   server->Serve(std::move(catalog));
   std::cerr << "loopserve: serving " << pipelines << " pipelines on "
@@ -134,6 +151,33 @@ absl::Status Serve(const sigset_t& signals) {
   server->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
   std::cerr << "loopserve: stopped" << std::endl;
   return absl::OkStatus();
+}
+
+// absl's flags take a repeated flag's last value; --plugin accumulates: every
+// occurrence (--plugin=A, --plugin A) is folded into one --plugin=A,B.
+std::vector<char*> FoldRepeatedPlugins(int argc, char** argv,
+                                       std::string& folded) {
+  std::vector<char*> args{argv[0]};
+  std::vector<std::string> plugins;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") {  // the rest is not flags
+      args.insert(args.end(), argv + i, argv + argc);
+      break;
+    }
+    if (absl::StartsWith(arg, "--plugin=")) {
+      plugins.emplace_back(arg.substr(9));
+    } else if (arg == "--plugin" && i + 1 < argc) {
+      plugins.emplace_back(argv[++i]);
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  if (!plugins.empty()) {
+    folded = absl::StrCat("--plugin=", absl::StrJoin(plugins, ","));
+    args.insert(args.begin() + 1, folded.data());
+  }
+  return args;
 }
 
 }  // namespace
@@ -157,7 +201,15 @@ int main(int argc, char** argv) {
     return std::string(at == absl::string_view::npos ? file : file.substr(at));
   };
   absl::SetFlagsUsageConfig(usage);
-  absl::ParseCommandLine(argc, argv);
+  std::string folded;
+  std::vector<char*> args = loopserve::FoldRepeatedPlugins(argc, argv, folded);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (absl::Status status = loopserve::InitLogging(
+          argv[0], absl::GetFlag(FLAGS_log_level));
+      !status.ok()) {
+    std::cerr << "loopserve: " << status.message() << std::endl;
+    return 1;
+  }
   if (const std::string path = absl::GetFlag(FLAGS_check_config);
       !path.empty()) {
     if (absl::Status status = loopserve::CheckConfig(path); !status.ok()) {

@@ -72,7 +72,7 @@ absl::StatusOr<c10::IValue> JsonToValue(absl::string_view key,
 
 // The params a diffusers scheduler_config.json at `path` sets, for the keys
 // this scheduler reads.
-absl::StatusOr<BlockParams> ReadConfigFile(const std::string& path,
+absl::StatusOr<BlockParams> ReadSchedulerConfigJson(const std::string& path,
                                            bool ddim) {
   std::ifstream in(path);
   if (!in) {
@@ -176,7 +176,7 @@ absl::StatusOr<SchedulerConfig> ReadSchedulerConfig(
   if (explicit_params.Has("config_file")) {
     ASSIGN_OR_RETURN(std::string file,
                      explicit_params.String("config_file", ""));
-    ASSIGN_OR_RETURN(params, ReadConfigFile(context.ResolvePath(file), ddim));
+    ASSIGN_OR_RETURN(params, ReadSchedulerConfigJson(context.ResolvePath(file), ddim));
   }
   for (const auto& [key, value] : raw) {
     if (key != "config_file") params.insert_or_assign(key, value);

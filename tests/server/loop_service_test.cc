@@ -19,8 +19,8 @@
 #include "blocks/examples/seed_blocks.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
-#include "server/pipeline_config.h"
-#include "server/tensor_codec.h"
+#include "engine/default_pipelines.h"
+#include "engine/tensor_codec.h"
 #include "tests/testing/eventually.h"
 #include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
@@ -73,7 +73,7 @@ class LoopServiceTest : public ::testing::Test {
     BlockRegistry registry;
     ASSERT_OK(RegisterBuiltinBlocks(registry));
     ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
-                         LoadPipelines("", c10::kCPU));
+                         LoadDefaultPipelines(c10::kCPU));
     ASSERT_OK_AND_ASSIGN(
         auto gated,
         FromBlocks<LoopWrapper>(
@@ -269,7 +269,7 @@ TEST_F(LoopServiceTest, BlockWithASlowReaderCoalescesAndLosesNothing) {
 
 TEST_F(LoopServiceTest, BlockMakesTheLoopWaitForASlowReader) {
   LoopServerOptions options;
-  options.service.stream.max_queued_iterations = 4;
+  options.engine.stream.max_queued_iterations = 4;
   StartServer(options);
   std::vector<int64_t> xs;
   ASSERT_OK_AND_ASSIGN(
@@ -286,8 +286,8 @@ TEST_F(LoopServiceTest, BlockMakesTheLoopWaitForASlowReader) {
 
 TEST_F(LoopServiceTest, CancellationFreesTheSlotAtOnce) {
   LoopServerOptions options;
-  options.executor = {.max_concurrent_runs = 1, .max_queued_runs = 0};
-  options.service.limits.max_iterations = int64_t{1} << 40;
+  options.engine.executor = {.max_concurrent_runs = 1, .max_queued_runs = 0};
+  options.engine.limits.max_iterations = int64_t{1} << 40;
   StartServer(options);
 
   RunCancellation cancellation;
@@ -322,7 +322,7 @@ TEST_F(LoopServiceTest, CancellationFreesTheSlotAtOnce) {
 
 TEST_F(LoopServiceTest, DeadlineStopsTheRun) {
   LoopServerOptions options;
-  options.service.limits.max_iterations = int64_t{1} << 40;
+  options.engine.limits.max_iterations = int64_t{1} << 40;
   StartServer(options);
   v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
   request.mutable_stream()->set_every(1000000);
@@ -345,8 +345,8 @@ class BadRequestTest : public LoopServiceTest,
 
 TEST_P(BadRequestTest, IsRefusedWithItsFieldNamedAndTheServerServesOn) {
   LoopServerOptions options;
-  options.service.limits.max_iterations = 1000;
-  options.service.limits.decode.max_tensor_bytes = 1 << 20;
+  options.engine.limits.max_iterations = 1000;
+  options.engine.limits.decode.max_tensor_bytes = 1 << 20;
   StartServer(options);
   v1::RunRequest request = SeedRequest("seed-loop", 5);
   GetParam().mutate(request);
@@ -463,7 +463,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST_F(LoopServiceTest, SixteenConcurrentRunsAreAllExact) {
   LoopServerOptions options;
-  options.executor = {.max_concurrent_runs = 4, .max_queued_runs = 16};
+  options.engine.executor = {.max_concurrent_runs = 4, .max_queued_runs = 16};
   StartServer(options);
   constexpr int kRuns = 16;
   std::vector<std::thread> threads;
@@ -524,7 +524,7 @@ TEST_F(LoopServiceTest, DenoisingStreamsEveryStepsLatentsExactly) {
   EXPECT_FALSE(result.outputs().contains("timesteps"));
   EXPECT_FALSE(result.outputs().contains("generator"));
 
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
   const Pipeline* pipeline = catalog.Find("gmm-ddim");
   PipelineState state;
   state.SetInput("num_inference_steps", int64_t{10});
@@ -648,7 +648,7 @@ TEST(LoopServerTest, ReadinessWaitsForThePipelinesAndLivenessDoesNot) {
                         R"(loopserve_rejected_runs_total{reason="unavailable"})"),
             1);
 
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
   server->Serve(std::move(catalog));
   EXPECT_EQ(*client->Health(kServiceName), HealthStatus::SERVING);
   ASSERT_OK_AND_ASSIGN(v1::RunResult result,
@@ -748,7 +748,7 @@ TEST_F(LoopServiceTest, ActiveRunsCountsARunWhileItRuns) {
 // Note [metrics off the loop]: a fast loop is timed 1 in kSampleEvery
 // iterations, yet every iteration and every loop block is counted once.
 TEST(RunRecorderTest, SamplesFastLoopsButCountsEveryIteration) {
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
   Metrics metrics({.version = "test", .torch_version = "", .device = "cpu"});
   const Pipeline& pipeline = *catalog.Find("seed-loop-2");
   metrics.AddPipeline(pipeline);
@@ -774,7 +774,7 @@ TEST(RunRecorderTest, SamplesFastLoopsButCountsEveryIteration) {
 // A run's own buckets (Note [metrics off the loop]) must land exactly where
 // prometheus::Histogram::Observe would put each value, bounds included.
 TEST(RunRecorderTest, PublishesTheBucketsObserveWouldHave) {
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
   Metrics metrics({.version = "test", .torch_version = "", .device = "cpu"});
   const Pipeline& pipeline = *catalog.Find("seed-loop");
   metrics.AddPipeline(pipeline);
@@ -829,7 +829,7 @@ TEST_F(LoopServiceTest, GracefulShutdownLetsRunsFinishAndRefusesNewOnes) {
 
 TEST_F(LoopServiceTest, ShutdownCancelsRunsPastTheGracePeriod) {
   LoopServerOptions options;
-  options.service.limits.max_iterations = int64_t{1} << 40;
+  options.engine.limits.max_iterations = int64_t{1} << 40;
   StartServer(options);
   absl::Notification running;
   absl::Status status;

@@ -1,4 +1,4 @@
-#include "server/run_request.h"
+#include "engine/run_request.h"
 
 #include <algorithm>
 #include <string>

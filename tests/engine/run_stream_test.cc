@@ -1,5 +1,5 @@
 // RunStream without gRPC: a fake writer completes writes when the test says.
-#include "server/run_stream.h"
+#include "engine/run_stream.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -76,13 +76,13 @@ TEST_F(RunStreamTest, CancelledWhileQueuedFinishesAtOnceAndNeverStarts) {
   ASSERT_TRUE(writer_.finished.has_value());
   EXPECT_THAT(*writer_.finished,
               StatusIs(absl::StatusCode::kCancelled, "gone"));
-  EXPECT_FALSE(stream.Begin());
+  EXPECT_FALSE(stream.Begin(0));
   EXPECT_TRUE(writer_.events.empty());
 }
 
 TEST_F(RunStreamTest, EventsInOrderThenFinishOk) {
   RunStream stream("run-1", "req", All(), {}, &writer_);
-  ASSERT_TRUE(stream.Begin());
+  ASSERT_TRUE(stream.Begin(0));
   ASSERT_EQ(writer_.events.size(), 1u);
   EXPECT_EQ(writer_.events[0].started().request_id(), "req");
   BlockState state;
@@ -98,7 +98,7 @@ TEST_F(RunStreamTest, EventsInOrderThenFinishOk) {
 
   PipelineState final_state;
   final_state.SetIntermediate("x", int64_t{2});
-  stream.End(absl::OkStatus(), final_state);
+  stream.End(absl::OkStatus(), final_state, {});
   EXPECT_FALSE(writer_.finished.has_value());  // a write is in flight
   WriteDone(stream);
   ASSERT_EQ(writer_.events.size(), 3u);
@@ -111,7 +111,7 @@ TEST_F(RunStreamTest, EventsInOrderThenFinishOk) {
 
 TEST_F(RunStreamTest, ReusedIterationsCarryOnlyThisIterationsValues) {
   RunStream stream("run-1", "", All(), {}, &writer_);
-  ASSERT_TRUE(stream.Begin());
+  ASSERT_TRUE(stream.Begin(0));
   WriteDone(stream);  // started
   BlockState first;
   first.Set("x", int64_t{1});
@@ -130,7 +130,7 @@ TEST_F(RunStreamTest, ReusedIterationsCarryOnlyThisIterationsValues) {
   EXPECT_THAT(keys, UnorderedElementsAre("y"));
   EXPECT_EQ(item.values().at("y").double_value(), 2.5);
   WriteDone(stream);
-  stream.End(absl::InternalError("boom"), PipelineState());
+  stream.End(absl::InternalError("boom"), PipelineState(), {});
   ASSERT_TRUE(writer_.finished.has_value());
   EXPECT_THAT(*writer_.finished, StatusIs(absl::StatusCode::kInternal, "boom"));
 }
@@ -139,7 +139,7 @@ TEST_F(RunStreamTest, LatestReplacesWhatTheWriterHasNotTaken) {
   StreamSelection selection = All();
   selection.latest = true;
   RunStream stream("run-1", "", selection, {}, &writer_);
-  ASSERT_TRUE(stream.Begin());  // `started` in flight
+  ASSERT_TRUE(stream.Begin(0));  // `started` in flight
   BlockState state;
   for (int64_t i = 0; i < 5; ++i) {
     state.Set("x", i);
@@ -155,7 +155,7 @@ TEST_F(RunStreamTest, LatestReplacesWhatTheWriterHasNotTaken) {
 
 TEST_F(RunStreamTest, CancelStopsTheLoopAndFinishesOnceItEnds) {
   RunStream stream("run-1", "", All(), {}, &writer_);
-  ASSERT_TRUE(stream.Begin());
+  ASSERT_TRUE(stream.Begin(0));
   stream.Cancel(absl::DeadlineExceededError("late"));
   BlockState state;
   state.Set("x", int64_t{1});
@@ -164,7 +164,7 @@ TEST_F(RunStreamTest, CancelStopsTheLoopAndFinishesOnceItEnds) {
   EXPECT_FALSE(writer_.finished.has_value());  // `started` still in flight
   WriteDone(stream, /*ok=*/false);
   EXPECT_FALSE(writer_.finished.has_value());  // the run has not ended
-  stream.End(absl::DeadlineExceededError("late"), PipelineState());
+  stream.End(absl::DeadlineExceededError("late"), PipelineState(), {});
   ASSERT_TRUE(writer_.finished.has_value());
   EXPECT_THAT(*writer_.finished,
               StatusIs(absl::StatusCode::kDeadlineExceeded, "late"));

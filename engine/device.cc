@@ -1,4 +1,4 @@
-#include "server/device.h"
+#include "engine/device.h"
 
 #include <ATen/Context.h>
 #include <ATen/detail/CUDAHooksInterface.h>

@@ -1,4 +1,4 @@
-#include "server/metrics.h"
+#include "engine/metrics.h"
 
 #include <dirent.h>
 #include <prometheus/metric_family.h>
@@ -13,7 +13,7 @@
 
 #include "absl/strings/ascii.h"
 #include "blocks/core/block.h"
-#include "server/pipeline_catalog.h"
+#include "engine/pipeline_catalog.h"
 
 #ifdef LOOPSERVE_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -161,6 +161,10 @@ absl::string_view RejectReason(absl::StatusCode code) {
       return "queue_full";
     case absl::StatusCode::kUnavailable:
       return "unavailable";  // loading or draining
+    case absl::StatusCode::kCancelled:
+      return "cancelled";  // before its request arrived
+    case absl::StatusCode::kDeadlineExceeded:
+      return "deadline_exceeded";
     default:
       return "other";
   }

@@ -17,7 +17,7 @@
 #include "blocks/builtin_blocks.h"
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/diffusion_blocks.h"
-#include "server/pipeline_config.h"
+#include "engine/default_pipelines.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
@@ -32,7 +32,7 @@ class DenoisingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
-                         LoadPipelines("", c10::kCPU));
+                         LoadDefaultPipelines(c10::kCPU));
     catalog_ = new PipelineCatalog(std::move(catalog));
   }
 

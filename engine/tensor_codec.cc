@@ -1,4 +1,4 @@
-#include "server/tensor_codec.h"
+#include "engine/tensor_codec.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/irange.h>

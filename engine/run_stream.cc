@@ -1,4 +1,4 @@
-#include "server/run_stream.h"
+#include "engine/run_stream.h"
 
 #include <algorithm>
 #include <utility>
@@ -6,12 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/status_macros.h"
-#include "server/tensor_codec.h"
+#include "engine/tensor_codec.h"
 
 namespace loopserve {
 namespace {
-
-double Milliseconds(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
 bool Contains(const std::vector<std::string>& names, absl::string_view name) {
   return std::find(names.begin(), names.end(), name) != names.end();
@@ -27,11 +25,10 @@ RunStream::RunStream(std::string run_id, std::string request_id,
       selection_(std::move(selection)),
       options_(options),
       writer_(writer),
-      metrics_(metrics),
-      created_(absl::Now()) {}
+      metrics_(metrics) {}
 
-bool RunStream::Begin() {
-  started_ = absl::Now();
+bool RunStream::Begin(double queue_ms) {
+  queue_ms_ = queue_ms;
   Action action;
   {
     absl::MutexLock lock(&mu_);
@@ -154,7 +151,8 @@ bool RunStream::QueueHasRoom() const {
           pending_bytes_ < options_.max_queued_bytes);
 }
 
-void RunStream::End(const absl::Status& status, const PipelineState& state) {
+void RunStream::End(const absl::Status& status, const PipelineState& state,
+                    const v1::RunStats& stats) {
   std::unique_ptr<v1::RunEvent> result;
   absl::Status end = status;
   if (end.ok()) {
@@ -171,12 +169,7 @@ void RunStream::End(const absl::Status& status, const PipelineState& state) {
         break;
       }
     }
-    if (result != nullptr) {
-      v1::RunStats* stats = run_result->mutable_stats();
-      stats->set_iterations(iterations_);
-      stats->set_queue_ms(Milliseconds(started_ - created_));
-      stats->set_run_ms(Milliseconds(absl::Now() - started_));
-    }
+    if (result != nullptr) *run_result->mutable_stats() = stats;
   }
   Action action;
   {
@@ -252,7 +245,7 @@ RunStream::Action RunStream::Pump() {
     v1::RunStarted* started = current_->mutable_started();
     started->set_run_id(run_id_);
     started->set_request_id(request_id_);
-    started->set_queue_ms(Milliseconds(started_ - created_));
+    started->set_queue_ms(queue_ms_);
   } else if (!pending_.empty()) {
     v1::IterationBatch* batch = current_->mutable_iterations();
     int64_t bytes = 0;

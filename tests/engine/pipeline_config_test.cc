@@ -11,7 +11,8 @@
 #include "absl/strings/str_replace.h"
 #include "blocks/builtin_blocks.h"
 #include "blocks/diffusion/schedulers.h"
-#include "server/pipeline_config.h"
+#include "engine/default_pipelines.h"
+#include "engine/pipeline_config.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
@@ -104,7 +105,7 @@ TEST_F(PipelineConfigTest, AGoodConfigurationLoadsAndRuns) {
 }
 
 TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadPipelines("", c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
   std::vector<std::string> names;
   for (const auto& p : catalog.pipelines()) names.push_back(p->name);
   EXPECT_THAT(names, ::testing::ElementsAre("seed-loop", "seed-loop-2",

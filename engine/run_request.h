@@ -22,9 +22,9 @@
 #include "absl/status/statusor.h"
 #include "blocks/core/state.h"
 #include "loopserve/v1/loopserve.pb.h"
-#include "server/pipeline_catalog.h"
-#include "server/run_stream.h"
-#include "server/tensor_codec.h"
+#include "engine/pipeline_catalog.h"
+#include "engine/run_stream.h"
+#include "engine/tensor_codec.h"
 
 namespace loopserve {
 

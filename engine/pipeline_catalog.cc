@@ -1,10 +1,10 @@
-#include "server/pipeline_catalog.h"
+#include "engine/pipeline_catalog.h"
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/status_macros.h"
 #include "blocks/core/iteration_preview.h"
-#include "server/tensor_codec.h"
+#include "engine/tensor_codec.h"
 
 namespace loopserve {
 namespace {

@@ -1,4 +1,4 @@
-#include "server/run_executor.h"
+#include "engine/run_executor.h"
 
 #include <c10/core/InferenceMode.h>
 

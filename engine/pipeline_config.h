@@ -3,13 +3,13 @@
 // it names, created through the ComponentRegistry, and each pipeline's block
 // tree, created through the BlockRegistry and bound to its components by role.
 //
-//   ASSIGN_OR_RETURN(PipelineCatalog catalog, LoadPipelines(path, device));
+//   ASSIGN_OR_RETURN(ConfigSource config, ReadConfigSource(path));
+//   PipelineCatalog catalog;
+//   RETURN_IF_ERROR(LoadServerConfig(config, blocks, components, device,
+//                                    catalog));
 //
-// or, with registries of one's own:
-//
-//   RETURN_IF_ERROR(LoadServerConfig(
-//       {.text = text, .source = path, .base_dir = DirOf(path)},
-//       blocks, components, device, catalog));
+// The registries say which block and component types exist: the built-in
+// ones and plugins' (engine/default_pipelines.h puts them together).
 //
 // Every error names the source, the line and the field:
 //   "pipelines.pbtxt:14:7: pipeline 'gmm-ddim', block 'denoise/denoiser':
@@ -26,13 +26,13 @@
 #include "absl/strings/string_view.h"
 #include "blocks/core/component_registry.h"
 #include "blocks/core/registry.h"
-#include "server/pipeline_catalog.h"
+#include "engine/pipeline_catalog.h"
 
 namespace loopserve {
 
 struct ConfigSource {
   // The configuration, in protobuf text format.
-  absl::string_view text;
+  std::string text;
   // What errors call it: the file's path, or "<embedded>".
   std::string source{};
   // Relative paths in component params resolve against it.
@@ -45,21 +45,8 @@ absl::Status LoadServerConfig(const ConfigSource& config,
                               const ComponentRegistry& components,
                               c10::Device device, PipelineCatalog& catalog);
 
-// The file's contents; NOT_FOUND naming it when it cannot be read.
-absl::StatusOr<std::string> ReadConfigFile(const std::string& path);
-
-// The embedded default configuration (server/default_config.pbtxt): the seed
-// pipelines, gmm-ddim, gmm-euler and digits-ddim. Its model paths are
-// relative to --model_dir.
-absl::string_view DefaultConfigText();
-// --model_dir's default: the source tree's deploy/models.
-absl::string_view DefaultModelDir();
-
-// The pipelines of the configuration file `config_path`, built from the
-// built-in blocks and components, loaded onto `device`. An empty path loads
-// the embedded default configuration, its models from `model_dir`.
-absl::StatusOr<PipelineCatalog> LoadPipelines(
-    const std::string& config_path, c10::Device device,
-    const std::string& model_dir = std::string(DefaultModelDir()));
+// The configuration file at `path`, its relative paths resolving against
+// its directory; NOT_FOUND naming it when it cannot be read.
+absl::StatusOr<ConfigSource> ReadConfigSource(const std::string& path);
 
 }  // namespace loopserve

@@ -1,4 +1,4 @@
-#include "server/pipeline_config.h"
+#include "engine/pipeline_config.h"
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
@@ -11,11 +11,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "blocks/builtin_blocks.h"
 #include "blocks/core/composite.h"
 #include "blocks/core/status_macros.h"
 #include "loopserve/v1/config.pb.h"
-#include "server/tensor_codec.h"
+#include "engine/tensor_codec.h"
 
 namespace loopserve {
 namespace {
@@ -167,7 +166,7 @@ absl::Status LoadServerConfig(const ConfigSource& config,
   TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
   parser.WriteLocationsTo(&tree);
-  if (!parser.ParseFromString(std::string(config.text), &server_config)) {
+  if (!parser.ParseFromString(config.text, &server_config)) {
     return absl::InvalidArgumentError(
         absl::StrCat(config.source, ":", errors.error()));
   }
@@ -266,32 +265,7 @@ absl::Status LoadServerConfig(const ConfigSource& config,
   return absl::OkStatus();
 }
 
-absl::StatusOr<PipelineCatalog> LoadPipelines(const std::string& config_path,
-                                              c10::Device device,
-                                              const std::string& model_dir) {
-  BlockRegistry blocks;
-  RETURN_IF_ERROR(RegisterBuiltinBlocks(blocks));
-  ComponentRegistry components;
-  RETURN_IF_ERROR(RegisterBuiltinComponents(components));
-  PipelineCatalog catalog;
-  if (config_path.empty()) {
-    RETURN_IF_ERROR(LoadServerConfig({.text = DefaultConfigText(),
-                                      .source =
-                                          "<embedded default configuration>",
-                                      .base_dir = model_dir},
-                                     blocks, components, device, catalog));
-    return catalog;
-  }
-  ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(config_path));
-  RETURN_IF_ERROR(LoadServerConfig(
-      {.text = text,
-       .source = config_path,
-       .base_dir = std::filesystem::path(config_path).parent_path().string()},
-      blocks, components, device, catalog));
-  return catalog;
-}
-
-absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
+absl::StatusOr<ConfigSource> ReadConfigSource(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     return absl::NotFoundError(
@@ -299,7 +273,10 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  return text.str();
+  return ConfigSource{
+      .text = text.str(),
+      .source = path,
+      .base_dir = std::filesystem::path(path).parent_path().string()};
 }
 
 }  // namespace loopserve

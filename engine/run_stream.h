@@ -1,10 +1,13 @@
-// RunStream: everything between one run's loop and its gRPC writer.
+// RunStream: one run's events, between its loop and the front that writes
+// them (the gRPC reactor), owned by the run (engine/run.h).
 //
 // The loop side (an executor thread) calls Begin, then OnIteration after
 // every iteration (RunStream is the run's IterationObserver), then End. The
-// gRPC side calls OnWriteDone and Cancel. RunStream turns that into the
-// stream's events: RunStarted, IterationBatches, RunResult, and exactly one
-// Finish, with at most one write in flight.
+// front calls OnWriteDone and Cancel. RunStream encodes what the client
+// selected and turns it into the stream's events: RunStarted,
+// IterationBatches, RunResult, and exactly one Finish, with at most one
+// write in flight. It keeps no clock: the run says when it was queued and
+// how long it took.
 //
 // Note [backpressure]
 // ~~~~~~~~~~~~~~~~~~~
@@ -42,16 +45,15 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "blocks/core/run_context.h"
 #include "blocks/core/state.h"
 #include "blocks/core/iteration_preview.h"
 #include "loopserve/v1/loopserve.pb.h"
-#include "server/metrics.h"
+#include "engine/metrics.h"
 
 namespace loopserve {
 
-// Where a RunStream's events go: the gRPC reactor, or a test's fake.
+// Where a run's events go: a front (the gRPC reactor), or a test's fake.
 class RunEventWriter {
  public:
   virtual ~RunEventWriter() = default;
@@ -96,14 +98,17 @@ class RunStream : public IterationObserver {
 
   // ---- The run's side (an executor thread). ----
 
-  // The run starts: queues RunStarted. False when it was cancelled while
-  // queued; the run must then not start.
-  bool Begin();
+  // The run starts, `queue_ms` after it was accepted: queues RunStarted.
+  // False when it was cancelled while queued; the run must then not start.
+  bool Begin(double queue_ms);
   // Streams the iteration if selected; returns the cancellation status once
   // the stream is cancelled, which ends the loop.
   absl::Status OnIteration(const LoopIteration& iteration) override;
-  // The run ended with `status`; when OK, `state` holds the final outputs.
-  void End(const absl::Status& status, const PipelineState& state);
+  // The run ended with `status`; when OK, `state` holds the final outputs,
+  // sent with `stats` (iterations_sent and iterations_dropped are filled
+  // in here).
+  void End(const absl::Status& status, const PipelineState& state,
+           const v1::RunStats& stats);
 
   // ---- The gRPC side. ----
 
@@ -113,6 +118,8 @@ class RunStream : public IterationObserver {
   void Cancel(absl::Status status);
 
   const std::string& run_id() const { return run_id_; }
+  // Iterations observed so far; the run's thread only.
+  int64_t iterations() const { return iterations_; }
 
  private:
   enum class Phase { kQueued, kRunning, kDone };
@@ -140,13 +147,12 @@ class RunStream : public IterationObserver {
   const RunStreamOptions options_;
   RunEventWriter* const writer_;
   PipelineMetrics* const metrics_;
-  const absl::Time created_;
 
   // Read without the lock on every iteration; set under it.
   std::atomic<bool> cancel_requested_{false};
 
   // Owned by the run's thread.
-  absl::Time started_;
+  double queue_ms_ = 0;
   int64_t iterations_ = 0;
   // The message the next streamed iteration is encoded into.
   std::unique_ptr<v1::Iteration> next_item_;

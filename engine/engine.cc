@@ -1,0 +1,145 @@
+#include "engine/engine.h"
+
+#include <torch/version.h>
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "blocks/core/status_macros.h"
+#include "engine/run_log.h"
+
+#ifndef LOOPSERVE_VERSION
+#define LOOPSERVE_VERSION "unknown"
+#endif
+
+namespace loopserve {
+
+Engine::Engine(EngineOptions options)
+    : options_(std::move(options)),
+      metrics_(BuildInfo{.version = LOOPSERVE_VERSION,
+                         .torch_version = TORCH_VERSION,
+                         .device = options_.device.str()}),
+      executor_(options_.executor) {}
+
+Engine::~Engine() { Shutdown(); }
+
+void Engine::Serve(PipelineCatalog catalog) {
+  catalog_ = std::move(catalog);
+  for (const auto& pipeline : catalog_.pipelines()) {
+    metrics_.AddPipeline(*pipeline);
+  }
+  serving_.store(true, std::memory_order_release);
+}
+
+absl::StatusOr<const PipelineCatalog*> Engine::catalog() const {
+  if (!serving_.load(std::memory_order_acquire)) {
+    return absl::UnavailableError(
+        "the server is still loading its pipelines");
+  }
+  return &catalog_;
+}
+
+absl::StatusOr<const Pipeline*> Engine::FindPipeline(
+    absl::string_view name) const {
+  ASSIGN_OR_RETURN(const PipelineCatalog* catalog, this->catalog());
+  if (const Pipeline* pipeline = catalog->Find(name); pipeline != nullptr) {
+    return pipeline;
+  }
+  std::vector<std::string> names;
+  for (const auto& pipeline : catalog->pipelines()) {
+    names.push_back(pipeline->name);
+  }
+  return absl::NotFoundError(
+      absl::StrCat("pipeline '", name,
+                   "' is not served; available: ", absl::StrJoin(names, ", ")));
+}
+
+absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
+    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer) {
+  PipelineMetrics& series = metrics_.For(request->pipeline());
+  const std::string request_id = request->request_id();
+  absl::StatusOr<std::shared_ptr<Run>> run =
+      CreateRun(std::move(request), writer, series);
+  if (!run.ok()) {
+    ReportOutcome(metrics_, {.pipeline = &series,
+                             .request_id = request_id,
+                             .status = run.status(),
+                             .refused = true});
+  }
+  return run;
+}
+
+absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
+    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+    PipelineMetrics& series) {
+  const Run::Clock::time_point accepted = Run::Clock::now();
+  ASSIGN_OR_RETURN(const Pipeline* pipeline,
+                   FindPipeline(request->pipeline()));
+  ASSIGN_OR_RETURN(StreamSelection selection,
+                   ValidateRun(*pipeline, *request, options_.limits));
+  uint64_t number;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return absl::UnavailableError(
+          "the server is shutting down and takes no new runs");
+    }
+    number = ++next_run_;
+  }
+  auto run = std::make_shared<Run>(*this, absl::StrCat("run-", number),
+                                   std::move(request), *pipeline, series,
+                                   std::move(selection), writer, accepted);
+  {
+    absl::MutexLock lock(&mu_);
+    active_.insert(run);
+  }
+  if (absl::Status status = run->Submit(executor_); !status.ok()) {
+    Release(run);
+    return status;
+  }
+  return run;
+}
+
+void Engine::Refuse(const absl::Status& status, absl::string_view pipeline,
+                    absl::string_view request_id) {
+  ReportOutcome(metrics_, {.pipeline = &metrics_.For(pipeline),
+                           .request_id = request_id,
+                           .status = status,
+                           .refused = true});
+}
+
+void Engine::Release(const std::shared_ptr<Run>& run) {
+  absl::MutexLock lock(&mu_);
+  active_.erase(run);
+}
+
+void Engine::StartDraining() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+bool Engine::WaitForIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](absl::flat_hash_set<std::shared_ptr<Run>>* active) {
+            return active->empty();
+          },
+          &active_),
+      timeout);
+}
+
+void Engine::CancelAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<Run>> runs;
+  {
+    absl::MutexLock lock(&mu_);
+    runs.assign(active_.begin(), active_.end());
+  }
+  for (const auto& run : runs) run->Cancel(status);
+}
+
+void Engine::Shutdown() { executor_.Shutdown(); }
+
+}  // namespace loopserve

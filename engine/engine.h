@@ -1,0 +1,116 @@
+// Engine: loopserve's run engine, between the block model (blocks/) and the
+// fronts that speak a protocol (server/: gRPC). It holds the pipelines
+// served, admits and runs requests on its executor, and counts and logs
+// every run; a front only translates its protocol to and from it. No gRPC
+// here: a second front (HTTP, OIP) would drive the same Engine and get the
+// same validation, limits, metrics and logs.
+//
+//   Engine engine(options);                 // not serving yet: UNAVAILABLE
+//   engine.Serve(std::move(catalog));       // the pipelines; series created
+//   // per call:
+//   absl::StatusOr<std::shared_ptr<Run>> run =
+//       engine.StartRun(request, &writer);  // refused: counted, logged
+//   ...
+//   engine.Release(*run);                   // the front is done with it
+//   // shutdown:
+//   engine.StartDraining();
+//   if (!engine.WaitForIdle(grace)) engine.CancelAll(status);
+//
+// Thread-safety: Serve once, from one thread; every other method from any
+// thread. Runs reference the catalog, so the Engine outlives them.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/metrics.h"
+#include "engine/pipeline_catalog.h"
+#include "engine/run.h"
+#include "engine/run_executor.h"
+#include "engine/run_request.h"
+#include "engine/run_stream.h"
+#include "loopserve/v1/loopserve.pb.h"
+
+namespace loopserve {
+
+struct EngineOptions {
+  RunLimits limits;
+  RunStreamOptions stream;
+  RunExecutorOptions executor;
+  // Where runs' tensors live: the server's --device.
+  c10::Device device = c10::kCPU;
+};
+
+class Engine {
+ public:
+  explicit Engine(EngineOptions options);
+  // Shuts down: lets queued runs run, then joins the workers.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Serves `catalog` from now on: its metric series are created first.
+  // Once.
+  void Serve(PipelineCatalog catalog);
+
+  // The catalog; UNAVAILABLE until Serve.
+  absl::StatusOr<const PipelineCatalog*> catalog() const;
+  // The pipeline `name`; UNAVAILABLE until Serve, NOT_FOUND naming the
+  // pipelines served.
+  absl::StatusOr<const Pipeline*> FindPipeline(absl::string_view name) const;
+
+  // Validates `request` (ValidateRun) and queues its run, which streams to
+  // `writer` (Note [finishing] in run_stream.h: its Finish is called once,
+  // and last). The error that refuses it otherwise (UNAVAILABLE while
+  // loading or draining, NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED),
+  // counted and logged already; the front finishes its call with it.
+  absl::StatusOr<std::shared_ptr<Run>> StartRun(
+      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer);
+  // A call that ended before it could become a run (its request never
+  // arrived, or did not parse): counted and logged with `status`, for the
+  // pipeline `pipeline` names ("unknown" when none is served by that name).
+  void Refuse(const absl::Status& status, absl::string_view pipeline = "",
+              absl::string_view request_id = "");
+  // The front is done with `run` (its Finish was delivered).
+  void Release(const std::shared_ptr<Run>& run);
+
+  // From now on, new runs get UNAVAILABLE.
+  void StartDraining();
+  // Waits until no run is in flight, or `timeout` passes; true when none is.
+  bool WaitForIdle(absl::Duration timeout);
+  // Stops every run in flight at its next iteration boundary.
+  void CancelAll(const absl::Status& status);
+  // Stops taking runs, lets the queued ones run, and joins the workers.
+  void Shutdown();
+
+  const EngineOptions& options() const { return options_; }
+  Metrics& metrics() { return metrics_; }
+  const RunExecutor& executor() const { return executor_; }
+
+ private:
+  // StartRun's work; the refusal is reported by StartRun.
+  absl::StatusOr<std::shared_ptr<Run>> CreateRun(
+      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+      PipelineMetrics& series);
+
+  const EngineOptions options_;
+  Metrics metrics_;
+  PipelineCatalog catalog_;
+  std::atomic<bool> serving_{false};
+  RunExecutor executor_;
+
+  absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<std::shared_ptr<Run>> active_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_run_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace loopserve

@@ -1,0 +1,100 @@
+#include "engine/run.h"
+
+#include <utility>
+
+#include "blocks/core/block.h"
+#include "engine/engine.h"
+#include "engine/run_log.h"
+#include "engine/run_request.h"
+
+namespace loopserve {
+namespace {
+
+double Seconds(Run::Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+}  // namespace
+
+Run::Run(Engine& engine, std::string id,
+         std::shared_ptr<const v1::RunRequest> request,
+         const Pipeline& pipeline, PipelineMetrics& metrics,
+         StreamSelection selection, RunEventWriter* front,
+         Clock::time_point accepted)
+    : engine_(engine),
+      id_(std::move(id)),
+      request_(std::move(request)),
+      pipeline_(pipeline),
+      metrics_(metrics),
+      front_(front),
+      stream_(id_, request_->request_id(), std::move(selection),
+              engine.options().stream, this, &metrics),
+      accepted_(accepted) {}
+
+Run::~Run() = default;
+
+absl::Status Run::Submit(RunExecutor& executor) {
+  prometheus::Gauge& queued = engine_.metrics().queued_runs();
+  queued.Increment();
+  absl::Status status =
+      executor.Submit([self = shared_from_this()] { self->Execute(); });
+  if (!status.ok()) queued.Decrement();
+  return status;
+}
+
+void Run::Execute() {
+  engine_.metrics().queued_runs().Decrement();
+  const Clock::time_point start = Clock::now();
+  // Cancelled while queued: the stream has finished already.
+  if (!stream_.Begin(Milliseconds(start - accepted_))) return;
+  started_ = true;
+  start_time_ = start;
+  metrics_.queue_duration->Observe(Seconds(start_time_ - accepted_));
+  metrics_.active_runs->Increment();
+
+  // The inputs' one copy happens here, on the run's thread.
+  const EngineOptions& options = engine_.options();
+  absl::StatusOr<PipelineState> state =
+      DecodeInputs(*request_, options.limits.decode, options.device);
+  absl::Status status = state.status();
+  if (state.ok()) {
+    RunRecorder recorder(metrics_, accepted_);
+    RunContext context{
+        .observer = &stream_, .device = options.device, .timer = &recorder};
+    status = RunBlock(*pipeline_.root, pipeline_.components, *state, context);
+  }
+
+  end_time_ = Clock::now();
+  // Metrics first, so that they hold the run once its client has heard.
+  metrics_.run_duration->Observe(Seconds(end_time_ - start_time_));
+  metrics_.active_runs->Decrement();
+  v1::RunStats stats;
+  stats.set_iterations(stream_.iterations());
+  stats.set_queue_ms(Milliseconds(start_time_ - accepted_));
+  stats.set_run_ms(Milliseconds(end_time_ - start_time_));
+  if (state.ok()) {
+    stream_.End(status, *state, stats);
+  } else {
+    stream_.End(status, PipelineState(), stats);
+  }
+}
+
+void Run::StartWrite(std::shared_ptr<const v1::RunEvent> event) {
+  front_->StartWrite(std::move(event));
+}
+
+void Run::Finish(const absl::Status& status) {
+  const Clock::time_point now = Clock::now();
+  ReportOutcome(
+      engine_.metrics(),
+      {.pipeline = &metrics_,
+       .run_id = id_,
+       .request_id = request_->request_id(),
+       .status = status,
+       .queue_ms = Milliseconds((started_ ? start_time_ : now) - accepted_),
+       .run_ms = started_ ? Milliseconds(end_time_ - start_time_) : -1,
+       .iterations = started_ ? stream_.iterations() : 0});
+  front_->Finish(status);
+}
+
+}  // namespace loopserve

@@ -1,0 +1,97 @@
+// Run: one run's whole life, from the request a front accepted to the
+// outcome its client hears: queueing, decoding its inputs, executing the
+// pipeline's block tree, streaming its iterations and result (RunStream),
+// its stats, its metrics and its log line, timed on one clock.
+//
+//   // The engine creates runs (Engine::StartRun); a front drives them:
+//   ASSIGN_OR_RETURN(std::shared_ptr<Run> run,
+//                    engine.StartRun(request, &front_writer));
+//   ... front_writer.OnWriteDone → run->OnWriteDone(ok)
+//   ... the client cancelled   → run->Cancel(absl::CancelledError(...))
+//   ... the front is done      → engine.Release(run)
+//
+// Timing (Note [one clock]): every duration of a run comes from one
+// steady clock, read when it was accepted, when a worker started it and
+// when it ended. RunStarted.queue_ms, RunStats.queue_ms and
+// loopserve_queue_duration_seconds are the same interval; RunStats.run_ms
+// and loopserve_run_duration_seconds too.
+//
+// Outcome: Finish is reached exactly once (Note [finishing] in
+// run_stream.h); there the run is counted and logged (ReportOutcome) with
+// the status the front then sends, before the front sends it.
+//
+// Thread-safety: Execute runs on an executor thread; OnWriteDone and Cancel
+// may be called from any thread (the front's). A Run must outlive the
+// task that executes it and every call the front makes; hold it by
+// shared_ptr.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "engine/pipeline_catalog.h"
+#include "engine/run_executor.h"
+#include "engine/run_stream.h"
+#include "loopserve/v1/loopserve.pb.h"
+
+namespace loopserve {
+
+class Engine;
+
+class Run final : public std::enable_shared_from_this<Run>,
+                  private RunEventWriter {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // A validated run of `pipeline`, streaming to `front`. `accepted`: when
+  // its front took the request.
+  Run(Engine& engine, std::string id,
+      std::shared_ptr<const v1::RunRequest> request, const Pipeline& pipeline,
+      PipelineMetrics& metrics, StreamSelection selection,
+      RunEventWriter* front, Clock::time_point accepted);
+  ~Run() override;
+
+  // Queues the run on `executor`; RESOURCE_EXHAUSTED (or UNAVAILABLE)
+  // when it takes no more. A refused run never reaches Finish.
+  absl::Status Submit(RunExecutor& executor);
+
+  // ---- The front's side. ----
+  void OnWriteDone(bool ok) { stream_.OnWriteDone(ok); }
+  // Stops the run at its next iteration boundary (or before it starts).
+  void Cancel(absl::Status status) { stream_.Cancel(std::move(status)); }
+
+  const std::string& id() const { return id_; }
+  const Pipeline& pipeline() const { return pipeline_; }
+
+ private:
+  // On an executor thread: decode, execute, end.
+  void Execute();
+
+  // RunEventWriter, for the stream: writes go to the front; Finish reports
+  // the outcome first.
+  void StartWrite(std::shared_ptr<const v1::RunEvent> event) override;
+  void Finish(const absl::Status& status) override;
+
+  static double Milliseconds(Clock::duration d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+  }
+
+  Engine& engine_;
+  const std::string id_;
+  const std::shared_ptr<const v1::RunRequest> request_;
+  const Pipeline& pipeline_;
+  PipelineMetrics& metrics_;
+  RunEventWriter* const front_;
+  RunStream stream_;
+
+  // Note [one clock]. `started_` and `ended_` are written on the run's
+  // thread before the stream can finish, so Finish reads them safely.
+  const Clock::time_point accepted_;
+  bool started_ = false;
+  Clock::time_point start_time_{};
+  Clock::time_point end_time_{};
+};
+
+}  // namespace loopserve

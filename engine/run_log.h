@@ -1,0 +1,60 @@
+// RunLog: how a run's outcome is counted and logged, once per Run call,
+// from one place.
+//
+//   ReportOutcome(metrics, {.pipeline = &series, .run_id = "run-7",
+//                           .request_id = "abc", .status = status,
+//                           .queue_ms = 0.1, .run_ms = 12.5});
+//
+// Every call is counted in loopserve_runs_total{pipeline, code} with the
+// code its client saw; one refused before it was queued also in
+// loopserve_rejected_runs_total{reason}. A call that did not end OK writes
+// one structured log line through glog: a warning (an error for a server
+// fault: INTERNAL, UNKNOWN, DATA_LOSS, UNIMPLEMENTED):
+//
+//   W1201 19:48:31.123456 4242 run_log.cc:60] run ended run_id=run-7
+//     request_id="abc" pipeline=digits-ddim code=INVALID_ARGUMENT
+//     block=digits-ddim/denoise/denoiser queue_ms=0.100 run_ms=12.500
+//     iterations=3 message="block 'digits-ddim/denoise/denoiser' ..."
+//
+// An OK run logs the same line at verbosity 1 (--log_level=debug).
+//
+// Thread-safety: ReportOutcome and SetLogLevel may be called from any
+// thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "engine/metrics.h"
+
+namespace loopserve {
+
+struct RunOutcome {
+  // The pipeline's series ("unknown" for a name nobody serves).
+  PipelineMetrics* pipeline = nullptr;
+  // Empty for a call refused before it became a run.
+  absl::string_view run_id{};
+  absl::string_view request_id{};
+  // What the client was told.
+  absl::Status status{};
+  // Whether it was refused before it was queued.
+  bool refused = false;
+  // Negative when the run never got that far.
+  double queue_ms = -1;
+  double run_ms = -1;
+  int64_t iterations = 0;
+};
+
+void ReportOutcome(Metrics& metrics, const RunOutcome& outcome);
+
+// The log line ReportOutcome writes, without glog's prefix.
+std::string FormatOutcome(const RunOutcome& outcome);
+
+// Sets up glog for the process (to stderr) at `level`: "debug" (OK runs
+// too), "info", "warning" or "error"; INVALID_ARGUMENT naming the accepted
+// levels otherwise. Call once, from main.
+absl::Status InitLogging(const char* program, absl::string_view level);
+
+}  // namespace loopserve
