@@ -2,7 +2,7 @@
 
 #include <glog/logging.h>
 
-#include "absl/strings/escaping.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/block.h"
 
@@ -14,8 +14,13 @@ std::string LogValue(absl::string_view value) {
   const bool bare =
       !value.empty() &&
       value.find_first_of(" \"=\\\t\n") == absl::string_view::npos;
-  return bare ? std::string(value)
-              : absl::StrCat("\"", absl::CEscape(value), "\"");
+  if (bare) return std::string(value);
+  return absl::StrCat("\"",
+                      absl::StrReplaceAll(value, {{"\\", "\\\\"},
+                                                  {"\"", "\\\""},
+                                                  {"\n", "\\n"},
+                                                  {"\t", "\\t"}}),
+                      "\"");
 }
 
 bool IsServerFault(absl::StatusCode code) {

@@ -21,11 +21,10 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
              const grpc::ByteBuffer& raw_request)
       : engine_(engine), context_(context) {
     if (!raw_request.Valid()) {
-      // The call ended before its request arrived.
-      const absl::Status status =
-          context_->IsCancelled()
-              ? CancelStatus("before its request arrived")
-              : absl::InvalidArgumentError("the RunRequest is missing");
+      // The stream ended before its one request message: the client gave
+      // up (gRPC's clients send the message with the call, so only a
+      // cancel or a passed deadline ends the stream before it).
+      const absl::Status status = CancelStatus("before its request arrived");
       engine_.Refuse(status);
       Finish(status);
       return;

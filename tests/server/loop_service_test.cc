@@ -6,12 +6,17 @@
 
 #include <prometheus/histogram.h>
 #include <torch/version.h>
+#include <glog/logging.h>
+#include <grpcpp/generic/generic_stub.h>
 
 #include <atomic>
+#include <sstream>
 #include <chrono>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "blocks/builtin_blocks.h"
@@ -727,6 +732,179 @@ TEST_F(LoopServiceTest, MetricsCountRefusalsAndFailuresByCode) {
   EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="invalid_argument"})"), 1);
   EXPECT_THAT(text, ::testing::Not(HasSubstr("no-such-pipeline")));
   EXPECT_EQ(MetricValue(text, R"(loopserve_active_runs{pipeline="gated"})"), 0);
+}
+
+// The lines glog writes while it lives.
+class CapturedLog : public google::LogSink {
+ public:
+  struct Line {
+    google::LogSeverity severity;
+    std::string text;
+  };
+  CapturedLog() { google::AddLogSink(this); }
+  ~CapturedLog() override { google::RemoveLogSink(this); }
+
+  void send(google::LogSeverity severity, const char*, const char*, int,
+            const google::LogMessageTime&, const char* message,
+            size_t length) override {
+    absl::MutexLock lock(&mu_);
+    lines_.push_back({severity, std::string(message, length)});
+  }
+
+  // The run lines that contain `text`.
+  std::vector<Line> RunLines(absl::string_view text) {
+    absl::MutexLock lock(&mu_);
+    std::vector<Line> found;
+    for (const Line& line : lines_) {
+      if (absl::StartsWith(line.text, "run ") &&
+          absl::StrContains(line.text, text)) {
+        found.push_back(line);
+      }
+    }
+    return found;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Line> lines_ ABSL_GUARDED_BY(mu_);
+};
+
+// Every Run call is counted once, under the code its client saw, and each
+// that did not end OK writes one log line naming the run, the pipeline, the
+// code, the block at fault and the durations.
+TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
+  LoopServerOptions options;
+  options.engine.limits.max_iterations = int64_t{1} << 40;
+  StartServer(options);
+  CapturedLog log;
+
+  ASSERT_OK(client_->Run(SeedRequest("seed-loop", 2)).status());
+  EXPECT_THAT(client_->Run(SeedRequest("no-such-pipeline", 1)).status(),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  v1::RunRequest bad_latents;
+  bad_latents.set_pipeline("gmm-ddim");
+  bad_latents.set_request_id("req-bad");
+  *(*bad_latents.mutable_inputs())["latents"].mutable_tensor() =
+      [] {
+        v1::Tensor t;
+        t.set_datatype("FP32");
+        for (int64_t d : {1, 3, 8, 8}) t.add_shape(d);
+        t.set_raw_contents(std::string(3 * 64 * 4, '\0'));
+        return t;
+      }();
+  EXPECT_THAT(client_->Run(bad_latents).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("prepare_latents")));
+  v1::RunRequest endless = SeedRequest("seed-loop", int64_t{1} << 40);
+  endless.mutable_stream()->set_every(1000000);
+  EXPECT_THAT(
+      client_->Run(endless, {}, {.timeout = absl::Milliseconds(200)}).status(),
+      StatusIs(absl::StatusCode::kDeadlineExceeded, ::testing::_));
+  RunCancellation cancellation;
+  absl::Status cancelled;
+  std::thread run([&] {
+    cancelled = client_->Run(SeedRequest("gated", 3), {},
+                             {.cancellation = &cancellation})
+                    .status();
+  });
+  gate_entered_.WaitForNotification();
+  cancellation.Cancel();
+  run.join();
+  gate_open_.Notify();
+  EXPECT_THAT(cancelled, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue(server_->metrics().Scrape(),
+                       R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") == 1 &&
+           MetricValue(server_->metrics().Scrape(),
+                       R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") == 1;
+  }));
+  const std::string text = server_->metrics().Scrape();
+  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})"), 1);
+  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"), 1);
+  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="gmm-ddim"})"), 1);
+  // Once each: five calls, five counts.
+  double total = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (absl::StartsWith(line, "loopserve_runs_total{")) {
+      total += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+  }
+  EXPECT_EQ(total, 5);
+
+  // One line per call that did not end OK, none for the OK one.
+  ASSERT_TRUE(Eventually([&] { return log.RunLines("code=").size() == 4; }));
+  const auto invalid = log.RunLines("code=INVALID_ARGUMENT");
+  ASSERT_EQ(invalid.size(), 1u);
+  EXPECT_EQ(invalid[0].severity, google::GLOG_WARNING);
+  EXPECT_THAT(invalid[0].text,
+              ::testing::AllOf(
+                  ::testing::StartsWith("run ended run_id=run-"),
+                  HasSubstr(" request_id=req-bad pipeline=gmm-ddim "),
+                  HasSubstr(" block=gmm-ddim/prepare_latents "),
+                  ::testing::ContainsRegex(" queue_ms=[0-9.e-]+ run_ms=[0-9.e-]+ "
+                                           "iterations=0 message=\".*latents")));
+  const auto not_found = log.RunLines("code=NOT_FOUND");
+  ASSERT_EQ(not_found.size(), 1u);
+  EXPECT_THAT(not_found[0].text,
+              ::testing::StartsWith("run refused run_id=- request_id=\"\" "
+                                    "pipeline=unknown code=NOT_FOUND "
+                                    "message=\"pipeline 'no-such-pipeline'"));
+  EXPECT_EQ(log.RunLines("pipeline=gated code=CANCELLED").size(), 1u);
+  EXPECT_EQ(log.RunLines("pipeline=seed-loop code=DEADLINE_EXCEEDED").size(),
+            1u);
+}
+
+// A client that gives up before its request has arrived is counted as it
+// saw it, CANCELLED, not as a request that did not parse.
+TEST_F(LoopServiceTest, ACallCancelledBeforeItsRequestArrivesCountsCancelled) {
+  StartServer();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                     grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue queue;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(
+      &context, "/loopserve.v1.LoopPipelineService/Run", &queue);
+  int started_tag = 1;
+  call->StartCall(&started_tag);
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(queue.Next(&tag, &ok));
+  ASSERT_TRUE(ok);
+  context.TryCancel();  // before any message
+  const bool counted = Eventually([&] {
+    return MetricValue(server_->metrics().Scrape(),
+                       R"(loopserve_runs_total{code="CANCELLED",pipeline="unknown"})") == 1;
+  });
+  ASSERT_TRUE(counted) << server_->metrics().Scrape();
+  const std::string text = server_->metrics().Scrape();
+  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="unknown"})"), -1);
+  EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="cancelled"})"), 1);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  ExpectStillServing();
+}
+
+// Note [one clock]: the queue time a client is told, twice, and the queue
+// time Prometheus sees are one interval; so are the run times.
+TEST_F(LoopServiceTest, QueueAndRunTimesAreOneIntervalEach) {
+  StartServer();
+  v1::RunStarted started;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult result,
+      client_->Run(SeedRequest("seed-loop-2", 50),
+                   {.on_started = [&](const v1::RunStarted& s) { started = s; }}));
+  EXPECT_EQ(started.queue_ms(), result.stats().queue_ms());
+  const std::string text = server_->metrics().Scrape();
+  EXPECT_DOUBLE_EQ(
+      MetricValue(text, R"(loopserve_queue_duration_seconds_sum{pipeline="seed-loop-2"})"),
+      result.stats().queue_ms() / 1000);
+  EXPECT_DOUBLE_EQ(
+      MetricValue(text, R"(loopserve_run_duration_seconds_sum{pipeline="seed-loop-2"})"),
+      result.stats().run_ms() / 1000);
 }
 
 TEST_F(LoopServiceTest, ActiveRunsCountsARunWhileItRuns) {
