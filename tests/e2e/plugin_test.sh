@@ -31,6 +31,10 @@ cp -r "$SOURCE_DIR/blocks/examples/clamp_plugin" "$work/clamp_plugin"
 cmake -S "$work/clamp_plugin" -B "$work/plugin-build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/plugin-build" >/dev/null
+ctest --test-dir "$work/plugin-build" --output-on-failure >"$work/plugin-tests.log" \
+  || fail "the plugin's own tests: $(cat "$work/plugin-tests.log")"
+grep -q "100% tests passed, 0 tests failed out of 3" "$work/plugin-tests.log" \
+  || fail "the plugin's tests did not all run: $(cat "$work/plugin-tests.log")"
 plugin="$work/plugin-build/libclamp_plugin.so"
 [ -f "$plugin" ] || fail "the plugin was not built"
 config="$work/clamp_plugin/clamp.pbtxt"
