@@ -12,22 +12,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect_contains() {  # haystack needle what
-  grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in:"$'\n'"$1"
-}
-
-"$LOOPSERVE" --host=127.0.0.1 --port=0 --metrics_port=0 --shutdown_grace_s=5 \
-  2>"$work/server.err" &
-server_pid=$!
-for _ in $(seq 300); do
-  grep -q "serving" "$work/server.err" && break
-  kill -0 "$server_pid" 2>/dev/null || fail "loopserve exited: $(cat "$work/server.err")"
-  sleep 0.1
-done
-port=$(grep "serving" "$work/server.err" | grep -o 'on 127.0.0.1:[0-9]*' | cut -d: -f2)
-[ -n "$port" ] || fail "no ready line: $(cat "$work/server.err")"
+# Flags take --flag value as well as --flag=value.
+start_loopserve "$LOOPSERVE" "$work/server.err" --shutdown_grace_s 5
 export LOOPSERVE_SERVER="127.0.0.1:$port"
 echo "loopserve ready on port $port"
 
@@ -76,6 +64,26 @@ if out=$("$LOOPCTL" run seed-loop -i num_steps=3 -i y=0 2>&1); then
   fail "an unknown input was accepted"
 fi
 expect_contains "$out" "input 'y': unknown input" "unknown input"
+# Each refused run wrote one line to the server's log.
+for _ in $(seq 50); do
+  [ "$(grep -c "run refused" "$work/server.err")" -ge 2 ] && break
+  sleep 0.1
+done
+log=$(cat "$work/server.err")
+expect_contains "$log" "run refused run_id=- request_id=\"\" pipeline=seed-loop code=INVALID_ARGUMENT message=\"pipeline 'seed-loop': input 'num_steps': expects int, got string\"" "log line"
+[ "$(grep -c "run refused" "$work/server.err")" -eq 2 ] || fail "expected two run lines in: $log"
+
+# Every flag with its default, and --flag=value for both programs.
+out=$("$LOOPSERVE" --help || true)  # absl exits 1 after --help
+expect_contains "$out" "--port (Port to listen on; 0 picks a free one); default: 50051;" "loopserve --help"
+expect_contains "$out" "--plugin (A plugin" "loopserve --help"
+expect_contains "$out" "--log_level" "loopserve --help"
+out=$("$LOOPCTL" --help)
+expect_contains "$out" "default: pick_first" "loopctl --help"
+out=$("$LOOPCTL" --server="$LOOPSERVE_SERVER" run seed-loop --input=num_steps=4 \
+  --input x=1 --every=2 --request-id=flags)
+expect_contains "$out" "result  x = 5" "loopctl --flag=value"
+expect_contains "$out" "sent=2 dropped=0" "loopctl --every=2"
 
 # The Python client's example.
 out=$(/usr/bin/python3 "$SOURCE_DIR/client/python/stream_seed_loop.py" \

@@ -15,11 +15,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-expect_contains() {  # haystack needle what
-  grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in:"$'\n'"$1"
-}
+source "$(dirname "$0")/lib.sh"
 
 prefix="$work/prefix"
 cmake --install "$BUILD_DIR" --prefix "$prefix" >/dev/null
@@ -52,16 +48,8 @@ if out=$("$loopserve" --check_config="$config" --plugin="$WRONG_ABI_PLUGIN" --de
 fi
 expect_contains "$out" "was built against other headers" "wrong ABI"
 
-"$loopserve" --host=127.0.0.1 --port=0 --metrics_port=0 --device=cpu \
-  --plugin "$plugin" --config="$config" 2>"$work/server.err" &
-server_pid=$!
-for _ in $(seq 300); do
-  grep -q "serving" "$work/server.err" && break
-  kill -0 "$server_pid" 2>/dev/null || fail "loopserve exited: $(cat "$work/server.err")"
-  sleep 0.1
-done
-port=$(grep "serving" "$work/server.err" | grep -o 'on 127.0.0.1:[0-9]*' | cut -d: -f2)
-[ -n "$port" ] || fail "no ready line: $(cat "$work/server.err")"
+start_loopserve "$loopserve" "$work/server.err" --device=cpu \
+  --plugin "$plugin" --config="$config"
 
 out=$("$loopctl" --server="127.0.0.1:$port" describe gmm-ddim-clamped)
 expect_contains "$out" "latents" "describe"

@@ -111,6 +111,23 @@ class LoopServiceTest : public ::testing::Test {
                         options);
   }
 
+  // Runs "gated" and cancels it inside its first iteration; the status its
+  // client saw.
+  absl::Status CancelGatedRun() {
+    RunCancellation cancellation;
+    absl::Status cancelled;
+    std::thread run([&] {
+      cancelled = client_->Run(SeedRequest("gated", 3), {},
+                               {.cancellation = &cancellation})
+                      .status();
+    });
+    gate_entered_.WaitForNotification();
+    cancellation.Cancel();
+    run.join();
+    gate_open_.Notify();
+    return cancelled;
+  }
+
   void ExpectStillServing() {
     std::vector<int64_t> xs;
     ASSERT_OK_AND_ASSIGN(v1::RunResult result,
@@ -708,18 +725,8 @@ TEST_F(LoopServiceTest, MetricsCountRefusalsAndFailuresByCode) {
   StartServer();
   EXPECT_FALSE(client_->Run(SeedRequest("no-such-pipeline", 1)).ok());
   EXPECT_FALSE(client_->Run(SeedRequest("seed-loop", -1)).ok());
-  RunCancellation cancellation;
-  absl::Status cancelled;
-  std::thread run([&] {
-    cancelled = client_->Run(SeedRequest("gated", 3), {},
-                             {.cancellation = &cancellation})
-                    .status();
-  });
-  gate_entered_.WaitForNotification();
-  cancellation.Cancel();
-  run.join();
-  EXPECT_THAT(cancelled, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
-  gate_open_.Notify();
+  EXPECT_THAT(CancelGatedRun(),
+              StatusIs(absl::StatusCode::kCancelled, ::testing::_));
   ASSERT_TRUE(Eventually([&] {
     return MetricValue(server_->metrics().Scrape(),
                        R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") == 1;
@@ -800,18 +807,8 @@ TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
   EXPECT_THAT(
       client_->Run(endless, {}, {.timeout = absl::Milliseconds(200)}).status(),
       StatusIs(absl::StatusCode::kDeadlineExceeded, ::testing::_));
-  RunCancellation cancellation;
-  absl::Status cancelled;
-  std::thread run([&] {
-    cancelled = client_->Run(SeedRequest("gated", 3), {},
-                             {.cancellation = &cancellation})
-                    .status();
-  });
-  gate_entered_.WaitForNotification();
-  cancellation.Cancel();
-  run.join();
-  gate_open_.Notify();
-  EXPECT_THAT(cancelled, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  EXPECT_THAT(CancelGatedRun(),
+              StatusIs(absl::StatusCode::kCancelled, ::testing::_));
 
   ASSERT_TRUE(Eventually([&] {
     return MetricValue(server_->metrics().Scrape(),

@@ -1,0 +1,24 @@
+# Helpers the end-to-end scripts share. Source it after `set -euo pipefail`.
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+expect_contains() {  # haystack needle what
+  grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in:"$'\n'"$1"
+}
+
+# start_loopserve BINARY STDERR_FILE ARGS...: starts BINARY in the
+# background on 127.0.0.1 (a free port, no metrics port unless ARGS say),
+# waits for its ready line, and sets server_pid and port.
+start_loopserve() {
+  local binary=$1 err=$2
+  shift 2
+  "$binary" --host=127.0.0.1 --port=0 --metrics_port=0 "$@" 2>"$err" &
+  server_pid=$!
+  for _ in $(seq 300); do
+    grep -q "serving" "$err" && break
+    kill -0 "$server_pid" 2>/dev/null || fail "loopserve exited: $(cat "$err")"
+    sleep 0.1
+  done
+  port=$(grep "serving" "$err" | grep -o 'on 127.0.0.1:[0-9]*' | cut -d: -f2)
+  [ -n "$port" ] || fail "no ready line: $(cat "$err")"
+}
