@@ -158,9 +158,9 @@ absl::StatusOr<std::string> SerializeNpy(const v1::Tensor& tensor) {
   for (int64_t d : tensor.shape()) dims.push_back(absl::StrCat(d));
   std::string shape = absl::StrCat("(", absl::StrJoin(dims, ", "),
                                    dims.size() == 1 ? ",)" : ")");
-  std::string header = absl::StrCat(
-      "{'descr': '", (*dtype)->npy_descr,
-      "', 'fortran_order': False, 'shape': ", shape, ", }");
+  std::string header =
+      absl::StrCat("{'descr': '", (*dtype)->npy_descr,
+                   "', 'fortran_order': False, 'shape': ", shape, ", }");
   // Pad with spaces so that the data starts at a multiple of 64 bytes.
   const size_t unpadded = kMagic.size() + 4 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');

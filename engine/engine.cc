@@ -35,8 +35,7 @@ void Engine::Serve(PipelineCatalog catalog) {
 
 absl::StatusOr<const PipelineCatalog*> Engine::catalog() const {
   if (!serving_.load(std::memory_order_acquire)) {
-    return absl::UnavailableError(
-        "the server is still loading its pipelines");
+    return absl::UnavailableError("the server is still loading its pipelines");
   }
   return &catalog_;
 }
@@ -75,8 +74,7 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
     std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
     PipelineMetrics& series) {
   const Run::Clock::time_point accepted = Run::Clock::now();
-  ASSIGN_OR_RETURN(const Pipeline* pipeline,
-                   FindPipeline(request->pipeline()));
+  ASSIGN_OR_RETURN(const Pipeline* pipeline, FindPipeline(request->pipeline()));
   ASSIGN_OR_RETURN(StreamSelection selection,
                    ValidateRun(*pipeline, *request, options_.limits));
   uint64_t number;

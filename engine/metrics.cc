@@ -72,10 +72,10 @@ class ProcessCollector final : public prometheus::Collectable {
         const double utime = std::stod(f[14 - 3]);
         const double stime = std::stod(f[15 - 3]);
         const double start_ticks = std::stod(f[22 - 3]);
-        families.push_back(GaugeFamily(
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-            (utime + stime) / ticks, {}, MetricType::Counter));
+        families.push_back(
+            GaugeFamily("process_cpu_seconds_total",
+                        "Total user and system CPU time spent in seconds.",
+                        (utime + stime) / ticks, {}, MetricType::Counter));
         families.push_back(GaugeFamily("process_virtual_memory_bytes",
                                        "Virtual memory size in bytes.",
                                        std::stod(f[23 - 3])));
@@ -90,14 +90,13 @@ class ProcessCollector final : public prometheus::Collectable {
         }
       }
     }
-    families.push_back(GaugeFamily("process_open_fds",
-                                   "Number of open file descriptors.",
-                                   OpenFds()));
+    families.push_back(GaugeFamily(
+        "process_open_fds", "Number of open file descriptors.", OpenFds()));
     rlimit limit{};
     if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-      families.push_back(GaugeFamily(
-          "process_max_fds", "Maximum number of open file descriptors.",
-          static_cast<double>(limit.rlim_cur)));
+      families.push_back(GaugeFamily("process_max_fds",
+                                     "Maximum number of open file descriptors.",
+                                     static_cast<double>(limit.rlim_cur)));
     }
 #ifdef LOOPSERVE_WITH_CUDA
     if (device_.rfind("cuda", 0) == 0 && c10::cuda::device_count() > 0) {
@@ -106,8 +105,7 @@ class ProcessCollector final : public prometheus::Collectable {
                           MetricType::Gauge,
                           {}};
       for (int i = 0; i < c10::cuda::device_count(); ++i) {
-        const auto stats =
-            c10::cuda::CUDACachingAllocator::getDeviceStats(i);
+        const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(i);
         ClientMetric metric;
         metric.label = {{"device", "cuda:" + std::to_string(i)}};
         metric.gauge.value = static_cast<double>(
@@ -185,8 +183,8 @@ void CollectLeaves(const Block& block, std::vector<const Block*>& leaves) {
 
 const prometheus::Histogram::BucketBoundaries& Metrics::StepBuckets() {
   static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
-      1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
-      1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5};
+      1e-5, 5e-5,   1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
+      1e-2, 2.5e-2, 5e-2, 0.1,    0.25, 0.5,  1,      2.5};
   return *buckets;
 }
 
@@ -198,8 +196,8 @@ const prometheus::Histogram::BucketBoundaries& Metrics::RunBuckets() {
 
 const prometheus::Histogram::BucketBoundaries& Metrics::WaitBuckets() {
   static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
-      5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5,
-      5, 10, 30};
+      5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+      0.25, 0.5,  1,      2.5,  5,    10,     30};
   return *buckets;
 }
 
@@ -281,8 +279,7 @@ void Metrics::AddPipeline(const Pipeline& pipeline) {
   metrics->queue_duration = &queue_duration_.Add(labels, WaitBuckets());
   metrics->time_to_first_iteration =
       &time_to_first_iteration_.Add(labels, WaitBuckets());
-  metrics->iteration_duration =
-      &iteration_duration_.Add(labels, StepBuckets());
+  metrics->iteration_duration = &iteration_duration_.Add(labels, StepBuckets());
   metrics->active_runs = &active_runs_.Add(labels);
   metrics->iterations_streamed = &iterations_streamed_.Add(labels);
   metrics->iterations_dropped = &iterations_dropped_.Add(labels);
@@ -290,10 +287,10 @@ void Metrics::AddPipeline(const Pipeline& pipeline) {
   std::vector<const Block*> leaves;
   CollectLeaves(*pipeline.root, leaves);
   for (const Block* leaf : leaves) {
-    metrics->leaf_index[leaf] = static_cast<int>(metrics->block_duration.size());
+    metrics->leaf_index[leaf] =
+        static_cast<int>(metrics->block_duration.size());
     metrics->block_duration.push_back(&block_duration_.Add(
-        {{"pipeline", pipeline.name}, {"block", leaf->path()}},
-        StepBuckets()));
+        {{"pipeline", pipeline.name}, {"block", leaf->path()}}, StepBuckets()));
   }
   absl::MutexLock lock(&mu_);
   pipelines_[pipeline.name] = std::move(metrics);
@@ -347,8 +344,7 @@ void RunRecorder::Tally::Publish() {
 RunRecorder::RunRecorder(PipelineMetrics& pipeline, Clock::time_point accepted)
     : pipeline_(pipeline),
       accepted_(accepted),
-      iterations_(pipeline.iteration_duration,
-                  Metrics::StepBuckets().size()) {
+      iterations_(pipeline.iteration_duration, Metrics::StepBuckets().size()) {
   blocks_.reserve(pipeline.block_duration.size());
   for (prometheus::Histogram* histogram : pipeline.block_duration) {
     blocks_.emplace_back(histogram, Metrics::StepBuckets().size());

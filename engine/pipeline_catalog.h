@@ -65,7 +65,6 @@ class PipelineCatalog {
   absl::flat_hash_map<std::string, const Pipeline*> by_name_;
 };
 
-
 // The wire form of a parameter and of a block tree.
 v1::ParamSpec ToParamSpec(const InputParam& param);
 v1::ParamSpec ToParamSpec(const OutputParam& param);

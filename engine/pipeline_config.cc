@@ -13,8 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "blocks/core/composite.h"
 #include "blocks/core/status_macros.h"
-#include "loopserve/v1/config.pb.h"
 #include "engine/tensor_codec.h"
+#include "loopserve/v1/config.pb.h"
 
 namespace loopserve {
 namespace {
@@ -25,8 +25,7 @@ using ParseInfoTree = google::protobuf::TextFormat::ParseInfoTree;
 // Collects the text-format parser's first error with its position.
 class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
-  void AddError(int line, int column,
-                const std::string& message) override {
+  void AddError(int line, int column, const std::string& message) override {
     if (error_.empty()) {
       error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
     }
@@ -91,8 +90,8 @@ absl::StatusOr<BlockParams> DecodeParams(
   for (const auto& [name, value] : params) {
     absl::StatusOr<c10::IValue> decoded = DecodeValue(value, DecodeLimits{});
     if (!decoded.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "param '", name, "': ", decoded.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("param '", name, "': ", decoded.status().message()));
     }
     out.emplace(name, *std::move(decoded));
   }
@@ -106,9 +105,8 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
     const ParseInfoTree* tree, const std::string& where,
     const std::string& source, const std::string& pipeline,
     const BlockRegistry& registry) {
-  const std::string context =
-      absl::StrCat("pipeline '", pipeline, "', block '",
-                   path.empty() ? "<root>" : path, "'");
+  const std::string context = absl::StrCat("pipeline '", pipeline, "', block '",
+                                           path.empty() ? "<root>" : path, "'");
   auto fail = [&](const absl::Status& status) {
     return ConfigError(where, context, status);
   };
@@ -124,9 +122,9 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
 
   auto* composite = dynamic_cast<CompositeBlock*>(block->get());
   if (composite == nullptr) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "block type '", config.type(), "' holds no blocks, but ",
-        config.blocks_size(), " are given")));
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("block type '", config.type(), "' holds no blocks, but ",
+                     config.blocks_size(), " are given")));
   }
   const auto* blocks_field = FieldOf(v1::BlockConfig::descriptor(), "blocks");
   std::vector<SubBlock> children;
@@ -135,17 +133,17 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
     const std::string child_where = Where(source, tree, blocks_field, i);
     if (child.name().empty()) {
       return ConfigError(child_where, context,
-                         absl::InvalidArgumentError(absl::StrCat(
-                             "sub-block ", i, " has no name")));
+                         absl::InvalidArgumentError(
+                             absl::StrCat("sub-block ", i, " has no name")));
     }
     const std::string child_path =
         path.empty() ? child.name() : absl::StrCat(path, "/", child.name());
     ASSIGN_OR_RETURN(
         std::unique_ptr<Block> built,
-        BuildBlock(child, child_path,
-                   tree == nullptr ? nullptr
-                                   : tree->GetTreeForNested(blocks_field, i),
-                   child_where, source, pipeline, registry));
+        BuildBlock(
+            child, child_path,
+            tree == nullptr ? nullptr : tree->GetTreeForNested(blocks_field, i),
+            child_where, source, pipeline, registry));
     children.push_back({.name = child.name(), .block = std::move(built)});
   }
   if (absl::Status s = composite->SetSubBlocks(std::move(children)); !s.ok()) {
@@ -178,15 +176,13 @@ absl::Status LoadServerConfig(const ConfigSource& config,
   const auto* root_field = FieldOf(v1::PipelineConfig::descriptor(), "blocks");
 
   // Components first: pipelines refer to them by name.
-  const ComponentContext context{.device = device,
-                                 .base_dir = config.base_dir};
+  const ComponentContext context{.device = device, .base_dir = config.base_dir};
   Components loaded;
   for (int i = 0; i < server_config.components_size(); ++i) {
     const v1::ComponentConfig& component = server_config.components(i);
-    const std::string label =
-        absl::StrCat("component '", component.name(), "' (",
-                     component.type().empty() ? "no type" : component.type(),
-                     ")");
+    const std::string label = absl::StrCat(
+        "component '", component.name(), "' (",
+        component.type().empty() ? "no type" : component.type(), ")");
     auto fail = [&](const absl::Status& status) {
       return ConfigError(Where(source, &tree, components_field, i), label,
                          status);
@@ -249,17 +245,17 @@ absl::Status LoadServerConfig(const ConfigSource& config,
     std::string role;
     if (absl::Status s = CheckExpectedComponents(*root, bound, &role);
         !s.ok()) {
-      return ConfigError(
-          bound.Contains(role) ? RoleWhere(source, pipeline_tree, pipeline, role)
-                               : Where(source, &tree, pipelines_field, i),
-          absl::StrCat(label, ", role '", role, "'"), s);
+      return ConfigError(bound.Contains(role)
+                             ? RoleWhere(source, pipeline_tree, pipeline, role)
+                             : Where(source, &tree, pipelines_field, i),
+                         absl::StrCat(label, ", role '", role, "'"), s);
     }
     if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
                                      std::move(root), std::move(bound));
         !s.ok()) {
       // The catalog's errors name the pipeline already.
-      return absl::InvalidArgumentError(absl::StrCat(
-          Where(source, &tree, pipelines_field, i), s.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(source, &tree, pipelines_field, i), s.message()));
     }
   }
   return absl::OkStatus();

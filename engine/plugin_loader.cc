@@ -59,10 +59,8 @@ absl::Status LoadPlugin(const std::string& path, BlockRegistry& blocks,
         "(find_package(loopserve) from its install prefix)"));
   }
   // Now every symbol, so that a missing one fails here, not mid-run.
-  if (dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) ==
-      nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(name, ": ", DlError()));
+  if (dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(name, ": ", DlError()));
   }
   PluginRegistries registries{.blocks = blocks, .components = components};
   if (absl::Status status = register_function(registries); !status.ok()) {

@@ -31,8 +31,6 @@ Run::Run(Engine& engine, std::string id,
               engine.options().stream, this, &metrics),
       accepted_(accepted) {}
 
-Run::~Run() = default;
-
 absl::Status Run::Submit(RunExecutor& executor) {
   prometheus::Gauge& queued = engine_.metrics().queued_runs();
   queued.Increment();

@@ -51,7 +51,6 @@ class Run final : public std::enable_shared_from_this<Run>,
       std::shared_ptr<const v1::RunRequest> request, const Pipeline& pipeline,
       PipelineMetrics& metrics, StreamSelection selection,
       RunEventWriter* front, Clock::time_point accepted);
-  ~Run() override;
 
   // Queues the run on `executor`; RESOURCE_EXHAUSTED (or UNAVAILABLE)
   // when it takes no more. A refused run never reaches Finish.
@@ -62,8 +61,8 @@ class Run final : public std::enable_shared_from_this<Run>,
   // Stops the run at its next iteration boundary (or before it starts).
   void Cancel(absl::Status status) { stream_.Cancel(std::move(status)); }
 
+  // "run-7": what RunStarted.run_id and the log line say.
   const std::string& id() const { return id_; }
-  const Pipeline& pipeline() const { return pipeline_; }
 
  private:
   // On an executor thread: decode, execute, end.

@@ -2,8 +2,8 @@
 
 #include <glog/logging.h>
 
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "blocks/core/block.h"
 
 namespace loopserve {
@@ -11,16 +11,15 @@ namespace {
 
 // A logfmt value: bare when it is a plain word, else quoted and escaped.
 std::string LogValue(absl::string_view value) {
-  const bool bare =
-      !value.empty() &&
-      value.find_first_of(" \"=\\\t\n") == absl::string_view::npos;
+  const bool bare = !value.empty() && value.find_first_of(" \"=\\\t\n") ==
+                                          absl::string_view::npos;
   if (bare) return std::string(value);
-  return absl::StrCat("\"",
-                      absl::StrReplaceAll(value, {{"\\", "\\\\"},
-                                                  {"\"", "\\\""},
-                                                  {"\n", "\\n"},
-                                                  {"\t", "\\t"}}),
-                      "\"");
+  return absl::StrCat(
+      "\"",
+      absl::StrReplaceAll(
+          value,
+          {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}, {"\t", "\\t"}}),
+      "\"");
 }
 
 bool IsServerFault(absl::StatusCode code) {

@@ -7,8 +7,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "blocks/core/status_macros.h"
 #include "blocks/core/iteration_preview.h"
+#include "blocks/core/status_macros.h"
 
 namespace loopserve {
 namespace {

@@ -21,10 +21,10 @@
 
 #include "absl/status/statusor.h"
 #include "blocks/core/state.h"
-#include "loopserve/v1/loopserve.pb.h"
 #include "engine/pipeline_catalog.h"
 #include "engine/run_stream.h"
 #include "engine/tensor_codec.h"
+#include "loopserve/v1/loopserve.pb.h"
 
 namespace loopserve {
 

@@ -45,11 +45,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "blocks/core/iteration_preview.h"
 #include "blocks/core/run_context.h"
 #include "blocks/core/state.h"
-#include "blocks/core/iteration_preview.h"
-#include "loopserve/v1/loopserve.pb.h"
 #include "engine/metrics.h"
+#include "loopserve/v1/loopserve.pb.h"
 
 namespace loopserve {
 

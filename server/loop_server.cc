@@ -29,8 +29,7 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
           std::make_unique<prometheus::Exposer>(options.metrics_address);
     } catch (const std::exception& e) {
       return absl::UnavailableError(absl::StrCat(
-          "cannot serve metrics on ", options.metrics_address, ": ",
-          e.what()));
+          "cannot serve metrics on ", options.metrics_address, ": ", e.what()));
     }
     server->exposer_->RegisterCollectable(server->metrics().registry());
     server->exposer_->RegisterCollectable(server->metrics().process());

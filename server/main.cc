@@ -27,8 +27,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -87,8 +87,7 @@ absl::Status CheckConfig(const std::string& path) {
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
   ASSIGN_OR_RETURN(const PipelineCatalog catalog,
                    LoadPipelines(Sources(path), device));
-  std::cout << path << ": OK, " << catalog.pipelines().size()
-            << " pipelines:";
+  std::cout << path << ": OK, " << catalog.pipelines().size() << " pipelines:";
   for (const auto& pipeline : catalog.pipelines()) {
     std::cout << " " << pipeline->name;
   }
@@ -204,8 +203,8 @@ int main(int argc, char** argv) {
   std::string folded;
   std::vector<char*> args = loopserve::FoldRepeatedPlugins(argc, argv, folded);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  if (absl::Status status = loopserve::InitLogging(
-          argv[0], absl::GetFlag(FLAGS_log_level));
+  if (absl::Status status =
+          loopserve::InitLogging(argv[0], absl::GetFlag(FLAGS_log_level));
       !status.ok()) {
     std::cerr << "loopserve: " << status.message() << std::endl;
     return 1;

@@ -49,7 +49,8 @@ size_t TensorSize(const v1::Tensor& t) {
                                 t.datatype().size());
   }
   if (t.shape_size() > 0) {
-    size += LengthDelimitedSize(v1::Tensor::kShapeFieldNumber, PackedShapeSize(t));
+    size +=
+        LengthDelimitedSize(v1::Tensor::kShapeFieldNumber, PackedShapeSize(t));
   }
   if (!t.raw_contents().empty()) {
     size += LengthDelimitedSize(v1::Tensor::kRawContentsFieldNumber,
@@ -61,7 +62,8 @@ size_t TensorSize(const v1::Tensor& t) {
 size_t ListSize(const v1::ValueList& list) {
   size_t size = 0;
   for (const v1::Value& item : list.values()) {
-    size += LengthDelimitedSize(v1::ValueList::kValuesFieldNumber, ValueSize(item));
+    size +=
+        LengthDelimitedSize(v1::ValueList::kValuesFieldNumber, ValueSize(item));
   }
   return size;
 }
@@ -103,7 +105,8 @@ size_t IterationSize(const v1::Iteration& it) {
             VarintSize(it.dropped_before());
   }
   if (!it.loop().empty()) {
-    size += LengthDelimitedSize(v1::Iteration::kLoopFieldNumber, it.loop().size());
+    size +=
+        LengthDelimitedSize(v1::Iteration::kLoopFieldNumber, it.loop().size());
   }
   if (it.total() != 0) {
     size += TagSize(v1::Iteration::kTotalFieldNumber) + VarintSize(it.total());
@@ -125,7 +128,8 @@ size_t BatchSize(const v1::IterationBatch& batch) {
 }
 
 size_t ResultSize(const v1::RunResult& result) {
-  size_t size = ValuesSize(result.outputs(), v1::RunResult::kOutputsFieldNumber);
+  size_t size =
+      ValuesSize(result.outputs(), v1::RunResult::kOutputsFieldNumber);
   if (result.has_stats()) {
     size += LengthDelimitedSize(v1::RunResult::kStatsFieldNumber,
                                 result.stats().ByteSizeLong());
@@ -176,7 +180,8 @@ class Writer {
   }
 
   void Tensor(const v1::Tensor& t) {
-    if (!t.datatype().empty()) Bytes(v1::Tensor::kDatatypeFieldNumber, t.datatype());
+    if (!t.datatype().empty())
+      Bytes(v1::Tensor::kDatatypeFieldNumber, t.datatype());
     if (t.shape_size() > 0) {
       Header(v1::Tensor::kShapeFieldNumber, PackedShapeSize(t));
       for (int64_t d : t.shape()) Varint(static_cast<uint64_t>(d));

@@ -85,10 +85,10 @@ std::string Components::Describe(absl::string_view name) const {
     origin.push_back(absl::StrCat("component '", entry.component, "'"));
   }
   if (!entry.type_name.empty()) origin.push_back(entry.type_name);
-  return absl::StrCat("a ", absl::StrJoin(kinds, " and "),
-                      origin.empty() ? ""
-                                     : absl::StrCat(" (", absl::StrJoin(origin, ", "),
-                                                    ")"));
+  return absl::StrCat(
+      "a ", absl::StrJoin(kinds, " and "),
+      origin.empty() ? ""
+                     : absl::StrCat(" (", absl::StrJoin(origin, ", "), ")"));
 }
 
 std::vector<std::string> Components::Names() const {

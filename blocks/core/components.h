@@ -55,11 +55,10 @@ class Components {
                   "a component is added as T or as interfaces T derives "
                   "from");
     const T* object = component.get();
-    return AddErased(
-        std::move(name), std::move(component),
-        {{&typeid(T), object},
-         {&typeid(Also), static_cast<const Also*>(object)}...},
-        std::move(type_name));
+    return AddErased(std::move(name), std::move(component),
+                     {{&typeid(T), object},
+                      {&typeid(Also), static_cast<const Also*>(object)}...},
+                     std::move(type_name));
   }
 
   // The component `name` as a T. NOT_FOUND when absent, FAILED_PRECONDITION
@@ -80,8 +79,8 @@ class Components {
   bool Contains(absl::string_view name) const;
   // Whether `name` is present and can be had as `interface` (any interface
   // when unspecified).
-  bool Provides(absl::string_view name, const ComponentInterface& interface)
-      const;
+  bool Provides(absl::string_view name,
+                const ComponentInterface& interface) const;
   // "a Denoiser (component 'gmm', gaussian_mixture_denoiser)": what `name`
   // is, and, when bound by role, the component it is bound to; for
   // messages. Empty when absent.

@@ -159,7 +159,7 @@ struct ComponentSpec {
   std::string description{};
   // The interface the block Gets it as; checked when a pipeline is
   // assembled (CheckComponents).
-  ComponentInterface interface{};
+  ComponentInterface interface {};
 };
 
 }  // namespace loopserve

@@ -60,7 +60,7 @@ class IterationObserver {
 // Times a run's blocks and iterations: how the server's metrics see inside a
 // run. Called on the run's thread, synchronously, so keep it cheap: the
 // server's RunRecorder adds each duration to a per-run histogram and
-// publishes now and then (Note [metrics off the loop] in server/metrics.h).
+// publishes now and then (Note [metrics off the loop] in engine/metrics.h).
 class BlockTimer {
  public:
   using Duration = std::chrono::steady_clock::duration;

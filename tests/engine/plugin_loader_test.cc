@@ -48,8 +48,7 @@ class PluginLoaderTest : public ::testing::Test {
 
   absl::Status LoadClampConfig(const std::string& from = "",
                                const std::string& to = "") {
-    absl::StatusOr<ConfigSource> config =
-        ReadConfigSource(kClampConfig);
+    absl::StatusOr<ConfigSource> config = ReadConfigSource(kClampConfig);
     if (!config.ok()) return config.status();
     if (!from.empty()) {
       const size_t at = config->text.find(from);
@@ -57,8 +56,7 @@ class PluginLoaderTest : public ::testing::Test {
       config->text.replace(at, from.size(), to);
     }
     catalog_ = PipelineCatalog();
-    return LoadServerConfig(*config, blocks_, components_, c10::kCPU,
-                            catalog_);
+    return LoadServerConfig(*config, blocks_, components_, c10::kCPU, catalog_);
   }
 
   BlockRegistry blocks_;
@@ -109,11 +107,10 @@ TEST_F(PluginLoaderTest, WithoutThePluginItsTypesAreUnknown) {
 
 TEST_F(PluginLoaderTest, APluginBuiltAgainstOtherHeadersIsRefused) {
   const std::vector<std::string> before = blocks_.TypeNames();
-  EXPECT_THAT(
-      LoadPlugin(kWrongAbiPlugin, blocks_, components_),
-      StatusIs(absl::StatusCode::kFailedPrecondition,
-               HasSubstr("was built against other headers: loopserve "
-                         "plugin ABI 0.0.1-0123456789abcdef")));
+  EXPECT_THAT(LoadPlugin(kWrongAbiPlugin, blocks_, components_),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("was built against other headers: loopserve "
+                                 "plugin ABI 0.0.1-0123456789abcdef")));
   EXPECT_EQ(blocks_.TypeNames(), before);
 }
 

@@ -5,8 +5,8 @@
 
 extern "C" __attribute__((visibility("default"))) const loopserve::PluginAbi*
 loopserve_plugin_abi() {
-  static const loopserve::PluginAbi abi{"0.0.1-0123456789abcdef",
-                                        TORCH_VERSION, _GLIBCXX_USE_CXX11_ABI};
+  static const loopserve::PluginAbi abi{"0.0.1-0123456789abcdef", TORCH_VERSION,
+                                        _GLIBCXX_USE_CXX11_ABI};
   return &abi;
 }
 

@@ -26,13 +26,14 @@ class Loop final : public loopserve::LoopBlocks {
   static constexpr absl::string_view kTypeName = "Loop";
   absl::string_view type_name() const override { return kTypeName; }
   std::vector<InputParam> loop_inputs() const override {
-    return {{.name = "num_steps", .type_hint = TypeHint::Int(),
-             .required = true}};
+    return {
+        {.name = "num_steps", .type_hint = TypeHint::Int(), .required = true}};
   }
   absl::Status Run(const Components& components, PipelineState& state,
                    RunContext& context) const override {
     ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
-    ASSIGN_OR_RETURN(const int64_t steps, block_state.Get<int64_t>("num_steps"));
+    ASSIGN_OR_RETURN(const int64_t steps,
+                     block_state.Get<int64_t>("num_steps"));
     for (int64_t i = 0; i < steps; ++i) {
       RETURN_IF_ERROR(
           LoopStep(components, block_state, {.i = i, .total = steps}, context));
@@ -45,7 +46,8 @@ class ClampLatentsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(registry_.Register<ClampLatents>().ok());
-    auto loop = loopserve::FromBlocks<Loop>(registry_, {{"clamp", "ClampLatents"}});
+    auto loop =
+        loopserve::FromBlocks<Loop>(registry_, {{"clamp", "ClampLatents"}});
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = *std::move(loop);
     loop_->SetName("clamp-loop");
@@ -79,10 +81,10 @@ TEST_F(ClampLatentsTest, ClampsAndLeavesTheInputUntouched) {
 
 TEST_F(ClampLatentsTest, WithoutLatentsTheErrorNamesTheInput) {
   Components components;
-  ASSERT_TRUE(components
-                  .Add<ClampRange>("clamp",
-                                   std::make_shared<const ClampRange>(-1, 1))
-                  .ok());
+  ASSERT_TRUE(
+      components
+          .Add<ClampRange>("clamp", std::make_shared<const ClampRange>(-1, 1))
+          .ok());
   PipelineState state;
   state.SetInput("num_steps", int64_t{1});
   RunContext context;
@@ -95,7 +97,8 @@ TEST_F(ClampLatentsTest, WithoutLatentsTheErrorNamesTheInput) {
 
 TEST_F(ClampLatentsTest, AClampOfAnotherKindIsRefusedByName) {
   Components components;
-  ASSERT_TRUE(components.Add<int>("clamp", std::make_shared<const int>(1)).ok());
+  ASSERT_TRUE(
+      components.Add<int>("clamp", std::make_shared<const int>(1)).ok());
   PipelineState state;
   state.SetInput("num_steps", int64_t{1});
   state.SetIntermediate("latents", at::zeros({2}));
