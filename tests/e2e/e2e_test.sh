@@ -199,6 +199,12 @@ if out=$("$LOOPSERVE" --check_config="$work/bad.pbtxt" 2>&1); then
   fail "a bad config passed --check_config"
 fi
 expect_contains "$out" "bad.pbtxt:22:7: pipeline 'mine', block 'denoise/after_denoiser': unknown block type 'SchedulerStop'" "check_config error"
+# A role bound to a component of the wrong kind fails where it is bound.
+sed 's/key: "scheduler" value: "euler"/key: "scheduler" value: "gmm"/' "$work/good.pbtxt" > "$work/role.pbtxt"
+if out=$("$LOOPSERVE" --check_config="$work/role.pbtxt" 2>&1); then
+  fail "a wrongly typed role passed --check_config"
+fi
+expect_contains "$out" "role.pbtxt:11:3: pipeline 'mine', role 'scheduler': block 'mine/set_timesteps' (SetTimesteps) expects component 'scheduler' to be a Scheduler" "check_config role"
 
 # SIGTERM: drains and exits 0.
 kill -TERM "$server_pid"
