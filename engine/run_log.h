@@ -11,10 +11,10 @@
 // one structured log line through glog: a warning (an error for a server
 // fault: INTERNAL, UNKNOWN, DATA_LOSS, UNIMPLEMENTED):
 //
-//   W1201 19:48:31.123456 4242 run_log.cc:60] run ended run_id=run-7
-//     request_id="abc" pipeline=digits-ddim code=INVALID_ARGUMENT
-//     block=digits-ddim/denoise/denoiser queue_ms=0.100 run_ms=12.500
-//     iterations=3 message="block 'digits-ddim/denoise/denoiser' ..."
+//   W20261201 21:24:29.701180  1972 run_log.cc:72] run ended run_id=run-1
+//     request_id=req-42 pipeline=gmm-ddim code=INVALID_ARGUMENT
+//     block=gmm-ddim/prepare_latents queue_ms=0.055185 run_ms=1.48427
+//     iterations=0 message="block 'gmm-ddim/prepare_latents' ..."
 //
 // An OK run logs the same line at verbosity 1 (--log_level=debug).
 //
