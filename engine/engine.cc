@@ -57,15 +57,10 @@ absl::StatusOr<const Pipeline*> Engine::FindPipeline(
 
 absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
     std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer) {
-  PipelineMetrics& series = metrics_.For(request->pipeline());
-  const std::string request_id = request->request_id();
   absl::StatusOr<std::shared_ptr<Run>> run =
-      CreateRun(std::move(request), writer, series);
+      CreateRun(request, writer, metrics_.For(request->pipeline()));
   if (!run.ok()) {
-    ReportOutcome(metrics_, {.pipeline = &series,
-                             .request_id = request_id,
-                             .status = run.status(),
-                             .refused = true});
+    Refuse(run.status(), request->pipeline(), request->request_id());
   }
   return run;
 }

@@ -74,7 +74,8 @@ v1::BlockSpec ToBlockSpec(const BlockDescription& description) {
 
 absl::Status PipelineCatalog::Add(std::string name, std::string description,
                                   std::unique_ptr<Block> root,
-                                  Components components) {
+                                  Components components,
+                                  std::string* role_at_fault) {
   if (name.empty()) return absl::InvalidArgumentError("pipeline name is empty");
   if (root == nullptr) {
     return absl::InvalidArgumentError(
@@ -85,7 +86,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
         absl::StrCat("pipeline '", name, "' is already defined"));
   }
   root->SetName(name);
-  RETURN_IF_ERROR(CheckExpectedComponents(*root, components));
+  RETURN_IF_ERROR(CheckExpectedComponents(*root, components, role_at_fault));
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = name;
   pipeline->description = std::move(description);

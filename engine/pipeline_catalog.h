@@ -49,9 +49,12 @@ class PipelineCatalog {
   // Adds `root` as pipeline `name` (and names the root so), its blocks using
   // `components`. ALREADY_EXISTS when the name is taken; INVALID_ARGUMENT for
   // an empty name; NOT_FOUND naming a component the blocks expect that
-  // `components` lacks.
+  // `components` lacks, FAILED_PRECONDITION one of the wrong interface
+  // (CheckExpectedComponents); then `role_at_fault`, when given, receives
+  // its role.
   absl::Status Add(std::string name, std::string description,
-                   std::unique_ptr<Block> root, Components components = {});
+                   std::unique_ptr<Block> root, Components components = {},
+                   std::string* role_at_fault = nullptr);
 
   // The pipeline, or nullptr.
   const Pipeline* Find(absl::string_view name) const;

@@ -239,20 +239,19 @@ absl::Status LoadServerConfig(const ConfigSource& config,
                        : pipeline_tree->GetTreeForNested(root_field, -1),
                    Where(source, pipeline_tree, root_field, -1), source,
                    pipeline.name(), blocks));
-    // Every role a block expects is bound, to a component of the interface
-    // it declares; a wrong one is reported where the role is bound.
-    root->SetName(pipeline.name());  // so that errors name block paths
+    // Every role a block expects must be bound, to a component of the
+    // interface it declares; a wrong one is reported where it is bound.
     std::string role;
-    if (absl::Status s = CheckExpectedComponents(*root, bound, &role);
-        !s.ok()) {
-      return ConfigError(bound.Contains(role)
-                             ? RoleWhere(source, pipeline_tree, pipeline, role)
-                             : Where(source, &tree, pipelines_field, i),
-                         absl::StrCat(label, ", role '", role, "'"), s);
-    }
     if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
-                                     std::move(root), std::move(bound));
+                                     std::move(root), std::move(bound), &role);
         !s.ok()) {
+      if (!role.empty()) {
+        return ConfigError(
+            pipeline.components().contains(role)
+                ? RoleWhere(source, pipeline_tree, pipeline, role)
+                : Where(source, &tree, pipelines_field, i),
+            absl::StrCat(label, ", role '", role, "'"), s);
+      }
       // The catalog's errors name the pipeline already.
       return absl::InvalidArgumentError(
           absl::StrCat(Where(source, &tree, pipelines_field, i), s.message()));

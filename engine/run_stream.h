@@ -117,8 +117,7 @@ class RunStream : public IterationObserver {
   // stream finishes with `status` unless it finished already.
   void Cancel(absl::Status status);
 
-  const std::string& run_id() const { return run_id_; }
-  // Iterations observed so far; the run's thread only.
+  // Iterations observed so far: on the run's thread, or after End.
   int64_t iterations() const { return iterations_; }
 
  private:
