@@ -89,7 +89,7 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
     active_.insert(run);
   }
   if (absl::Status status = run->Submit(executor_); !status.ok()) {
-    Release(run);
+    Untrack(run);
     return status;
   }
   return run;
@@ -103,7 +103,13 @@ void Engine::Refuse(const absl::Status& status, absl::string_view pipeline,
                            .refused = true});
 }
 
-void Engine::Release(const std::shared_ptr<Run>& run) {
+void Engine::Release(const std::shared_ptr<Run>& run,
+                     const absl::Status& seen) {
+  run->Report(seen);
+  Untrack(run);
+}
+
+void Engine::Untrack(const std::shared_ptr<Run>& run) {
   absl::MutexLock lock(&mu_);
   active_.erase(run);
 }

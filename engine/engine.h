@@ -11,7 +11,7 @@
 //   absl::StatusOr<std::shared_ptr<Run>> run =
 //       engine.StartRun(request, &writer);  // refused: counted, logged
 //   ...
-//   engine.Release(*run);                   // the front is done with it
+//   engine.Release(*run, told);             // done: counted, logged
 //   // shutdown:
 //   engine.StartDraining();
 //   if (!engine.WaitForIdle(grace)) engine.CancelAll(status);
@@ -69,9 +69,10 @@ class Engine {
 
   // Validates `request` (ValidateRun) and queues its run, which streams to
   // `writer` (Note [finishing] in run_stream.h: its Finish is called once,
-  // and last). The error that refuses it otherwise (UNAVAILABLE while
-  // loading or draining, NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED),
-  // counted and logged already; the front finishes its call with it.
+  // and last); the front then calls Release. The error that refuses it
+  // otherwise (UNAVAILABLE while loading or draining, NOT_FOUND,
+  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED), counted and logged already; the
+  // front finishes its call with it.
   absl::StatusOr<std::shared_ptr<Run>> StartRun(
       std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer);
   // A call that ended before it could become a run (its request never
@@ -79,8 +80,11 @@ class Engine {
   // pipeline `pipeline` names ("unknown" when none is served by that name).
   void Refuse(const absl::Status& status, absl::string_view pipeline = "",
               absl::string_view request_id = "");
-  // The front is done with `run` (its Finish was delivered).
-  void Release(const std::shared_ptr<Run>& run);
+  // The front is done with `run`, whose client was told `seen`: the status
+  // the run finished with, or, when the call was cancelled before that
+  // reached the client, the client's own CANCELLED or DEADLINE_EXCEEDED.
+  // Counts and logs it (Run::Report).
+  void Release(const std::shared_ptr<Run>& run, const absl::Status& seen);
 
   // From now on, new runs get UNAVAILABLE.
   void StartDraining();
@@ -96,6 +100,7 @@ class Engine {
   const RunExecutor& executor() const { return executor_; }
 
  private:
+  void Untrack(const std::shared_ptr<Run>& run);
   // StartRun's work; the refusal is reported by StartRun.
   absl::StatusOr<std::shared_ptr<Run>> CreateRun(
       std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,

@@ -82,17 +82,21 @@ void Run::StartWrite(std::shared_ptr<const v1::RunEvent> event) {
 }
 
 void Run::Finish(const absl::Status& status) {
-  const Clock::time_point now = Clock::now();
+  finish_time_ = Clock::now();
+  front_->Finish(status);
+}
+
+void Run::Report(const absl::Status& seen) {
   ReportOutcome(
       engine_.metrics(),
       {.pipeline = &metrics_,
        .run_id = id_,
        .request_id = request_->request_id(),
-       .status = status,
-       .queue_ms = Milliseconds((started_ ? start_time_ : now) - accepted_),
+       .status = seen,
+       .queue_ms =
+           Milliseconds((started_ ? start_time_ : finish_time_) - accepted_),
        .run_ms = started_ ? Milliseconds(end_time_ - start_time_) : -1,
        .iterations = started_ ? stream_.iterations() : 0});
-  front_->Finish(status);
 }
 
 }  // namespace loopserve

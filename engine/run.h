@@ -17,8 +17,10 @@
 // and loopserve_run_duration_seconds too.
 //
 // Outcome: Finish is reached exactly once (Note [finishing] in
-// run_stream.h); there the run is counted and logged (ReportOutcome) with
-// the status the front then sends, before the front sends it.
+// run_stream.h) and hands the front the status to send. When the front is
+// done with the call it tells the engine what its client was told
+// (Engine::Release), and the run is counted and logged with that: a client
+// that cancelled while our status was on its way saw CANCELLED, not it.
 //
 // Thread-safety: Execute runs on an executor thread; OnWriteDone and Cancel
 // may be called from any thread (the front's). A Run must outlive the
@@ -64,12 +66,15 @@ class Run final : public std::enable_shared_from_this<Run>,
   // "run-7": what RunStarted.run_id and the log line say.
   const std::string& id() const { return id_; }
 
+  // Counts and logs the run's outcome (ReportOutcome): `seen` is what its
+  // client was told. Once, after Finish; Engine::Release calls it.
+  void Report(const absl::Status& seen);
+
  private:
   // On an executor thread: decode, execute, end.
   void Execute();
 
-  // RunEventWriter, for the stream: writes go to the front; Finish reports
-  // the outcome first.
+  // RunEventWriter, for the stream: writes and the Finish go to the front.
   void StartWrite(std::shared_ptr<const v1::RunEvent> event) override;
   void Finish(const absl::Status& status) override;
 
@@ -85,12 +90,13 @@ class Run final : public std::enable_shared_from_this<Run>,
   RunEventWriter* const front_;
   RunStream stream_;
 
-  // Note [one clock]. `started_` and `ended_` are written on the run's
-  // thread before the stream can finish, so Finish reads them safely.
+  // Note [one clock]. Written on the run's thread before the stream can
+  // finish, and `finish_time_` in Finish, so Report reads them safely.
   const Clock::time_point accepted_;
   bool started_ = false;
   Clock::time_point start_time_{};
   Clock::time_point end_time_{};
+  Clock::time_point finish_time_{};
 };
 
 }  // namespace loopserve

@@ -54,11 +54,14 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     ServerWriteReactor::StartWrite(&buffer_);
   }
   void Finish(const absl::Status& status) override {
+    finished_ = status;
     ServerWriteReactor::Finish(ToGrpcStatus(status));
   }
 
   void OnWriteDone(bool ok) override {
     buffer_.Clear();  // our references to the event's slices
+    // A failed write: the call is gone, often before OnCancel says why.
+    if (!ok) run_->Cancel(CancelStatus("before the run finished"));
     run_->OnWriteDone(ok);
   }
 
@@ -67,15 +70,25 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
   void OnDone() override {
-    if (run_ != nullptr) engine_.Release(run_);
+    if (run_ != nullptr) engine_.Release(run_, WhatTheClientSaw());
     delete this;
   }
 
  private:
   // What the client sees of a cancelled call: DEADLINE_EXCEEDED when its
   // deadline passed, else CANCELLED.
+  //
+  // Note [whose deadline]
+  // ~~~~~~~~~~~~~~~~~~~~~
+  // A client whose deadline passes cancels the stream at once; the server's
+  // copy of that deadline (grpc-timeout counted from when the request
+  // arrived) passes a request's transit later. So a cancel that arrives
+  // within kDeadlineSlack of our deadline is the client's deadline, and is
+  // counted as what the client saw: DEADLINE_EXCEEDED.
   absl::Status CancelStatus(absl::string_view when) const {
-    if (context_->deadline() <= std::chrono::system_clock::now()) {
+    constexpr auto kDeadlineSlack = std::chrono::milliseconds(250);
+    if (context_->deadline() <=
+        std::chrono::system_clock::now() + kDeadlineSlack) {
       return absl::DeadlineExceededError(
           absl::StrCat("the deadline passed ", when));
     }
@@ -83,11 +96,25 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         absl::StrCat("the client cancelled the run ", when));
   }
 
+  // Our status, unless the call was cancelled before it reached the client:
+  // then the client's own code (a run that ends at the instant its client
+  // gives up finishes OK here, yet its client saw CANCELLED).
+  absl::Status WhatTheClientSaw() const {
+    const bool ours_is_a_cancel =
+        finished_.code() == absl::StatusCode::kCancelled ||
+        finished_.code() == absl::StatusCode::kDeadlineExceeded;
+    return context_->IsCancelled() && !ours_is_a_cancel
+               ? CancelStatus("before the run's status reached it")
+               : finished_;
+  }
+
   Engine& engine_;
   grpc::CallbackServerContext* const context_;
   std::shared_ptr<loopserve::Run> run_;
   // The event being written; valid until OnWriteDone.
   grpc::ByteBuffer buffer_;
+  // What Finish sent.
+  absl::Status finished_;
 };
 
 }  // namespace

@@ -195,8 +195,16 @@ TEST(ScaleOutTest, RoundRobinSpreadsRunsAndOutlivesAStoppedServer) {
                          client->Run(SeedRequest(3), {}, bounded));
     ASSERT_EQ(result.outputs().at("x").int64_value(), 3);
   }
+  // A call is counted once gRPC is done with it, a moment after its client
+  // has its status.
   std::vector<double> served;
-  for (const auto& server : servers) served.push_back(server->Metric(kSeedRunsOk));
+  Eventually([&] {
+    served.clear();
+    for (const auto& server : servers) {
+      served.push_back(server->Metric(kSeedRunsOk));
+    }
+    return served[0] + served[1] + served[2] == 30;
+  });
   std::printf("30 runs over 3 servers: %g / %g / %g\n", served[0], served[1],
               served[2]);
   EXPECT_EQ(served[0] + served[1] + served[2], 30);
@@ -244,8 +252,11 @@ TEST(ScaleOutTest, RoundRobinSpreadsRunsAndOutlivesAStoppedServer) {
   for (int run = 0; run < 12; ++run) {
     ASSERT_OK(client->Run(SeedRequest(3), {}, bounded).status());
   }
-  const double after =
-      servers[0]->Metric(kSeedRunsOk) + servers[2]->Metric(kSeedRunsOk);
+  double after = 0;
+  Eventually([&] {
+    after = servers[0]->Metric(kSeedRunsOk) + servers[2]->Metric(kSeedRunsOk);
+    return after - before == 12;
+  });
   EXPECT_EQ(after - before, 12);
 
   // The survivors' runs were untouched: they end only when cancelled.

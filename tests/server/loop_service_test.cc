@@ -112,12 +112,14 @@ class LoopServiceTest : public ::testing::Test {
   }
 
   // Runs "gated" and cancels it inside its first iteration; the status its
-  // client saw.
+  // client saw. The run is long, so that it cannot end before the cancel
+  // reaches the server: a client that cancels as the run ends sees
+  // CANCELLED while the server, which sent its result, counts OK.
   absl::Status CancelGatedRun() {
     RunCancellation cancellation;
     absl::Status cancelled;
     std::thread run([&] {
-      cancelled = client_->Run(SeedRequest("gated", 3), {},
+      cancelled = client_->Run(SeedRequest("gated", 1'000'000), {},
                                {.cancellation = &cancellation})
                       .status();
     });
@@ -684,6 +686,12 @@ TEST_F(LoopServiceTest, MetricsCountRunsIterationsAndLeafBlocks) {
   for (int run = 0; run < 3; ++run) {
     ASSERT_OK(client_->Run(SeedRequest("seed-loop-2", 7)).status());
   }
+  // A call is counted once gRPC is done with it, which may be a moment
+  // after its client has its status.
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue(server_->metrics().Scrape(),
+                       R"(loopserve_runs_total{code="OK",pipeline="seed-loop-2"})") == 3;
+  }));
   const std::string text = server_->metrics().Scrape();
   auto value = [&](absl::string_view series) {
     return MetricValue(text, series);
@@ -815,7 +823,7 @@ TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
                        R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") == 1 &&
            MetricValue(server_->metrics().Scrape(),
                        R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") == 1;
-  }));
+  })) << server_->metrics().Scrape();
   const std::string text = server_->metrics().Scrape();
   EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})"), 1);
   EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"), 1);
