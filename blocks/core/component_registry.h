@@ -42,6 +42,11 @@ struct ComponentContext {
   // Relative paths in params (a model file, a scheduler_config.json) are
   // resolved against this directory: the configuration file's.
   std::string base_dir{};
+  // Where a factory leaves what an operator should know but that is not an
+  // error (a scheduler_config.json's keys the scheduler does not use); the
+  // configuration loader reports them (--check_config prints them). May be
+  // null.
+  std::vector<std::string>* notes = nullptr;
 
   // `path`, resolved against base_dir.
   std::string ResolvePath(absl::string_view path) const;

@@ -29,19 +29,39 @@ absl::Status Components::AddErased(std::string name,
   return absl::OkStatus();
 }
 
+bool Components::Entry::Is(const std::type_info& type) const {
+  for (const Interface& interface : interfaces) {
+    if (*interface.type == type) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<const void*> Components::Find(absl::string_view name,
-                                             const std::type_info& type) const {
+                                             const std::type_info& type,
+                                             absl::string_view choice) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {
     return absl::NotFoundError(
         absl::StrCat("component '", name, "' is not loaded"));
   }
-  for (const Interface& interface : it->second.interfaces) {
+  const Entry* entry = &it->second;
+  if (!choice.empty() && choice != entry->component) {
+    entry = nullptr;
+    for (const Entry& candidate : it->second.choices) {
+      if (candidate.component == choice) entry = &candidate;
+    }
+    if (entry == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          "role '", name, "' has no component '", choice, "'; it has: ",
+          absl::StrJoin(Choices(name), ", ")));
+    }
+  }
+  for (const Interface& interface : entry->interfaces) {
     if (*interface.type == type) return interface.object;
   }
   return absl::FailedPreconditionError(
-      absl::StrCat("component '", name, "' is ", Describe(name), ", not a ",
-                   ComponentInterface::Of(type).Name()));
+      absl::StrCat("component '", name, "' is ", DescribeEntry(name, *entry),
+                   ", not a ", ComponentInterface::Of(type).Name()));
 }
 
 absl::Status Components::AddShared(std::string name, const Components& from,
@@ -57,6 +77,44 @@ absl::Status Components::AddShared(std::string name, const Components& from,
   return absl::OkStatus();
 }
 
+absl::Status Components::AddChoices(std::string name, const Components& from,
+                                    const std::vector<std::string>& from_names) {
+  if (from_names.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("role '", name, "' is bound to no component"));
+  }
+  std::vector<Entry> choices;
+  for (const std::string& from_name : from_names) {
+    auto it = from.entries_.find(from_name);
+    if (it == from.entries_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("component '", from_name, "' is not loaded"));
+    }
+    for (const Entry& chosen : choices) {
+      if (chosen.component == it->second.component) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "role '", name, "' names component '", from_name, "' twice"));
+      }
+    }
+    choices.push_back(it->second);
+    choices.back().choices.clear();
+  }
+  RETURN_IF_ERROR(AddShared(name, from, from_names.front()));
+  if (choices.size() > 1) entries_.at(name).choices = std::move(choices);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Components::Choices(absl::string_view name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return {};
+  if (it->second.choices.empty()) return {it->second.component};
+  std::vector<std::string> names;
+  for (const Entry& choice : it->second.choices) {
+    names.push_back(choice.component);
+  }
+  return names;
+}
+
 bool Components::Contains(absl::string_view name) const {
   return entries_.contains(name);
 }
@@ -66,16 +124,27 @@ bool Components::Provides(absl::string_view name,
   auto it = entries_.find(name);
   if (it == entries_.end()) return false;
   if (interface.is_any()) return true;
-  for (const Interface& candidate : it->second.interfaces) {
-    if (*candidate.type == *interface.type()) return true;
+  if (!it->second.Is(*interface.type())) return false;
+  for (const Entry& choice : it->second.choices) {
+    if (!choice.Is(*interface.type())) return false;
   }
-  return false;
+  return true;
 }
 
-std::string Components::Describe(absl::string_view name) const {
+std::string Components::Describe(absl::string_view name,
+                                 const ComponentInterface& interface) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) return "";
-  const Entry& entry = it->second;
+  if (!interface.is_any()) {
+    for (const Entry& choice : it->second.choices) {
+      if (!choice.Is(*interface.type())) return DescribeEntry(name, choice);
+    }
+  }
+  return DescribeEntry(name, it->second);
+}
+
+std::string Components::DescribeEntry(absl::string_view name,
+                                      const Entry& entry) {
   std::vector<std::string> kinds;
   for (const Interface& interface : entry.interfaces) {
     kinds.push_back(ComponentInterface::Of(*interface.type).Name());
@@ -109,7 +178,7 @@ absl::Status CheckComponent(const ComponentSpec& spec,
         owner, " expects component '", spec.name, "' to be a ",
         spec.interface.Name(),
         spec.type.empty() ? "" : absl::StrCat(" (", spec.type, ")"),
-        ", but it is ", components.Describe(spec.name)));
+        ", but it is ", components.Describe(spec.name, spec.interface)));
   }
   return absl::OkStatus();
 }

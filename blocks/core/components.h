@@ -66,7 +66,16 @@ class Components {
   // Components.
   template <typename T>
   absl::StatusOr<const T*> Get(absl::string_view name) const {
-    ASSIGN_OR_RETURN(const void* component, Find(name, typeid(T)));
+    ASSIGN_OR_RETURN(const void* component, Find(name, typeid(T), ""));
+    return static_cast<const T*>(component);
+  }
+  // The component `choice` of those bound to role `name` (AddChoices), as
+  // a T; an empty `choice` is the default. NOT_FOUND naming the choices
+  // when `choice` is not one of them.
+  template <typename T>
+  absl::StatusOr<const T*> Get(absl::string_view name,
+                               absl::string_view choice) const {
+    ASSIGN_OR_RETURN(const void* component, Find(name, typeid(T), choice));
     return static_cast<const T*>(component);
   }
 
@@ -75,16 +84,28 @@ class Components {
   // `from` lacks it; otherwise as Add.
   absl::Status AddShared(std::string name, const Components& from,
                          absl::string_view from_name);
+  // Binds role `name` to several of `from`'s components, `from_names[0]`
+  // the default: Get(name) finds the default, Get(name, choice) any of
+  // them by its component name. How a pipeline offers a run a choice (of
+  // scheduler). INVALID_ARGUMENT when `from_names` is empty or repeats a
+  // name; otherwise as AddShared.
+  absl::Status AddChoices(std::string name, const Components& from,
+                          const std::vector<std::string>& from_names);
+  // The component names bound to role `name`, the default first: one for
+  // a plain binding, none when `name` is absent.
+  std::vector<std::string> Choices(absl::string_view name) const;
 
   bool Contains(absl::string_view name) const;
   // Whether `name` is present and can be had as `interface` (any interface
-  // when unspecified).
+  // when unspecified), every choice of it (AddChoices) too.
   bool Provides(absl::string_view name,
                 const ComponentInterface& interface) const;
   // "a Denoiser (component 'gmm', gaussian_mixture_denoiser)": what `name`
   // is, and, when bound by role, the component it is bound to; for
-  // messages. Empty when absent.
-  std::string Describe(absl::string_view name) const;
+  // messages. With choices, the first that is not an `interface`. Empty
+  // when absent.
+  std::string Describe(absl::string_view name,
+                       const ComponentInterface& interface = {}) const;
   // Sorted.
   std::vector<std::string> Names() const;
 
@@ -100,13 +121,21 @@ class Components {
     // For messages: the pool name it was shared from, and its type name.
     std::string component;
     std::string type_name;
+    // A role bound to several components (AddChoices): all of them, this
+    // one (the default) first.
+    std::vector<Entry> choices{};
+
+    bool Is(const std::type_info& type) const;
   };
 
   absl::Status AddErased(std::string name, std::shared_ptr<const void> object,
                          std::vector<Interface> interfaces,
                          std::string type_name);
   absl::StatusOr<const void*> Find(absl::string_view name,
-                                   const std::type_info& type) const;
+                                   const std::type_info& type,
+                                   absl::string_view choice) const;
+  static std::string DescribeEntry(absl::string_view name,
+                                   const Entry& entry);
 
   absl::flat_hash_map<std::string, Entry> entries_;
 };

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <string>
 #include <typeinfo>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
@@ -110,6 +111,17 @@ struct InputParam {
   // The number of iterations a loop will run (num_steps): the service caps
   // it at its --max_iterations before a run is queued.
   bool iteration_count = false;
+  // A string input that must be one of these: a request naming another is
+  // refused, and DescribePipeline lists them.
+  std::vector<std::string> choices{};
+  // The choices are the components bound to this role (a pipeline binding
+  // several schedulers to "scheduler"): filled in, the first as the
+  // default, when the pipeline is assembled.
+  std::string choices_of_role{};
+  // An int the engine draws at random when a request leaves it out (a
+  // seed), and reports in RunStarted.resolved_inputs so that sending it
+  // back reproduces the run.
+  bool random_when_absent = false;
 };
 
 // A value a block writes into the pipeline state's intermediates.

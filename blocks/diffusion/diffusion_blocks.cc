@@ -10,6 +10,7 @@
 #include "blocks/core/param_reader.h"
 #include "blocks/core/status_macros.h"
 #include "blocks/diffusion/denoisers.h"
+#include "blocks/diffusion/scheduler_config.h"
 #include "blocks/diffusion/schedulers.h"
 
 namespace loopserve {
@@ -22,25 +23,41 @@ std::string ShapeString(const at::Tensor& t) {
 }
 
 ComponentSpec SchedulerSpec() {
+  std::vector<std::string> types;
+  for (const SchedulerType& type : SchedulerTypes()) {
+    types.emplace_back(type.type_name);
+  }
   return {.name = std::string(kSchedulerRole),
-          .type = "ddim_scheduler | euler_scheduler",
+          .type = absl::StrJoin(types, " | "),
           .description = "Turns the model's predictions into the next latents",
           .interface = ComponentInterface::Of<Scheduler>()};
 }
 
-// The run's schedule, as SetTimesteps left it in the block state.
-absl::StatusOr<Schedule> ScheduleFrom(const BlockState& state) {
+// The run's scheduler (the one it picked) and its schedule, which the
+// scheduler's steps update: per run, carried through the pipeline state.
+class RunSchedule final : public torch::CustomClassHolder {
+ public:
+  RunSchedule(const Scheduler* scheduler, Schedule schedule)
+      : scheduler(scheduler), schedule(std::move(schedule)) {}
+  const Scheduler* const scheduler;
   Schedule schedule;
-  ASSIGN_OR_RETURN(schedule.timesteps, state.Get<at::Tensor>("timesteps"));
-  ASSIGN_OR_RETURN(schedule.sigmas, state.Get<at::Tensor>("sigmas"));
-  return schedule;
+};
+
+// The run's schedule, as SetTimesteps left it in the block state.
+absl::StatusOr<RunSchedule*> RunScheduleFrom(const BlockState& state) {
+  const c10::IValue* value = state.Find("schedule");
+  if (value == nullptr || !value->isCapsule()) {
+    return absl::FailedPreconditionError(
+        "the run has no schedule: SetTimesteps must run first");
+  }
+  return static_cast<RunSchedule*>(value->toCapsule().get());
 }
 
 InputParam ScheduleInput(absl::string_view name) {
   return {.name = std::string(name),
-          .type_hint = TypeHint::Tensor(),
+          .type_hint = TypeHint::Any(),
           .required = true,
-          .description = "The run's schedule (SetTimesteps)"};
+          .description = "The run's schedule and scheduler (SetTimesteps)"};
 }
 
 // A tensor that may be absent (None): undefined then.
@@ -64,15 +81,43 @@ absl::Status CheckPositive(absl::string_view name, int64_t value,
 // ---- SetTimesteps ----
 
 std::string SetTimesteps::description() const {
-  return "Sets the scheduler's timesteps for num_inference_steps steps";
+  return "Sets the run's scheduler (the input 'scheduler', one of those bound "
+         "to the role) and its timesteps for num_inference_steps steps";
 }
 
 std::vector<InputParam> SetTimesteps::inputs() const {
-  return {{.name = "num_inference_steps",
-           .type_hint = TypeHint::Int(),
-           .default_value = default_steps_,
-           .description = "Denoising steps",
-           .iteration_count = true}};
+  std::vector<InputParam> inputs = {
+      {.name = "num_inference_steps",
+       .type_hint = TypeHint::Int(),
+       .default_value = options_.default_steps,
+       .description = "Denoising steps",
+       .iteration_count = true},
+      {.name = "scheduler",
+       .type_hint = TypeHint::String(),
+       .description = "The sampler: one of the components bound to the "
+                      "pipeline's 'scheduler' role",
+       .choices_of_role = std::string(kSchedulerRole)}};
+  if (options_.flow) {
+    inputs.push_back(
+        {.name = "mu",
+         .type_hint = TypeHint::Double(),
+         .description = "Flow matching's dynamic shift; when absent, "
+                        "computed from the latents' size as diffusers' Flux "
+                        "pipeline does"});
+    inputs.push_back(
+        {.name = "sigmas",
+         .type_hint = TypeHint::List(),
+         .description = "Flow matching's sigmas, descending in (0, 1]; "
+                        "their count is the step count"});
+  }
+  return inputs;
+}
+
+std::vector<InputParam> SetTimesteps::intermediate_inputs() const {
+  if (!options_.flow) return {};
+  return {{.name = "latents",
+           .type_hint = TypeHint::Tensor(),
+           .description = "The prepared latents: their size gives mu"}};
 }
 
 std::vector<OutputParam> SetTimesteps::intermediate_outputs() const {
@@ -80,9 +125,9 @@ std::vector<OutputParam> SetTimesteps::intermediate_outputs() const {
            .type_hint = TypeHint::Tensor(),
            .description = "The timesteps, one per step",
            .internal = true},
-          {.name = "sigmas",
-           .type_hint = TypeHint::Tensor(),
-           .description = "The noise level at each step, then 0",
+          {.name = "schedule",
+           .type_hint = TypeHint::Any(),
+           .description = "The run's scheduler and schedule",
            .internal = true},
           {.name = "init_noise_sigma",
            .type_hint = TypeHint::Double(),
@@ -99,12 +144,49 @@ absl::Status SetTimesteps::Run(const Components& components,
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
   ASSIGN_OR_RETURN(const int64_t steps,
                    block_state.Get<int64_t>("num_inference_steps"));
-  ASSIGN_OR_RETURN(const Scheduler* scheduler,
-                   components.Get<Scheduler>(kSchedulerRole));
-  ASSIGN_OR_RETURN(Schedule schedule, scheduler->SetTimesteps(steps));
-  block_state.Set("timesteps", std::move(schedule.timesteps));
-  block_state.Set("sigmas", std::move(schedule.sigmas));
+  const c10::IValue* choice = block_state.Find("scheduler");
+  const std::string name =
+      choice != nullptr && choice->isString() ? choice->toStringRef() : "";
+  absl::StatusOr<const Scheduler*> scheduler =
+      components.Get<Scheduler>(kSchedulerRole, name);
+  if (absl::IsNotFound(scheduler.status()) && !name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'scheduler' must be one of: ",
+        absl::StrJoin(components.Choices(kSchedulerRole), ", "), "; got '",
+        name, "'"));
+  }
+  RETURN_IF_ERROR(scheduler.status());
+
+  ScheduleRequest request{.num_inference_steps = steps};
+  if (options_.flow) {
+    if (const c10::IValue* mu = block_state.Find("mu");
+        mu != nullptr && !mu->isNone()) {
+      request.mu = mu->toDouble();
+    }
+    if (const c10::IValue* sigmas = block_state.Find("sigmas");
+        sigmas != nullptr && !sigmas->isNone()) {
+      for (const c10::IValue& sigma : sigmas->toListRef()) {
+        if (!sigma.isDouble() && !sigma.isInt()) {
+          return absl::InvalidArgumentError(
+              "input 'sigmas' must be a list of numbers");
+        }
+        request.sigmas.push_back(sigma.isDouble()
+                                     ? sigma.toDouble()
+                                     : static_cast<double>(sigma.toInt()));
+      }
+    }
+    // diffusers' Flux packs 2x2 latent patches: (h / 2) · (w / 2).
+    const at::Tensor latents = OptionalTensor(block_state, "latents");
+    if (latents.defined() && latents.dim() == 4) {
+      request.image_seq_len = (latents.size(2) / 2) * (latents.size(3) / 2);
+    }
+  }
+  ASSIGN_OR_RETURN(Schedule schedule, (*scheduler)->SetTimesteps(request));
+  block_state.Set("timesteps", schedule.timesteps);
   block_state.Set("init_noise_sigma", schedule.init_noise_sigma);
+  block_state.Set("schedule",
+                  c10::IValue::make_capsule(c10::make_intrusive<RunSchedule>(
+                      *scheduler, std::move(schedule))));
   return SetBlockState(state, block_state);
 }
 
@@ -124,7 +206,8 @@ std::vector<InputParam> PrepareLatents::inputs() const {
           {.name = "seed",
            .type_hint = TypeHint::Int(),
            .description = "Seeds the CPU generator of the noise (and of the "
-                          "scheduler's noise); random when absent"},
+                          "scheduler's noise); random when absent",
+           .random_when_absent = true},
           {.name = "height",
            .type_hint = TypeHint::Int(),
            .default_value = options_.height,
@@ -142,8 +225,8 @@ std::vector<InputParam> PrepareLatents::inputs() const {
 std::vector<InputParam> PrepareLatents::intermediate_inputs() const {
   return {{.name = "init_noise_sigma",
            .type_hint = TypeHint::Double(),
-           .required = true,
-           .description = "The scale of the initial noise (SetTimesteps)"}};
+           .description = "The scale of the initial noise (SetTimesteps); 1 "
+                          "when the latents come first (flow matching)"}};
 }
 
 std::vector<OutputParam> PrepareLatents::intermediate_outputs() const {
@@ -159,8 +242,11 @@ std::vector<OutputParam> PrepareLatents::intermediate_outputs() const {
 absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
                                  RunContext& context) const {
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
-  ASSIGN_OR_RETURN(const double init_noise_sigma,
-                   block_state.Get<double>("init_noise_sigma"));
+  const c10::IValue* sigma_value = block_state.Find("init_noise_sigma");
+  const double init_noise_sigma = sigma_value != nullptr &&
+                                          sigma_value->isDouble()
+                                      ? sigma_value->toDouble()
+                                      : 1.0;
   const c10::IValue* seed_value = block_state.Find("seed");
   const uint64_t seed = seed_value != nullptr && seed_value->isInt()
                             ? static_cast<uint64_t>(seed_value->toInt())
@@ -217,7 +303,10 @@ std::string DenoiseLoop::description() const {
 }
 
 std::vector<InputParam> DenoiseLoop::loop_intermediate_inputs() const {
-  return {ScheduleInput("timesteps")};
+  return {{.name = "timesteps",
+           .type_hint = TypeHint::Tensor(),
+           .required = true,
+           .description = "The run's timesteps (SetTimesteps)"}};
 }
 
 absl::Status DenoiseLoop::Run(const Components& components,
@@ -245,7 +334,7 @@ std::vector<InputParam> ScaleModelInput::intermediate_inputs() const {
            .type_hint = TypeHint::Tensor(),
            .required = true,
            .description = "The latents being denoised"},
-          ScheduleInput("timesteps"), ScheduleInput("sigmas")};
+          ScheduleInput("schedule")};
 }
 
 std::vector<OutputParam> ScaleModelInput::intermediate_outputs() const {
@@ -259,15 +348,12 @@ std::vector<ComponentSpec> ScaleModelInput::expected_components() const {
   return {SchedulerSpec()};
 }
 
-absl::Status ScaleModelInput::RunStep(const Components& components,
-                                      BlockState& state,
+absl::Status ScaleModelInput::RunStep(const Components&, BlockState& state,
                                       const LoopIndex& index) const {
-  ASSIGN_OR_RETURN(const Scheduler* scheduler,
-                   components.Get<Scheduler>(kSchedulerRole));
-  ASSIGN_OR_RETURN(const Schedule schedule, ScheduleFrom(state));
+  ASSIGN_OR_RETURN(const RunSchedule* run, RunScheduleFrom(state));
   ASSIGN_OR_RETURN(const at::Tensor latents, state.Get<at::Tensor>("latents"));
   state.Set("latent_model_input",
-            scheduler->ScaleModelInput(schedule, latents, index.i));
+            run->scheduler->ScaleModelInput(run->schedule, latents, index.i));
   return absl::OkStatus();
 }
 
@@ -358,7 +444,8 @@ std::vector<InputParam> SchedulerStep::inputs() const {
   return {{.name = "eta",
            .type_hint = TypeHint::Double(),
            .default_value = 0.0,
-           .description = "DDIM's eta: 0 deterministic, 1 DDPM-like noise"}};
+           .description = "DDIM's eta: 0 deterministic, 1 DDPM-like noise "
+                          "(other schedulers ignore it)"}};
 }
 
 std::vector<InputParam> SchedulerStep::intermediate_inputs() const {
@@ -370,8 +457,7 @@ std::vector<InputParam> SchedulerStep::intermediate_inputs() const {
            .type_hint = TypeHint::Tensor(),
            .required = true,
            .description = "The latents being denoised"},
-          ScheduleInput("timesteps"),
-          ScheduleInput("sigmas"),
+          ScheduleInput("schedule"),
           {.name = "generator",
            .type_hint = TypeHint::Any(),
            .description = "The run's CPU generator (PrepareLatents)"}};
@@ -390,12 +476,9 @@ std::vector<ComponentSpec> SchedulerStep::expected_components() const {
   return {SchedulerSpec()};
 }
 
-absl::Status SchedulerStep::RunStep(const Components& components,
-                                    BlockState& state,
+absl::Status SchedulerStep::RunStep(const Components&, BlockState& state,
                                     const LoopIndex& index) const {
-  ASSIGN_OR_RETURN(const Scheduler* scheduler,
-                   components.Get<Scheduler>(kSchedulerRole));
-  ASSIGN_OR_RETURN(const Schedule schedule, ScheduleFrom(state));
+  ASSIGN_OR_RETURN(RunSchedule* run, RunScheduleFrom(state));
   ASSIGN_OR_RETURN(const at::Tensor noise_pred,
                    state.Get<at::Tensor>("noise_pred"));
   ASSIGN_OR_RETURN(const at::Tensor latents, state.Get<at::Tensor>("latents"));
@@ -411,7 +494,7 @@ absl::Status SchedulerStep::RunStep(const Components& components,
   }
   ASSIGN_OR_RETURN(
       StepResult step,
-      scheduler->Step(schedule, noise_pred, index.i, latents,
+      run->scheduler->Step(run->schedule, noise_pred, index.i, latents,
                       {.eta = eta,
                        .generator = generator.defined() ? &generator
                                                         : nullptr}));
@@ -483,10 +566,15 @@ absl::Status RegisterDiffusionBlocks(BlockRegistry& registry) {
       std::string(SetTimesteps::kTypeName),
       [](const BlockParams& raw) -> absl::StatusOr<std::unique_ptr<Block>> {
         ParamReader params(raw);
-        ASSIGN_OR_RETURN(int64_t steps, params.Int("num_inference_steps", 50));
+        SetTimesteps::Options o;
+        ASSIGN_OR_RETURN(o.default_steps,
+                         params.Int("num_inference_steps", o.default_steps));
+        ASSIGN_OR_RETURN(o.flow, params.Bool("flow", o.flow));
         RETURN_IF_ERROR(params.CheckAllRead());
-        if (steps < 1) return ParamError("num_inference_steps", "must be >= 1");
-        return std::make_unique<SetTimesteps>(steps);
+        if (o.default_steps < 1) {
+          return ParamError("num_inference_steps", "must be >= 1");
+        }
+        return std::make_unique<SetTimesteps>(o);
       }));
   RETURN_IF_ERROR(registry.Register(
       std::string(PrepareLatents::kTypeName),

@@ -2,7 +2,7 @@
 // Diffusion blocks:
 //
 //   Sequential {
-//     set_timesteps:   SetTimesteps     num_inference_steps -> timesteps, sigmas
+//     set_timesteps:   SetTimesteps     num_inference_steps, scheduler -> schedule
 //     prepare_latents: PrepareLatents   latents | seed, height, width, batch_size
 //     denoise:         DenoiseLoop {    iterates the timesteps (i, t)
 //       before_denoiser: ScaleModelInput
@@ -14,8 +14,9 @@
 //   }
 //
 // Components, by role: "scheduler" (Scheduler), "denoiser" (Denoiser),
-// "decoder" and "preview" (ImageDecoder). Per-run state (the schedule, the
-// random generator) lives in the pipeline state as internal intermediates.
+// "decoder" and "preview" (ImageDecoder). Per-run state (the schedule with
+// its chosen scheduler and a multistep solver's memory, the random
+// generator) lives in the pipeline state as internal intermediates.
 //
 // Thread-safety: as Block.
 #pragma once
@@ -41,28 +42,40 @@ inline constexpr absl::string_view kDecoderRole = "decoder";
 // pipeline's IterationPreview.
 
 // scheduler.set_timesteps(num_inference_steps): writes the run's schedule.
-// Params: num_inference_steps (the input's default, 50).
+// The run picks its scheduler with the input `scheduler`, one of the
+// components bound to the "scheduler" role (the first when absent); the
+// loop's blocks use the one it picked.
+// Params: num_inference_steps (the input's default, 50); flow (false): the
+// flow-matching inputs `mu` and `sigmas`, and `mu` computed from the
+// latents when absent; a flow pipeline prepares its latents first, as
+// diffusers' Flux pipeline does.
 class SetTimesteps final : public Block {
  public:
   static constexpr absl::string_view kTypeName = "SetTimesteps";
-  explicit SetTimesteps(int64_t default_steps = 50)
-      : default_steps_(default_steps) {}
+  struct Options {
+    int64_t default_steps = 50;
+    bool flow = false;
+  };
+  explicit SetTimesteps(Options options) : options_(options) {}
+  SetTimesteps() : SetTimesteps(Options{}) {}
   absl::string_view type_name() const override { return kTypeName; }
   std::string description() const override;
   std::vector<InputParam> inputs() const override;
+  std::vector<InputParam> intermediate_inputs() const override;
   std::vector<OutputParam> intermediate_outputs() const override;
   std::vector<ComponentSpec> expected_components() const override;
   absl::Status Run(const Components& components, PipelineState& state,
                    RunContext& context) const override;
 
  private:
-  int64_t default_steps_;
+  Options options_;
 };
 
 // The initial latents: the `latents` input when given (unit noise, scaled by
 // init_noise_sigma, as diffusers treats it), else randn from a CPU generator
-// seeded with `seed`, moved to the device, × init_noise_sigma. The same
-// generator is kept for the scheduler's noise (DDIM with eta > 0).
+// seeded with `seed`, moved to the device, × init_noise_sigma (1 when no
+// schedule is set yet: flow matching). The same generator draws every
+// stochastic step's noise after it, as diffusers' generator= does.
 // Params: channels (4), height and width (the inputs' defaults, 64),
 // vae_scale_factor (1: latents are height / factor × width / factor).
 class PrepareLatents final : public Block {
@@ -137,7 +150,8 @@ class PredictNoise final : public LoopStepBlock {
   double default_guidance_scale_;
 };
 
-// latents, denoised = scheduler.step(noise_pred, t, latents, eta, generator).
+// latents, denoised = scheduler.step(noise_pred, t, latents, eta, generator),
+// with the scheduler SetTimesteps picked.
 class SchedulerStep final : public LoopStepBlock {
  public:
   static constexpr absl::string_view kTypeName = "SchedulerStep";

@@ -1,144 +1,26 @@
+// The single-step schedulers (DDIM, Euler, Euler ancestral, LCM, flow
+// matching), what every scheduler shares, and registration. The multistep
+// solvers are in multistep_schedulers.cc.
+//
+// Scalar arithmetic is float32 where diffusers computes on 0-d float32
+// tensors, double where it computes in numpy float64, in the same order.
 #include "blocks/diffusion/schedulers.h"
 
 #include <ATen/ATen.h>
-#include <google/protobuf/struct.pb.h>
-#include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "blocks/core/status_macros.h"
+#include "blocks/diffusion/scheduler_config.h"
+#include "blocks/diffusion/scheduler_internal.h"
 
 namespace loopserve {
-namespace {
+namespace internal {
 
-// The configuration keys each scheduler reads (diffusers' names).
-constexpr absl::string_view kCommonKeys[] = {
-    "num_train_timesteps", "beta_start",       "beta_end",
-    "beta_schedule",       "prediction_type",  "timestep_spacing",
-    "steps_offset"};
-constexpr absl::string_view kDdimKeys[] = {"set_alpha_to_one", "clip_sample",
-                                           "clip_sample_range"};
-
-// Keys of a scheduler_config.json that change the algorithm: a file may
-// carry them only at their default (null for trained_betas). Anything else
-// in the file (_class_name, skip_prk_steps, sample_max_value ...) does not
-// change DDIM or Euler as implemented and is ignored, as diffusers ignores
-// keys a scheduler does not take.
-struct DefaultOnly {
-  absl::string_view key;
-  // The only accepted value: "null", "false", or a string.
-  absl::string_view value;
-};
-constexpr DefaultOnly kDefaultOnlyKeys[] = {
-    {"trained_betas", "null"},       {"thresholding", "false"},
-    {"rescale_betas_zero_snr", "false"}, {"use_karras_sigmas", "false"},
-    {"use_exponential_sigmas", "false"}, {"use_beta_sigmas", "false"},
-    {"interpolation_type", "linear"},    {"timestep_type", "discrete"},
-    {"final_sigmas_type", "zero"}};
-
-std::string DescribeJson(const google::protobuf::Value& value) {
-  switch (value.kind_case()) {
-    case google::protobuf::Value::kNullValue:
-      return "null";
-    case google::protobuf::Value::kBoolValue:
-      return value.bool_value() ? "true" : "false";
-    case google::protobuf::Value::kStringValue:
-      return value.string_value();
-    case google::protobuf::Value::kNumberValue:
-      return absl::StrCat(value.number_value());
-    default:
-      return "a list or object";
-  }
-}
-
-absl::StatusOr<c10::IValue> JsonToValue(absl::string_view key,
-                                        const google::protobuf::Value& value) {
-  switch (value.kind_case()) {
-    case google::protobuf::Value::kBoolValue:
-      return c10::IValue(value.bool_value());
-    case google::protobuf::Value::kStringValue:
-      return c10::IValue(value.string_value());
-    case google::protobuf::Value::kNumberValue:
-      return c10::IValue(value.number_value());
-    default:
-      return ParamError(key, absl::StrCat("unsupported value ",
-                                          DescribeJson(value)));
-  }
-}
-
-// The params a diffusers scheduler_config.json at `path` sets, for the keys
-// this scheduler reads.
-absl::StatusOr<BlockParams> ReadSchedulerConfigJson(const std::string& path,
-                                           bool ddim) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("param 'config_file': cannot read '", path, "'"));
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  google::protobuf::Struct json;
-  if (auto status = google::protobuf::util::JsonStringToMessage(text.str(),
-                                                                 &json);
-      !status.ok()) {
-    return ParamError("config_file",
-                      absl::StrCat("'", path, "' is not a JSON object: ",
-                                   status.message().as_string()));
-  }
-  const auto& fields = json.fields();
-  for (const DefaultOnly& key : kDefaultOnlyKeys) {
-    auto it = fields.find(std::string(key.key));
-    if (it != fields.end() && DescribeJson(it->second) != key.value) {
-      return ParamError(
-          "config_file",
-          absl::StrCat("'", path, "' sets ", key.key, " = ",
-                       DescribeJson(it->second),
-                       "; loopserve supports only ", key.value));
-    }
-  }
-  BlockParams params;
-  auto take = [&](absl::string_view key) -> absl::Status {
-    auto it = fields.find(std::string(key));
-    if (it == fields.end() ||
-        it->second.kind_case() == google::protobuf::Value::kNullValue) {
-      return absl::OkStatus();
-    }
-    ASSIGN_OR_RETURN(c10::IValue value, JsonToValue(key, it->second));
-    params.emplace(std::string(key), std::move(value));
-    return absl::OkStatus();
-  };
-  for (absl::string_view key : kCommonKeys) RETURN_IF_ERROR(take(key));
-  if (ddim) {
-    for (absl::string_view key : kDdimKeys) RETURN_IF_ERROR(take(key));
-  }
-  return params;
-}
-
-// numpy's arange(start, stop, step) in double.
-std::vector<double> Arange(double start, double stop, double step) {
-  const auto n = static_cast<int64_t>(std::ceil((stop - start) / step));
-  std::vector<double> out;
-  for (int64_t i = 0; i < n; ++i) out.push_back(start + i * step);
-  return out;
-}
-
-// numpy's linspace(start, stop, num) in double.
-std::vector<double> Linspace(double start, double stop, int64_t num) {
-  std::vector<double> out;
-  if (num == 1) return {start};
-  const double step = (stop - start) / static_cast<double>(num - 1);
-  for (int64_t i = 0; i < num; ++i) out.push_back(i * step + start);
-  out.back() = stop;
-  return out;
-}
-
-// The timesteps of diffusers' set_timesteps, before the final cast, in
-// descending order: `round` says whether the spacing rounds (DDIM always
-// does; Euler's linspace does not).
 std::vector<double> SpacedTimesteps(const SchedulerConfig& config, int64_t n,
                                     bool round_linspace) {
   const int64_t train = config.noise.num_train_timesteps;
@@ -163,54 +45,60 @@ std::vector<double> SpacedTimesteps(const SchedulerConfig& config, int64_t n,
 }
 
 at::Tensor CpuTensor(const std::vector<double>& values, at::ScalarType dtype) {
-  return at::tensor(values, at::TensorOptions().dtype(at::kDouble))
-      .to(dtype);
+  return at::tensor(values, at::TensorOptions().dtype(at::kDouble)).to(dtype);
+}
+
+std::vector<float> ToFloats(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kFloat).contiguous();
+  return {c.data_ptr<float>(), c.data_ptr<float>() + c.numel()};
+}
+
+absl::Status CheckTrainingRange(const std::vector<double>& timesteps,
+                                const SchedulerConfig& config, int64_t n) {
+  for (double v : timesteps) {
+    if (v < 0 || v >= static_cast<double>(config.noise.num_train_timesteps)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input 'num_inference_steps' = ", n, " with steps_offset ",
+          config.steps_offset, " gives timestep ", v,
+          ", outside the training range"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+at::Tensor SigmasAtTimesteps(const at::Tensor& alphas_cumprod,
+                             const at::Tensor& timesteps) {
+  const at::Tensor sigmas =
+      TrainingSigmas(alphas_cumprod).index_select(0, timesteps);
+  return at::cat({sigmas, at::zeros({1}, sigmas.options())});
+}
+
+namespace {
+
+template <at::Tensor (*Op)(const at::Tensor&)>
+float OnScalarTensor(float x) {
+  return Op(at::scalar_tensor(x, at::TensorOptions().dtype(at::kFloat)))
+      .item<float>();
 }
 
 }  // namespace
 
-absl::StatusOr<SchedulerConfig> ReadSchedulerConfig(
-    const BlockParams& raw, const ComponentContext& context, bool ddim) {
-  BlockParams params;
-  ParamReader explicit_params(raw);
-  if (explicit_params.Has("config_file")) {
-    ASSIGN_OR_RETURN(std::string file,
-                     explicit_params.String("config_file", ""));
-    ASSIGN_OR_RETURN(params, ReadSchedulerConfigJson(context.ResolvePath(file), ddim));
-  }
-  for (const auto& [key, value] : raw) {
-    if (key != "config_file") params.insert_or_assign(key, value);
-  }
+float TorchLog(float x) { return OnScalarTensor<&at::log>(x); }
+float TorchExp(float x) { return OnScalarTensor<&at::exp>(x); }
+float TorchExpm1(float x) { return OnScalarTensor<&at::expm1>(x); }
 
-  ParamReader reader(params);
-  SchedulerConfig config;
-  ASSIGN_OR_RETURN(config.noise, NoiseSchedule::Read(reader));
-  ASSIGN_OR_RETURN(config.prediction_type,
-                   reader.Choice("prediction_type", "epsilon",
-                                 {"epsilon", "v_prediction", "sample"}));
-  ASSIGN_OR_RETURN(config.timestep_spacing,
-                   reader.Choice("timestep_spacing",
-                                 ddim ? "leading" : "linspace",
-                                 {"leading", "trailing", "linspace"}));
-  ASSIGN_OR_RETURN(config.steps_offset, reader.Int("steps_offset", 0));
-  if (ddim) {
-    ASSIGN_OR_RETURN(config.set_alpha_to_one,
-                     reader.Bool("set_alpha_to_one", true));
-    ASSIGN_OR_RETURN(config.clip_sample, reader.Bool("clip_sample", true));
-    ASSIGN_OR_RETURN(config.clip_sample_range,
-                     reader.Double("clip_sample_range", 1.0));
-  }
-  if (config.steps_offset < 0 ||
-      config.steps_offset >= config.noise.num_train_timesteps) {
-    return ParamError("steps_offset", "must be in [0, num_train_timesteps)");
-  }
-  RETURN_IF_ERROR(reader.CheckAllRead());
-  return config;
-}
+}  // namespace internal
+
+using internal::CpuTensor;
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(std::move(config)),
       alphas_cumprod_(config_.noise.AlphasCumprod()) {}
+
+at::Tensor Scheduler::ScaleModelInput(const Schedule&, const at::Tensor& sample,
+                                      int64_t) const {
+  return sample;
+}
 
 absl::Status Scheduler::CheckStepCount(int64_t n) const {
   if (n < 1 || n > config_.noise.num_train_timesteps) {
@@ -232,6 +120,21 @@ absl::Status Scheduler::CheckStepIndex(const Schedule& schedule,
   return absl::OkStatus();
 }
 
+absl::StatusOr<at::Tensor> Scheduler::DrawNoise(const at::Tensor& like,
+                                                const StepOptions& options,
+                                                absl::string_view who) {
+  if (options.generator == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(who, " draws noise every step and needs the run's "
+                          "generator"));
+  }
+  // diffusers' randn_tensor with a CPU generator: drawn on the CPU, then
+  // moved, so a seed gives the same noise on every device.
+  return at::randn(like.sizes(), *options.generator,
+                   at::TensorOptions().dtype(like.scalar_type()))
+      .to(like.device());
+}
+
 // ---- DDIM ----
 
 DdimScheduler::DdimScheduler(SchedulerConfig config)
@@ -245,44 +148,30 @@ float DdimScheduler::AlphaProd(int64_t timestep) const {
   return alphas_cumprod_.data_ptr<float>()[timestep];
 }
 
-absl::StatusOr<Schedule> DdimScheduler::SetTimesteps(int64_t n) const {
+absl::StatusOr<Schedule> DdimScheduler::SetTimesteps(
+    const ScheduleRequest& request) const {
+  const int64_t n = request.num_inference_steps;
   RETURN_IF_ERROR(CheckStepCount(n));
-  std::vector<double> t = SpacedTimesteps(config_, n, /*round_linspace=*/true);
-  for (double v : t) {
-    if (v < 0 || v >= config_.noise.num_train_timesteps) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input 'num_inference_steps' = ", n, " with steps_offset ",
-          config_.steps_offset, " gives timestep ", v,
-          ", outside the training range"));
-    }
-  }
+  const std::vector<double> t =
+      internal::SpacedTimesteps(config_, n, /*round_linspace=*/true);
+  RETURN_IF_ERROR(internal::CheckTrainingRange(t, config_, n));
   Schedule schedule;
   schedule.timesteps = CpuTensor(t, at::kLong);
   // Not used by DDIM's step; reported so that every scheduler's schedule
   // says its noise levels.
-  const at::Tensor sigmas = TrainingSigmas(alphas_cumprod_)
-                                .index_select(0, schedule.timesteps);
-  schedule.sigmas = at::cat({sigmas, at::zeros({1}, sigmas.options())});
-  schedule.init_noise_sigma = 1.0;
+  schedule.sigmas =
+      internal::SigmasAtTimesteps(alphas_cumprod_, schedule.timesteps);
   return schedule;
 }
 
-at::Tensor DdimScheduler::ScaleModelInput(const Schedule&,
-                                          const at::Tensor& sample,
-                                          int64_t) const {
-  return sample;
-}
-
 absl::StatusOr<StepResult> DdimScheduler::Step(
-    const Schedule& schedule, const at::Tensor& model_output,
-    int64_t step_index, const at::Tensor& sample,
-    const StepOptions& options) const {
+    Schedule& schedule, const at::Tensor& model_output, int64_t step_index,
+    const at::Tensor& sample, const StepOptions& options) const {
   RETURN_IF_ERROR(CheckStepIndex(schedule, step_index));
   const int64_t timestep = schedule.timesteps.data_ptr<int64_t>()[step_index];
   const int64_t prev_timestep =
       timestep - config_.noise.num_train_timesteps / schedule.size();
 
-  // The scalar arithmetic is float32, as diffusers' 0-d float32 tensors.
   const float alpha_prod_t = AlphaProd(timestep);
   const float alpha_prod_t_prev = AlphaProd(prev_timestep);
   const float beta_prod_t = 1.0f - alpha_prod_t;
@@ -318,42 +207,50 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
       direction_scale * pred_epsilon;
 
   if (options.eta > 0) {
-    if (options.generator == nullptr) {
-      return absl::FailedPreconditionError(
-          "DDIM with eta > 0 needs a generator for its noise");
-    }
-    // diffusers' randn_tensor with a CPU generator: drawn on the CPU, then
-    // moved, so a seed gives the same noise on every device.
-    const at::Tensor noise =
-        at::randn(model_output.sizes(), *options.generator,
-                  at::TensorOptions().dtype(model_output.scalar_type()))
-            .to(model_output.device());
+    ASSIGN_OR_RETURN(const at::Tensor noise,
+                     DrawNoise(model_output, options, "DDIM with eta > 0"));
     prev_sample = prev_sample + std_dev_t * noise;
   }
   return StepResult{.prev_sample = std::move(prev_sample),
                     .pred_original_sample = std::move(pred_original_sample)};
 }
 
-// ---- Euler ----
+// ---- Euler and Euler ancestral ----
 
-EulerScheduler::EulerScheduler(SchedulerConfig config)
+EulerScheduler::EulerScheduler(SchedulerConfig config, bool ancestral)
     : Scheduler(std::move(config)),
-      training_sigmas_(TrainingSigmas(alphas_cumprod_)) {}
+      training_sigmas_(TrainingSigmas(alphas_cumprod_)),
+      ancestral_(ancestral) {}
 
-absl::StatusOr<Schedule> EulerScheduler::SetTimesteps(int64_t n) const {
+absl::StatusOr<Schedule> EulerScheduler::SetTimesteps(
+    const ScheduleRequest& request) const {
+  const int64_t n = request.num_inference_steps;
   RETURN_IF_ERROR(CheckStepCount(n));
   std::vector<double> t =
-      SpacedTimesteps(config_, n, /*round_linspace=*/false);
-  Schedule schedule;
+      internal::SpacedTimesteps(config_, n, /*round_linspace=*/false);
   // diffusers casts the timesteps to float32 before interpolating.
-  schedule.timesteps = CpuTensor(t, at::kFloat);
-  const float* t32 = schedule.timesteps.data_ptr<float>();
+  at::Tensor timesteps = CpuTensor(t, at::kFloat);
+  const float* t32 = timesteps.data_ptr<float>();
   std::vector<double> sigmas;
   sigmas.reserve(n + 1);
   for (int64_t i = 0; i < n; ++i) {
     sigmas.push_back(InterpolateSigma(training_sigmas_, t32[i]));
   }
+  if (config_.use_karras_sigmas) {
+    sigmas = KarrasSigmas(sigmas.back(), sigmas.front(), n);
+    std::vector<float> log_sigmas;
+    for (float s : internal::ToFloats(training_sigmas_)) {
+      log_sigmas.push_back(std::log(s));
+    }
+    std::vector<double> karras_t;
+    for (double sigma : sigmas) {
+      karras_t.push_back(SigmaToT(sigma, log_sigmas));
+    }
+    timesteps = CpuTensor(karras_t, at::kFloat);
+  }
   sigmas.push_back(0.0);
+  Schedule schedule;
+  schedule.timesteps = std::move(timesteps);
   schedule.sigmas = CpuTensor(sigmas, at::kFloat);
 
   const float max_sigma = schedule.sigmas.max().item<float>();
@@ -373,11 +270,10 @@ at::Tensor EulerScheduler::ScaleModelInput(const Schedule& schedule,
 }
 
 absl::StatusOr<StepResult> EulerScheduler::Step(
-    const Schedule& schedule, const at::Tensor& model_output,
-    int64_t step_index, const at::Tensor& sample_in,
-    const StepOptions&) const {
+    Schedule& schedule, const at::Tensor& model_output, int64_t step_index,
+    const at::Tensor& sample_in, const StepOptions& options) const {
   RETURN_IF_ERROR(CheckStepIndex(schedule, step_index));
-  // s_churn = 0 (diffusers' default): gamma = 0, sigma_hat = sigma, no noise.
+  // s_churn = 0 (diffusers' default): gamma = 0, sigma_hat = sigma.
   const float* sigmas = schedule.sigmas.data_ptr<float>();
   const float sigma = sigmas[step_index];
   const at::Tensor sample = sample_in.to(at::kFloat);
@@ -389,33 +285,293 @@ absl::StatusOr<StepResult> EulerScheduler::Step(
     const float s2 = sigma * sigma + 1.0f;
     pred_original_sample =
         model_output * (-sigma / std::sqrt(s2)) + sample / s2;
-  } else {  // sample
+  } else {  // sample (Euler only)
     pred_original_sample = model_output;
   }
   const at::Tensor derivative = (sample - pred_original_sample) / sigma;
-  const float dt = sigmas[step_index + 1] - sigma;
-  at::Tensor prev_sample =
-      (sample + derivative * dt).to(model_output.scalar_type());
-  return StepResult{.prev_sample = std::move(prev_sample),
+  const float sigma_to = sigmas[step_index + 1];
+  if (!ancestral_) {
+    const float dt = sigma_to - sigma;
+    return StepResult{
+        .prev_sample = (sample + derivative * dt).to(model_output.scalar_type()),
+        .pred_original_sample = std::move(pred_original_sample)};
+  }
+  // Ancestral: step down to sigma_down, then add fresh noise of sigma_up.
+  const float sigma_from = sigma;
+  const float sigma_up = std::sqrt(sigma_to * sigma_to *
+                                   (sigma_from * sigma_from -
+                                    sigma_to * sigma_to) /
+                                   (sigma_from * sigma_from));
+  const float sigma_down = std::sqrt(sigma_to * sigma_to - sigma_up * sigma_up);
+  const float dt = sigma_down - sigma;
+  at::Tensor prev_sample = sample + derivative * dt;
+  ASSIGN_OR_RETURN(const at::Tensor noise,
+                   DrawNoise(model_output, options, "Euler ancestral"));
+  prev_sample = prev_sample + noise * sigma_up;
+  return StepResult{.prev_sample = prev_sample.to(model_output.scalar_type()),
                     .pred_original_sample = std::move(pred_original_sample)};
 }
 
+// ---- LCM ----
+
+LcmScheduler::LcmScheduler(SchedulerConfig config)
+    : Scheduler(std::move(config)),
+      final_alpha_cumprod_(config_.set_alpha_to_one
+                               ? 1.0f
+                               : alphas_cumprod_[0].item<float>()) {}
+
+absl::StatusOr<Schedule> LcmScheduler::SetTimesteps(
+    const ScheduleRequest& request) const {
+  const int64_t n = request.num_inference_steps;
+  RETURN_IF_ERROR(CheckStepCount(n));
+  const int64_t original = config_.original_inference_steps;
+  if (n > original) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'num_inference_steps' must be at most the LCM scheduler's "
+        "original_inference_steps (",
+        original, "), got ", n));
+  }
+  // The distillation schedule, every k-th training timestep, reversed; then
+  // n of its indices, evenly spaced.
+  const int64_t k = config_.noise.num_train_timesteps / original;
+  std::vector<int64_t> origin;
+  for (int64_t i = original; i >= 1; --i) origin.push_back(i * k - 1);
+  const double spacing =
+      static_cast<double>(origin.size()) / static_cast<double>(n);
+  std::vector<double> t;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto index =
+        static_cast<size_t>(std::floor(static_cast<double>(i) * spacing));
+    t.push_back(static_cast<double>(origin[index]));
+  }
+  Schedule schedule;
+  schedule.timesteps = CpuTensor(t, at::kLong);
+  schedule.sigmas =
+      internal::SigmasAtTimesteps(alphas_cumprod_, schedule.timesteps);
+  return schedule;
+}
+
+absl::StatusOr<StepResult> LcmScheduler::Step(
+    Schedule& schedule, const at::Tensor& model_output, int64_t step_index,
+    const at::Tensor& sample, const StepOptions& options) const {
+  RETURN_IF_ERROR(CheckStepIndex(schedule, step_index));
+  const int64_t* timesteps = schedule.timesteps.data_ptr<int64_t>();
+  const int64_t timestep = timesteps[step_index];
+  const int64_t prev_timestep =
+      step_index + 1 < schedule.size() ? timesteps[step_index + 1] : timestep;
+  const float* alphas = alphas_cumprod_.data_ptr<float>();
+  const float alpha_prod_t = alphas[timestep];
+  const float alpha_prod_t_prev =
+      prev_timestep >= 0 ? alphas[prev_timestep] : final_alpha_cumprod_;
+  const float beta_prod_t = 1.0f - alpha_prod_t;
+  const float beta_prod_t_prev = 1.0f - alpha_prod_t_prev;
+
+  // The consistency model's boundary condition (sigma_data = 0.5).
+  const float scaled = static_cast<float>(timestep) *
+                       static_cast<float>(config_.timestep_scaling);
+  // Python's `0.25 / tensor` is reciprocal(tensor) * 0.25.
+  const float c_skip = (1.0f / (scaled * scaled + 0.25f)) * 0.25f;
+  const float c_out = scaled / std::sqrt(scaled * scaled + 0.25f);
+
+  at::Tensor x0;
+  if (config_.prediction_type == "epsilon") {
+    x0 = (sample - std::sqrt(beta_prod_t) * model_output) /
+         std::sqrt(alpha_prod_t);
+  } else if (config_.prediction_type == "sample") {
+    x0 = model_output;
+  } else {  // v_prediction
+    x0 = std::sqrt(alpha_prod_t) * sample -
+         std::sqrt(beta_prod_t) * model_output;
+  }
+  if (config_.clip_sample) {
+    x0 = x0.clamp(-config_.clip_sample_range, config_.clip_sample_range);
+  }
+  at::Tensor denoised = c_out * x0 + c_skip * sample;
+  // Fresh noise at every step but the last.
+  at::Tensor prev_sample = denoised;
+  if (step_index != schedule.size() - 1) {
+    ASSIGN_OR_RETURN(const at::Tensor noise,
+                     DrawNoise(denoised, options, "LCM"));
+    prev_sample = std::sqrt(alpha_prod_t_prev) * denoised +
+                  std::sqrt(beta_prod_t_prev) * noise;
+  }
+  return StepResult{.prev_sample = std::move(prev_sample),
+                    .pred_original_sample = std::move(denoised)};
+}
+
+// ---- flow matching ----
+
+namespace {
+
+// diffusers' static shift, in T (float32 on a tensor, double in numpy).
+template <typename T>
+T Shifted(double shift, T sigma) {
+  return static_cast<T>(shift) * sigma /
+         (T{1} + static_cast<T>(shift - 1) * sigma);
+}
+
+// diffusers' time_shift(mu, 1, t) in T.
+template <typename T>
+T TimeShifted(double mu, T sigma) {
+  const auto e = static_cast<T>(std::exp(mu));
+  return e / (e + (T{1} / sigma - T{1}));
+}
+
+}  // namespace
+
+FlowMatchEulerScheduler::FlowMatchEulerScheduler(SchedulerConfig config)
+    : Scheduler(std::move(config)) {
+  // diffusers' __init__: the training sigmas t / N, float32, shifted unless
+  // the shift is dynamic; sigma_max and sigma_min are their ends.
+  const int64_t train = config_.noise.num_train_timesteps;
+  auto training_sigma = [&](int64_t t) {
+    float sigma = static_cast<float>(t) / static_cast<float>(train);
+    if (!config_.use_dynamic_shifting) sigma = Shifted(config_.shift, sigma);
+    return static_cast<double>(sigma);
+  };
+  sigma_max_ = training_sigma(train);
+  sigma_min_ = training_sigma(1);
+}
+
+double FlowMatchEulerScheduler::CalculateShift(int64_t image_seq_len) const {
+  const double m = (config_.max_shift - config_.base_shift) /
+                   static_cast<double>(config_.max_image_seq_len -
+                                       config_.base_image_seq_len);
+  const double b =
+      config_.base_shift - m * static_cast<double>(config_.base_image_seq_len);
+  return static_cast<double>(image_seq_len) * m + b;
+}
+
+absl::StatusOr<Schedule> FlowMatchEulerScheduler::SetTimesteps(
+    const ScheduleRequest& request) const {
+  std::optional<double> mu = request.mu;
+  if (config_.use_dynamic_shifting && !mu.has_value()) {
+    if (request.image_seq_len <= 0) {
+      return absl::InvalidArgumentError(
+          "input 'mu' is required: the scheduler shifts dynamically and the "
+          "latents' size is unknown");
+    }
+    mu = CalculateShift(request.image_seq_len);
+  }
+  const int64_t train = config_.noise.num_train_timesteps;
+  std::vector<float> sigmas32;
+  if (request.sigmas.empty()) {
+    const int64_t n = request.num_inference_steps;
+    RETURN_IF_ERROR(CheckStepCount(n));
+    // numpy, float64.
+    for (double t : Linspace(sigma_max_ * static_cast<double>(train),
+                             sigma_min_ * static_cast<double>(train), n)) {
+      double sigma = t / static_cast<double>(train);
+      sigma = config_.use_dynamic_shifting ? TimeShifted(*mu, sigma)
+                                           : Shifted(config_.shift, sigma);
+      sigmas32.push_back(static_cast<float>(sigma));
+    }
+  } else {
+    const auto n = static_cast<int64_t>(request.sigmas.size());
+    if (n > train) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input 'sigmas' has ", n, " values, above the scheduler's ",
+          "num_train_timesteps (", train, ")"));
+    }
+    // numpy, float32: the given sigmas are cast first.
+    for (double given : request.sigmas) {
+      if (!(given > 0 && given <= 1)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input 'sigmas' must hold values in (0, 1], got ", given));
+      }
+      auto sigma = static_cast<float>(given);
+      sigma = config_.use_dynamic_shifting ? TimeShifted(*mu, sigma)
+                                           : Shifted(config_.shift, sigma);
+      sigmas32.push_back(sigma);
+    }
+  }
+  Schedule schedule;
+  const at::Tensor sigmas =
+      at::tensor(sigmas32, at::TensorOptions().dtype(at::kFloat));
+  schedule.timesteps = sigmas * static_cast<float>(train);
+  schedule.sigmas = at::cat({sigmas, at::zeros({1}, sigmas.options())});
+  return schedule;
+}
+
+absl::StatusOr<StepResult> FlowMatchEulerScheduler::Step(
+    Schedule& schedule, const at::Tensor& model_output, int64_t step_index,
+    const at::Tensor& sample_in, const StepOptions&) const {
+  RETURN_IF_ERROR(CheckStepIndex(schedule, step_index));
+  const float* sigmas = schedule.sigmas.data_ptr<float>();
+  const float sigma = sigmas[step_index];
+  const float sigma_next = sigmas[step_index + 1];
+  const at::Tensor sample = sample_in.to(at::kFloat);
+  at::Tensor prev_sample = sample + (sigma_next - sigma) * model_output;
+  return StepResult{
+      .prev_sample = prev_sample.to(model_output.scalar_type()),
+      .pred_original_sample = sample - sigma * model_output};
+}
+
+// ---- registration ----
+
+namespace {
+
+std::shared_ptr<const Scheduler> Make(SchedulerKind kind,
+                                      SchedulerConfig config) {
+  switch (kind) {
+    case SchedulerKind::kDdim:
+      return std::make_shared<const DdimScheduler>(std::move(config));
+    case SchedulerKind::kEuler:
+      return std::make_shared<const EulerScheduler>(std::move(config), false);
+    case SchedulerKind::kEulerAncestral:
+      return std::make_shared<const EulerScheduler>(std::move(config), true);
+    case SchedulerKind::kDpmSolverMultistep:
+      return std::make_shared<const DpmSolverMultistepScheduler>(
+          std::move(config));
+    case SchedulerKind::kUniPcMultistep:
+      return std::make_shared<const UniPcMultistepScheduler>(
+          std::move(config));
+    case SchedulerKind::kLcm:
+      return std::make_shared<const LcmScheduler>(std::move(config));
+    case SchedulerKind::kFlowMatchEuler:
+      return std::make_shared<const FlowMatchEulerScheduler>(
+          std::move(config));
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<const Scheduler>> Create(
+    SchedulerKind kind, const BlockParams& params,
+    const ComponentContext& context) {
+  ASSIGN_OR_RETURN(ReadConfig read,
+                   ReadSchedulerConfig(kind, params, context));
+  if (!read.unused_keys.empty() && context.notes != nullptr) {
+    context.notes->push_back(absl::StrCat(
+        "config_file keys that ",
+        [kind] {
+          for (const SchedulerType& type : SchedulerTypes()) {
+            if (type.kind == kind) return type.diffusers_class;
+          }
+          return absl::string_view("this scheduler");
+        }(),
+        " does not use: ", absl::StrJoin(read.unused_keys, ", ")));
+  }
+  return Make(kind, std::move(read.config));
+}
+
+}  // namespace
+
 absl::Status RegisterSchedulers(ComponentRegistry& registry) {
-  RETURN_IF_ERROR(registry.Register<Scheduler>(
-      std::string(DdimScheduler::kTypeName),
-      [](const BlockParams& params, const ComponentContext& context)
-          -> absl::StatusOr<std::shared_ptr<const Scheduler>> {
-        ASSIGN_OR_RETURN(SchedulerConfig config,
-                         ReadSchedulerConfig(params, context, /*ddim=*/true));
-        return std::make_shared<const DdimScheduler>(std::move(config));
-      }));
+  for (const SchedulerType& type : SchedulerTypes()) {
+    RETURN_IF_ERROR(registry.Register<Scheduler>(
+        std::string(type.type_name),
+        [kind = type.kind](const BlockParams& params,
+                           const ComponentContext& context) {
+          return Create(kind, params, context);
+        }));
+  }
   return registry.Register<Scheduler>(
-      std::string(EulerScheduler::kTypeName),
+      "diffusers_scheduler",
       [](const BlockParams& params, const ComponentContext& context)
           -> absl::StatusOr<std::shared_ptr<const Scheduler>> {
-        ASSIGN_OR_RETURN(SchedulerConfig config,
-                         ReadSchedulerConfig(params, context, /*ddim=*/false));
-        return std::make_shared<const EulerScheduler>(std::move(config));
+        ASSIGN_OR_RETURN(const SchedulerKind kind,
+                         SchedulerKindOfFile(params, context));
+        return Create(kind, params, context);
       });
 }
 

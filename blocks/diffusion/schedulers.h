@@ -1,11 +1,21 @@
-// Schedulers: diffusers' DDIMScheduler and EulerDiscreteScheduler in C++,
-// numerically the same in float32 (tests/blocks/diffusion/ checks them against
-// a Python reference of diffusers' formulas).
+// Schedulers: diffusers' samplers in C++, numerically the same in float32
+// (tests/blocks/diffusion/ checks every one against a Python reference of
+// diffusers' formulas):
+//
+//   ddim_scheduler                  DDIMScheduler
+//   euler_scheduler                 EulerDiscreteScheduler
+//   euler_ancestral_scheduler       EulerAncestralDiscreteScheduler
+//   dpm_solver_multistep_scheduler  DPMSolverMultistepScheduler
+//   unipc_multistep_scheduler       UniPCMultistepScheduler
+//   lcm_scheduler                   LCMScheduler
+//   flow_match_euler_scheduler      FlowMatchEulerDiscreteScheduler
+//   diffusers_scheduler             the one a scheduler_config.json's
+//                                   _class_name names
 //
 // A Scheduler is a component: immutable and shared by every run. What
 // diffusers keeps on the scheduler object between calls (timesteps, sigmas,
-// the step index) is per run here, a Schedule that SetTimesteps returns and
-// the pipeline state carries:
+// the step index, a multistep solver's previous model outputs) is per run
+// here, a Schedule that SetTimesteps returns and Step updates:
 //
 //   ASSIGN_OR_RETURN(Schedule schedule, scheduler.SetTimesteps(50));
 //   at::Tensor latents = noise * schedule.init_noise_sigma;
@@ -17,7 +27,8 @@
 //     latents = step.prev_sample;
 //   }
 //
-// Thread-safety: every method is const and safe from any number of runs.
+// Thread-safety: every method is const and safe from any number of runs; a
+// Schedule belongs to one run.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -25,7 +36,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -35,35 +48,64 @@
 
 namespace loopserve {
 
-// A run's schedule: diffusers' scheduler state after set_timesteps.
+// A run's scheduler state: diffusers' scheduler attributes after
+// set_timesteps, and what its step keeps between calls.
 struct Schedule {
-  // [n] on the CPU: int64 for DDIM, float32 for Euler (its timesteps may be
-  // fractional). Passed to the model as diffusers passes them to a UNet.
+  // [n] on the CPU, as diffusers passes them to the model: int64 for the
+  // discrete schedulers, float32 for Euler's (fractional) and flow
+  // matching's.
   at::Tensor timesteps{};
-  // float32 [n + 1] on the CPU, ending in 0: the noise level at each step.
+  // float32 [n + 1] on the CPU: the noise level at each step, then the
+  // final one (0, or sigma_min).
   at::Tensor sigmas{};
   // The scale of the initial noise.
   double init_noise_sigma = 1.0;
 
+  // A multistep solver's memory (DPM-Solver, UniPC): the converted model
+  // outputs of the last steps, oldest first, and how many lower-order
+  // warm-up steps it has taken.
+  std::vector<at::Tensor> model_outputs{};
+  int64_t lower_order_nums = 0;
+  // UniPC: the sample before the last predictor, and its order.
+  at::Tensor last_sample{};
+  int64_t this_order = 0;
+
   int64_t size() const { return timesteps.defined() ? timesteps.size(0) : 0; }
+};
+
+// What set_timesteps takes besides the step count: flow matching's `mu`
+// and custom `sigmas`, and the latents' sequence length that `mu` defaults
+// from.
+struct ScheduleRequest {
+  int64_t num_inference_steps = 50;
+  // Flow matching with use_dynamic_shifting: the shift exponent. When
+  // absent it is computed from image_seq_len as diffusers' Flux pipeline
+  // does (calculate_shift).
+  std::optional<double> mu{};
+  // Flow matching: the sigmas to pass to set_timesteps (FluxPipeline passes
+  // linspace(1, 1/n, n)); their count is the step count.
+  std::vector<double> sigmas{};
+  // (latent height / 2) · (latent width / 2); 0 when unknown.
+  int64_t image_seq_len = 0;
 };
 
 struct StepOptions {
   // DDIM's eta: 0 is deterministic DDIM, 1 is DDPM-like ancestral sampling.
   double eta = 0.0;
-  // Draws the step's noise (eta > 0) on the CPU, as diffusers' randn_tensor
-  // does with a CPU generator; may be null when no noise is drawn.
+  // Draws a stochastic step's noise on the CPU, as diffusers' randn_tensor
+  // does with a CPU generator; may be null when the step draws none.
   at::Generator* generator = nullptr;
 };
 
 struct StepResult {
   at::Tensor prev_sample{};
-  // The predicted x0 ("denoised").
+  // The predicted x0 ("denoised"): LCM's `denoised`, flow matching's
+  // sample − σ·v.
   at::Tensor pred_original_sample{};
 };
 
-// The configuration both schedulers read: diffusers' keys and defaults
-// (timestep_spacing, set_alpha_to_one and clip_sample default per scheduler).
+// Every scheduler's configuration: diffusers' keys. Each scheduler reads
+// the keys its diffusers class has, with that class's defaults.
 struct SchedulerConfig {
   NoiseSchedule noise{};
   // "epsilon", "v_prediction" or "sample".
@@ -71,35 +113,68 @@ struct SchedulerConfig {
   // "leading", "trailing" or "linspace".
   std::string timestep_spacing = "leading";
   int64_t steps_offset = 0;
-  // DDIM only.
+  // DDIM, LCM.
   bool set_alpha_to_one = true;
   bool clip_sample = true;
   double clip_sample_range = 1.0;
+  // Euler, DPM-Solver, UniPC.
+  bool use_karras_sigmas = false;
+  // DPM-Solver, UniPC.
+  int64_t solver_order = 2;
+  bool lower_order_final = true;
+  // "zero" or "sigma_min".
+  std::string final_sigmas_type = "zero";
+  // DPM-Solver: "dpmsolver++" or "sde-dpmsolver++"; "midpoint" or "heun".
+  // UniPC: "bh1" or "bh2".
+  std::string algorithm_type = "dpmsolver++";
+  std::string solver_type = "midpoint";
+  bool euler_at_final = false;
+  // UniPC.
+  bool predict_x0 = true;
+  std::vector<int64_t> disable_corrector{};
+  // LCM.
+  int64_t original_inference_steps = 50;
+  double timestep_scaling = 10.0;
+  // Flow matching.
+  double shift = 1.0;
+  bool use_dynamic_shifting = false;
+  double base_shift = 0.5;
+  double max_shift = 1.15;
+  int64_t base_image_seq_len = 256;
+  int64_t max_image_seq_len = 4096;
 };
 
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
 
-  // "ddim_scheduler" or "euler_scheduler".
+  // "ddim_scheduler", ...
   virtual absl::string_view type_name() const = 0;
   const SchedulerConfig& config() const { return config_; }
   // float32 [num_train_timesteps] on the CPU.
   const at::Tensor& alphas_cumprod() const { return alphas_cumprod_; }
+  // Whether the model predicts a flow-matching velocity: such a scheduler
+  // does not scale its initial noise, and `mu` may come from the latents.
+  virtual bool flow_matching() const { return false; }
 
   // diffusers' set_timesteps. INVALID_ARGUMENT naming num_inference_steps
-  // when it is < 1 or above num_train_timesteps.
+  // when it is < 1 or above what the scheduler allows.
   virtual absl::StatusOr<Schedule> SetTimesteps(
-      int64_t num_inference_steps) const = 0;
+      const ScheduleRequest& request) const = 0;
+  absl::StatusOr<Schedule> SetTimesteps(int64_t num_inference_steps) const {
+    return SetTimesteps(
+        ScheduleRequest{.num_inference_steps = num_inference_steps});
+  }
 
-  // diffusers' scale_model_input for step `step_index`; DDIM returns
+  // diffusers' scale_model_input for step `step_index`; most return
   // `sample` itself.
   virtual at::Tensor ScaleModelInput(const Schedule& schedule,
                                      const at::Tensor& sample,
-                                     int64_t step_index) const = 0;
+                                     int64_t step_index) const;
 
   // diffusers' step at `step_index`: the next sample and the predicted x0.
-  virtual absl::StatusOr<StepResult> Step(const Schedule& schedule,
+  // Multistep schedulers update `schedule`'s memory.
+  virtual absl::StatusOr<StepResult> Step(Schedule& schedule,
                                           const at::Tensor& model_output,
                                           int64_t step_index,
                                           const at::Tensor& sample,
@@ -108,10 +183,13 @@ class Scheduler {
  protected:
   explicit Scheduler(SchedulerConfig config);
 
-  // The checks both SetTimesteps share.
   absl::Status CheckStepCount(int64_t num_inference_steps) const;
   absl::Status CheckStepIndex(const Schedule& schedule,
                               int64_t step_index) const;
+  // FAILED_PRECONDITION when a stochastic step has no generator.
+  static absl::StatusOr<at::Tensor> DrawNoise(const at::Tensor& like,
+                                              const StepOptions& options,
+                                              absl::string_view who);
 
   SchedulerConfig config_;
   at::Tensor alphas_cumprod_;
@@ -122,13 +200,11 @@ class DdimScheduler final : public Scheduler {
   static constexpr absl::string_view kTypeName = "ddim_scheduler";
   explicit DdimScheduler(SchedulerConfig config);
 
+  using Scheduler::SetTimesteps;
   absl::string_view type_name() const override { return kTypeName; }
   absl::StatusOr<Schedule> SetTimesteps(
-      int64_t num_inference_steps) const override;
-  at::Tensor ScaleModelInput(const Schedule& schedule,
-                             const at::Tensor& sample,
-                             int64_t step_index) const override;
-  absl::StatusOr<StepResult> Step(const Schedule& schedule,
+      const ScheduleRequest& request) const override;
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
                                   const at::Tensor& model_output,
                                   int64_t step_index, const at::Tensor& sample,
                                   const StepOptions& options) const override;
@@ -140,33 +216,115 @@ class DdimScheduler final : public Scheduler {
   float final_alpha_cumprod_;
 };
 
+// EulerDiscreteScheduler, and with `ancestral` EulerAncestralDiscrete-
+// Scheduler: the same schedule, a deterministic or a stochastic step.
 class EulerScheduler final : public Scheduler {
  public:
   static constexpr absl::string_view kTypeName = "euler_scheduler";
-  explicit EulerScheduler(SchedulerConfig config);
+  static constexpr absl::string_view kAncestralTypeName =
+      "euler_ancestral_scheduler";
+  EulerScheduler(SchedulerConfig config, bool ancestral);
 
-  absl::string_view type_name() const override { return kTypeName; }
+  using Scheduler::SetTimesteps;
+  absl::string_view type_name() const override {
+    return ancestral_ ? kAncestralTypeName : kTypeName;
+  }
   absl::StatusOr<Schedule> SetTimesteps(
-      int64_t num_inference_steps) const override;
+      const ScheduleRequest& request) const override;
   at::Tensor ScaleModelInput(const Schedule& schedule,
                              const at::Tensor& sample,
                              int64_t step_index) const override;
-  absl::StatusOr<StepResult> Step(const Schedule& schedule,
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
                                   const at::Tensor& model_output,
                                   int64_t step_index, const at::Tensor& sample,
                                   const StepOptions& options) const override;
 
  private:
   at::Tensor training_sigmas_;
+  bool ancestral_;
 };
 
-// Reads a scheduler's configuration: `config_file` (a diffusers
-// scheduler_config.json, read as it is) first, then the other params over it.
-// `ddim` picks DDIM's defaults (leading spacing) or Euler's (linspace).
-absl::StatusOr<SchedulerConfig> ReadSchedulerConfig(
-    const BlockParams& params, const ComponentContext& context, bool ddim);
+class DpmSolverMultistepScheduler final : public Scheduler {
+ public:
+  static constexpr absl::string_view kTypeName =
+      "dpm_solver_multistep_scheduler";
+  explicit DpmSolverMultistepScheduler(SchedulerConfig config);
 
-// Registers ddim_scheduler and euler_scheduler, as Scheduler.
+  using Scheduler::SetTimesteps;
+  absl::string_view type_name() const override { return kTypeName; }
+  absl::StatusOr<Schedule> SetTimesteps(
+      const ScheduleRequest& request) const override;
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
+                                  const at::Tensor& model_output,
+                                  int64_t step_index, const at::Tensor& sample,
+                                  const StepOptions& options) const override;
+};
+
+class UniPcMultistepScheduler final : public Scheduler {
+ public:
+  static constexpr absl::string_view kTypeName = "unipc_multistep_scheduler";
+  explicit UniPcMultistepScheduler(SchedulerConfig config);
+
+  using Scheduler::SetTimesteps;
+  absl::string_view type_name() const override { return kTypeName; }
+  absl::StatusOr<Schedule> SetTimesteps(
+      const ScheduleRequest& request) const override;
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
+                                  const at::Tensor& model_output,
+                                  int64_t step_index, const at::Tensor& sample,
+                                  const StepOptions& options) const override;
+
+ private:
+  at::Tensor Predictor(const Schedule& schedule, int64_t step_index,
+                       const at::Tensor& sample, int64_t order) const;
+  at::Tensor Corrector(const Schedule& schedule, int64_t step_index,
+                       const at::Tensor& model_output, int64_t order) const;
+};
+
+class LcmScheduler final : public Scheduler {
+ public:
+  static constexpr absl::string_view kTypeName = "lcm_scheduler";
+  explicit LcmScheduler(SchedulerConfig config);
+
+  using Scheduler::SetTimesteps;
+  absl::string_view type_name() const override { return kTypeName; }
+  absl::StatusOr<Schedule> SetTimesteps(
+      const ScheduleRequest& request) const override;
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
+                                  const at::Tensor& model_output,
+                                  int64_t step_index, const at::Tensor& sample,
+                                  const StepOptions& options) const override;
+
+ private:
+  float final_alpha_cumprod_;
+};
+
+class FlowMatchEulerScheduler final : public Scheduler {
+ public:
+  static constexpr absl::string_view kTypeName = "flow_match_euler_scheduler";
+  explicit FlowMatchEulerScheduler(SchedulerConfig config);
+
+  using Scheduler::SetTimesteps;
+  absl::string_view type_name() const override { return kTypeName; }
+  bool flow_matching() const override { return true; }
+  absl::StatusOr<Schedule> SetTimesteps(
+      const ScheduleRequest& request) const override;
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
+                                  const at::Tensor& model_output,
+                                  int64_t step_index, const at::Tensor& sample,
+                                  const StepOptions& options) const override;
+
+  // diffusers' calculate_shift: mu for a sequence of `image_seq_len`.
+  double CalculateShift(int64_t image_seq_len) const;
+
+ private:
+  // The training sigmas' ends, after the static shift (diffusers'
+  // sigma_max and sigma_min).
+  double sigma_max_;
+  double sigma_min_;
+};
+
+// Registers every scheduler above, as Scheduler.
 absl::Status RegisterSchedulers(ComponentRegistry& registry);
 
 }  // namespace loopserve

@@ -1,0 +1,44 @@
+// What the scheduler implementations share (schedulers.cc,
+// multistep_schedulers.cc); not an API.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "blocks/diffusion/schedulers.h"
+
+namespace loopserve::internal {
+
+// The timesteps of DDIM's and Euler's set_timesteps, before the final cast,
+// in descending order: `round_linspace` says whether linspace rounds (DDIM
+// does; Euler does not).
+std::vector<double> SpacedTimesteps(const SchedulerConfig& config, int64_t n,
+                                    bool round_linspace);
+
+// `values` as a CPU tensor of `dtype` (via float64, as numpy casts).
+at::Tensor CpuTensor(const std::vector<double>& values, at::ScalarType dtype);
+
+// A float tensor's values.
+std::vector<float> ToFloats(const at::Tensor& t);
+
+// INVALID_ARGUMENT naming num_inference_steps when a timestep falls outside
+// [0, num_train_timesteps) (a large steps_offset).
+absl::Status CheckTrainingRange(const std::vector<double>& timesteps,
+                                const SchedulerConfig& config, int64_t n);
+
+// The training sigmas at `timesteps` (int64), then 0: float32 [n + 1].
+at::Tensor SigmasAtTimesteps(const at::Tensor& alphas_cumprod,
+                             const at::Tensor& timesteps);
+
+// log, exp and expm1 of a float32 scalar as diffusers computes them, on a
+// 0-d float32 tensor: torch's kernels round differently from libm's in
+// about one case in ten, and the multistep solvers feed them into every
+// coefficient. (sqrt is correctly rounded everywhere.)
+float TorchLog(float x);
+float TorchExp(float x);
+float TorchExpm1(float x);
+
+}  // namespace loopserve::internal
