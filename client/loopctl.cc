@@ -217,7 +217,11 @@ void PrintParams(
                                           : "-")
                 << "  ";
     }
-    std::cout << p.description() << "\n";
+    std::cout << p.description();
+    if (p.choices_size() > 0) {
+      std::cout << " (one of: " << absl::StrJoin(p.choices(), ", ") << ")";
+    }
+    std::cout << "\n";
   }
 }
 
@@ -317,6 +321,12 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
     if (!tty) {
       std::cout << "started " << started.run_id() << " (queued "
                 << started.queue_ms() << " ms)\n";
+    }
+    // What the server filled in (a random seed, the defaults): given back
+    // with -i, they reproduce this run.
+    if (!started.resolved_inputs().empty()) {
+      std::cout << "resolved " << FormatValues(started.resolved_inputs())
+                << "\n";
     }
   };
   callbacks.on_iteration = [&](const v1::Iteration& it) {

@@ -32,6 +32,7 @@ v1::ParamSpec ToParamSpec(const InputParam& param) {
   spec.set_name(param.name);
   spec.set_type(param.type_hint.ToString());
   spec.set_required(param.required);
+  for (const std::string& choice : param.choices) spec.add_choices(choice);
   if (!param.default_value.isNone()) {
     // A default the wire cannot carry is left out rather than failing the
     // description.
@@ -89,6 +90,13 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   RETURN_IF_ERROR(CheckExpectedComponents(*root, components, role_at_fault));
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = name;
+  for (InputParam input : root->signature().inputs) {
+    if (!input.choices_of_role.empty()) {
+      input.choices = components.Choices(input.choices_of_role);
+      if (!input.choices.empty()) input.default_value = input.choices.front();
+    }
+    pipeline->inputs_.push_back(std::move(input));
+  }
   pipeline->description = std::move(description);
   pipeline->components = std::move(components);
   absl::flat_hash_set<std::string> seen;
@@ -100,8 +108,9 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   v1::PipelineDescription& proto = pipeline->description_proto;
   proto.set_name(name);
   proto.set_description(pipeline->description);
-  for (const InputParam& p : root->signature().inputs)
+  for (const InputParam& p : pipeline->inputs_) {
     *proto.add_inputs() = ToParamSpec(p);
+  }
   for (const OutputParam& p : pipeline->iteration_outputs) {
     *proto.add_iteration_outputs() = ToParamSpec(p);
   }

@@ -36,10 +36,11 @@ struct Pipeline {
   // Final outputs: the root's intermediate outputs, internal ones left out.
   std::vector<OutputParam> outputs;
 
-  // What a RunRequest may set: the root's inputs.
-  const std::vector<InputParam>& inputs() const {
-    return root->signature().inputs;
-  }
+  // What a RunRequest may set: the root's inputs, a choice of components
+  // (choices_of_role) resolved to the names bound to the role, the first
+  // the default.
+  const std::vector<InputParam>& inputs() const { return inputs_; }
+  std::vector<InputParam> inputs_;
   // DescribePipeline's answer, built once.
   v1::PipelineDescription description_proto;
 };
@@ -63,7 +64,14 @@ class PipelineCatalog {
     return pipelines_;
   }
 
+  // What loading noted that is not an error (a scheduler_config.json's
+  // unused keys), each prefixed with where it comes from; --check_config
+  // prints them.
+  void AddNote(std::string note) { notes_.push_back(std::move(note)); }
+  const std::vector<std::string>& notes() const { return notes_; }
+
  private:
+  std::vector<std::string> notes_;
   std::vector<std::unique_ptr<Pipeline>> pipelines_;
   absl::flat_hash_map<std::string, const Pipeline*> by_name_;
 };

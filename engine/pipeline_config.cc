@@ -10,7 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "blocks/core/composite.h"
 #include "blocks/core/status_macros.h"
 #include "engine/tensor_codec.h"
@@ -176,7 +178,9 @@ absl::Status LoadServerConfig(const ConfigSource& config,
   const auto* root_field = FieldOf(v1::PipelineConfig::descriptor(), "blocks");
 
   // Components first: pipelines refer to them by name.
-  const ComponentContext context{.device = device, .base_dir = config.base_dir};
+  std::vector<std::string> notes;
+  const ComponentContext context{
+      .device = device, .base_dir = config.base_dir, .notes = &notes};
   Components loaded;
   for (int i = 0; i < server_config.components_size(); ++i) {
     const v1::ComponentConfig& component = server_config.components(i);
@@ -203,6 +207,11 @@ absl::Status LoadServerConfig(const ConfigSource& config,
         !s.ok()) {
       return fail(s);
     }
+    for (const std::string& note : notes) {
+      catalog.AddNote(absl::StrCat(Where(source, &tree, components_field, i),
+                                   label, ": ", note));
+    }
+    notes.clear();
   }
 
   for (int i = 0; i < server_config.pipelines_size(); ++i) {
@@ -221,15 +230,27 @@ absl::Status LoadServerConfig(const ConfigSource& config,
       return fail(absl::InvalidArgumentError("blocks are missing"));
     }
     Components bound;
-    for (const auto& [role, name] : pipeline.components()) {
-      if (!loaded.Contains(name)) {
-        return ConfigError(RoleWhere(source, pipeline_tree, pipeline, role),
-                           label,
-                           absl::InvalidArgumentError(absl::StrCat(
-                               "role '", role, "' names component '", name,
-                               "', which is not defined")));
+    for (const auto& [role, value] : pipeline.components()) {
+      // "a" binds one component; "a | b | c" offers a run the choice, the
+      // first the default.
+      std::vector<std::string> names = absl::StrSplit(value, '|');
+      for (std::string& name : names) {
+        name = std::string(absl::StripAsciiWhitespace(name));
       }
-      RETURN_IF_ERROR(bound.AddShared(role, loaded, name));
+      auto fail = [&](const absl::Status& status) {
+        return ConfigError(RoleWhere(source, pipeline_tree, pipeline, role),
+                           label, status);
+      };
+      for (const std::string& name : names) {
+        if (!loaded.Contains(name)) {
+          return fail(absl::InvalidArgumentError(
+              absl::StrCat("role '", role, "' names component '", name,
+                           "', which is not defined")));
+        }
+      }
+      if (absl::Status s = bound.AddChoices(role, loaded, names); !s.ok()) {
+        return fail(s);
+      }
     }
     ASSIGN_OR_RETURN(
         std::unique_ptr<Block> root,

@@ -43,8 +43,10 @@ absl::Status Run::Submit(RunExecutor& executor) {
 void Run::Execute() {
   engine_.metrics().queued_runs().Decrement();
   const Clock::time_point start = Clock::now();
+  google::protobuf::Map<std::string, v1::Value> resolved =
+      ResolveInputs(pipeline_, *request_);
   // Cancelled while queued: the stream has finished already.
-  if (!stream_.Begin(Milliseconds(start - accepted_))) return;
+  if (!stream_.Begin(Milliseconds(start - accepted_), resolved)) return;
   started_ = true;
   start_time_ = start;
   metrics_.queue_duration->Observe(Seconds(start_time_ - accepted_));
@@ -53,7 +55,7 @@ void Run::Execute() {
   // The inputs' one copy happens here, on the run's thread.
   const EngineOptions& options = engine_.options();
   absl::StatusOr<PipelineState> state =
-      DecodeInputs(*request_, options.limits.decode, options.device);
+      DecodeInputs(*request_, resolved, options.limits.decode, options.device);
   absl::Status status = state.status();
   if (state.ok()) {
     RunRecorder recorder(metrics_, accepted_);

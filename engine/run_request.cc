@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/iteration_preview.h"
@@ -82,6 +83,13 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
       return error(field, absl::StrCat("expects ", param->type_hint.ToString(),
                                        ", got ", KindName(*kind)));
     }
+    if (!param->choices.empty() && *kind == ValueKind::kString &&
+        std::find(param->choices.begin(), param->choices.end(),
+                  value.string_value()) == param->choices.end()) {
+      return error(field, absl::StrCat("must be one of: ",
+                                       absl::StrJoin(param->choices, ", "),
+                                       "; got '", value.string_value(), "'"));
+    }
     if (param->iteration_count && *kind == ValueKind::kInt) {
       const int64_t count = value.int64_value();
       if (count < 0) {
@@ -131,16 +139,38 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
   return selection;
 }
 
-absl::StatusOr<PipelineState> DecodeInputs(const v1::RunRequest& request,
-                                           const DecodeLimits& limits,
-                                           c10::Device device) {
-  PipelineState state;
-  for (const auto& [name, wire] : request.inputs()) {
-    ASSIGN_OR_RETURN(c10::IValue value, DecodeValue(wire, limits));
-    if (value.isTensor() && value.toTensor().device() != device) {
-      value = value.toTensor().to(device);
+google::protobuf::Map<std::string, v1::Value> ResolveInputs(
+    const Pipeline& pipeline, const v1::RunRequest& request) {
+  google::protobuf::Map<std::string, v1::Value> resolved;
+  absl::BitGen random;
+  for (const InputParam& param : pipeline.inputs()) {
+    if (request.inputs().contains(param.name)) continue;
+    v1::Value value;
+    if (param.random_when_absent) {
+      value.set_int64_value(static_cast<int64_t>(
+          absl::Uniform<uint32_t>(random)));
+    } else if (param.default_value.isNone() ||
+               !EncodeValue(param.default_value, value).ok()) {
+      continue;
     }
-    state.SetInput(name, std::move(value));
+    resolved[param.name] = std::move(value);
+  }
+  return resolved;
+}
+
+absl::StatusOr<PipelineState> DecodeInputs(
+    const v1::RunRequest& request,
+    const google::protobuf::Map<std::string, v1::Value>& resolved,
+    const DecodeLimits& limits, c10::Device device) {
+  PipelineState state;
+  for (const auto* inputs : {&request.inputs(), &resolved}) {
+    for (const auto& [name, wire] : *inputs) {
+      ASSIGN_OR_RETURN(c10::IValue value, DecodeValue(wire, limits));
+      if (value.isTensor() && value.toTensor().device() != device) {
+        value = value.toTensor().to(device);
+      }
+      state.SetInput(name, std::move(value));
+    }
   }
   return state;
 }

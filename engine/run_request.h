@@ -39,10 +39,17 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
                                             const v1::RunRequest& request,
                                             const RunLimits& limits);
 
-// The request's inputs, decoded (one copy each) onto `device`. Call only
-// for a request ValidateRun accepted.
-absl::StatusOr<PipelineState> DecodeInputs(const v1::RunRequest& request,
-                                           const DecodeLimits& limits,
-                                           c10::Device device);
+// The inputs `request` leaves out that the server fills: each input's
+// default, and a random value for one drawn when absent (a seed, in
+// [0, 2^32)). What RunStarted.resolved_inputs reports.
+google::protobuf::Map<std::string, v1::Value> ResolveInputs(
+    const Pipeline& pipeline, const v1::RunRequest& request);
+
+// The request's inputs and `resolved` (ResolveInputs), decoded (one copy
+// each) onto `device`. Call only for a request ValidateRun accepted.
+absl::StatusOr<PipelineState> DecodeInputs(
+    const v1::RunRequest& request,
+    const google::protobuf::Map<std::string, v1::Value>& resolved,
+    const DecodeLimits& limits, c10::Device device);
 
 }  // namespace loopserve

@@ -27,8 +27,11 @@ RunStream::RunStream(std::string run_id, std::string request_id,
       writer_(writer),
       metrics_(metrics) {}
 
-bool RunStream::Begin(double queue_ms) {
+bool RunStream::Begin(
+    double queue_ms,
+    google::protobuf::Map<std::string, v1::Value> resolved_inputs) {
   queue_ms_ = queue_ms;
+  resolved_inputs_ = std::move(resolved_inputs);
   Action action;
   {
     absl::MutexLock lock(&mu_);
@@ -246,6 +249,7 @@ RunStream::Action RunStream::Pump() {
     started->set_run_id(run_id_);
     started->set_request_id(request_id_);
     started->set_queue_ms(queue_ms_);
+    *started->mutable_resolved_inputs() = std::move(resolved_inputs_);
   } else if (!pending_.empty()) {
     v1::IterationBatch* batch = current_->mutable_iterations();
     int64_t bytes = 0;

@@ -98,9 +98,11 @@ class RunStream : public IterationObserver {
 
   // ---- The run's side (an executor thread). ----
 
-  // The run starts, `queue_ms` after it was accepted: queues RunStarted.
-  // False when it was cancelled while queued; the run must then not start.
-  bool Begin(double queue_ms);
+  // The run starts, `queue_ms` after it was accepted: queues RunStarted,
+  // with the inputs the server filled (`resolved_inputs`). False when it
+  // was cancelled while queued; the run must then not start.
+  bool Begin(double queue_ms,
+             google::protobuf::Map<std::string, v1::Value> resolved_inputs = {});
   // Streams the iteration if selected; returns the cancellation status once
   // the stream is cancelled, which ends the loop.
   absl::Status OnIteration(const LoopIteration& iteration) override;
@@ -152,6 +154,7 @@ class RunStream : public IterationObserver {
 
   // Owned by the run's thread.
   double queue_ms_ = 0;
+  google::protobuf::Map<std::string, v1::Value> resolved_inputs_;
   int64_t iterations_ = 0;
   // The message the next streamed iteration is encoded into.
   std::unique_ptr<v1::Iteration> next_item_;

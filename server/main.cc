@@ -92,6 +92,9 @@ absl::Status CheckConfig(const std::string& path) {
     std::cout << " " << pipeline->name;
   }
   std::cout << std::endl;
+  for (const std::string& note : catalog.notes()) {
+    std::cout << "note: " << note << std::endl;
+  }
   return absl::OkStatus();
 }
 
@@ -133,6 +136,9 @@ absl::Status Serve(const sigset_t& signals) {
             << std::endl;
   ASSIGN_OR_RETURN(PipelineCatalog catalog,
                    LoadPipelines(Sources(absl::GetFlag(FLAGS_config)), device));
+  for (const std::string& note : catalog.notes()) {
+    std::cerr << "loopserve: note: " << note << std::endl;
+  }
   const size_t pipelines = catalog.pipelines().size();
   server->Serve(std::move(catalog));
   std::cerr << "loopserve: serving " << pipelines << " pipelines on "

@@ -4,8 +4,10 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -124,14 +126,36 @@ absl::StatusOr<at::ScalarType> ParseModelDtype(absl::string_view name) {
 // ---- gaussian_mixture_denoiser ----
 
 GaussianMixtureDenoiser::GaussianMixtureDenoiser(
-    Mixture mixture, const at::Tensor& alphas_cumprod, bool v_prediction)
+    Mixture mixture, const at::Tensor& alphas_cumprod, Prediction prediction)
     : mixture_(std::move(mixture)),
       training_sigmas_(TrainingSigmas(alphas_cumprod)),
-      v_prediction_(v_prediction) {}
+      num_train_timesteps_(alphas_cumprod.numel()),
+      prediction_(prediction) {}
 
 double GaussianMixtureDenoiser::AlphaProdAt(double timestep) const {
   const double sigma = InterpolateSigma(training_sigmas_, timestep);
   return 1.0 / (1.0 + sigma * sigma);
+}
+
+std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::Posterior(
+    const at::Tensor& x, double scale, double noise) const {
+  // x is Σ w_k N(scale·μ_k, scale² s_k² + noise²). Per mode, x0 | x, k is
+  // Gaussian with mean μ_k + scale s_k² (x − scale μ_k) / var_k; r_k are
+  // the modes' posterior responsibilities.
+  std::vector<at::Tensor> log_p;
+  std::vector<at::Tensor> x0_k;
+  for (size_t k = 0; k < mixture_.weights.size(); ++k) {
+    const double s = mixture_.stds[k];
+    const double var = scale * scale * s * s + noise * noise;
+    const at::Tensor d = x - scale * mixture_.means[k];
+    log_p.push_back(d.square() * (-0.5 / var) +
+                    (std::log(mixture_.weights[k]) -
+                     0.5 * std::log(2 * std::numbers::pi * var)));
+    x0_k.push_back(mixture_.means[k] + d * (scale * s * s / var));
+  }
+  const at::Tensor r = at::softmax(at::stack(log_p, -1), -1);
+  const at::Tensor x0 = (r * at::stack(x0_k, -1)).sum(-1);
+  return {x0, (x - scale * x0) / noise};
 }
 
 absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
@@ -141,30 +165,20 @@ absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
     return absl::InvalidArgumentError("timestep is empty");
   }
   // One timestep for the whole batch, as a denoising loop passes it.
-  const double alpha = AlphaProdAt(timestep.flatten()[0].item<double>());
+  const double t = timestep.flatten()[0].item<double>();
+  const at::Tensor x = sample.to(at::kFloat);
+  if (prediction_ == Prediction::kFlow) {
+    const double sigma =
+        std::clamp(t / static_cast<double>(num_train_timesteps_), 1e-6, 1.0);
+    const auto [x0, eps] = Posterior(x, 1.0 - sigma, sigma);
+    return (eps - x0).to(sample.scalar_type());
+  }
+  const double alpha = AlphaProdAt(t);
   const double sqrt_alpha = std::sqrt(alpha);
   const double sqrt_one_minus = std::sqrt(1.0 - alpha);
-  const at::Tensor x = sample.to(at::kFloat);
-
-  // The noisy marginal is Σ w_k N(√ā μ_k, ā s_k² + 1 − ā); ε̂ = −√(1−ā) ∇log p
-  // = √(1−ā) Σ r_k (x − √ā μ_k) / var_k, r_k the posterior responsibilities.
-  std::vector<at::Tensor> log_p;
-  std::vector<at::Tensor> pull;
-  for (size_t k = 0; k < mixture_.weights.size(); ++k) {
-    const double s = mixture_.stds[k];
-    const double var = alpha * s * s + 1.0 - alpha;
-    const at::Tensor d = x - sqrt_alpha * mixture_.means[k];
-    log_p.push_back(d.square() * (-0.5 / var) +
-                    (std::log(mixture_.weights[k]) -
-                     0.5 * std::log(2 * std::numbers::pi * var)));
-    pull.push_back(d / var);
-  }
-  const at::Tensor r = at::softmax(at::stack(log_p, -1), -1);
-  at::Tensor eps = sqrt_one_minus * (r * at::stack(pull, -1)).sum(-1);
-  if (v_prediction_) {
-    // v = √ā ε − √(1−ā) x0, with x0 = (x − √(1−ā) ε) / √ā.
-    const at::Tensor x0 = (x - sqrt_one_minus * eps) / sqrt_alpha;
-    eps = sqrt_alpha * eps - sqrt_one_minus * x0;
+  const auto [x0, eps] = Posterior(x, sqrt_alpha, sqrt_one_minus);
+  if (prediction_ == Prediction::kV) {
+    return (sqrt_alpha * eps - sqrt_one_minus * x0).to(sample.scalar_type());
   }
   return eps.to(sample.scalar_type());
 }
@@ -298,11 +312,14 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
         ASSIGN_OR_RETURN(NoiseSchedule schedule, NoiseSchedule::Read(params));
         ASSIGN_OR_RETURN(std::string prediction,
                          params.Choice("prediction_type", "epsilon",
-                                       {"epsilon", "v_prediction"}));
+                                       {"epsilon", "v_prediction", "flow"}));
         RETURN_IF_ERROR(params.CheckAllRead());
         return std::make_shared<const GaussianMixtureDenoiser>(
             std::move(mixture), schedule.AlphasCumprod(),
-            prediction == "v_prediction");
+            prediction == "flow" ? GaussianMixtureDenoiser::Prediction::kFlow
+            : prediction == "v_prediction"
+                ? GaussianMixtureDenoiser::Prediction::kV
+                : GaussianMixtureDenoiser::Prediction::kEpsilon);
       }));
   RETURN_IF_ERROR(registry.Register<Denoiser>(
       std::string(TorchScriptDenoiser::kTypeName),

@@ -58,10 +58,13 @@ class GaussianMixtureDenoiser final : public Denoiser {
     std::vector<double> means;
     std::vector<double> stds;
   };
-  // `alphas_cumprod`: the training schedule (noise_schedule.h);
-  // `v_prediction`: predict v instead of epsilon.
+  // What the model predicts: ε, v, or a flow-matching velocity ε − x0
+  // (x_t = (1 − σ)·x0 + σ·ε, σ = t / num_train_timesteps).
+  enum class Prediction { kEpsilon, kV, kFlow };
+  // `alphas_cumprod`: the training schedule (noise_schedule.h), unused by
+  // kFlow.
   GaussianMixtureDenoiser(Mixture mixture, const at::Tensor& alphas_cumprod,
-                          bool v_prediction);
+                          Prediction prediction);
 
   absl::string_view type_name() const override { return kTypeName; }
   absl::StatusOr<at::Tensor> Predict(
@@ -73,9 +76,15 @@ class GaussianMixtureDenoiser final : public Denoiser {
   double AlphaProdAt(double timestep) const;
 
  private:
+  // The posterior's E[x0 | x] and E[ε | x] for x = scale·x0 + noise·ε.
+  std::pair<at::Tensor, at::Tensor> Posterior(const at::Tensor& x,
+                                              double scale,
+                                              double noise) const;
+
   Mixture mixture_;
   at::Tensor training_sigmas_;
-  bool v_prediction_;
+  int64_t num_train_timesteps_;
+  Prediction prediction_;
 };
 
 class TorchScriptDenoiser final : public Denoiser {

@@ -110,7 +110,8 @@ TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
   for (const auto& p : catalog.pipelines()) names.push_back(p->name);
   EXPECT_THAT(names, ::testing::ElementsAre("seed-loop", "seed-loop-2",
                                             "gmm-ddim", "gmm-euler",
-                                            "digits-ddim"));
+                                            "gmm-flow", "digits-ddim"));
+  EXPECT_THAT(catalog.notes(), ::testing::IsEmpty());
 }
 
 TEST_F(PipelineConfigTest, SyntaxErrorsNameLineAndColumn) {
@@ -171,9 +172,12 @@ TEST_F(PipelineConfigTest, WronglyTypedRolesFailWhereTheyAreBound) {
                HasSubstr("cfg.pbtxt:15:3: pipeline 'p', role 'scheduler': "
                          "block 'p/set_timesteps' (SetTimesteps) expects "
                          "component 'scheduler' to be a Scheduler "
-                         "(ddim_scheduler | euler_scheduler), but it is "
-                         "a Denoiser (component 'gmm', "
-                         "gaussian_mixture_denoiser)")));
+                         "(ddim_scheduler | euler_scheduler | ")));
+  EXPECT_THAT(Load(Good("key: \"scheduler\" value: \"ddim\"",
+                        "key: \"scheduler\" value: \"gmm\"")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("but it is a Denoiser (component 'gmm', "
+                                 "gaussian_mixture_denoiser)")));
   EXPECT_THAT(
       Load(Good("key: \"denoiser\" value: \"gmm\"",
                 "key: \"denoiser\" value: \"ddim\"")),
@@ -209,7 +213,7 @@ TEST_F(PipelineConfigTest, MissingAndUndefinedComponents) {
                HasSubstr("cfg.pbtxt:13:1: pipeline 'p', role 'scheduler': "
                          "block 'p/set_timesteps' (SetTimesteps) expects "
                          "component 'scheduler' (ddim_scheduler | "
-                         "euler_scheduler), which is not loaded")));
+                         "euler_scheduler | ")));
   EXPECT_THAT(Load(Good("value: \"gmm\"", "value: \"gnm\"")),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("cfg.pbtxt:16:3: pipeline 'p': role "
@@ -275,13 +279,110 @@ TEST_F(PipelineConfigTest, SchedulerConfigFile) {
   EXPECT_EQ(c.steps_offset, 1);
   EXPECT_EQ(c.timestep_spacing, "leading");  // the param wins over the file
 
-  WriteFile("karras.json", R"({"use_karras_sigmas": true})");
-  EXPECT_THAT(Load(Good("key: \"clip_sample\" value { bool_value: false }",
-                        "key: \"config_file\" value { string_value: "
-                        "\"karras.json\" }")),
+  // PNDM's skip_prk_steps is another scheduler's key: unused, and noted.
+  ASSERT_EQ(catalog_.notes().size(), 1u);
+  EXPECT_THAT(catalog_.notes()[0],
+              HasSubstr("cfg.pbtxt:1:1: component 'ddim' (ddim_scheduler): "
+                        "config_file keys that DDIMScheduler does not use: "
+                        "skip_prk_steps"));
+}
+
+// A scheduler_config.json as users have it: another class's keys are
+// listed as unused; a key no diffusers scheduler knows is an error with a
+// did-you-mean; a key loopserve implements only at its default must be at
+// it.
+TEST_F(PipelineConfigTest, SchedulerConfigFileKeys) {
+  auto with_file = [&](const std::string& file) {
+    return Load(Good("key: \"clip_sample\" value { bool_value: false }",
+                     absl::StrCat("key: \"config_file\" value { "
+                                  "string_value: \"",
+                                  file, "\" }")));
+  };
+  WriteFile("euler.json", R"({"_class_name": "EulerDiscreteScheduler",
+    "use_karras_sigmas": true, "set_alpha_to_one": false,
+    "interpolation_type": "linear"})");
+  ASSERT_OK(with_file("euler.json"));
+  ASSERT_EQ(catalog_.notes().size(), 1u);
+  EXPECT_THAT(catalog_.notes()[0],
+              HasSubstr("DDIMScheduler does not use: interpolation_type, "
+                        "use_karras_sigmas"));
+
+  WriteFile("typo.json", R"({"clip_sampel": false})");
+  EXPECT_THAT(with_file("typo.json"),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("sets use_karras_sigmas = true; loopserve "
-                                 "supports only false")));
+                       HasSubstr("typo.json' has key 'clip_sampel', which no "
+                                 "diffusers scheduler knows; did you mean "
+                                 "'clip_sample'?")));
+  WriteFile("threshold.json", R"({"thresholding": true})");
+  EXPECT_THAT(with_file("threshold.json"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("sets thresholding = true; loopserve's "
+                                 "DDIMScheduler supports only false")));
+}
+
+// diffusers_scheduler serves the class a file's _class_name names, and
+// names the classes it serves when it is another.
+TEST_F(PipelineConfigTest, DiffusersSchedulerPicksTheClass) {
+  auto as_diffusers = [&](const std::string& file) {
+    return Load(Good("type: \"ddim_scheduler\"\n  params { key: "
+                     "\"clip_sample\" value { bool_value: false } }",
+                     absl::StrCat("type: \"diffusers_scheduler\"\n  params { "
+                                  "key: \"config_file\" value { "
+                                  "string_value: \"",
+                                  file, "\" } }")));
+  };
+  WriteFile("dpm.json", R"({"_class_name": "DPMSolverMultistepScheduler",
+    "_diffusers_version": "0.27.0", "use_karras_sigmas": true,
+    "solver_order": 3, "skip_prk_steps": true})");
+  ASSERT_OK(as_diffusers("dpm.json"));
+  ASSERT_OK_AND_ASSIGN(
+      const Scheduler* scheduler,
+      catalog_.Find("p")->components.Get<Scheduler>("scheduler"));
+  EXPECT_EQ(scheduler->type_name(), "dpm_solver_multistep_scheduler");
+  EXPECT_TRUE(scheduler->config().use_karras_sigmas);
+  EXPECT_EQ(scheduler->config().solver_order, 3);
+
+  WriteFile("pndm.json", R"({"_class_name": "PNDMScheduler"})");
+  EXPECT_THAT(as_diffusers("pndm.json"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("is a PNDMScheduler, which loopserve does "
+                                 "not serve; it serves DDIMScheduler, ")));
+}
+
+// "a | b" binds a role to several components, the first the default: the
+// pipeline's `scheduler` input lists them, and each must be of the kind the
+// blocks expect.
+TEST_F(PipelineConfigTest, RoleChoices) {
+  const std::string euler =
+      "components { name: \"euler\" type: \"euler_scheduler\" }\n";
+  ASSERT_OK(Load(Good("value: \"ddim\" }", "value: \"euler | ddim\" }") +
+                 euler));
+  const Pipeline* p = catalog_.Find("p");
+  EXPECT_THAT(p->components.Choices("scheduler"),
+              ::testing::ElementsAre("euler", "ddim"));
+  const InputParam* input = nullptr;
+  for (const InputParam& param : p->inputs()) {
+    if (param.name == "scheduler") input = &param;
+  }
+  ASSERT_NE(input, nullptr);
+  EXPECT_THAT(input->choices, ::testing::ElementsAre("euler", "ddim"));
+  EXPECT_EQ(input->default_value.toStringRef(), "euler");
+  ASSERT_OK_AND_ASSIGN(const Scheduler* chosen,
+                       p->components.Get<Scheduler>("scheduler", "ddim"));
+  EXPECT_EQ(chosen->type_name(), "ddim_scheduler");
+
+  EXPECT_THAT(Load(Good("value: \"ddim\" }", "value: \"ddim | eulr\" }") +
+                   euler),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cfg.pbtxt:15:3: pipeline 'p': role "
+                                 "'scheduler' names component 'eulr', which "
+                                 "is not defined")));
+  EXPECT_THAT(Load(Good("value: \"ddim\" }", "value: \"ddim | ddim\" }")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("names component 'ddim' twice")));
+  EXPECT_THAT(Load(Good("value: \"ddim\" }", "value: \"ddim | gmm\" }")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("to be a Scheduler")));
 }
 
 }  // namespace
