@@ -73,6 +73,55 @@ log=$(cat "$work/server.err")
 expect_contains "$log" "run refused run_id=- request_id=\"\" pipeline=seed-loop code=INVALID_ARGUMENT message=\"pipeline 'seed-loop': input 'num_steps': expects int, got string\"" "log line"
 [ "$(grep -c "run refused" "$work/server.err")" -eq 2 ] || fail "expected two run lines in: $log"
 
+# One pipeline, every sampler: describe lists them; a run without a seed
+# prints the seed the server drew, and sending it back reproduces the run.
+out=$("$LOOPCTL" describe digits-ddim)
+expect_contains "$out" "(one of: digits-ddim, ddim, euler, euler-karras, euler-a, dpmpp-2m, dpmpp-2m-karras, dpmpp-2m-sde-karras, dpmpp-3m, unipc, unipc-3)" "describe choices"
+out=$("$LOOPCTL" run digits-ddim -i scheduler=dpmpp-2m-sde-karras -i num_inference_steps=6)
+seed=$(printf '%s\n' "$out" | sed -n 's/^resolved .*seed = \([0-9]*\).*/\1/p')
+[ -n "$seed" ] || fail "no resolved seed in: $out"
+first=$(printf '%s\n' "$out" | grep '^result')
+again=$("$LOOPCTL" run digits-ddim -i scheduler=dpmpp-2m-sde-karras -i num_inference_steps=6 -i "seed=$seed" | grep '^result')
+[ "$first" = "$again" ] || fail "seed $seed did not reproduce: '$first' vs '$again'"
+if out=$("$LOOPCTL" run digits-ddim -i scheduler=dpmpp-9m 2>&1); then
+  fail "an unknown sampler was accepted"
+fi
+expect_contains "$out" "input 'scheduler': must be one of: digits-ddim, ddim, euler," "unknown sampler"
+
+# A model folder's scheduler_config.json as users have it: another class's
+# keys are noted, a typo is refused with a did-you-mean.
+cat > "$work/scheduler_config.json" <<'JSON'
+{"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0",
+ "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+ "num_train_timesteps": 1000, "set_alpha_to_one": false,
+ "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null}
+JSON
+cat > "$work/sampler.pbtxt" <<'PB'
+components { name: "sd-dpm" type: "dpm_solver_multistep_scheduler"
+  params { key: "config_file" value { string_value: "scheduler_config.json" } } }
+components { name: "gmm" type: "gaussian_mixture_denoiser"
+  params { key: "weights" value { list_value { values { double_value: 1 } } } }
+  params { key: "means" value { list_value { values { double_value: 0 } } } }
+  params { key: "stds" value { list_value { values { double_value: 1 } } } } }
+pipelines { name: "p"
+  components { key: "scheduler" value: "sd-dpm" }
+  components { key: "denoiser" value: "gmm" }
+  blocks { type: "Sequential"
+    blocks { name: "set_timesteps" type: "SetTimesteps" }
+    blocks { name: "prepare_latents" type: "PrepareLatents" }
+    blocks { name: "denoise" type: "DenoiseLoop"
+      blocks { name: "before_denoiser" type: "ScaleModelInput" }
+      blocks { name: "denoiser" type: "PredictNoise" }
+      blocks { name: "after_denoiser" type: "SchedulerStep" } } } }
+PB
+out=$("$LOOPSERVE" --check_config="$work/sampler.pbtxt")
+expect_contains "$out" "note: $work/sampler.pbtxt:1:1: component 'sd-dpm' (dpm_solver_multistep_scheduler): config_file keys that DPMSolverMultistepScheduler does not use: set_alpha_to_one, skip_prk_steps" "check_config notes"
+sed -i 's/"skip_prk_steps"/"skip_prk_step"/' "$work/scheduler_config.json"
+if out=$("$LOOPSERVE" --check_config="$work/sampler.pbtxt" 2>&1); then
+  fail "a misspelt key was accepted"
+fi
+expect_contains "$out" "has key 'skip_prk_step', which no diffusers scheduler knows; did you mean 'skip_prk_steps'?" "check_config typo"
+
 # Every flag with its default, and --flag=value for both programs.
 out=$("$LOOPSERVE" --help || true)  # absl exits 1 after --help
 expect_contains "$out" "--port (Port to listen on; 0 picks a free one); default: 50051;" "loopserve --help"
@@ -101,7 +150,8 @@ import numpy as np
 from loopserve_client import LoopClient, from_value
 client = LoopClient("$LOOPSERVE_SERVER")
 assert [p.name for p in client.list()] == [
-    "seed-loop", "seed-loop-2", "gmm-ddim", "gmm-euler", "digits-ddim"]
+    "seed-loop", "seed-loop-2", "gmm-ddim", "gmm-euler", "gmm-flow",
+    "digits-ddim"]
 x0 = np.ones((1, 4, 64, 64), np.float32)
 seen = []
 result = None

@@ -614,6 +614,84 @@ TEST_F(LoopServiceTest, BadDenoisingInputsAreRefusedAndNamed) {
   ExpectStillServing();
 }
 
+// A run picks its sampler by name among those the pipeline lists; another
+// name is refused before it is queued, naming the input and the choices.
+TEST_F(LoopServiceTest, ARunPicksItsSampler) {
+  StartServer();
+  ASSERT_OK_AND_ASSIGN(v1::PipelineDescription d,
+                       client_->DescribePipeline("gmm-ddim"));
+  const v1::ParamSpec* scheduler = nullptr;
+  for (const v1::ParamSpec& input : d.inputs()) {
+    if (input.name() == "scheduler") scheduler = &input;
+  }
+  ASSERT_NE(scheduler, nullptr);
+  EXPECT_THAT(scheduler->choices(),
+              ElementsAre("ddim", "euler", "euler-karras", "euler-a",
+                          "dpmpp-2m", "dpmpp-2m-karras", "dpmpp-2m-sde-karras",
+                          "dpmpp-3m", "unipc", "unipc-3"));
+  EXPECT_EQ(scheduler->default_value().string_value(), "ddim");
+
+  auto final_latents = [&](const std::string& sampler) -> at::Tensor {
+    v1::RunRequest request = DenoiseRequest("gmm-ddim", 6, 2);
+    if (!sampler.empty()) {
+      (*request.mutable_inputs())["scheduler"].set_string_value(sampler);
+    }
+    absl::StatusOr<v1::RunResult> result = client_->Run(request);
+    EXPECT_OK(result.status());
+    if (!result.ok()) return at::Tensor();
+    return *DecodeTensor(result->outputs().at("latents").tensor(), {});
+  };
+  const at::Tensor by_default = final_latents("");
+  EXPECT_TRUE(at::equal(by_default, final_latents("ddim")));
+  EXPECT_FALSE(at::equal(by_default, final_latents("dpmpp-2m-karras")));
+  EXPECT_FALSE(at::equal(final_latents("unipc"), final_latents("euler-a")));
+
+  v1::RunRequest bad = DenoiseRequest("gmm-ddim", 6, 2);
+  (*bad.mutable_inputs())["scheduler"].set_string_value("dpmpp-9m");
+  EXPECT_THAT(client_->Run(bad).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("pipeline 'gmm-ddim': input 'scheduler': "
+                                 "must be one of: ddim, euler, euler-karras, "
+                                 "euler-a, dpmpp-2m, ")));
+  ExpectStillServing();
+}
+
+// RunStarted reports what the server filled in (a random seed, the
+// defaults); sent back, they reproduce the run bit for bit.
+TEST_F(LoopServiceTest, ResolvedInputsReproduceTheRun) {
+  StartServer();
+  v1::RunRequest request;
+  request.set_pipeline("gmm-ddim");
+  (*request.mutable_inputs())["scheduler"].set_string_value("euler-a");
+  (*request.mutable_inputs())["num_inference_steps"].set_int64_value(5);
+  google::protobuf::Map<std::string, v1::Value> resolved;
+  ASSERT_OK_AND_ASSIGN(
+      v1::RunResult first,
+      client_->Run(request, {.on_started = [&](const v1::RunStarted& s) {
+                     resolved = s.resolved_inputs();
+                   }}));
+  ASSERT_TRUE(resolved.contains("seed"));
+  EXPECT_EQ(resolved.at("seed").kind_case(), v1::Value::kInt64Value);
+  EXPECT_EQ(resolved.at("eta").double_value(), 0.0);
+  EXPECT_EQ(resolved.at("height").int64_value(), 64);
+  EXPECT_FALSE(resolved.contains("scheduler"));  // the request set it
+  EXPECT_FALSE(resolved.contains("latents"));    // no default, not drawn
+
+  v1::RunRequest again = request;
+  (*again.mutable_inputs())["seed"] = resolved.at("seed");
+  ASSERT_OK_AND_ASSIGN(v1::RunResult second, client_->Run(again));
+  EXPECT_TRUE(at::equal(
+      *DecodeTensor(first.outputs().at("latents").tensor(), {}),
+      *DecodeTensor(second.outputs().at("latents").tensor(), {})));
+  v1::RunRequest other = request;
+  (*other.mutable_inputs())["seed"].set_int64_value(
+      resolved.at("seed").int64_value() + 1);
+  ASSERT_OK_AND_ASSIGN(v1::RunResult third, client_->Run(other));
+  EXPECT_FALSE(at::equal(
+      *DecodeTensor(first.outputs().at("latents").tensor(), {}),
+      *DecodeTensor(third.outputs().at("latents").tensor(), {})));
+}
+
 TEST_F(LoopServiceTest, ListAndDescribe) {
   StartServer();
   ASSERT_OK_AND_ASSIGN(auto pipelines, client_->ListPipelines());
@@ -621,7 +699,8 @@ TEST_F(LoopServiceTest, ListAndDescribe) {
   std::vector<std::string> names;
   for (const auto& p : pipelines) names.push_back(p.name());
   EXPECT_THAT(names, ElementsAre("seed-loop", "seed-loop-2", "gmm-ddim",
-                                 "gmm-euler", "digits-ddim", "gated"));
+                                 "gmm-euler", "gmm-flow", "digits-ddim",
+                                 "gated"));
 
   ASSERT_OK_AND_ASSIGN(v1::PipelineDescription d,
                        client_->DescribePipeline("seed-loop-2"));
