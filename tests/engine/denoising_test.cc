@@ -138,6 +138,49 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// A flow pipeline prepares its latents first; its schedule takes the run's
+// `sigmas` (their count is the step count) and `mu`, or computes mu from
+// the latents' size.
+TEST_F(DenoisingTest, FlowTakesSigmasAndMu) {
+  c10::impl::GenericList sigmas(c10::AnyType::get());
+  for (double sigma : {1.0, 0.8, 0.6, 0.4, 0.2}) sigmas.push_back(sigma);
+  const Inputs given = {{"seed", int64_t{3}},
+                        {"scheduler", std::string("flow-euler-dynamic")},
+                        {"sigmas", sigmas},
+                        {"mu", 0.7}};
+  ASSERT_OK_AND_ASSIGN(PipelineState a, Run("gmm-flow", given));
+  const at::Tensor timesteps = a.GetIntermediate("timesteps")->toTensor();
+  ASSERT_EQ(timesteps.numel(), 5);
+  // σ' = e^mu / (e^mu + 1/σ − 1): σ = 1 stays 1, so t starts at 1000.
+  EXPECT_FLOAT_EQ(timesteps[0].item<float>(), 1000.0f);
+  const float e = std::exp(0.7f);
+  EXPECT_FLOAT_EQ(timesteps[4].item<float>() / 1000, e / (e + 4.0f));
+
+  Inputs other_mu = given;
+  other_mu["mu"] = 1.2;
+  ASSERT_OK_AND_ASSIGN(PipelineState b, Run("gmm-flow", other_mu));
+  EXPECT_FALSE(at::equal(Latents(a), Latents(b)));
+  // Without mu, it follows from [64, 64] latents as diffusers'
+  // calculate_shift has it for (64 / 2) · (64 / 2) tokens.
+  Inputs computed = given;
+  const double m = (1.15 - 0.5) / (4096 - 256);
+  const double intercept = 0.5 - m * 256;
+  computed["mu"] = 1024 * m + intercept;
+  ASSERT_OK_AND_ASSIGN(PipelineState c, Run("gmm-flow", computed));
+  computed.erase("mu");
+  ASSERT_OK_AND_ASSIGN(PipelineState d, Run("gmm-flow", computed));
+  EXPECT_TRUE(at::equal(Latents(c), Latents(d)));
+
+  c10::impl::GenericList bad(c10::AnyType::get());
+  bad.push_back(1.5);
+  Inputs out_of_range = given;
+  out_of_range["sigmas"] = bad;
+  EXPECT_THAT(Run("gmm-flow", out_of_range).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'sigmas' must hold values in (0, 1], "
+                                 "got 1.5")));
+}
+
 TEST_F(DenoisingTest, SameSeedSameLatentsOtherSeedOtherLatents) {
   for (const char* pipeline : {"gmm-ddim", "gmm-euler"}) {
     SCOPED_TRACE(pipeline);
