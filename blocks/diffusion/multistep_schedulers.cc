@@ -252,37 +252,71 @@ absl::StatusOr<Schedule> UniPcMultistepScheduler::SetTimesteps(
 
 namespace {
 
-// UniPC's B(h) coefficients for `order`: h·φ_1(h), B(h), and the right-hand
-// sides b and the matrix R = [rks^0; rks^1; ...] of its linear system.
-struct UniCoefficients {
-  float h_phi_1;
-  float b_h;
-  at::Tensor r;  // float32 [order, order]
-  at::Tensor b;  // float32 [order]
+// What UniPC's predictor (UniP) and corrector (UniC) share: the B(h) update
+// of `x` from the noise level sigmas[from] to sigmas[to], with the
+// differences of the history's last `order` outputs (the newest, m0, at
+// `from`, the k-th before it at from − k).
+struct UniUpdate {
+  // The first-order part: x's share and m0's.
+  at::Tensor base;
+  // (α_t or σ_t) · B(h): the scale of the higher-order correction.
+  float scale;
+  // [rks^0; rks^1; ...] and b: the linear system of the order's rhos.
+  at::Tensor r;
+  at::Tensor b;
+  // (m_k − m0) / r_k, stacked on dimension 1; undefined at order 1.
+  at::Tensor d1s;
 };
 
-UniCoefficients Coefficients(const std::vector<float>& rks_in, float hh,
-                             bool bh1, int64_t order) {
-  std::vector<float> rks = rks_in;
+UniUpdate UniBase(const Schedule& schedule, const SchedulerConfig& config,
+                  int64_t from, int64_t to, const at::Tensor& x,
+                  int64_t order) {
+  const float* sigmas = schedule.sigmas.data_ptr<float>();
+  const at::Tensor& m0 = Recent(schedule, 0);
+  const Level t = LevelAt(sigmas[to]);
+  const Level s0 = LevelAt(sigmas[from]);
+  const float h = t.lambda - s0.lambda;
+  std::vector<float> rks;
+  std::vector<at::Tensor> d1s;
+  for (int64_t k = 1; k < order; ++k) {
+    const float rk = (LevelAt(sigmas[from - k]).lambda - s0.lambda) / h;
+    rks.push_back(rk);
+    d1s.push_back((Recent(schedule, k) - m0) / rk);
+  }
   rks.push_back(1.0f);
-  const at::Tensor rk = at::tensor(rks, at::TensorOptions().dtype(at::kFloat));
-  UniCoefficients c;
-  c.h_phi_1 = internal::TorchExpm1(hh);
-  float h_phi_k = c.h_phi_1 / hh - 1;
-  c.b_h = bh1 ? hh : internal::TorchExpm1(hh);
+  const bool x0 = config.predict_x0;
+  const float hh = x0 ? -h : h;
+  const float h_phi_1 = internal::TorchExpm1(hh);
+  const float b_h = config.solver_type == "bh1" ? hh : internal::TorchExpm1(hh);
+  float h_phi_k = h_phi_1 / hh - 1;
   int64_t factorial = 1;
+  const at::Tensor rk = at::tensor(rks, at::TensorOptions().dtype(at::kFloat));
   std::vector<at::Tensor> rows;
   std::vector<float> b;
   for (int64_t i = 1; i <= order; ++i) {
     rows.push_back(at::pow(rk, i - 1));
-    b.push_back(h_phi_k * static_cast<float>(factorial) / c.b_h);
+    b.push_back(h_phi_k * static_cast<float>(factorial) / b_h);
     factorial *= i + 1;
     h_phi_k = h_phi_k / hh -
               static_cast<float>(1.0 / static_cast<double>(factorial));
   }
-  c.r = at::stack(rows);
-  c.b = at::tensor(b, at::TensorOptions().dtype(at::kFloat));
-  return c;
+  UniUpdate update;
+  update.base = x0 ? (t.sigma / s0.sigma) * x - (t.alpha * h_phi_1) * m0
+                   : (t.alpha / s0.alpha) * x - (t.sigma * h_phi_1) * m0;
+  update.scale = (x0 ? t.alpha : t.sigma) * b_h;
+  update.r = at::stack(rows);
+  update.b = at::tensor(b, at::TensorOptions().dtype(at::kFloat));
+  if (!d1s.empty()) update.d1s = at::stack(d1s, 1);
+  return update;
+}
+
+// Σ_k rhos[k] · d1s[:, k], as diffusers contracts it.
+at::Tensor Contract(const at::Tensor& rhos, const at::Tensor& d1s) {
+  return at::einsum("k,bkc...->bc...", {rhos.to(d1s.device()), d1s});
+}
+
+at::Tensor Half(const at::Tensor& like) {
+  return at::tensor({0.5f}, at::TensorOptions().dtype(like.dtype()));
 }
 
 }  // namespace
@@ -291,35 +325,15 @@ at::Tensor UniPcMultistepScheduler::Predictor(const Schedule& schedule,
                                               int64_t i,
                                               const at::Tensor& x,
                                               int64_t order) const {
-  const float* sigmas = schedule.sigmas.data_ptr<float>();
-  const at::Tensor& m0 = Recent(schedule, 0);
-  const Level t = LevelAt(sigmas[i + 1]);
-  const Level s0 = LevelAt(sigmas[i]);
-  const float h = t.lambda - s0.lambda;
-  std::vector<float> rks;
-  std::vector<at::Tensor> d1s;
-  for (int64_t k = 1; k < order; ++k) {
-    const Level si = LevelAt(sigmas[i - k]);
-    const float rk = (si.lambda - s0.lambda) / h;
-    rks.push_back(rk);
-    d1s.push_back((Recent(schedule, k) - m0) / rk);
-  }
-  const bool x0 = config_.predict_x0;
-  const float hh = x0 ? -h : h;
-  const UniCoefficients c =
-      Coefficients(rks, hh, config_.solver_type == "bh1", order);
-  at::Tensor x_t =
-      x0 ? (t.sigma / s0.sigma) * x - (t.alpha * c.h_phi_1) * m0
-         : (t.alpha / s0.alpha) * x - (t.sigma * c.h_phi_1) * m0;
-  if (!d1s.empty()) {
+  const UniUpdate u = UniBase(schedule, config_, i, i + 1, x, order);
+  at::Tensor x_t = u.base;
+  if (u.d1s.defined()) {
     const at::Tensor rhos =
-        order == 2 ? at::tensor({0.5f}, at::TensorOptions().dtype(x.dtype()))
-                   : at::linalg_solve(c.r.slice(0, 0, -1).slice(1, 0, -1),
-                                      c.b.slice(0, 0, -1))
+        order == 2 ? Half(x)
+                   : at::linalg_solve(u.r.slice(0, 0, -1).slice(1, 0, -1),
+                                      u.b.slice(0, 0, -1))
                          .to(x.dtype());
-    const at::Tensor pred_res =
-        at::einsum("k,bkc...->bc...", {rhos.to(x.device()), at::stack(d1s, 1)});
-    x_t = x_t - ((x0 ? t.alpha : t.sigma) * c.b_h) * pred_res;
+    x_t = x_t - u.scale * Contract(rhos, u.d1s);
   }
   return x_t.to(x.dtype());
 }
@@ -328,40 +342,16 @@ at::Tensor UniPcMultistepScheduler::Corrector(const Schedule& schedule,
                                               int64_t i,
                                               const at::Tensor& model_t,
                                               int64_t order) const {
-  const float* sigmas = schedule.sigmas.data_ptr<float>();
-  const at::Tensor& m0 = Recent(schedule, 0);
   const at::Tensor& x = schedule.last_sample;
-  const Level t = LevelAt(sigmas[i]);
-  const Level s0 = LevelAt(sigmas[i - 1]);
-  const float h = t.lambda - s0.lambda;
-  std::vector<float> rks;
-  std::vector<at::Tensor> d1s;
-  for (int64_t k = 1; k < order; ++k) {
-    const Level si = LevelAt(sigmas[i - (k + 1)]);
-    const float rk = (si.lambda - s0.lambda) / h;
-    rks.push_back(rk);
-    d1s.push_back((Recent(schedule, k) - m0) / rk);
-  }
-  const bool x0 = config_.predict_x0;
-  const float hh = x0 ? -h : h;
-  const UniCoefficients c =
-      Coefficients(rks, hh, config_.solver_type == "bh1", order);
+  const UniUpdate u = UniBase(schedule, config_, i - 1, i, x, order);
   const at::Tensor rhos =
-      (order == 1 ? at::tensor({0.5f}, at::TensorOptions().dtype(x.dtype()))
-                  : at::linalg_solve(c.r, c.b).to(x.dtype()))
+      (order == 1 ? Half(x) : at::linalg_solve(u.r, u.b).to(x.dtype()))
           .to(x.device());
-  at::Tensor x_t =
-      x0 ? (t.sigma / s0.sigma) * x - (t.alpha * c.h_phi_1) * m0
-         : (t.alpha / s0.alpha) * x - (t.sigma * c.h_phi_1) * m0;
-  const at::Tensor d1_t = model_t - m0;
-  at::Tensor correction = rhos[-1] * d1_t;
-  if (!d1s.empty()) {
-    correction = at::einsum("k,bkc...->bc...",
-                            {rhos.slice(0, 0, -1), at::stack(d1s, 1)}) +
-                 correction;
+  at::Tensor correction = rhos[-1] * (model_t - Recent(schedule, 0));
+  if (u.d1s.defined()) {
+    correction = Contract(rhos.slice(0, 0, -1), u.d1s) + correction;
   }
-  x_t = x_t - ((x0 ? t.alpha : t.sigma) * c.b_h) * correction;
-  return x_t.to(x.dtype());
+  return (u.base - u.scale * correction).to(x.dtype());
 }
 
 absl::StatusOr<StepResult> UniPcMultistepScheduler::Step(
