@@ -205,8 +205,9 @@ std::vector<InputParam> PrepareLatents::inputs() const {
                ",H,W]; when absent, drawn from seed")},
           {.name = "seed",
            .type_hint = TypeHint::Int(),
-           .description = "Seeds the CPU generator of the noise (and of the "
-                          "scheduler's noise); random when absent",
+           .description = "Seeds the CPU generator of the noise and of every "
+                          "stochastic step; when absent the server draws one "
+                          "and reports it (RunStarted.resolved_inputs)",
            .random_when_absent = true},
           {.name = "height",
            .type_hint = TypeHint::Int(),
