@@ -311,9 +311,8 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
     ASSIGN_OR_RETURN(c.max_shift, r.Double("max_shift", 1.15));
     ASSIGN_OR_RETURN(c.base_image_seq_len, r.Int("base_image_seq_len", 256));
     ASSIGN_OR_RETURN(c.max_image_seq_len, r.Int("max_image_seq_len", 4096));
-    ASSIGN_OR_RETURN(std::string time_shift,
-                     r.Choice("time_shift_type", "exponential",
-                              {"exponential"}));
+    RETURN_IF_ERROR(
+        r.Choice("time_shift_type", "exponential", {"exponential"}).status());
     if (!(c.shift > 0)) return ParamError("shift", "must be > 0");
     if (c.max_image_seq_len == c.base_image_seq_len) {
       return ParamError("max_image_seq_len",
@@ -378,12 +377,10 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
       return ParamError("solver_order", "must be 1, 2 or 3");
     }
     ASSIGN_OR_RETURN(c.lower_order_final, r.Bool("lower_order_final", true));
-    // Thresholding's own knobs: read, and used only with thresholding,
-    // which loopserve does not implement.
-    RETURN_IF_ERROR(r.Double("dynamic_thresholding_ratio", 0.995).status());
-    RETURN_IF_ERROR(r.Double("sample_max_value", 1.0).status());
   }
-  if (kind == SchedulerKind::kDdim || lcm) {
+  if (ddim_like || dpm || unipc) {
+    // Thresholding's own knobs: read, and used only with thresholding,
+    // which loopserve implements only off.
     RETURN_IF_ERROR(r.Double("dynamic_thresholding_ratio", 0.995).status());
     RETURN_IF_ERROR(r.Double("sample_max_value", 1.0).status());
   }
@@ -405,11 +402,11 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
                      r.Choice("solver_type", "bh2", {"bh1", "bh2"}));
     ASSIGN_OR_RETURN(c.predict_x0, r.Bool("predict_x0", true));
     ASSIGN_OR_RETURN(c.disable_corrector, IntList(r, "disable_corrector"));
-    ASSIGN_OR_RETURN(double flow_shift, r.Double("flow_shift", 1.0));
-    (void)flow_shift;  // only used with use_flow_sigmas
-    ASSIGN_OR_RETURN(std::string time_shift,
-                     r.Choice("time_shift_type", "exponential",
-                              {"exponential"}));
+    // Used only with flow sigmas and dynamic shifting, which loopserve
+    // implements only off.
+    RETURN_IF_ERROR(r.Double("flow_shift", 1.0).status());
+    RETURN_IF_ERROR(
+        r.Choice("time_shift_type", "exponential", {"exponential"}).status());
     // At a final σ of 0, h is infinite: B(h) = h (bh1), e^h (predicting
     // ε) and a higher-order last step make diffusers' last step NaN.
     // Refused rather than served.
