@@ -161,7 +161,7 @@ absl::Status SetTimesteps::Run(const Components& components,
   if (options_.flow) {
     if (const c10::IValue* mu = block_state.Find("mu");
         mu != nullptr && !mu->isNone()) {
-      request.mu = mu->toDouble();
+      ASSIGN_OR_RETURN(request.mu, block_state.Get<double>("mu"));
     }
     if (const c10::IValue* sigmas = block_state.Find("sigmas");
         sigmas != nullptr && !sigmas->isNone()) {

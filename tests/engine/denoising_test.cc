@@ -160,6 +160,12 @@ TEST_F(DenoisingTest, FlowTakesSigmasAndMu) {
   other_mu["mu"] = 1.2;
   ASSERT_OK_AND_ASSIGN(PipelineState b, Run("gmm-flow", other_mu));
   EXPECT_FALSE(at::equal(Latents(a), Latents(b)));
+  // A double input takes an int, as the API says.
+  other_mu["mu"] = int64_t{1};
+  ASSERT_OK_AND_ASSIGN(PipelineState one, Run("gmm-flow", other_mu));
+  other_mu["mu"] = 1.0;
+  ASSERT_OK_AND_ASSIGN(PipelineState one_double, Run("gmm-flow", other_mu));
+  EXPECT_TRUE(at::equal(Latents(one), Latents(one_double)));
   // Without mu, it follows from [64, 64] latents as diffusers'
   // calculate_shift has it for (64 / 2) · (64 / 2) tokens.
   Inputs computed = given;
