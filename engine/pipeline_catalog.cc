@@ -95,7 +95,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
       input.choices = components.Choices(input.choices_of_role);
       if (!input.choices.empty()) input.default_value = input.choices.front();
     }
-    pipeline->inputs_.push_back(std::move(input));
+    pipeline->inputs.push_back(std::move(input));
   }
   pipeline->description = std::move(description);
   pipeline->components = std::move(components);
@@ -108,7 +108,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   v1::PipelineDescription& proto = pipeline->description_proto;
   proto.set_name(name);
   proto.set_description(pipeline->description);
-  for (const InputParam& p : pipeline->inputs_) {
+  for (const InputParam& p : pipeline->inputs) {
     *proto.add_inputs() = ToParamSpec(p);
   }
   for (const OutputParam& p : pipeline->iteration_outputs) {

@@ -39,8 +39,7 @@ struct Pipeline {
   // What a RunRequest may set: the root's inputs, a choice of components
   // (choices_of_role) resolved to the names bound to the role, the first
   // the default.
-  const std::vector<InputParam>& inputs() const { return inputs_; }
-  std::vector<InputParam> inputs_;
+  std::vector<InputParam> inputs;
   // DescribePipeline's answer, built once.
   v1::PipelineDescription description_proto;
 };

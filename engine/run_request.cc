@@ -70,11 +70,11 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
     const std::string field = absl::StrCat("input '", name, "'");
-    const InputParam* param = FindParam(pipeline.inputs(), name);
+    const InputParam* param = FindParam(pipeline.inputs, name);
     if (param == nullptr) {
       return error(field, absl::StrCat("unknown input; the pipeline's inputs "
                                        "are: ",
-                                       JoinNames(pipeline.inputs())));
+                                       JoinNames(pipeline.inputs)));
     }
     const v1::Value& value = request.inputs().at(name);
     absl::StatusOr<ValueKind> kind = CheckValue(value, limits.decode);
@@ -103,7 +103,7 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
       }
     }
   }
-  for (const InputParam& param : pipeline.inputs()) {
+  for (const InputParam& param : pipeline.inputs) {
     if (param.required && param.default_value.isNone() &&
         !request.inputs().contains(param.name)) {
       return error(absl::StrCat("input '", param.name, "'"),
@@ -143,7 +143,7 @@ google::protobuf::Map<std::string, v1::Value> ResolveInputs(
     const Pipeline& pipeline, const v1::RunRequest& request) {
   google::protobuf::Map<std::string, v1::Value> resolved;
   absl::BitGen random;
-  for (const InputParam& param : pipeline.inputs()) {
+  for (const InputParam& param : pipeline.inputs) {
     if (request.inputs().contains(param.name)) continue;
     v1::Value value;
     if (param.random_when_absent) {

@@ -361,7 +361,7 @@ TEST_F(PipelineConfigTest, RoleChoices) {
   EXPECT_THAT(p->components.Choices("scheduler"),
               ::testing::ElementsAre("euler", "ddim"));
   const InputParam* input = nullptr;
-  for (const InputParam& param : p->inputs()) {
+  for (const InputParam& param : p->inputs) {
     if (param.name == "scheduler") input = &param;
   }
   ASSERT_NE(input, nullptr);
