@@ -120,6 +120,10 @@ absl::Status Scheduler::CheckStepIndex(const Schedule& schedule,
   return absl::OkStatus();
 }
 
+float Scheduler::FinalAlphaCumprod() const {
+  return config_.set_alpha_to_one ? 1.0f : alphas_cumprod_[0].item<float>();
+}
+
 absl::StatusOr<at::Tensor> Scheduler::DrawNoise(const at::Tensor& like,
                                                 const StepOptions& options,
                                                 absl::string_view who) {
@@ -139,9 +143,7 @@ absl::StatusOr<at::Tensor> Scheduler::DrawNoise(const at::Tensor& like,
 
 DdimScheduler::DdimScheduler(SchedulerConfig config)
     : Scheduler(std::move(config)),
-      final_alpha_cumprod_(config_.set_alpha_to_one
-                               ? 1.0f
-                               : alphas_cumprod_[0].item<float>()) {}
+      final_alpha_cumprod_(FinalAlphaCumprod()) {}
 
 float DdimScheduler::AlphaProd(int64_t timestep) const {
   if (timestep < 0) return final_alpha_cumprod_;
@@ -316,9 +318,7 @@ absl::StatusOr<StepResult> EulerScheduler::Step(
 
 LcmScheduler::LcmScheduler(SchedulerConfig config)
     : Scheduler(std::move(config)),
-      final_alpha_cumprod_(config_.set_alpha_to_one
-                               ? 1.0f
-                               : alphas_cumprod_[0].item<float>()) {}
+      final_alpha_cumprod_(FinalAlphaCumprod()) {}
 
 absl::StatusOr<Schedule> LcmScheduler::SetTimesteps(
     const ScheduleRequest& request) const {

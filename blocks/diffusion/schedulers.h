@@ -186,6 +186,9 @@ class Scheduler {
   absl::Status CheckStepCount(int64_t num_inference_steps) const;
   absl::Status CheckStepIndex(const Schedule& schedule,
                               int64_t step_index) const;
+  // DDIM's and LCM's ā before the first training step: 1 with
+  // set_alpha_to_one, else ā_0.
+  float FinalAlphaCumprod() const;
   // FAILED_PRECONDITION when a stochastic step has no generator.
   static absl::StatusOr<at::Tensor> DrawNoise(const at::Tensor& like,
                                               const StepOptions& options,

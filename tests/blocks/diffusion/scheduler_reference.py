@@ -49,6 +49,10 @@ class Base:
         if "beta_schedule" in self.cfg:
             self.alphas_cumprod = torch.cumprod(1.0 - betas_for(self.cfg),
                                                 dim=0)
+        if "set_alpha_to_one" in self.cfg:  # DDIM, LCM
+            self.final_alpha_cumprod = (torch.tensor(1.0)
+                                        if self.cfg["set_alpha_to_one"]
+                                        else self.alphas_cumprod[0])
 
     def scale_model_input(self, sample, i):
         return sample
@@ -86,12 +90,6 @@ class Ddim(Base):
                     timestep_spacing="leading", steps_offset=0,
                     set_alpha_to_one=True, clip_sample=True,
                     clip_sample_range=1.0)
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.final_alpha_cumprod = (torch.tensor(1.0)
-                                    if self.cfg["set_alpha_to_one"]
-                                    else self.alphas_cumprod[0])
 
     def set_timesteps(self, n, mu=None, sigmas=None):
         N = self.cfg["num_train_timesteps"]
@@ -568,12 +566,6 @@ class Lcm(Base):
                     clip_sample_range=1.0, set_alpha_to_one=True,
                     steps_offset=0, prediction_type="epsilon",
                     timestep_spacing="leading", timestep_scaling=10.0)
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.final_alpha_cumprod = (torch.tensor(1.0)
-                                    if self.cfg["set_alpha_to_one"]
-                                    else self.alphas_cumprod[0])
 
     def set_timesteps(self, n, mu=None, sigmas=None):
         N = self.cfg["num_train_timesteps"]
