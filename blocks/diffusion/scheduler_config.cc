@@ -94,7 +94,7 @@ const KindKeys& KeysOf(SchedulerKind kind) {
           {kBetas, kZeroSnr, kThresholding, kExponential, kBeta, kFlowSigmas,
            kVariance,
            {"use_lu_lambdas", "false"},
-           {"lambda_min_clipped", "-inf"}}}},
+           {"lambda_min_clipped", "-Infinity"}}}},
         {SchedulerKind::kUniPcMultistep,
          {with({"prediction_type", "timestep_spacing", "steps_offset",
                 "solver_order", "solver_type", "lower_order_final",
@@ -208,6 +208,39 @@ std::string DidYouMean(absl::string_view key) {
   return best.empty() ? "" : absl::StrCat("; did you mean '", best, "'?");
 }
 
+// Python's json writes infinities and NaN bare (a DPM-Solver config's
+// "lambda_min_clipped": -Infinity), which JSON does not allow: quoted here,
+// outside strings, so that the file parses and the value reads as the
+// string "-Infinity".
+std::string QuoteNonFiniteNumbers(absl::string_view text) {
+  std::string out;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) {
+        out += text[++i];
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') in_string = true;
+    bool replaced = false;
+    for (absl::string_view token : {"-Infinity", "Infinity", "NaN"}) {
+      if (text.substr(i, token.size()) == token) {
+        absl::StrAppend(&out, "\"", token, "\"");
+        i += token.size() - 1;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) out += c;
+  }
+  return out;
+}
+
 absl::StatusOr<google::protobuf::Struct> ReadJsonFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
@@ -217,8 +250,8 @@ absl::StatusOr<google::protobuf::Struct> ReadJsonFile(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   google::protobuf::Struct json;
-  if (auto status = google::protobuf::util::JsonStringToMessage(text.str(),
-                                                                 &json);
+  if (auto status = google::protobuf::util::JsonStringToMessage(
+          QuoteNonFiniteNumbers(text.str()), &json);
       !status.ok()) {
     return ParamError("config_file",
                       absl::StrCat("'", path, "' is not a JSON object: ",
@@ -260,8 +293,7 @@ absl::StatusOr<BlockParams> ReadConfigFile(SchedulerKind kind,
         [&](const DefaultOnly& d) { return d.key == key; });
     if (only != keys.default_only.end()) {
       const std::string given = DescribeJson(value);
-      if (given != only->value &&
-          !(only->value == "-inf" && value.kind_case() == Json::kNullValue)) {
+      if (given != only->value) {
         return ParamError(
             "config_file",
             absl::StrCat("'", path, "' sets ", key, " = ", given,

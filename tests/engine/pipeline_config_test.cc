@@ -331,8 +331,10 @@ TEST_F(PipelineConfigTest, DiffusersSchedulerPicksTheClass) {
                                   "string_value: \"",
                                   file, "\" } }")));
   };
+  // As diffusers saves it: Python's json writes -Infinity bare.
   WriteFile("dpm.json", R"({"_class_name": "DPMSolverMultistepScheduler",
     "_diffusers_version": "0.27.0", "use_karras_sigmas": true,
+    "lambda_min_clipped": -Infinity, "variance_type": null,
     "solver_order": 3, "skip_prk_steps": true})");
   ASSERT_OK(as_diffusers("dpm.json"));
   ASSERT_OK_AND_ASSIGN(
