@@ -12,7 +12,6 @@
 #include <cmath>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "blocks/core/status_macros.h"
 #include "blocks/diffusion/scheduler_internal.h"
 #include "blocks/diffusion/schedulers.h"
@@ -160,14 +159,8 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
   const bool sde = config_.algorithm_type == "sde-dpmsolver++";
   at::Tensor noise;
   if (sde) {
-    if (options.generator == nullptr) {
-      return absl::FailedPreconditionError(
-          "sde-dpmsolver++ draws noise every step and needs the run's "
-          "generator");
-    }
-    noise = at::randn(model_output.sizes(), *options.generator,
-                      at::TensorOptions().dtype(at::kFloat))
-                .to(model_output.device());
+    ASSIGN_OR_RETURN(noise, DrawNoise(model_output, options, "sde-dpmsolver++",
+                                      at::kFloat));
   }
 
   const Level t = LevelAt(sigmas[i + 1]);

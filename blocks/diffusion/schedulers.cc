@@ -124,18 +124,19 @@ float Scheduler::FinalAlphaCumprod() const {
   return config_.set_alpha_to_one ? 1.0f : alphas_cumprod_[0].item<float>();
 }
 
-absl::StatusOr<at::Tensor> Scheduler::DrawNoise(const at::Tensor& like,
-                                                const StepOptions& options,
-                                                absl::string_view who) {
+absl::StatusOr<at::Tensor> Scheduler::DrawNoise(
+    const at::Tensor& like, const StepOptions& options, absl::string_view who,
+    std::optional<at::ScalarType> dtype) {
   if (options.generator == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(who, " draws noise every step and needs the run's "
                           "generator"));
   }
-  // diffusers' randn_tensor with a CPU generator: drawn on the CPU, then
-  // moved, so a seed gives the same noise on every device.
+  // Drawn on the CPU, then moved: a seed gives the same noise on every
+  // device.
   return at::randn(like.sizes(), *options.generator,
-                   at::TensorOptions().dtype(like.scalar_type()))
+                   at::TensorOptions().dtype(dtype.value_or(
+                       like.scalar_type())))
       .to(like.device());
 }
 

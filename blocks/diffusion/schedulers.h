@@ -189,10 +189,13 @@ class Scheduler {
   // DDIM's and LCM's ā before the first training step: 1 with
   // set_alpha_to_one, else ā_0.
   float FinalAlphaCumprod() const;
-  // FAILED_PRECONDITION when a stochastic step has no generator.
-  static absl::StatusOr<at::Tensor> DrawNoise(const at::Tensor& like,
-                                              const StepOptions& options,
-                                              absl::string_view who);
+  // One randn of `like`'s shape from the run's generator, drawn on the CPU
+  // in `dtype` (`like`'s when unset) and moved to `like`'s device, as
+  // diffusers' randn_tensor draws with a CPU generator. FAILED_PRECONDITION
+  // naming `who` when there is no generator.
+  static absl::StatusOr<at::Tensor> DrawNoise(
+      const at::Tensor& like, const StepOptions& options, absl::string_view who,
+      std::optional<at::ScalarType> dtype = std::nullopt);
 
   SchedulerConfig config_;
   at::Tensor alphas_cumprod_;
