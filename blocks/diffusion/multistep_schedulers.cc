@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "blocks/core/status_macros.h"
@@ -18,6 +19,36 @@
 
 namespace loopserve {
 namespace {
+
+// The VP model's (α_t, σ_t) at noise level σ, and λ = log α − log σ.
+struct Level {
+  float alpha;
+  float sigma;
+  float lambda;
+};
+
+// α_t = 1 / √(σ² + 1), σ_t = σ·α_t: diffusers' _sigma_to_alpha_sigma_t.
+std::pair<float, float> AlphaSigma(float sigma) {
+  const float alpha = 1.0f / std::sqrt(sigma * sigma + 1.0f);
+  return {alpha, sigma * alpha};
+}
+
+// λ at each of `sigmas`: Schedule::lambdas.
+std::vector<float> Lambdas(const at::Tensor& sigmas) {
+  std::vector<float> lambdas;
+  for (float sigma : internal::ToFloats(sigmas)) {
+    const auto [alpha, sigma_t] = AlphaSigma(sigma);
+    lambdas.push_back(internal::TorchLog(alpha) - internal::TorchLog(sigma_t));
+  }
+  return lambdas;
+}
+
+// The level at the schedule's `index`.
+Level LevelAt(const Schedule& schedule, int64_t index) {
+  const auto [alpha, sigma_t] =
+      AlphaSigma(schedule.sigmas.data_ptr<float>()[index]);
+  return {alpha, sigma_t, schedule.lambdas[index]};
+}
 
 // DPM-Solver's and UniPC's set_timesteps: n + 1 points spaced over the
 // training range, the last dropped (so that the final step reaches the
@@ -71,30 +102,16 @@ absl::StatusOr<Schedule> MultistepSchedule(const SchedulerConfig& config,
   Schedule schedule;
   schedule.timesteps = internal::CpuTensor(t, at::kLong);
   schedule.sigmas = internal::CpuTensor(sigmas, at::kFloat);
+  schedule.lambdas = Lambdas(schedule.sigmas);
   return schedule;
-}
-
-// The VP model's (α_t, σ_t) at noise level σ, and λ = log α − log σ.
-struct Level {
-  float alpha;
-  float sigma;
-  float lambda;
-};
-
-Level LevelAt(float sigma) {
-  const float alpha = 1.0f / std::sqrt(sigma * sigma + 1.0f);
-  const float sigma_t = sigma * alpha;
-  return {alpha, sigma_t,
-          internal::TorchLog(alpha) - internal::TorchLog(sigma_t)};
 }
 
 // The model output as the data prediction x0 (or, for UniPC without
 // predict_x0, the noise prediction ε).
 at::Tensor ConvertModelOutput(const SchedulerConfig& config,
                               const at::Tensor& model_output,
-                              const at::Tensor& sample, float sigma,
+                              const at::Tensor& sample, const Level& level,
                               bool predict_x0) {
-  const Level level = LevelAt(sigma);
   const std::string& kind = config.prediction_type;
   if (predict_x0) {
     if (kind == "epsilon") {
@@ -150,9 +167,10 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
   const bool lower_order_second =
       i == n - 2 && config_.lower_order_final && n < 15;
 
-  const float* sigmas = schedule.sigmas.data_ptr<float>();
-  at::Tensor x0 = ConvertModelOutput(config_, model_output, sample_in,
-                                     sigmas[i], /*predict_x0=*/true);
+  const Level t = LevelAt(schedule, i + 1);
+  const Level s0 = LevelAt(schedule, i);
+  at::Tensor x0 = ConvertModelOutput(config_, model_output, sample_in, s0,
+                                     /*predict_x0=*/true);
   Remember(schedule, x0, config_.solver_order);
 
   const at::Tensor sample = sample_in.to(at::kFloat);
@@ -163,8 +181,6 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
                                       at::kFloat));
   }
 
-  const Level t = LevelAt(sigmas[i + 1]);
-  const Level s0 = LevelAt(sigmas[i]);
   const float h = t.lambda - s0.lambda;
   const float exp_neg_h = internal::TorchExp(-h);
   const bool midpoint = config_.solver_type == "midpoint";
@@ -182,7 +198,7 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
     }
   } else if (config_.solver_order == 2 || schedule.lower_order_nums < 2 ||
              lower_order_second) {
-    const Level s1 = LevelAt(sigmas[i - 1]);
+    const Level s1 = LevelAt(schedule, i - 1);
     const at::Tensor& m0 = Recent(schedule, 0);
     const at::Tensor& m1 = Recent(schedule, 1);
     const float h_0 = s0.lambda - s1.lambda;
@@ -206,8 +222,8 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
                 : x_t + (t.alpha * ((exp_neg_h - 1.0f) / h + 1.0f)) * d1;
     }
   } else {
-    const Level s1 = LevelAt(sigmas[i - 1]);
-    const Level s2 = LevelAt(sigmas[i - 2]);
+    const Level s1 = LevelAt(schedule, i - 1);
+    const Level s2 = LevelAt(schedule, i - 2);
     const at::Tensor& m0 = Recent(schedule, 0);
     const at::Tensor& m1 = Recent(schedule, 1);
     const at::Tensor& m2 = Recent(schedule, 2);
@@ -246,7 +262,7 @@ absl::StatusOr<Schedule> UniPcMultistepScheduler::SetTimesteps(
 namespace {
 
 // What UniPC's predictor (UniP) and corrector (UniC) share: the B(h) update
-// of `x` from the noise level sigmas[from] to sigmas[to], with the
+// of `x` from the noise level at `from` to the one at `to`, with the
 // differences of the history's last `order` outputs (the newest, m0, at
 // `from`, the k-th before it at from − k).
 struct UniUpdate {
@@ -264,15 +280,14 @@ struct UniUpdate {
 UniUpdate UniBase(const Schedule& schedule, const SchedulerConfig& config,
                   int64_t from, int64_t to, const at::Tensor& x,
                   int64_t order) {
-  const float* sigmas = schedule.sigmas.data_ptr<float>();
   const at::Tensor& m0 = Recent(schedule, 0);
-  const Level t = LevelAt(sigmas[to]);
-  const Level s0 = LevelAt(sigmas[from]);
+  const Level t = LevelAt(schedule, to);
+  const Level s0 = LevelAt(schedule, from);
   const float h = t.lambda - s0.lambda;
   std::vector<float> rks;
   std::vector<at::Tensor> d1s;
   for (int64_t k = 1; k < order; ++k) {
-    const float rk = (LevelAt(sigmas[from - k]).lambda - s0.lambda) / h;
+    const float rk = (schedule.lambdas[from - k] - s0.lambda) / h;
     rks.push_back(rk);
     d1s.push_back((Recent(schedule, k) - m0) / rk);
   }
@@ -356,9 +371,9 @@ absl::StatusOr<StepResult> UniPcMultistepScheduler::Step(
       i > 0 &&
       std::find(disabled.begin(), disabled.end(), i - 1) == disabled.end() &&
       schedule.last_sample.defined();
-  const float sigma = schedule.sigmas.data_ptr<float>()[i];
+  const Level level = LevelAt(schedule, i);
   const at::Tensor converted = ConvertModelOutput(
-      config_, model_output, sample_in, sigma, config_.predict_x0);
+      config_, model_output, sample_in, level, config_.predict_x0);
   at::Tensor sample = sample_in;
   if (use_corrector) {
     sample = Corrector(schedule, i, converted, schedule.this_order);
@@ -377,7 +392,6 @@ absl::StatusOr<StepResult> UniPcMultistepScheduler::Step(
 
   at::Tensor x0 = converted;
   if (!config_.predict_x0) {
-    const Level level = LevelAt(sigma);
     x0 = (sample_in - level.sigma * converted) / level.alpha;
   }
   return StepResult{.prev_sample = std::move(prev_sample),

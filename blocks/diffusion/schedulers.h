@@ -61,6 +61,9 @@ struct Schedule {
   // The scale of the initial noise.
   double init_noise_sigma = 1.0;
 
+  // DPM-Solver, UniPC: λ = log α − log σ of the VP model at each of
+  // `sigmas`, computed once by SetTimesteps rather than at every step.
+  std::vector<float> lambdas{};
   // A multistep solver's memory (DPM-Solver, UniPC): the converted model
   // outputs of the last steps, oldest first, and how many lower-order
   // warm-up steps it has taken.
