@@ -29,9 +29,10 @@ std::vector<float> ToFloats(const at::Tensor& t);
 absl::Status CheckTrainingRange(const std::vector<double>& timesteps,
                                 const SchedulerConfig& config, int64_t n);
 
-// The training sigmas at `timesteps` (int64), then 0: float32 [n + 1].
-at::Tensor SigmasAtTimesteps(const at::Tensor& alphas_cumprod,
-                             const at::Tensor& timesteps);
+// A schedule of integer training timesteps (DDIM's, LCM's): int64
+// timesteps and, for the record, the training sigmas at them, then 0.
+Schedule DiscreteSchedule(const std::vector<double>& timesteps,
+                          const at::Tensor& alphas_cumprod);
 
 // log, exp and expm1 of a float32 scalar as diffusers computes them, on a
 // 0-d float32 tensor: torch's kernels round differently from libm's in

@@ -66,11 +66,16 @@ absl::Status CheckTrainingRange(const std::vector<double>& timesteps,
   return absl::OkStatus();
 }
 
-at::Tensor SigmasAtTimesteps(const at::Tensor& alphas_cumprod,
-                             const at::Tensor& timesteps) {
+Schedule DiscreteSchedule(const std::vector<double>& timesteps,
+                          const at::Tensor& alphas_cumprod) {
+  Schedule schedule;
+  schedule.timesteps = CpuTensor(timesteps, at::kLong);
+  // Not used by their steps; reported so that every scheduler's schedule
+  // says its noise levels.
   const at::Tensor sigmas =
-      TrainingSigmas(alphas_cumprod).index_select(0, timesteps);
-  return at::cat({sigmas, at::zeros({1}, sigmas.options())});
+      TrainingSigmas(alphas_cumprod).index_select(0, schedule.timesteps);
+  schedule.sigmas = at::cat({sigmas, at::zeros({1}, sigmas.options())});
+  return schedule;
 }
 
 namespace {
@@ -158,13 +163,7 @@ absl::StatusOr<Schedule> DdimScheduler::SetTimesteps(
   const std::vector<double> t =
       internal::SpacedTimesteps(config_, n, /*round_linspace=*/true);
   RETURN_IF_ERROR(internal::CheckTrainingRange(t, config_, n));
-  Schedule schedule;
-  schedule.timesteps = CpuTensor(t, at::kLong);
-  // Not used by DDIM's step; reported so that every scheduler's schedule
-  // says its noise levels.
-  schedule.sigmas =
-      internal::SigmasAtTimesteps(alphas_cumprod_, schedule.timesteps);
-  return schedule;
+  return internal::DiscreteSchedule(t, alphas_cumprod_);
 }
 
 absl::StatusOr<StepResult> DdimScheduler::Step(
@@ -345,11 +344,7 @@ absl::StatusOr<Schedule> LcmScheduler::SetTimesteps(
         static_cast<size_t>(std::floor(static_cast<double>(i) * spacing));
     t.push_back(static_cast<double>(origin[index]));
   }
-  Schedule schedule;
-  schedule.timesteps = CpuTensor(t, at::kLong);
-  schedule.sigmas =
-      internal::SigmasAtTimesteps(alphas_cumprod_, schedule.timesteps);
-  return schedule;
+  return internal::DiscreteSchedule(t, alphas_cumprod_);
 }
 
 absl::StatusOr<StepResult> LcmScheduler::Step(
