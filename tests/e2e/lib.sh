@@ -1,4 +1,14 @@
-# Helpers the end-to-end scripts share. Source it after `set -euo pipefail`.
+# Helpers the end-to-end scripts share. Source it after `set -euo pipefail`:
+# it makes a scratch folder, $work, and removes it, stopping the server
+# start_loopserve started, when the script exits.
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 

@@ -8,13 +8,6 @@
 # Env: BUILD_DIR (the configured build tree), SOURCE_DIR, WRONG_ABI_PLUGIN.
 set -euo pipefail
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
 
 prefix="$work/prefix"
