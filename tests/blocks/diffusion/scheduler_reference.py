@@ -426,9 +426,31 @@ class UniPc(Base):
             return (sample - alpha_t * model_output) / sigma_t
         return alpha_t * model_output + sigma_t * sample
 
-    def coefficients(self, rks, h, order, device):
+    def uni_base(self, frm, to, x, order):
+        """What diffusers' multistep_uni_p_bh_update and
+        multistep_uni_c_bh_update share: the B(h) update of x from
+        sigmas[frm] to sigmas[to], with the history's differences (the k-th
+        before m0 at frm - k). Returns the first-order part x_t_, the scale
+        of the correction ((alpha_t or sigma_t) * B_h), R, b and D1s."""
+        model_output_list = self.model_outputs
+        m0 = model_output_list[-1]
+        sigma_t, sigma_s0 = self.sigmas[to], self.sigmas[frm]
+        alpha_t, sigma_t = sigma_to_alpha_sigma_t(sigma_t)
+        alpha_s0, sigma_s0 = sigma_to_alpha_sigma_t(sigma_s0)
+        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
+        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
+        h = lambda_t - lambda_s0
+        rks = []
+        D1s = []
+        for k in range(1, order):
+            mi = model_output_list[-(k + 1)]
+            alpha_si, sigma_si = sigma_to_alpha_sigma_t(self.sigmas[frm - k])
+            lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
+            rk = (lambda_si - lambda_s0) / h
+            rks.append(rk)
+            D1s.append((mi - m0) / rk)
         rks.append(1.0)
-        rks = torch.tensor(rks, device=device)
+        rks = torch.tensor(rks, device=x.device)
         R = []
         b = []
         hh = -h if self.cfg["predict_x0"] else h
@@ -444,91 +466,39 @@ class UniPc(Base):
             b.append(h_phi_k * factorial_i / B_h)
             factorial_i *= i + 1
             h_phi_k = h_phi_k / hh - 1 / factorial_i
-        return torch.stack(R), torch.tensor(b, device=device), h_phi_1, B_h
+        if self.cfg["predict_x0"]:
+            x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
+            scale = alpha_t * B_h
+        else:
+            x_t_ = alpha_t / alpha_s0 * x - sigma_t * h_phi_1 * m0
+            scale = sigma_t * B_h
+        D1s = torch.stack(D1s, dim=1) if len(D1s) > 0 else None
+        return (x_t_, scale, torch.stack(R), torch.tensor(b, device=x.device),
+                D1s)
 
-    def uni_p(self, sample, order):
-        model_output_list = self.model_outputs
-        m0 = model_output_list[-1]
-        x = sample
+    def uni_p(self, x, order):
         i = self.step_index
-        sigma_t, sigma_s0 = self.sigmas[i + 1], self.sigmas[i]
-        alpha_t, sigma_t = sigma_to_alpha_sigma_t(sigma_t)
-        alpha_s0, sigma_s0 = sigma_to_alpha_sigma_t(sigma_s0)
-        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
-        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
-        h = lambda_t - lambda_s0
-        rks = []
-        D1s = []
-        for k in range(1, order):
-            si = i - k
-            mi = model_output_list[-(k + 1)]
-            alpha_si, sigma_si = sigma_to_alpha_sigma_t(self.sigmas[si])
-            lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
-            rk = (lambda_si - lambda_s0) / h
-            rks.append(rk)
-            D1s.append((mi - m0) / rk)
-        R, b, h_phi_1, B_h = self.coefficients(rks, h, order, sample.device)
-        if len(D1s) > 0:
-            D1s = torch.stack(D1s, dim=1)
+        x_t_, scale, R, b, D1s = self.uni_base(i, i + 1, x, order)
+        pred_res = 0
+        if D1s is not None:
             if order == 2:
                 rhos_p = torch.tensor([0.5], dtype=x.dtype)
             else:
                 rhos_p = torch.linalg.solve(R[:-1, :-1], b[:-1]).to(x.dtype)
-        else:
-            D1s = None
-        if self.cfg["predict_x0"]:
-            x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
-            pred_res = (torch.einsum("k,bkc...->bc...", rhos_p, D1s)
-                        if D1s is not None else 0)
-            x_t = x_t_ - alpha_t * B_h * pred_res
-        else:
-            x_t_ = alpha_t / alpha_s0 * x - sigma_t * h_phi_1 * m0
-            pred_res = (torch.einsum("k,bkc...->bc...", rhos_p, D1s)
-                        if D1s is not None else 0)
-            x_t = x_t_ - sigma_t * B_h * pred_res
-        return x_t.to(x.dtype)
+            pred_res = torch.einsum("k,bkc...->bc...", rhos_p, D1s)
+        return (x_t_ - scale * pred_res).to(x.dtype)
 
-    def uni_c(self, this_model_output, last_sample, order):
-        model_output_list = self.model_outputs
-        m0 = model_output_list[-1]
-        x = last_sample
-        model_t = this_model_output
+    def uni_c(self, model_t, x, order):
         i = self.step_index
-        sigma_t, sigma_s0 = self.sigmas[i], self.sigmas[i - 1]
-        alpha_t, sigma_t = sigma_to_alpha_sigma_t(sigma_t)
-        alpha_s0, sigma_s0 = sigma_to_alpha_sigma_t(sigma_s0)
-        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
-        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
-        h = lambda_t - lambda_s0
-        rks = []
-        D1s = []
-        for k in range(1, order):
-            si = i - (k + 1)
-            mi = model_output_list[-(k + 1)]
-            alpha_si, sigma_si = sigma_to_alpha_sigma_t(self.sigmas[si])
-            lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
-            rk = (lambda_si - lambda_s0) / h
-            rks.append(rk)
-            D1s.append((mi - m0) / rk)
-        R, b, h_phi_1, B_h = self.coefficients(rks, h, order, x.device)
-        D1s = torch.stack(D1s, dim=1) if len(D1s) > 0 else None
+        x_t_, scale, R, b, D1s = self.uni_base(i - 1, i, x, order)
         if order == 1:
             rhos_c = torch.tensor([0.5], dtype=x.dtype)
         else:
             rhos_c = torch.linalg.solve(R, b).to(x.dtype)
-        if self.cfg["predict_x0"]:
-            x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
-            corr_res = (torch.einsum("k,bkc...->bc...", rhos_c[:-1], D1s)
-                        if D1s is not None else 0)
-            D1_t = model_t - m0
-            x_t = x_t_ - alpha_t * B_h * (corr_res + rhos_c[-1] * D1_t)
-        else:
-            x_t_ = alpha_t / alpha_s0 * x - sigma_t * h_phi_1 * m0
-            corr_res = (torch.einsum("k,bkc...->bc...", rhos_c[:-1], D1s)
-                        if D1s is not None else 0)
-            D1_t = model_t - m0
-            x_t = x_t_ - sigma_t * B_h * (corr_res + rhos_c[-1] * D1_t)
-        return x_t.to(x.dtype)
+        corr_res = (torch.einsum("k,bkc...->bc...", rhos_c[:-1], D1s)
+                    if D1s is not None else 0)
+        D1_t = model_t - self.model_outputs[-1]
+        return (x_t_ - scale * (corr_res + rhos_c[-1] * D1_t)).to(x.dtype)
 
     def step(self, model_output, i, sample, eta=0.0, generator=None):
         self.step_index = i
