@@ -88,6 +88,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   }
   root->SetName(name);
   RETURN_IF_ERROR(CheckExpectedComponents(*root, components, role_at_fault));
+  RETURN_IF_ERROR(BindComponents(*root, components));
   auto pipeline = std::make_unique<Pipeline>();
   pipeline->name = name;
   for (InputParam input : root->signature().inputs) {

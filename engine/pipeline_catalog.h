@@ -51,7 +51,8 @@ class PipelineCatalog {
   // an empty name; NOT_FOUND naming a component the blocks expect that
   // `components` lacks, FAILED_PRECONDITION one of the wrong interface
   // (CheckExpectedComponents); then `role_at_fault`, when given, receives
-  // its role.
+  // its role. Then binds the blocks to the components (BindComponents): a
+  // block's error there names it.
   absl::Status Add(std::string name, std::string description,
                    std::unique_ptr<Block> root, Components components = {},
                    std::string* role_at_fault = nullptr);

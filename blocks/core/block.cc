@@ -35,6 +35,28 @@ const BlockSignature& Block::signature() const {
   return signature_;
 }
 
+void Block::RecomputeSignature() {
+  // Assembly is single-threaded: the once flag only has to be spent so that
+  // signature() does not overwrite what is computed here.
+  absl::call_once(signature_once_, [] {});
+  signature_.inputs = inputs();
+  signature_.intermediate_inputs = intermediate_inputs();
+  signature_.intermediate_outputs = intermediate_outputs();
+  signature_.expected_components = expected_components();
+  signature_resolved_ = true;
+}
+
+absl::Status Block::Bind(const Components&) { return absl::OkStatus(); }
+
+absl::Status BindComponents(Block& root, const Components& components) {
+  for (const SubBlock& sub : root.sub_blocks()) {
+    RETURN_IF_ERROR(BindComponents(*sub.block, components));
+  }
+  RETURN_IF_ERROR(InvokeGuarded(root, [&] { return root.Bind(components); }));
+  root.RecomputeSignature();
+  return absl::OkStatus();
+}
+
 namespace {
 
 // Puts `param`'s value into `block_state`: `value` when there is one, else

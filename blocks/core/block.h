@@ -31,8 +31,8 @@
 // Thread-safety: once assembled, a block is immutable; Run and every other
 // const method may be called concurrently from any number of runs. All
 // per-run state lives in the PipelineState and BlockState. Assembly
-// (SetName, CompositeBlock::SetSubBlocks) happens before serving, on one
-// thread.
+// (SetName, CompositeBlock::SetSubBlocks, BindComponents) happens before
+// serving, on one thread.
 //
 // Errors: see Note [error attribution] below.
 #pragma once
@@ -112,6 +112,14 @@ class Block {
   virtual std::vector<OutputParam> intermediate_outputs() const { return {}; }
   virtual std::vector<ComponentSpec> expected_components() const { return {}; }
 
+  // Assembly: the components the block will run with, once its pipeline
+  // has bound them and checked them against expected_components(). A block
+  // whose declarations depend on its components (the conditioning values a
+  // denoiser takes are run inputs of the block that calls it) reads them
+  // here; its signature is computed again afterwards. Call it through
+  // BindComponents (below). Default: nothing to read.
+  virtual absl::Status Bind(const Components& components);
+
   // Runs the block. Call it through RunBlock (below), which turns exceptions
   // into a Status naming the block.
   virtual absl::Status Run(const Components& components, PipelineState& state,
@@ -156,6 +164,11 @@ class Block {
 
   // Sets path() and name(); composites also re-path their children.
   virtual void AssignPath(std::string path);
+
+  friend absl::Status BindComponents(Block& root,
+                                     const Components& components);
+  // Computes signature() again: after Bind, during assembly only.
+  void RecomputeSignature();
 
   // For CompositeBlock::SetSubBlocks: whether signature() was computed, and
   // so would go stale.
@@ -242,6 +255,12 @@ absl::Status InvokeGuarded(const Block& block, Fn&& fn);
 absl::Status CheckExpectedComponents(const Block& root,
                                      const Components& components,
                                      std::string* role = nullptr);
+
+// Binds every block under `root` to `components` (Block::Bind, children
+// first) and recomputes their signatures, so that composites aggregate what
+// their children declare once bound: how a pipeline is assembled after
+// CheckExpectedComponents. Errors are attributed to the block.
+absl::Status BindComponents(Block& root, const Components& components);
 
 // Runs `block` on `state`: the way a pipeline is started, and the way
 // composites run their children.

@@ -116,6 +116,37 @@ absl::StatusOr<std::vector<double>> ParamReader::DoubleList(
   return out;
 }
 
+absl::StatusOr<std::vector<int64_t>> ParamReader::IntList(
+    absl::string_view name, std::vector<int64_t> fallback) {
+  if (!Has(name)) return fallback;
+  absl::StatusOr<std::vector<double>> numbers = DoubleList(name, {});
+  if (!numbers.ok()) return numbers.status();
+  std::vector<int64_t> out;
+  for (double d : *numbers) {
+    if (d != std::trunc(d) || std::abs(d) > 9.0e15) {
+      return ParamError(name, absl::StrCat("expects a list of integers, got ",
+                                           d));
+    }
+    out.push_back(static_cast<int64_t>(d));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ParamReader::StringList(
+    absl::string_view name, std::vector<std::string> fallback) {
+  const c10::IValue* value = Find(name);
+  if (value == nullptr) return fallback;
+  if (!value->isList()) return KindError(name, "a list of strings", *value);
+  std::vector<std::string> out;
+  for (const c10::IValue& element : value->toListRef()) {
+    if (!element.isString()) {
+      return KindError(name, "a list of strings", element);
+    }
+    out.push_back(element.toStringRef());
+  }
+  return out;
+}
+
 absl::Status ParamReader::CheckAllRead() const {
   std::vector<std::string> unknown;
   for (const auto& [name, value] : params_) {

@@ -47,6 +47,12 @@ class ParamReader {
   // A list of numbers.
   absl::StatusOr<std::vector<double>> DoubleList(
       absl::string_view name, std::vector<double> fallback);
+  // A list of integers (integral numbers).
+  absl::StatusOr<std::vector<int64_t>> IntList(absl::string_view name,
+                                               std::vector<int64_t> fallback);
+  // A list of strings.
+  absl::StatusOr<std::vector<std::string>> StringList(
+      absl::string_view name, std::vector<std::string> fallback);
 
   // INVALID_ARGUMENT naming the first param (sorted) that no accessor asked
   // for, and the ones they did: a misspelt key must not be silently ignored.

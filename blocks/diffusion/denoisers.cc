@@ -1,7 +1,6 @@
 #include "blocks/diffusion/denoisers.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -9,78 +8,18 @@
 #include <numbers>
 #include <utility>
 
-#include "absl/strings/ascii.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
 #include "blocks/core/status_macros.h"
 #include "blocks/diffusion/noise_schedule.h"
 #include "blocks/diffusion/png.h"
+#include "blocks/diffusion/torchscript_module.h"
 
 namespace loopserve {
 namespace {
-
-std::string ShapeString(const at::Tensor& t) {
-  return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
-}
-
-absl::StatusOr<std::unique_ptr<torch::jit::Module>> LoadModule(
-    const std::string& path, c10::Device device, at::ScalarType dtype) {
-  try {
-    auto module =
-        std::make_unique<torch::jit::Module>(torch::jit::load(path, device));
-    module->eval();
-    module->to(dtype);
-    return module;
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("param 'path': cannot load TorchScript module '", path,
-                     "': ", e.what_without_backtrace()));
-  }
-}
-
-// The first tensor of a module's result: a tensor, or a tuple or list whose
-// first element is one (diffusers' return_dict=False form).
-absl::StatusOr<at::Tensor> FirstTensor(const c10::IValue& out) {
-  if (out.isTensor()) return out.toTensor();
-  if (out.isTuple() && !out.toTupleRef().elements().empty() &&
-      out.toTupleRef().elements()[0].isTensor()) {
-    return out.toTupleRef().elements()[0].toTensor();
-  }
-  if (out.isList() && !out.toListRef().empty() &&
-      out.toListRef()[0].isTensor()) {
-    return out.toListRef()[0].toTensor();
-  }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the module returned ", out.tagKind(), ", not a tensor"));
-}
-
-absl::StatusOr<c10::IValue> Forward(torch::jit::Module& module,
-                                    std::vector<c10::IValue> inputs,
-                                    const at::Tensor& first) {
-  try {
-    c10::InferenceMode guard;
-    return module.forward(std::move(inputs));
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the module's forward failed on input ",
-                     ShapeString(first), ": ", e.what_without_backtrace()));
-  }
-}
-
-// Reads the params every TorchScript component takes: `path` (required,
-// resolved against the configuration's folder) and `dtype`.
-template <typename Options>
-absl::StatusOr<Options> ReadModelOptions(ParamReader& params,
-                                         const ComponentContext& context) {
-  Options options{.device = context.device};
-  ASSIGN_OR_RETURN(std::string path, params.String("path", ""));
-  if (path.empty()) return ParamError("path", "is required");
-  options.path = context.ResolvePath(path);
-  ASSIGN_OR_RETURN(std::string dtype, params.String("dtype", "float32"));
-  ASSIGN_OR_RETURN(options.dtype, ParseModelDtype(dtype));
-  return options;
-}
 
 // The mixture's params, checked.
 absl::StatusOr<GaussianMixtureDenoiser::Mixture> ReadMixture(
@@ -113,15 +52,6 @@ absl::StatusOr<GaussianMixtureDenoiser::Mixture> ReadMixture(
 }
 
 }  // namespace
-
-absl::StatusOr<at::ScalarType> ParseModelDtype(absl::string_view name) {
-  const std::string lower = absl::AsciiStrToLower(name);
-  if (lower == "float32" || lower == "fp32") return at::kFloat;
-  if (lower == "float16" || lower == "fp16") return at::kHalf;
-  if (lower == "bfloat16" || lower == "bf16") return at::kBFloat16;
-  return ParamError("dtype", absl::StrCat("must be float32, float16 or "
-                                          "bfloat16; got '", name, "'"));
-}
 
 // ---- gaussian_mixture_denoiser ----
 
@@ -160,7 +90,7 @@ std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::Posterior(
 
 absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
     const at::Tensor& sample, const at::Tensor& timestep,
-    const at::Tensor&) const {
+    std::span<const at::Tensor>) const {
   if (!timestep.defined() || timestep.numel() < 1) {
     return absl::InvalidArgumentError("timestep is empty");
   }
@@ -186,35 +116,132 @@ absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
 // ---- torchscript_denoiser ----
 
 TorchScriptDenoiser::TorchScriptDenoiser(
-    Options options, std::unique_ptr<torch::jit::Module> module)
-    : options_(std::move(options)), module_(std::move(module)) {}
+    Options options, std::unique_ptr<torch::jit::Module> module,
+    std::vector<ModelArgument> conditioning)
+    : options_(std::move(options)),
+      conditioning_(std::move(conditioning)),
+      module_(std::move(module)) {}
 
 TorchScriptDenoiser::~TorchScriptDenoiser() = default;
 
+namespace {
+
+// The conditioning arguments `options` declare, checked against each other.
+absl::StatusOr<std::vector<ModelArgument>> ConditioningOf(
+    const TorchScriptDenoiser::Options& options) {
+  absl::flat_hash_set<std::string> seen;
+  std::vector<ModelArgument> conditioning;
+  for (const std::string& name : options.arguments) {
+    if (name.empty()) return ParamError("arguments", "has an empty name");
+    if (!seen.insert(name).second) {
+      return ParamError("arguments", absl::StrCat("names '", name,
+                                                  "' twice"));
+    }
+    if (name == "sample" || name == "timestep") continue;
+    if (absl::StartsWith(name, "negative_")) {
+      return ParamError(
+          "arguments",
+          absl::StrCat("'", name, "': names starting 'negative_' are the "
+                       "unconditional counterparts of conditioning values"));
+    }
+    conditioning.push_back({.name = name});
+  }
+  for (absl::string_view needed : {"sample", "timestep"}) {
+    if (!seen.contains(needed)) {
+      return ParamError("arguments",
+                        absl::StrCat("must include '", needed, "'"));
+    }
+  }
+  auto find = [&](absl::string_view param,
+                  const std::string& name) -> absl::StatusOr<ModelArgument*> {
+    for (ModelArgument& argument : conditioning) {
+      if (argument.name == name) return &argument;
+    }
+    return ParamError(param, absl::StrCat("'", name,
+                                          "' is not one of the conditioning "
+                                          "arguments"));
+  };
+  for (const std::string& name : options.shared_arguments) {
+    ASSIGN_OR_RETURN(ModelArgument * argument,
+                     find("shared_arguments", name));
+    argument->shared = true;
+  }
+  for (const auto& [name, shape] : options.shapes) {
+    ASSIGN_OR_RETURN(ModelArgument * argument,
+                     find(absl::StrCat("shape.", name), name));
+    for (int64_t size : shape) {
+      if (size < -1 || size == 0) {
+        return ParamError(absl::StrCat("shape.", name),
+                          "sizes must be >= 1, or -1 for any");
+      }
+    }
+    argument->shape = shape;
+  }
+  return conditioning;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const TorchScriptDenoiser>>
 TorchScriptDenoiser::Load(const Options& options) {
+  ASSIGN_OR_RETURN(std::vector<ModelArgument> conditioning,
+                   ConditioningOf(options));
+  RETURN_IF_ERROR(OutputSelector::Parse(options.output).status());
   ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
                    LoadModule(options.path, options.device, options.dtype));
-  return std::shared_ptr<const TorchScriptDenoiser>(
-      new TorchScriptDenoiser(options, std::move(module)));
+  const std::vector<std::string> forward = ForwardArgumentNames(*module);
+  if (forward.size() != options.arguments.size()) {
+    return ParamError(
+        "arguments",
+        absl::StrCat("lists ", options.arguments.size(), " (",
+                     absl::StrJoin(options.arguments, ", "),
+                     ") but the module's forward takes ", forward.size(),
+                     " (", absl::StrJoin(forward, ", "), ")"));
+  }
+  return std::shared_ptr<const TorchScriptDenoiser>(new TorchScriptDenoiser(
+      options, std::move(module), std::move(conditioning)));
 }
 
 absl::StatusOr<at::Tensor> TorchScriptDenoiser::Predict(
     const at::Tensor& sample, const at::Tensor& timestep,
-    const at::Tensor& encoder_hidden_states) const {
-  std::vector<c10::IValue> inputs;
-  inputs.emplace_back(sample.to(options_.dtype));
-  inputs.emplace_back(timestep);
-  if (options_.conditioned) {
-    if (!encoder_hidden_states.defined()) {
-      return absl::InvalidArgumentError(
-          "input 'encoder_hidden_states' is required by this denoiser");
-    }
-    inputs.emplace_back(encoder_hidden_states.to(options_.dtype));
+    std::span<const at::Tensor> conditioning) const {
+  if (conditioning.size() != conditioning_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the denoiser takes ", conditioning_.size(),
+                     " conditioning values, got ", conditioning.size()));
   }
-  ASSIGN_OR_RETURN(c10::IValue out, Forward(*module_, std::move(inputs),
-                                            sample));
-  ASSIGN_OR_RETURN(at::Tensor output, FirstTensor(out));
+  // The module's dtype for floating values; other dtypes (ids) as given.
+  auto to_model = [&](const at::Tensor& t) {
+    return at::isFloatingType(t.scalar_type()) ? t.to(options_.dtype) : t;
+  };
+  at::Tensor t = timestep;
+  if (options_.timestep_scale != 1.0) {
+    t = t.to(at::kDouble).mul(options_.timestep_scale)
+            .to(options_.timestep_dtype.value_or(at::kFloat));
+  } else if (options_.timestep_dtype.has_value()) {
+    t = t.to(*options_.timestep_dtype);
+  }
+  std::vector<c10::IValue> values;
+  std::vector<NamedValue> inputs;
+  values.reserve(options_.arguments.size());
+  size_t next = 0;
+  for (const std::string& name : options_.arguments) {
+    if (name == "sample") {
+      values.emplace_back(sample.to(options_.dtype));
+    } else if (name == "timestep") {
+      values.emplace_back(t);
+    } else {
+      values.emplace_back(to_model(conditioning[next++]));
+    }
+  }
+  for (size_t i = 0; i < values.size(); ++i) {
+    inputs.push_back({options_.arguments[i], &values[i]});
+  }
+  ASSIGN_OR_RETURN(c10::IValue out,
+                   CallModule(*module_, "denoiser", inputs));
+  ASSIGN_OR_RETURN(const OutputSelector selector,
+                   OutputSelector::Parse(options_.output));
+  ASSIGN_OR_RETURN(at::Tensor output, selector.Select(out, "denoiser"));
   if (output.sizes() != sample.sizes()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the denoiser returned ", ShapeString(output), " for a sample of ",
@@ -243,8 +270,10 @@ absl::StatusOr<at::Tensor> TorchScriptDecoder::Decode(
     const at::Tensor& latents) const {
   const at::Tensor scaled =
       (latents / options_.scaling_factor).to(options_.dtype);
-  ASSIGN_OR_RETURN(c10::IValue out, Forward(*module_, {scaled}, latents));
-  ASSIGN_OR_RETURN(at::Tensor image, FirstTensor(out));
+  const c10::IValue value(scaled);
+  ASSIGN_OR_RETURN(c10::IValue out,
+                   CallModule(*module_, "decoder", {{"latents", &value}}));
+  ASSIGN_OR_RETURN(at::Tensor image, OutputSelector().Select(out, "decoder"));
   if (image.dim() != 4 || image.size(1) != 3) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the decoder returned ", ShapeString(image), ", not [B,3,H,W]"));
@@ -329,8 +358,38 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
         ASSIGN_OR_RETURN(
             auto options,
             ReadModelOptions<TorchScriptDenoiser::Options>(params, context));
-        ASSIGN_OR_RETURN(options.conditioned,
+        ASSIGN_OR_RETURN(const bool encoder_hidden_states,
                          params.Bool("encoder_hidden_states", false));
+        if (encoder_hidden_states) {
+          if (params.Has("arguments")) {
+            return ParamError("encoder_hidden_states",
+                              "is a shorthand for arguments; give one");
+          }
+          options.arguments.push_back("encoder_hidden_states");
+        }
+        ASSIGN_OR_RETURN(options.arguments,
+                         params.StringList("arguments", options.arguments));
+        ASSIGN_OR_RETURN(options.shared_arguments,
+                         params.StringList("shared_arguments", {}));
+        for (const std::string& name : options.arguments) {
+          const std::string key = absl::StrCat("shape.", name);
+          if (!params.Has(key)) continue;
+          ASSIGN_OR_RETURN(std::vector<int64_t> shape,
+                           params.IntList(key, {}));
+          options.shapes.emplace_back(name, std::move(shape));
+        }
+        ASSIGN_OR_RETURN(options.timestep_scale,
+                         params.Double("timestep_scale", 1.0));
+        if (!(options.timestep_scale > 0)) {
+          return ParamError("timestep_scale", "must be > 0");
+        }
+        ASSIGN_OR_RETURN(const std::string timestep_dtype,
+                         params.Choice("timestep_dtype", "",
+                                       {"", "float32", "float64", "int64"}));
+        if (timestep_dtype == "float32") options.timestep_dtype = at::kFloat;
+        if (timestep_dtype == "float64") options.timestep_dtype = at::kDouble;
+        if (timestep_dtype == "int64") options.timestep_dtype = at::kLong;
+        ASSIGN_OR_RETURN(options.output, params.String("output", ""));
         RETURN_IF_ERROR(params.CheckAllRead());
         return TorchScriptDenoiser::Load(options);
       }));

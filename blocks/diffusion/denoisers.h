@@ -3,8 +3,9 @@
 //   gaussian_mixture_denoiser  the exact noise prediction for data whose
 //                              every element is drawn from a 1-D Gaussian
 //                              mixture: a correctness oracle with no weights.
-//   torchscript_denoiser       a TorchScript module (a UNet), called as
-//                              forward(sample, timestep[, encoder_hidden_states]).
+//   torchscript_denoiser       a TorchScript module (a UNet or a DiT),
+//                              called with the arguments its configuration
+//                              lists: forward(sample, timestep, ...).
 //
 // And the models that turn latents into pictures:
 //   torchscript_decoder        forward(latents) -> image in [-1, 1], [B,3,H,W].
@@ -17,6 +18,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -33,20 +36,38 @@ struct Module;
 
 namespace loopserve {
 
+// A value a model takes besides the sample and the timestep: conditioning
+// (encoder_hidden_states, SDXL's text_embeds and time_ids, Flux's
+// pooled_projections, txt_ids, img_ids, guidance). Each is a run input of a
+// pipeline whose denoiser takes it.
+struct ModelArgument {
+  std::string name{};
+  // Passed unchanged to both halves under classifier-free guidance and not
+  // batched (Flux's txt_ids, img_ids, guidance). Otherwise dimension 0 is
+  // the batch, and guidance pairs the value with its unconditional
+  // counterpart.
+  bool shared = false;
+  // The shape it must have, -1 for any size (the batch of a batched value is
+  // checked apart: 1 or the latents' batch); empty: any shape.
+  std::vector<int64_t> shape{};
+};
+
 class Denoiser {
  public:
   virtual ~Denoiser() = default;
   virtual absl::string_view type_name() const = 0;
-  // Whether the model takes encoder_hidden_states (conditioning), and so
-  // whether classifier-free guidance applies.
-  virtual bool conditioned() const { return false; }
-  // The model output for `sample` at `timestep` (a tensor of one element per
-  // sample or one for all, on the sample's device): epsilon or v, as the
-  // scheduler's prediction_type says. `encoder_hidden_states` is undefined
-  // for an unconditioned model. The result has `sample`'s dtype.
+  // The conditioning values the model takes, in the order it takes them;
+  // empty for an unconditioned model (classifier-free guidance does not
+  // apply then).
+  virtual std::span<const ModelArgument> conditioning() const { return {}; }
+  // The model output for `sample` [B,...] at `timestep` ([B], one per
+  // sample, on the sample's device): epsilon, v or a flow velocity, as the
+  // scheduler's prediction_type says. `conditioning` holds one value per
+  // conditioning() entry, in its order: batched ones with B rows, shared
+  // ones as given. The result has `sample`'s dtype and shape.
   virtual absl::StatusOr<at::Tensor> Predict(
       const at::Tensor& sample, const at::Tensor& timestep,
-      const at::Tensor& encoder_hidden_states) const = 0;
+      std::span<const at::Tensor> conditioning) const = 0;
 };
 
 class GaussianMixtureDenoiser final : public Denoiser {
@@ -67,9 +88,10 @@ class GaussianMixtureDenoiser final : public Denoiser {
                           Prediction prediction);
 
   absl::string_view type_name() const override { return kTypeName; }
+  // One timestep for the whole batch: the first.
   absl::StatusOr<at::Tensor> Predict(
       const at::Tensor& sample, const at::Tensor& timestep,
-      const at::Tensor& encoder_hidden_states) const override;
+      std::span<const at::Tensor> conditioning) const override;
 
   // ā at a (possibly fractional) timestep: 1 / (1 + σ(t)²), σ interpolated
   // linearly in t as the Euler scheduler interpolates it.
@@ -94,26 +116,48 @@ class TorchScriptDenoiser final : public Denoiser {
   struct Options {
     std::string path{};
     c10::Device device = c10::kCPU;
-    // The dtype the module runs in: float32, float16 or bfloat16.
+    // The dtype the module runs in: float32, float16 or bfloat16. Floating
+    // conditioning is converted to it; the sample too.
     at::ScalarType dtype = at::kFloat;
-    bool conditioned = false;
+    // forward's arguments in order: "sample", "timestep" and conditioning
+    // names (params `arguments`, and `encoder_hidden_states: true` for
+    // {sample, timestep, encoder_hidden_states}).
+    std::vector<std::string> arguments = {"sample", "timestep"};
+    // Conditioning names passed unchanged under guidance
+    // (ModelArgument::shared).
+    std::vector<std::string> shared_arguments{};
+    // Expected shapes by conditioning name (params `shape.NAME`).
+    std::vector<std::pair<std::string, std::vector<int64_t>>> shapes{};
+    // The timestep passed is timestep × timestep_scale (Flux: 0.001), in
+    // timestep_dtype; unset: the schedule's dtype, float32 when scaled.
+    double timestep_scale = 1.0;
+    std::optional<at::ScalarType> timestep_dtype{};
+    // Which element of the result is the prediction (OutputSelector).
+    std::string output{};
   };
   // Loads the module, moves it to the device and dtype, and sets eval mode.
+  // INVALID_ARGUMENT when `arguments` lacks "sample" or "timestep", repeats
+  // a name, or does not fit forward's argument count; naming a shared or
+  // shaped argument that is not a conditioning one.
   static absl::StatusOr<std::shared_ptr<const TorchScriptDenoiser>> Load(
       const Options& options);
   ~TorchScriptDenoiser() override;
 
   absl::string_view type_name() const override { return kTypeName; }
-  bool conditioned() const override { return options_.conditioned; }
+  std::span<const ModelArgument> conditioning() const override {
+    return conditioning_;
+  }
   absl::StatusOr<at::Tensor> Predict(
       const at::Tensor& sample, const at::Tensor& timestep,
-      const at::Tensor& encoder_hidden_states) const override;
+      std::span<const at::Tensor> conditioning) const override;
 
  private:
   TorchScriptDenoiser(Options options,
-                      std::unique_ptr<torch::jit::Module> module);
+                      std::unique_ptr<torch::jit::Module> module,
+                      std::vector<ModelArgument> conditioning);
 
   Options options_;
+  std::vector<ModelArgument> conditioning_;
   // Note [shared module]: TorchScript's interpreter runs one module from
   // many threads at once (forward is not const only by signature); runs
   // share it as they share every component.
@@ -180,9 +224,5 @@ class LatentPreview final : public ImageDecoder, public IterationPreview {
 // Denoiser), torchscript_decoder (as ImageDecoder) and latent_preview (as
 // ImageDecoder and IterationPreview).
 absl::Status RegisterModels(ComponentRegistry& registry);
-
-// "float32" / "float16" / "bfloat16", or the API's "FP32" / "FP16" / "BF16"
-// (any case).
-absl::StatusOr<at::ScalarType> ParseModelDtype(absl::string_view name);
 
 }  // namespace loopserve

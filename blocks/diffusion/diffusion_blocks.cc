@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -12,15 +13,12 @@
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/scheduler_config.h"
 #include "blocks/diffusion/schedulers.h"
+#include "blocks/diffusion/torchscript_module.h"
 
 namespace loopserve {
 namespace {
 
 constexpr int64_t kMaxLatentBytes = int64_t{1} << 30;
-
-std::string ShapeString(const at::Tensor& t) {
-  return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]");
-}
 
 ComponentSpec SchedulerSpec() {
   std::vector<std::string> types;
@@ -67,6 +65,117 @@ at::Tensor OptionalTensor(const BlockState& state, absl::string_view name) {
                                                : at::Tensor();
 }
 
+InputParam ImageLatentsInput() {
+  return {.name = "image_latents",
+          .type_hint = TypeHint::Tensor(),
+          .description = "Image-to-image: the image in latent space, float "
+                         "[B,C,H,W]; the run starts from it, noised to its "
+                         "first step (or as it is, with denoising_start)"};
+}
+
+InputParam DenoisingStartInput() {
+  return {.name = "denoising_start",
+          .type_hint = TypeHint::Double(),
+          .description = "Start at this fraction of the schedule, in (0, 1), "
+                         "from image_latents as they are (not noised): the "
+                         "refiner of a base + refiner split (SDXL)"};
+}
+
+// An optional double input; nullopt when absent.
+absl::StatusOr<std::optional<double>> OptionalDouble(const BlockState& state,
+                                                     absl::string_view name) {
+  const c10::IValue* value = state.Find(name);
+  if (value == nullptr || value->isNone()) return std::nullopt;
+  ASSIGN_OR_RETURN(const double d, state.Get<double>(name));
+  return d;
+}
+
+absl::Status CheckFraction(absl::string_view name, double value) {
+  if (!(value > 0.0 && value < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", name, "' must be in (0, 1), got ", value));
+  }
+  return absl::OkStatus();
+}
+
+// The steps of a schedule a run takes: [begin, end).
+struct StepRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+// diffusers' timestep cutoff for a denoising_start or denoising_end of
+// `fraction`: int(round(T − fraction · T)), Python's round (half to even).
+double TimestepCutoff(const Scheduler& scheduler, double fraction) {
+  const double train =
+      static_cast<double>(scheduler.config().noise.num_train_timesteps);
+  return std::nearbyint(train - fraction * train);
+}
+
+// The steps of `schedule` the run takes, as diffusers' pipelines choose
+// them: image-to-image's get_timesteps (strength: the last
+// min(int(n · strength), n) steps), SDXL's denoising_start (the steps below
+// its cutoff) and denoising_end (the steps at or above its cutoff).
+absl::StatusOr<StepRange> StepsToTake(const BlockState& state,
+                                      const Scheduler& scheduler,
+                                      const Schedule& schedule,
+                                      double default_strength,
+                                      bool latents_first) {
+  const int64_t n = schedule.size();
+  const bool image = OptionalTensor(state, "image_latents").defined();
+  ASSIGN_OR_RETURN(const std::optional<double> strength,
+                   OptionalDouble(state, "strength"));
+  ASSIGN_OR_RETURN(const std::optional<double> start,
+                   OptionalDouble(state, "denoising_start"));
+  ASSIGN_OR_RETURN(const std::optional<double> end,
+                   OptionalDouble(state, "denoising_end"));
+  if (image && latents_first) {
+    return absl::InvalidArgumentError(
+        "input 'image_latents': this pipeline prepares its latents before "
+        "its timesteps, so it cannot start from an image");
+  }
+  if ((strength.has_value() || start.has_value()) && !image) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input '", strength.has_value() ? "strength" : "denoising_start",
+        "' needs an image to start from: 'image' or 'image_latents'"));
+  }
+  if (strength.has_value() && start.has_value()) {
+    return absl::InvalidArgumentError(
+        "inputs 'strength' and 'denoising_start' both say where to start; "
+        "give one");
+  }
+  // Timesteps compared as diffusers compares them (tensor < int).
+  const at::Tensor timesteps = schedule.timesteps.to(at::kDouble);
+  StepRange range{.begin = 0, .end = n};
+  if (start.has_value()) {
+    RETURN_IF_ERROR(CheckFraction("denoising_start", *start));
+    const int64_t below =
+        (timesteps < TimestepCutoff(scheduler, *start)).sum().item<int64_t>();
+    range.begin = n - below;
+  } else if (image) {
+    const double s = strength.value_or(default_strength);
+    if (!(s > 0.0 && s <= 1.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input 'strength' must be in (0, 1], got ", s));
+    }
+    const int64_t init = std::min(
+        static_cast<int64_t>(static_cast<double>(n) * s), n);
+    range.begin = std::max<int64_t>(n - init, 0);
+  }
+  if (end.has_value()) {
+    RETURN_IF_ERROR(CheckFraction("denoising_end", *end));
+    const at::Tensor rest = timesteps.slice(0, range.begin, n);
+    range.end = range.begin +
+                (rest >= TimestepCutoff(scheduler, *end)).sum().item<int64_t>();
+  }
+  if (range.end - range.begin < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inputs 'strength', 'denoising_start' and 'denoising_end' leave no "
+        "steps of ", n, " (num_inference_steps) to take"));
+  }
+  return range;
+}
+
 absl::Status CheckPositive(absl::string_view name, int64_t value,
                            int64_t max) {
   if (value < 1 || value > max) {
@@ -96,7 +205,21 @@ std::vector<InputParam> SetTimesteps::inputs() const {
        .type_hint = TypeHint::String(),
        .description = "The sampler: one of the components bound to the "
                       "pipeline's 'scheduler' role",
-       .choices_of_role = std::string(kSchedulerRole)}};
+       .choices_of_role = std::string(kSchedulerRole)},
+      ImageLatentsInput(),
+      {.name = "strength",
+       .type_hint = TypeHint::Double(),
+       .description = absl::StrCat(
+           "Image-to-image: how much of the image to re-draw, in (0, 1]: "
+           "the run takes the last int(num_inference_steps · strength) "
+           "steps (default ",
+           options_.strength, ")")},
+      DenoisingStartInput(),
+      {.name = "denoising_end",
+       .type_hint = TypeHint::Double(),
+       .description = "Stop at this fraction of the schedule, in (0, 1), "
+                      "and return the latents still noisy: the base of a "
+                      "base + refiner split (SDXL)"}};
   if (options_.flow) {
     inputs.push_back(
         {.name = "mu",
@@ -182,7 +305,12 @@ absl::Status SetTimesteps::Run(const Components& components,
     }
   }
   ASSIGN_OR_RETURN(Schedule schedule, (*scheduler)->SetTimesteps(request));
-  block_state.Set("timesteps", schedule.timesteps);
+  ASSIGN_OR_RETURN(const StepRange range,
+                   StepsToTake(block_state, **scheduler, schedule,
+                               options_.strength, options_.flow));
+  schedule.begin_index = range.begin;
+  block_state.Set("timesteps",
+                  schedule.timesteps.slice(0, range.begin, range.end));
   block_state.Set("init_noise_sigma", schedule.init_noise_sigma);
   block_state.Set("schedule",
                   c10::IValue::make_capsule(c10::make_intrusive<RunSchedule>(
@@ -220,14 +348,20 @@ std::vector<InputParam> PrepareLatents::inputs() const {
           {.name = "batch_size",
            .type_hint = TypeHint::Int(),
            .default_value = int64_t{1},
-           .description = "Samples per run"}};
+           .description = "Samples per run"},
+          ImageLatentsInput(),
+          DenoisingStartInput()};
 }
 
 std::vector<InputParam> PrepareLatents::intermediate_inputs() const {
   return {{.name = "init_noise_sigma",
            .type_hint = TypeHint::Double(),
            .description = "The scale of the initial noise (SetTimesteps); 1 "
-                          "when the latents come first (flow matching)"}};
+                          "when the latents come first (flow matching)"},
+          {.name = "schedule",
+           .type_hint = TypeHint::Any(),
+           .description = "The run's schedule (SetTimesteps): image-to-image "
+                          "noises the image to its first step"}};
 }
 
 std::vector<OutputParam> PrepareLatents::intermediate_outputs() const {
@@ -238,6 +372,47 @@ std::vector<OutputParam> PrepareLatents::intermediate_outputs() const {
            .type_hint = TypeHint::Any(),
            .description = "The run's CPU random generator",
            .internal = true}};
+}
+
+absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
+    const BlockState& state, const at::Tensor& image_latents,
+    at::Generator& generator, c10::Device device) const {
+  if (OptionalTensor(state, "latents").defined()) {
+    return absl::InvalidArgumentError(
+        "inputs 'latents' and 'image_latents' both give the start; give one");
+  }
+  if (image_latents.dim() != 4 || image_latents.size(1) != options_.channels ||
+      image_latents.numel() == 0 ||
+      !at::isFloatingType(image_latents.scalar_type())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'image_latents' must be a floating-point [B,",
+        options_.channels, ",H,W] tensor, got ",
+        c10::toString(image_latents.scalar_type()), " ",
+        ShapeString(image_latents)));
+  }
+  // diffusers duplicates one image for a batch.
+  ASSIGN_OR_RETURN(const int64_t batch, state.Get<int64_t>("batch_size"));
+  RETURN_IF_ERROR(CheckPositive("batch_size", batch, 1024));
+  at::Tensor start = image_latents.to(device, at::kFloat);
+  if (start.size(0) == 1 && batch > 1) {
+    start = start.repeat({batch, 1, 1, 1});
+  } else if (batch != 1 && batch != start.size(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'batch_size' (", batch, ") must be 1 or the batch of ",
+        "'image_latents' (", start.size(0), ")"));
+  }
+  const c10::IValue* denoising_start = state.Find("denoising_start");
+  if (denoising_start != nullptr && !denoising_start->isNone()) {
+    return start;  // a refiner continues from the latents as they are
+  }
+  ASSIGN_OR_RETURN(const RunSchedule* run, RunScheduleFrom(state));
+  // The noise comes from the run's generator, drawn on the CPU, as
+  // diffusers' img2img prepare_latents draws it.
+  const at::Tensor noise =
+      at::randn(start.sizes(), generator,
+                at::TensorOptions().dtype(at::kFloat))
+          .to(device);
+  return run->scheduler->AddNoise(run->schedule, start, noise);
 }
 
 absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
@@ -254,6 +429,15 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
                             : std::random_device{}();
   at::Generator generator = at::detail::createCPUGenerator(seed);
 
+  at::Tensor image_latents = OptionalTensor(block_state, "image_latents");
+  if (image_latents.defined()) {
+    ASSIGN_OR_RETURN(at::Tensor latents,
+                     StartFromImage(block_state, image_latents, generator,
+                                    context.device));
+    block_state.Set("latents", std::move(latents));
+    block_state.Set("generator", std::move(generator));
+    return SetBlockState(state, block_state);
+  }
   at::Tensor latents = OptionalTensor(block_state, "latents");
   if (latents.defined()) {
     if (latents.dim() != 4 || latents.size(1) != options_.channels ||
@@ -354,7 +538,8 @@ absl::Status ScaleModelInput::RunStep(const Components&, BlockState& state,
   ASSIGN_OR_RETURN(const RunSchedule* run, RunScheduleFrom(state));
   ASSIGN_OR_RETURN(const at::Tensor latents, state.Get<at::Tensor>("latents"));
   state.Set("latent_model_input",
-            run->scheduler->ScaleModelInput(run->schedule, latents, index.i));
+            run->scheduler->ScaleModelInput(
+                run->schedule, latents, run->schedule.begin_index + index.i));
   return absl::OkStatus();
 }
 
@@ -366,17 +551,41 @@ std::string PredictNoise::description() const {
 }
 
 std::vector<InputParam> PredictNoise::inputs() const {
-  return {{.name = "guidance_scale",
-           .type_hint = TypeHint::Double(),
-           .default_value = default_guidance_scale_,
-           .description = "Classifier-free guidance scale; > 1 enables it"},
-          {.name = "encoder_hidden_states",
+  std::vector<InputParam> inputs = {
+      {.name = "guidance_scale",
+       .type_hint = TypeHint::Double(),
+       .default_value = default_guidance_scale_,
+       .description = "Classifier-free guidance scale; > 1 enables it"}};
+  for (const ModelArgument& argument : conditioning_) {
+    inputs.push_back(
+        {.name = argument.name,
+         .type_hint = TypeHint::Tensor(),
+         .description = absl::StrCat(
+             "Conditioning the denoiser takes",
+             argument.shape.empty()
+                 ? ""
+                 : absl::StrCat(", [", absl::StrJoin(argument.shape, ","),
+                                "] (-1: any)"),
+             argument.shared ? "; the same for both halves under guidance"
+                             : "")});
+    if (!argument.shared) {
+      inputs.push_back(
+          {.name = absl::StrCat("negative_", argument.name),
            .type_hint = TypeHint::Tensor(),
-           .description = "Conditioning, for a conditioned denoiser"},
-          {.name = "negative_encoder_hidden_states",
-           .type_hint = TypeHint::Tensor(),
-           .description = "The unconditional branch's conditioning under "
-                          "guidance; zeros when absent"}};
+           .description = absl::StrCat("The unconditional half's '",
+                                       argument.name,
+                                       "' under guidance; zeros when absent")});
+    }
+  }
+  return inputs;
+}
+
+absl::Status PredictNoise::Bind(const Components& components) {
+  ASSIGN_OR_RETURN(const Denoiser* denoiser,
+                   components.Get<Denoiser>(kDenoiserRole));
+  const std::span<const ModelArgument> conditioning = denoiser->conditioning();
+  conditioning_.assign(conditioning.begin(), conditioning.end());
+  return absl::OkStatus();
 }
 
 std::vector<InputParam> PredictNoise::intermediate_inputs() const {
@@ -400,6 +609,49 @@ std::vector<ComponentSpec> PredictNoise::expected_components() const {
            .interface = ComponentInterface::Of<Denoiser>()}};
 }
 
+namespace {
+
+// `value` (the input `name`) fitted to `argument` for a batch of `batch`:
+// its declared shape, and a batch of 1 or `batch`, expanded to `batch`.
+absl::StatusOr<at::Tensor> FitConditioning(const ModelArgument& argument,
+                                           absl::string_view name,
+                                           const at::Tensor& value,
+                                           int64_t batch) {
+  const std::vector<int64_t>& shape = argument.shape;
+  bool fits = argument.shared || (value.dim() >= 1 &&
+                                  (value.size(0) == 1 ||
+                                   value.size(0) == batch));
+  if (!shape.empty()) {
+    fits = fits && value.dim() == static_cast<int64_t>(shape.size());
+    for (int64_t d = argument.shared ? 0 : 1; fits && d < value.dim(); ++d) {
+      fits = shape[d] == -1 || shape[d] == value.size(d);
+    }
+  }
+  if (!fits) {
+    std::string wanted = "[B,...]";
+    if (!shape.empty()) {
+      std::vector<std::string> dims;
+      for (size_t d = 0; d < shape.size(); ++d) {
+        dims.push_back(d == 0 && !argument.shared ? "B"
+                       : shape[d] == -1          ? "*"
+                                                 : absl::StrCat(shape[d]));
+      }
+      wanted = absl::StrCat("[", absl::StrJoin(dims, ","), "]");
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input '", name, "' must be ", wanted,
+        argument.shared ? "" : absl::StrCat(" with B = 1 or ", batch),
+        ", got ", c10::toString(value.scalar_type()), " ",
+        ShapeString(value)));
+  }
+  if (argument.shared || value.size(0) == batch) return value;
+  std::vector<int64_t> expanded = value.sizes().vec();
+  expanded[0] = batch;
+  return value.expand(expanded);
+}
+
+}  // namespace
+
 absl::Status PredictNoise::RunStep(const Components& components,
                                    BlockState& state,
                                    const LoopIndex& index) const {
@@ -408,29 +660,56 @@ absl::Status PredictNoise::RunStep(const Components& components,
   ASSIGN_OR_RETURN(const at::Tensor x,
                    state.Get<at::Tensor>("latent_model_input"));
   ASSIGN_OR_RETURN(const double scale, state.Get<double>("guidance_scale"));
-  const at::Tensor cond = OptionalTensor(state, "encoder_hidden_states");
-  // diffusers passes the timestep as a tensor on the model's device.
-  const at::Tensor t = index.t.to(x.device());
-
-  if (scale > 1.0 && cond.defined() && denoiser->conditioned()) {
-    at::Tensor uncond = OptionalTensor(state, "negative_encoder_hidden_states");
-    if (!uncond.defined()) {
-      uncond = at::zeros_like(cond);
-    } else if (uncond.sizes() != cond.sizes()) {
+  const int64_t batch = x.size(0);
+  const bool guided =
+      scale > 1.0 && std::any_of(conditioning_.begin(), conditioning_.end(),
+                                 [](const ModelArgument& argument) {
+                                   return !argument.shared;
+                                 });
+  std::vector<at::Tensor> conditioning;
+  conditioning.reserve(conditioning_.size());
+  for (const ModelArgument& argument : conditioning_) {
+    at::Tensor cond = OptionalTensor(state, argument.name);
+    if (!cond.defined()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "input 'negative_encoder_hidden_states' must have the shape of "
-          "'encoder_hidden_states' ",
-          ShapeString(cond), ", got ", ShapeString(uncond)));
+          "input '", argument.name, "' is required: the denoiser takes it"));
     }
+    ASSIGN_OR_RETURN(cond, FitConditioning(argument, argument.name, cond,
+                                           batch));
+    cond = cond.to(x.device());
+    if (guided && !argument.shared) {
+      const std::string negative_name =
+          absl::StrCat("negative_", argument.name);
+      at::Tensor uncond = OptionalTensor(state, negative_name);
+      if (!uncond.defined()) {
+        uncond = at::zeros_like(cond);
+      } else {
+        ASSIGN_OR_RETURN(uncond, FitConditioning(argument, negative_name,
+                                                 uncond, batch));
+        if (uncond.sizes() != cond.sizes()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "input '", negative_name, "' must have the shape of '",
+              argument.name, "' ", ShapeString(cond), ", got ",
+              ShapeString(uncond)));
+        }
+      }
+      cond = at::cat({uncond.to(cond.device(), cond.scalar_type()), cond});
+    }
+    conditioning.push_back(std::move(cond));
+  }
+  // diffusers passes the timestep as a tensor on the model's device, one
+  // per row of the call.
+  const int64_t rows = guided ? 2 * batch : batch;
+  const at::Tensor t = index.t.to(x.device()).reshape({1}).expand({rows});
+  if (guided) {
     ASSIGN_OR_RETURN(const at::Tensor both,
-                     denoiser->Predict(at::cat({x, x}),
-                                       t, at::cat({uncond.to(cond.device()),
-                                                   cond})));
+                     denoiser->Predict(at::cat({x, x}), t, conditioning));
     const std::vector<at::Tensor> halves = both.chunk(2);
     state.Set("noise_pred", halves[0] + scale * (halves[1] - halves[0]));
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(at::Tensor noise_pred, denoiser->Predict(x, t, cond));
+  ASSIGN_OR_RETURN(at::Tensor noise_pred,
+                   denoiser->Predict(x, t, conditioning));
   state.Set("noise_pred", std::move(noise_pred));
   return absl::OkStatus();
 }
@@ -495,7 +774,8 @@ absl::Status SchedulerStep::RunStep(const Components&, BlockState& state,
   }
   ASSIGN_OR_RETURN(
       StepResult step,
-      run->scheduler->Step(run->schedule, noise_pred, index.i, latents,
+      run->scheduler->Step(run->schedule, noise_pred,
+                           run->schedule.begin_index + index.i, latents,
                       {.eta = eta,
                        .generator = generator.defined() ? &generator
                                                         : nullptr}));
@@ -571,9 +851,13 @@ absl::Status RegisterDiffusionBlocks(BlockRegistry& registry) {
         ASSIGN_OR_RETURN(o.default_steps,
                          params.Int("num_inference_steps", o.default_steps));
         ASSIGN_OR_RETURN(o.flow, params.Bool("flow", o.flow));
+        ASSIGN_OR_RETURN(o.strength, params.Double("strength", o.strength));
         RETURN_IF_ERROR(params.CheckAllRead());
         if (o.default_steps < 1) {
           return ParamError("num_inference_steps", "must be >= 1");
+        }
+        if (!(o.strength > 0 && o.strength <= 1)) {
+          return ParamError("strength", "must be in (0, 1]");
         }
         return std::make_unique<SetTimesteps>(o);
       }));

@@ -30,6 +30,7 @@
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/registry.h"
+#include "blocks/diffusion/denoisers.h"
 
 namespace loopserve {
 
@@ -45,15 +46,23 @@ inline constexpr absl::string_view kDecoderRole = "decoder";
 // The run picks its scheduler with the input `scheduler`, one of the
 // components bound to the "scheduler" role (the first when absent); the
 // loop's blocks use the one it picked.
-// Params: num_inference_steps (the input's default, 50); flow (false): the
-// flow-matching inputs `mu` and `sigmas`, and `mu` computed from the
-// latents when absent; a flow pipeline prepares its latents first, as
-// diffusers' Flux pipeline does.
+// Which of the steps a run takes follows diffusers' pipelines: with
+// `image_latents`, image-to-image's `strength` (the last
+// min(int(n · strength), n) steps); SDXL's `denoising_start` (a refiner
+// continuing from image_latents) and `denoising_end` (a base stopping
+// early). The loop iterates those; the schedule's begin_index says where
+// they start.
+// Params: num_inference_steps (the input's default, 50); strength (the
+// input's default when an image is given, 0.8, as diffusers'); flow
+// (false): the flow-matching inputs `mu` and `sigmas`, and `mu` computed
+// from the latents when absent; a flow pipeline prepares its latents first,
+// as diffusers' Flux pipeline does (and so cannot start from an image).
 class SetTimesteps final : public Block {
  public:
   static constexpr absl::string_view kTypeName = "SetTimesteps";
   struct Options {
     int64_t default_steps = 50;
+    double strength = 0.8;
     bool flow = false;
   };
   explicit SetTimesteps(Options options) : options_(options) {}
@@ -76,6 +85,9 @@ class SetTimesteps final : public Block {
 // seeded with `seed`, moved to the device, × init_noise_sigma (1 when no
 // schedule is set yet: flow matching). The same generator draws every
 // stochastic step's noise after it, as diffusers' generator= does.
+// Image-to-image: with `image_latents`, the image noised to the run's first
+// step by the scheduler's add_noise with noise from that generator, or the
+// image latents as they are with `denoising_start`.
 // Params: channels (4), height and width (the inputs' defaults, 64),
 // vae_scale_factor (1: latents are height / factor × width / factor).
 class PrepareLatents final : public Block {
@@ -98,6 +110,11 @@ class PrepareLatents final : public Block {
                    RunContext& context) const override;
 
  private:
+  absl::StatusOr<at::Tensor> StartFromImage(const BlockState& state,
+                                            const at::Tensor& image_latents,
+                                            at::Generator& generator,
+                                            c10::Device device) const;
+
   Options options_;
 };
 
@@ -126,11 +143,15 @@ class ScaleModelInput final : public LoopStepBlock {
                        const LoopIndex& index) const override;
 };
 
-// noise_pred = denoiser(latent_model_input, t[, encoder_hidden_states]).
-// With guidance_scale > 1, conditioning and a conditioned denoiser:
-// classifier-free guidance, one batched forward of [uncond, cond] and
-// noise_pred = uncond + s · (cond − uncond); uncond is
-// negative_encoder_hidden_states, or zeros.
+// noise_pred = denoiser(latent_model_input, t, conditioning...): the
+// denoiser's conditioning values (Denoiser::conditioning) are inputs of this
+// block, so of the pipeline, once it is bound to its denoiser. With
+// guidance_scale > 1 and a conditioned denoiser: classifier-free guidance,
+// one forward of [uncond, cond] and noise_pred = uncond + s · (cond −
+// uncond); the unconditional half of each value c is negative_c (a client's,
+// or EncodePrompt's from the negative prompt), else zeros; shared values
+// are passed once. Values of batch 1 serve the whole batch. Shapes are
+// checked before the model runs.
 // Params: guidance_scale (the input's default, 1).
 class PredictNoise final : public LoopStepBlock {
  public:
@@ -143,11 +164,14 @@ class PredictNoise final : public LoopStepBlock {
   std::vector<InputParam> intermediate_inputs() const override;
   std::vector<OutputParam> intermediate_outputs() const override;
   std::vector<ComponentSpec> expected_components() const override;
+  absl::Status Bind(const Components& components) override;
   absl::Status RunStep(const Components& components, BlockState& state,
                        const LoopIndex& index) const override;
 
  private:
   double default_guidance_scale_;
+  // The bound denoiser's (Bind).
+  std::vector<ModelArgument> conditioning_;
 };
 
 // latents, denoised = scheduler.step(noise_pred, t, latents, eta, generator),

@@ -43,6 +43,15 @@ std::vector<float> Lambdas(const at::Tensor& sigmas) {
   return lambdas;
 }
 
+// DPM-Solver's and UniPC's add_noise: α_t·x0 + σ_t·ε at the begin index.
+at::Tensor MultistepAddNoise(const Schedule& schedule,
+                             const at::Tensor& original,
+                             const at::Tensor& noise) {
+  const auto [alpha, sigma_t] =
+      AlphaSigma(schedule.sigmas.data_ptr<float>()[schedule.begin_index]);
+  return alpha * original + sigma_t * noise;
+}
+
 // The level at the schedule's `index`.
 Level LevelAt(const Schedule& schedule, int64_t index) {
   const auto [alpha, sigma_t] =
@@ -153,6 +162,12 @@ absl::StatusOr<Schedule> DpmSolverMultistepScheduler::SetTimesteps(
   return MultistepSchedule(config_, alphas_cumprod_,
                            request.num_inference_steps,
                            /*karras_last_is_sigma_min=*/false);
+}
+
+at::Tensor DpmSolverMultistepScheduler::AddNoise(
+    const Schedule& schedule, const at::Tensor& original,
+    const at::Tensor& noise) const {
+  return MultistepAddNoise(schedule, original, noise);
 }
 
 absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
@@ -360,6 +375,12 @@ at::Tensor UniPcMultistepScheduler::Corrector(const Schedule& schedule,
     correction = Contract(rhos.slice(0, 0, -1), u.d1s) + correction;
   }
   return (u.base - u.scale * correction).to(x.dtype());
+}
+
+at::Tensor UniPcMultistepScheduler::AddNoise(const Schedule& schedule,
+                                             const at::Tensor& original,
+                                             const at::Tensor& noise) const {
+  return MultistepAddNoise(schedule, original, noise);
 }
 
 absl::StatusOr<StepResult> UniPcMultistepScheduler::Step(

@@ -105,6 +105,16 @@ at::Tensor Scheduler::ScaleModelInput(const Schedule&, const at::Tensor& sample,
   return sample;
 }
 
+at::Tensor Scheduler::AddNoise(const Schedule& schedule,
+                              const at::Tensor& original,
+                              const at::Tensor& noise) const {
+  const int64_t t =
+      schedule.timesteps.data_ptr<int64_t>()[schedule.begin_index];
+  const float alpha_prod = alphas_cumprod_.data_ptr<float>()[t];
+  return std::sqrt(alpha_prod) * original +
+         std::sqrt(1.0f - alpha_prod) * noise;
+}
+
 absl::Status Scheduler::CheckStepCount(int64_t n) const {
   if (n < 1 || n > config_.noise.num_train_timesteps) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -269,6 +279,13 @@ at::Tensor EulerScheduler::ScaleModelInput(const Schedule& schedule,
                                            int64_t step_index) const {
   const float sigma = schedule.sigmas.data_ptr<float>()[step_index];
   return sample / std::sqrt(sigma * sigma + 1.0f);
+}
+
+at::Tensor EulerScheduler::AddNoise(const Schedule& schedule,
+                                    const at::Tensor& original,
+                                    const at::Tensor& noise) const {
+  const float sigma = schedule.sigmas.data_ptr<float>()[schedule.begin_index];
+  return original + noise * sigma;
 }
 
 absl::StatusOr<StepResult> EulerScheduler::Step(
@@ -487,6 +504,13 @@ absl::StatusOr<Schedule> FlowMatchEulerScheduler::SetTimesteps(
   schedule.timesteps = sigmas * static_cast<float>(train);
   schedule.sigmas = at::cat({sigmas, at::zeros({1}, sigmas.options())});
   return schedule;
+}
+
+at::Tensor FlowMatchEulerScheduler::AddNoise(const Schedule& schedule,
+                                             const at::Tensor& original,
+                                             const at::Tensor& noise) const {
+  const float sigma = schedule.sigmas.data_ptr<float>()[schedule.begin_index];
+  return sigma * noise + (1.0f - sigma) * original;
 }
 
 absl::StatusOr<StepResult> FlowMatchEulerScheduler::Step(

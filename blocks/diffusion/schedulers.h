@@ -72,6 +72,10 @@ struct Schedule {
   // UniPC: the sample before the last predictor, and its order.
   at::Tensor last_sample{};
   int64_t this_order = 0;
+  // The step a run starts at: diffusers' set_begin_index, as image-to-image
+  // (strength) and a refiner (denoising_start) skip the first steps. Step
+  // and ScaleModelInput take indices into the whole schedule.
+  int64_t begin_index = 0;
 
   int64_t size() const { return timesteps.defined() ? timesteps.size(0) : 0; }
 };
@@ -183,6 +187,15 @@ class Scheduler {
                                           const at::Tensor& sample,
                                           const StepOptions& options) const = 0;
 
+  // diffusers' add_noise (flow matching's scale_noise) at the schedule's
+  // begin_index: `original` (float32 latents) noised with `noise` to the
+  // level the run starts at, as an image-to-image pipeline prepares its
+  // latents. The default is the DDPM form, √ā·x0 + √(1 − ā)·ε at that
+  // timestep (DDIM, LCM).
+  virtual at::Tensor AddNoise(const Schedule& schedule,
+                              const at::Tensor& original,
+                              const at::Tensor& noise) const;
+
  protected:
   explicit Scheduler(SchedulerConfig config);
 
@@ -247,6 +260,8 @@ class EulerScheduler final : public Scheduler {
                                   const at::Tensor& model_output,
                                   int64_t step_index, const at::Tensor& sample,
                                   const StepOptions& options) const override;
+  at::Tensor AddNoise(const Schedule& schedule, const at::Tensor& original,
+                      const at::Tensor& noise) const override;
 
  private:
   at::Tensor training_sigmas_;
@@ -267,6 +282,8 @@ class DpmSolverMultistepScheduler final : public Scheduler {
                                   const at::Tensor& model_output,
                                   int64_t step_index, const at::Tensor& sample,
                                   const StepOptions& options) const override;
+  at::Tensor AddNoise(const Schedule& schedule, const at::Tensor& original,
+                      const at::Tensor& noise) const override;
 };
 
 class UniPcMultistepScheduler final : public Scheduler {
@@ -282,6 +299,8 @@ class UniPcMultistepScheduler final : public Scheduler {
                                   const at::Tensor& model_output,
                                   int64_t step_index, const at::Tensor& sample,
                                   const StepOptions& options) const override;
+  at::Tensor AddNoise(const Schedule& schedule, const at::Tensor& original,
+                      const at::Tensor& noise) const override;
 
  private:
   at::Tensor Predictor(const Schedule& schedule, int64_t step_index,
@@ -322,6 +341,8 @@ class FlowMatchEulerScheduler final : public Scheduler {
                                   const at::Tensor& model_output,
                                   int64_t step_index, const at::Tensor& sample,
                                   const StepOptions& options) const override;
+  at::Tensor AddNoise(const Schedule& schedule, const at::Tensor& original,
+                      const at::Tensor& noise) const override;
 
   // diffusers' calculate_shift: mu for a sequence of `image_seq_len`.
   double CalculateShift(int64_t image_seq_len) const;

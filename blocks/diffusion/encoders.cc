@@ -1,0 +1,181 @@
+#include "blocks/diffusion/encoders.h"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "blocks/core/param_reader.h"
+#include "blocks/core/status_macros.h"
+#include "blocks/diffusion/torchscript_module.h"
+
+namespace loopserve {
+
+// ---- torchscript_text_encoder ----
+
+TorchScriptTextEncoder::TorchScriptTextEncoder(
+    Options options, std::unique_ptr<torch::jit::Module> module)
+    : options_(std::move(options)), module_(std::move(module)) {}
+
+TorchScriptTextEncoder::~TorchScriptTextEncoder() = default;
+
+absl::StatusOr<std::shared_ptr<const TorchScriptTextEncoder>>
+TorchScriptTextEncoder::Load(const Options& options) {
+  if (options.outputs.empty()) return ParamError("outputs", "is empty");
+  absl::flat_hash_set<std::string> seen;
+  for (const std::string& name : options.outputs) {
+    if (name.empty() || !seen.insert(name).second) {
+      return ParamError("outputs", absl::StrCat("names must be non-empty and "
+                                                "distinct; got '",
+                                                name, "'"));
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
+                   LoadModule(options.path, options.device, options.dtype));
+  const std::vector<std::string> forward = ForwardArgumentNames(*module);
+  if (forward.size() != 1) {
+    return ParamError("path", absl::StrCat(
+                                  "a text encoder's forward takes the list "
+                                  "of texts alone; this one takes (",
+                                  absl::StrJoin(forward, ", "), ")"));
+  }
+  return std::shared_ptr<const TorchScriptTextEncoder>(
+      new TorchScriptTextEncoder(options, std::move(module)));
+}
+
+absl::StatusOr<std::vector<at::Tensor>> TorchScriptTextEncoder::Encode(
+    const std::vector<std::string>& texts) const {
+  c10::List<std::string> list;
+  for (const std::string& text : texts) list.push_back(text);
+  const c10::IValue value(list);
+  ASSIGN_OR_RETURN(c10::IValue out,
+                   CallModule(*module_, "text encoder", {{"texts", &value}}));
+  std::vector<c10::IValue> elements;
+  if (out.isTuple()) {
+    elements = out.toTupleRef().elements().vec();
+  } else if (out.isList()) {
+    elements = out.toListRef().vec();
+  } else {
+    elements.push_back(out);
+  }
+  if (elements.size() != options_.outputs.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the text encoder returned ", elements.size(), " values; param "
+        "'outputs' names ", options_.outputs.size(), " (",
+        absl::StrJoin(options_.outputs, ", "), ")"));
+  }
+  std::vector<at::Tensor> tensors;
+  for (size_t i = 0; i < elements.size(); ++i) {
+    const int64_t rows = static_cast<int64_t>(texts.size());
+    if (!elements[i].isTensor() || elements[i].toTensor().dim() < 1 ||
+        elements[i].toTensor().size(0) != rows) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the text encoder's '", options_.outputs[i],
+          "' is not a tensor of ", rows, " rows (one per text)"));
+    }
+    tensors.push_back(elements[i].toTensor());
+  }
+  return tensors;
+}
+
+// ---- torchscript_encoder ----
+
+TorchScriptEncoder::TorchScriptEncoder(
+    Options options, std::unique_ptr<torch::jit::Module> module)
+    : options_(std::move(options)), module_(std::move(module)) {}
+
+TorchScriptEncoder::~TorchScriptEncoder() = default;
+
+absl::StatusOr<std::shared_ptr<const TorchScriptEncoder>>
+TorchScriptEncoder::Load(const Options& options) {
+  RETURN_IF_ERROR(OutputSelector::Parse(options.output).status());
+  ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
+                   LoadModule(options.path, options.device, options.dtype));
+  return std::shared_ptr<const TorchScriptEncoder>(
+      new TorchScriptEncoder(options, std::move(module)));
+}
+
+absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
+    const at::Tensor& image) const {
+  const c10::IValue value(image.to(options_.dtype));
+  ASSIGN_OR_RETURN(c10::IValue out,
+                   CallModule(*module_, "image encoder", {{"image", &value}}));
+  ASSIGN_OR_RETURN(const OutputSelector selector,
+                   OutputSelector::Parse(options_.output));
+  ASSIGN_OR_RETURN(at::Tensor latents, selector.Select(out, "image encoder"));
+  if (latents.dim() != 4 || latents.size(0) != image.size(0) ||
+      (options_.moments && latents.size(1) % 2 != 0)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the image encoder returned ", ShapeString(latents), " for an image "
+        "of ", ShapeString(image), ", not [B,", options_.moments ? "2C" : "C",
+        ",h,w]"));
+  }
+  if (options_.moments) latents = latents.chunk(2, 1)[0];
+  return latents.to(at::kFloat) * options_.scaling_factor;
+}
+
+// ---- identity_encoder ----
+
+absl::StatusOr<at::Tensor> IdentityEncoder::Encode(
+    const at::Tensor& image) const {
+  if (channels_ == 1 && image.size(1) == 3) {
+    return image.mean(1, /*keepdim=*/true);
+  }
+  if (channels_ != 0 && image.size(1) != channels_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'image' has ", image.size(1), " channels; this pipeline's "
+        "images have ", channels_));
+  }
+  return image;
+}
+
+// ---- registration ----
+
+absl::Status RegisterEncoders(ComponentRegistry& registry) {
+  RETURN_IF_ERROR(registry.Register<TextEncoder>(
+      std::string(TorchScriptTextEncoder::kTypeName),
+      [](const BlockParams& raw, const ComponentContext& context)
+          -> absl::StatusOr<std::shared_ptr<const TextEncoder>> {
+        ParamReader params(raw);
+        ASSIGN_OR_RETURN(auto options,
+                         ReadModelOptions<TorchScriptTextEncoder::Options>(
+                             params, context));
+        ASSIGN_OR_RETURN(options.outputs,
+                         params.StringList("outputs", options.outputs));
+        RETURN_IF_ERROR(params.CheckAllRead());
+        return TorchScriptTextEncoder::Load(options);
+      }));
+  RETURN_IF_ERROR(registry.Register<ImageEncoder>(
+      std::string(TorchScriptEncoder::kTypeName),
+      [](const BlockParams& raw, const ComponentContext& context)
+          -> absl::StatusOr<std::shared_ptr<const ImageEncoder>> {
+        ParamReader params(raw);
+        ASSIGN_OR_RETURN(
+            auto options,
+            ReadModelOptions<TorchScriptEncoder::Options>(params, context));
+        ASSIGN_OR_RETURN(options.scaling_factor,
+                         params.Double("scaling_factor", 1.0));
+        if (!(options.scaling_factor > 0)) {
+          return ParamError("scaling_factor", "must be > 0");
+        }
+        ASSIGN_OR_RETURN(options.moments, params.Bool("moments", false));
+        ASSIGN_OR_RETURN(options.output, params.String("output", ""));
+        RETURN_IF_ERROR(params.CheckAllRead());
+        return TorchScriptEncoder::Load(options);
+      }));
+  return registry.Register<ImageEncoder>(
+      std::string(IdentityEncoder::kTypeName),
+      [](const BlockParams& raw, const ComponentContext&)
+          -> absl::StatusOr<std::shared_ptr<const ImageEncoder>> {
+        ParamReader params(raw);
+        ASSIGN_OR_RETURN(const int64_t channels, params.Int("channels", 0));
+        RETURN_IF_ERROR(params.CheckAllRead());
+        if (channels < 0) return ParamError("channels", "must be >= 0");
+        return std::make_shared<const IdentityEncoder>(channels);
+      });
+}
+
+}  // namespace loopserve

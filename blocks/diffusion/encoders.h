@@ -1,0 +1,130 @@
+// Encoders: the models that turn a run's prompt and image into what the
+// denoising loop takes.
+//
+//   torchscript_text_encoder  forward(List[str]) -> a tensor or a tuple of
+//                             tensors, one row per text: a tokenizer and a
+//                             text encoder exported as one module. `outputs`
+//                             names each tensor as the conditioning value
+//                             it is ("encoder_hidden_states", "text_embeds").
+//   torchscript_encoder       a VAE encoder: image [B,3,H,W] in [-1, 1] ->
+//                             the mean of the latent distribution (or its
+//                             moments), × scaling_factor.
+//   identity_encoder          pixel-space models: the image is the latents.
+//
+// Thread-safety: every method is const and safe from any number of runs.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "blocks/core/component_registry.h"
+
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
+
+namespace loopserve {
+
+class TextEncoder {
+ public:
+  virtual ~TextEncoder() = default;
+  // The conditioning name of each tensor Encode returns, in order.
+  virtual std::span<const std::string> outputs() const = 0;
+  // One tensor per outputs() entry, each with texts.size() rows, on the
+  // device.
+  virtual absl::StatusOr<std::vector<at::Tensor>> Encode(
+      const std::vector<std::string>& texts) const = 0;
+};
+
+class TorchScriptTextEncoder final : public TextEncoder {
+ public:
+  static constexpr absl::string_view kTypeName = "torchscript_text_encoder";
+  struct Options {
+    std::string path{};
+    c10::Device device = c10::kCPU;
+    at::ScalarType dtype = at::kFloat;
+    std::vector<std::string> outputs = {"encoder_hidden_states"};
+  };
+  // INVALID_ARGUMENT when the module's forward does not take one argument
+  // or `outputs` is empty or repeats a name.
+  static absl::StatusOr<std::shared_ptr<const TorchScriptTextEncoder>> Load(
+      const Options& options);
+  ~TorchScriptTextEncoder() override;
+
+  std::span<const std::string> outputs() const override {
+    return options_.outputs;
+  }
+  // FAILED_PRECONDITION when the module returns another number of tensors
+  // than `outputs` names, or one without a row per text.
+  absl::StatusOr<std::vector<at::Tensor>> Encode(
+      const std::vector<std::string>& texts) const override;
+
+ private:
+  TorchScriptTextEncoder(Options options,
+                         std::unique_ptr<torch::jit::Module> module);
+  Options options_;
+  std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
+};
+
+class ImageEncoder {
+ public:
+  virtual ~ImageEncoder() = default;
+  // `image`: float32 [B,C,H,W] in [-1, 1] on the device -> float32 latents
+  // [B,c,h,w].
+  virtual absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const = 0;
+};
+
+class TorchScriptEncoder final : public ImageEncoder {
+ public:
+  static constexpr absl::string_view kTypeName = "torchscript_encoder";
+  struct Options {
+    std::string path{};
+    c10::Device device = c10::kCPU;
+    at::ScalarType dtype = at::kFloat;
+    // The latents are multiplied by it (diffusers' VAE scaling_factor).
+    double scaling_factor = 1.0;
+    // The module returns the latent distribution's moments [B,2c,h,w]
+    // (mean, then log-variance, as diffusers' DiagonalGaussianDistribution
+    // takes them) rather than its mean.
+    bool moments = false;
+    // Which element of the result (OutputSelector).
+    std::string output{};
+  };
+  static absl::StatusOr<std::shared_ptr<const TorchScriptEncoder>> Load(
+      const Options& options);
+  ~TorchScriptEncoder() override;
+
+  absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const override;
+
+ private:
+  TorchScriptEncoder(Options options,
+                     std::unique_ptr<torch::jit::Module> module);
+  Options options_;
+  std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
+};
+
+// Pixel-space models: the image is the latents. With `channels` 1, an RGB
+// image becomes grey (the mean of its channels); otherwise its channels
+// must be `channels` (any, when 0).
+class IdentityEncoder final : public ImageEncoder {
+ public:
+  static constexpr absl::string_view kTypeName = "identity_encoder";
+  explicit IdentityEncoder(int64_t channels) : channels_(channels) {}
+  absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const override;
+
+ private:
+  int64_t channels_;
+};
+
+// Registers torchscript_text_encoder (as TextEncoder), torchscript_encoder
+// and identity_encoder (as ImageEncoder).
+absl::Status RegisterEncoders(ComponentRegistry& registry);
+
+}  // namespace loopserve
