@@ -328,10 +328,18 @@ class GuidanceTest : public ::testing::Test {
     ASSERT_NE(dir, nullptr) << "TEST_MODULES is not set";
     ASSERT_OK_AND_ASSIGN(
         denoiser_,
-        TorchScriptDenoiser::Load({.path = absl::StrCat(dir,
-                                                        "/cond_denoiser.pt"),
-                                   .conditioned = true}));
+        TorchScriptDenoiser::Load(
+            {.path = absl::StrCat(dir, "/cond_denoiser.pt"),
+             .arguments = {"sample", "timestep", "encoder_hidden_states"}}));
     ASSERT_OK(components_.Add<Denoiser>("denoiser", denoiser_));
+    ASSERT_OK(BindComponents(block_, components_));
+  }
+
+  // The denoiser called directly, with `cond`, at t_ for each row.
+  absl::StatusOr<at::Tensor> Predict(const Denoiser& denoiser,
+                                     const at::Tensor& cond) {
+    return denoiser.Predict(x_, t_.expand({x_.size(0)}),
+                            std::vector<at::Tensor>{cond});
   }
 
   absl::StatusOr<at::Tensor> Step(double scale, const at::Tensor& cond,
@@ -357,21 +365,21 @@ class GuidanceTest : public ::testing::Test {
 
 TEST_F(GuidanceTest, ScaleOneIsTheUnguidedPath) {
   ASSERT_OK_AND_ASSIGN(at::Tensor guided, Step(1.0, cond_));
-  ASSERT_OK_AND_ASSIGN(at::Tensor plain, denoiser_->Predict(x_, t_, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor plain, Predict(*denoiser_, cond_));
   EXPECT_TRUE(at::equal(guided, plain));
 }
 
 TEST_F(GuidanceTest, ScaleAboveOneMixesUncondAndCond) {
   ASSERT_OK_AND_ASSIGN(at::Tensor guided, Step(4.0, cond_));
-  ASSERT_OK_AND_ASSIGN(at::Tensor cond, denoiser_->Predict(x_, t_, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor cond, Predict(*denoiser_, cond_));
   ASSERT_OK_AND_ASSIGN(at::Tensor uncond,
-                       denoiser_->Predict(x_, t_, at::zeros_like(cond_)));
+                       Predict(*denoiser_, at::zeros_like(cond_)));
   EXPECT_TRUE(at::allclose(guided, uncond + 4.0 * (cond - uncond), 1e-5, 1e-6));
   EXPECT_FALSE(at::allclose(guided, cond));
 
   const at::Tensor negative = at::full_like(cond_, 0.5);
   ASSERT_OK_AND_ASSIGN(at::Tensor with_negative, Step(4.0, cond_, negative));
-  ASSERT_OK_AND_ASSIGN(at::Tensor neg, denoiser_->Predict(x_, t_, negative));
+  ASSERT_OK_AND_ASSIGN(at::Tensor neg, Predict(*denoiser_, negative));
   EXPECT_TRUE(
       at::allclose(with_negative, neg + 4.0 * (cond - neg), 1e-5, 1e-6));
 }
@@ -381,19 +389,26 @@ TEST_F(GuidanceTest, MismatchedNegativeIsNamed) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'negative_encoder_hidden_states' must "
                                  "have the shape of 'encoder_hidden_states'")));
+  // A batch that is neither 1 nor the latents'.
+  EXPECT_THAT(Step(4.0, at::zeros({3, 3, 5})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'encoder_hidden_states' must be "
+                                 "[B,...] with B = 1 or 2, got Float "
+                                 "[3,3,5]")));
 }
 
 // ---- TorchScript modules: dtype, decoding ----
 
 TEST_F(GuidanceTest, ReducedPrecisionDenoiserStaysClose) {
   ASSERT_OK_AND_ASSIGN(
-      auto bf16, TorchScriptDenoiser::Load(
-                     {.path = absl::StrCat(std::getenv("TEST_MODULES"),
-                                           "/cond_denoiser.pt"),
-                      .dtype = at::kBFloat16,
-                      .conditioned = true}));
-  ASSERT_OK_AND_ASSIGN(at::Tensor low, bf16->Predict(x_, t_, cond_));
-  ASSERT_OK_AND_ASSIGN(at::Tensor full, denoiser_->Predict(x_, t_, cond_));
+      auto bf16,
+      TorchScriptDenoiser::Load(
+          {.path = absl::StrCat(std::getenv("TEST_MODULES"),
+                                "/cond_denoiser.pt"),
+           .dtype = at::kBFloat16,
+           .arguments = {"sample", "timestep", "encoder_hidden_states"}}));
+  ASSERT_OK_AND_ASSIGN(at::Tensor low, Predict(*bf16, cond_));
+  ASSERT_OK_AND_ASSIGN(at::Tensor full, Predict(*denoiser_, cond_));
   EXPECT_EQ(low.scalar_type(), at::kFloat);  // the sample's dtype
   EXPECT_TRUE(at::allclose(low, full, 2e-2, 2e-2));
   EXPECT_FALSE(at::equal(low, full));

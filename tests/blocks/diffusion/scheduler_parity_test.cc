@@ -10,7 +10,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <iostream>
 #include <fstream>
 #include <string>
@@ -23,6 +25,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "blocks/builtin_blocks.h"
+#include "blocks/core/composite.h"
+#include "blocks/diffusion/denoisers.h"
+#include "blocks/diffusion/diffusion_blocks.h"
 #include "blocks/diffusion/scheduler_config.h"
 #include "blocks/diffusion/schedulers.h"
 #include "tests/testing/status_matchers.h"
@@ -37,6 +42,9 @@ struct ReferenceCase {
   int64_t steps = 0;
   ScheduleRequest request{};
   std::vector<double> timesteps{}, sigmas{}, unit_noise{}, final{}, denoised{};
+  // Image-to-image cases: the image's latents and the strength.
+  std::vector<double> image_latents{};
+  std::optional<double> strength{};
   double init_noise_sigma = 0;
   double eta = 0;
   int64_t seed = 0;
@@ -100,6 +108,8 @@ std::vector<ReferenceCase> LoadReference() {
         if (kv.first == "steps") {
           current.steps = std::stoll(kv.second);
           current.request.num_inference_steps = current.steps;
+        } else if (kv.first == "strength") {
+          current.strength = std::stod(kv.second);
         } else if (kv.first == "mu") {
           current.request.mu = std::stod(kv.second);
         } else if (kv.first == "image_seq_len") {
@@ -122,6 +132,8 @@ std::vector<ReferenceCase> LoadReference() {
       current.seed = std::stoll(w[1]);
     } else if (key == "unit_noise") {
       current.unit_noise = ParseNumbers(w);
+    } else if (key == "image_latents") {
+      current.image_latents = ParseNumbers(w);
     } else if (key == "final") {
       current.final = ParseNumbers(w);
     } else if (key == "denoised") {
@@ -177,6 +189,12 @@ void ExpectClose(const at::Tensor& actual, const std::vector<double>& expected,
 class SchedulerParityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { cases_ = new std::vector(LoadReference()); }
+  static size_t ImageToImageCases() {
+    return std::count_if(cases_->begin(), cases_->end(),
+                         [](const ReferenceCase& c) {
+                           return c.strength.has_value();
+                         });
+  }
   static std::vector<ReferenceCase>* cases_;
 };
 std::vector<ReferenceCase>* SchedulerParityTest::cases_ = nullptr;
@@ -231,6 +249,7 @@ TEST_F(SchedulerParityTest, Trajectories) {
   int exact = 0;
   std::vector<std::string> inexact;
   for (const ReferenceCase& c : *cases_) {
+    if (c.strength.has_value()) continue;  // ImageToImageThroughTheBlocks
     SCOPED_TRACE(c.name);
     auto scheduler = MakeScheduler(c);
     ASSERT_NE(scheduler, nullptr);
@@ -264,11 +283,74 @@ TEST_F(SchedulerParityTest, Trajectories) {
     worst_relative_error = std::max(before, worst_relative_error);
   }
   std::cout << "trajectories equal to the reference bit for bit: " << exact
-            << " of " << cases_->size()
+            << " of " << cases_->size() - ImageToImageCases()
             << "; largest error relative to the tensor's scale: "
             << worst_relative_error << "\n";
   if (!inexact.empty()) {
     std::cout << "not bit for bit: " << absl::StrJoin(inexact, " ") << "\n";
+  }
+}
+
+// The reference's model as a Denoiser, one timestep for the batch.
+class ReferenceModel final : public Denoiser {
+ public:
+  absl::string_view type_name() const override { return "reference"; }
+  absl::StatusOr<at::Tensor> Predict(
+      const at::Tensor& sample, const at::Tensor& timestep,
+      std::span<const at::Tensor>) const override {
+    return Model(sample, timestep[0]);
+  }
+};
+
+// set_timesteps, prepare_latents, denoise{scale, predict, step}: a
+// text-to-image pipeline, which image_latents and strength make an
+// image-to-image one.
+absl::StatusOr<std::unique_ptr<Block>> DenoisingPipeline() {
+  std::vector<SubBlock> steps;
+  steps.push_back({"before_denoiser", std::make_unique<ScaleModelInput>()});
+  steps.push_back({"denoiser", std::make_unique<PredictNoise>()});
+  steps.push_back({"after_denoiser", std::make_unique<SchedulerStep>()});
+  auto loop = std::make_unique<DenoiseLoop>();
+  RETURN_IF_ERROR(loop->SetSubBlocks(std::move(steps)));
+  std::vector<SubBlock> blocks;
+  blocks.push_back({"set_timesteps", std::make_unique<SetTimesteps>()});
+  blocks.push_back({"prepare_latents",
+                    std::make_unique<PrepareLatents>(PrepareLatents::Options{
+                        .channels = 4, .height = 8, .width = 8})});
+  blocks.push_back({"denoise", std::move(loop)});
+  auto root = std::make_unique<SequentialBlocks>();
+  RETURN_IF_ERROR(root->SetSubBlocks(std::move(blocks)));
+  return root;
+}
+
+// Image-to-image through loopserve's own blocks (SetTimesteps' strength,
+// PrepareLatents' add_noise from the run's generator, the steps from the
+// begin index) against the reference's img2img pipeline, for DDIM, Euler,
+// Euler a, DPM++ (2M, Karras, 3M), UniPC and LCM.
+TEST_F(SchedulerParityTest, ImageToImageThroughTheBlocks) {
+  ASSERT_GE(ImageToImageCases(), 16u);
+  for (const ReferenceCase& c : *cases_) {
+    if (!c.strength.has_value()) continue;
+    SCOPED_TRACE(c.name);
+    Components components;
+    ASSERT_OK(components.Add<Scheduler>("scheduler", MakeScheduler(c)));
+    ASSERT_OK(components.Add<Denoiser>(
+        "denoiser", std::make_shared<const ReferenceModel>()));
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Block> root, DenoisingPipeline());
+    ASSERT_OK(BindComponents(*root, components));
+    PipelineState state;
+    state.SetInput("num_inference_steps", c.steps);
+    state.SetInput("strength", *c.strength);
+    state.SetInput("seed", c.seed);
+    state.SetInput("image_latents", at::tensor(c.image_latents)
+                                        .to(at::kFloat)
+                                        .reshape({1, 4, 8, 8}));
+    RunContext context;
+    ASSERT_OK(RunBlock(*root, components, state, context));
+    ExpectClose(state.GetIntermediate("latents")->toTensor(), c.final,
+                "final latents");
+    ExpectClose(state.GetIntermediate("denoised")->toTensor(), c.denoised,
+                "final denoised");
   }
 }
 

@@ -60,6 +60,11 @@ class Base:
     def set_timesteps(self, n, mu=None, sigmas=None):
         raise NotImplementedError
 
+    def add_noise(self, original, noise, begin):
+        """DDPM's add_noise at the begin index's timestep (DDIM, LCM)."""
+        a = self.alphas_cumprod[self.timesteps[begin]]
+        return a ** 0.5 * original + (1 - a) ** 0.5 * noise
+
 
 def convert_to_karras(in_sigmas, n):
     sigma_min = in_sigmas[-1].item()
@@ -177,6 +182,9 @@ class Euler(Base):
         else:
             self.init_noise_sigma = (max_sigma ** 2 + 1) ** 0.5
 
+    def add_noise(self, original, noise, begin):
+        return original + noise * self.sigmas[begin]
+
     def scale_model_input(self, sample, i):
         sigma = self.sigmas[i]
         return sample / ((sigma ** 2 + 1) ** 0.5)
@@ -267,12 +275,20 @@ def sigma_to_alpha_sigma_t(sigma):
     return alpha_t, sigma_t
 
 
+def multistep_add_noise(self, original, noise, begin):
+    """DPMSolverMultistep's and UniPCMultistep's add_noise."""
+    alpha_t, sigma_t = sigma_to_alpha_sigma_t(self.sigmas[begin])
+    return alpha_t * original + sigma_t * noise
+
+
 class DpmSolver(Base):
     defaults = dict(NOISE, solver_order=2, prediction_type="epsilon",
                     algorithm_type="dpmsolver++", solver_type="midpoint",
                     lower_order_final=True, euler_at_final=False,
                     use_karras_sigmas=False, final_sigmas_type="zero",
                     timestep_spacing="linspace", steps_offset=0)
+
+    add_noise = multistep_add_noise
 
     def set_timesteps(self, n, mu=None, sigmas=None):
         self.timesteps, self.sigmas = multistep_timesteps(
@@ -402,6 +418,8 @@ class UniPc(Base):
                     lower_order_final=True, disable_corrector=[],
                     use_karras_sigmas=False, timestep_spacing="linspace",
                     steps_offset=0, final_sigmas_type="zero")
+
+    add_noise = multistep_add_noise
 
     def set_timesteps(self, n, mu=None, sigmas=None):
         self.timesteps, self.sigmas = multistep_timesteps(
@@ -757,6 +775,24 @@ CASES = [
 ]
 
 
+# Image-to-image, as diffusers' StableDiffusionImg2ImgPipeline runs it: the
+# last min(int(n · strength), n) steps (get_timesteps, set_begin_index),
+# starting from scheduler.add_noise(image, noise, first timestep) with the
+# noise drawn from the run's generator. (type, config, strength), at
+# IMG2IMG_STEPS.
+IMG2IMG_STEPS = (10, 25)
+IMG2IMG_CASES = [
+    ("ddim_scheduler", dict(clip_sample=False), 0.6),
+    ("euler_scheduler", dict(), 0.75),
+    ("euler_ancestral_scheduler", dict(), 0.3),
+    ("dpm_solver_multistep_scheduler", dict(), 0.6),
+    ("dpm_solver_multistep_scheduler", dict(use_karras_sigmas=True), 0.5),
+    ("dpm_solver_multistep_scheduler", dict(solver_order=3), 0.8),
+    ("unipc_multistep_scheduler", dict(), 0.6),
+    ("lcm_scheduler", dict(), 1.0),
+]
+
+
 def model(x, t):
     """The fixed analytic 'model' both sides use."""
     return torch.sin(x) * 0.3 + t.to(torch.float32) / 1000 * 0.1
@@ -816,6 +852,34 @@ def main():
                 inp = s.scale_model_input(x, i)
                 eps = model(inp, s.timesteps[i])
                 x, denoised = s.step(eps, i, x, eta=eta, generator=generator)
+            out.append("final " + fmt(x.flatten()))
+            out.append("denoised " + fmt(denoised.flatten()))
+            out.append("end")
+
+    for index, (kind, cfg, strength) in enumerate(IMG2IMG_CASES):
+        for n in IMG2IMG_STEPS:
+            s = KINDS[kind](**cfg)
+            s.set_timesteps(n)
+            init_timestep = min(int(n * strength), n)
+            begin = max(n - init_timestep, 0)
+            image = torch.randn((1, 4, 8, 8),
+                                generator=torch.Generator().manual_seed(99))
+            out.append(f"case img2img-{index}/{kind}/{n}")
+            out.append(config_line(kind, cfg))
+            out.append(f"request steps={n} strength={strength!r}")
+            out.append("timesteps " + fmt(s.timesteps))
+            out.append("sigmas " + fmt(s.sigmas))
+            out.append(f"init_noise_sigma {float(s.init_noise_sigma)!r}")
+            out.append("eta 0.0")
+            out.append("seed 1234")
+            out.append("image_latents " + fmt(image.flatten()))
+            generator = torch.Generator().manual_seed(1234)
+            noise = torch.randn((1, 4, 8, 8), generator=generator)
+            x = s.add_noise(image, noise, begin)
+            for i in range(begin, len(s.timesteps)):
+                inp = s.scale_model_input(x, i)
+                eps = model(inp, s.timesteps[i])
+                x, denoised = s.step(eps, i, x, generator=generator)
             out.append("final " + fmt(x.flatten()))
             out.append("denoised " + fmt(denoised.flatten()))
             out.append("end")
