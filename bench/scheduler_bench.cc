@@ -77,6 +77,13 @@ absl::Status Main() {
   const at::Tensor latents = at::randn({1, 4, size, size}, generator);
   const at::Tensor model_output = at::randn({1, 4, size, size}, generator);
   const at::Tensor digit = at::randn({1, 1, 8, 8}, generator);
+  // The null conditioning (no digit) for each conditioning value.
+  std::vector<at::Tensor> conditioning;
+  for (const ModelArgument& argument : unet->conditioning()) {
+    std::vector<int64_t> shape = argument.shape;
+    for (int64_t& size : shape) size = std::max<int64_t>(size, 1);
+    conditioning.push_back(at::zeros(shape));
+  }
   std::vector<double> unet_us;
   for (int r = 0; r < repeats; ++r) {
     for (Sampler& sampler : samplers) {
@@ -102,7 +109,8 @@ absl::Status Main() {
     const absl::Time start = absl::Now();
     for (int64_t i = 0; i < steps; ++i) {
       const at::Tensor t = at::scalar_tensor(999 - 20 * (i % 50), at::kLong);
-      ASSIGN_OR_RETURN(at::Tensor eps, unet->Predict(digit, t, {}));
+      ASSIGN_OR_RETURN(at::Tensor eps,
+                       unet->Predict(digit, t.expand({1}), conditioning));
       (void)eps;
     }
     unet_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - start) /

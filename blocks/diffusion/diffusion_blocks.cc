@@ -119,8 +119,7 @@ double TimestepCutoff(const Scheduler& scheduler, double fraction) {
 absl::StatusOr<StepRange> StepsToTake(const BlockState& state,
                                       const Scheduler& scheduler,
                                       const Schedule& schedule,
-                                      double default_strength,
-                                      bool latents_first) {
+                                      double default_strength) {
   const int64_t n = schedule.size();
   const bool image = OptionalTensor(state, "image_latents").defined();
   ASSIGN_OR_RETURN(const std::optional<double> strength,
@@ -129,11 +128,6 @@ absl::StatusOr<StepRange> StepsToTake(const BlockState& state,
                    OptionalDouble(state, "denoising_start"));
   ASSIGN_OR_RETURN(const std::optional<double> end,
                    OptionalDouble(state, "denoising_end"));
-  if (image && latents_first) {
-    return absl::InvalidArgumentError(
-        "input 'image_latents': this pipeline prepares its latents before "
-        "its timesteps, so it cannot start from an image");
-  }
   if ((strength.has_value() || start.has_value()) && !image) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", strength.has_value() ? "strength" : "denoising_start",
@@ -307,7 +301,7 @@ absl::Status SetTimesteps::Run(const Components& components,
   ASSIGN_OR_RETURN(Schedule schedule, (*scheduler)->SetTimesteps(request));
   ASSIGN_OR_RETURN(const StepRange range,
                    StepsToTake(block_state, **scheduler, schedule,
-                               options_.strength, options_.flow));
+                               options_.strength));
   schedule.begin_index = range.begin;
   block_state.Set("timesteps",
                   schedule.timesteps.slice(0, range.begin, range.end));
@@ -404,6 +398,12 @@ absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
   const c10::IValue* denoising_start = state.Find("denoising_start");
   if (denoising_start != nullptr && !denoising_start->isNone()) {
     return start;  // a refiner continues from the latents as they are
+  }
+  if (state.Find("schedule") == nullptr ||
+      !state.Find("schedule")->isCapsule()) {
+    return absl::InvalidArgumentError(
+        "input 'image_latents': this pipeline prepares its latents before "
+        "its timesteps (flow matching), so it cannot start from an image");
   }
   ASSIGN_OR_RETURN(const RunSchedule* run, RunScheduleFrom(state));
   // The noise comes from the run's generator, drawn on the CPU, as

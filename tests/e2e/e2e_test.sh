@@ -110,7 +110,7 @@ from loopserve_client import LoopClient, from_value
 client = LoopClient("$LOOPSERVE_SERVER")
 assert [p.name for p in client.list()] == [
     "seed-loop", "seed-loop-2", "gmm-ddim", "gmm-euler", "gmm-flow",
-    "digits-ddim"]
+    "digits-ddim", "digits-text", "digits-img2img"]
 x0 = np.ones((1, 4, 64, 64), np.float32)
 seen = []
 result = None

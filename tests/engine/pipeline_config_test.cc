@@ -110,7 +110,8 @@ TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
   for (const auto& p : catalog.pipelines()) names.push_back(p->name);
   EXPECT_THAT(names, ::testing::ElementsAre("seed-loop", "seed-loop-2",
                                             "gmm-ddim", "gmm-euler",
-                                            "gmm-flow", "digits-ddim"));
+                                            "gmm-flow", "digits-ddim",
+                                            "digits-text", "digits-img2img"));
   EXPECT_THAT(catalog.notes(), ::testing::IsEmpty());
 }
 

@@ -700,7 +700,7 @@ TEST_F(LoopServiceTest, ListAndDescribe) {
   for (const auto& p : pipelines) names.push_back(p.name());
   EXPECT_THAT(names, ElementsAre("seed-loop", "seed-loop-2", "gmm-ddim",
                                  "gmm-euler", "gmm-flow", "digits-ddim",
-                                 "gated"));
+                                 "digits-text", "digits-img2img", "gated"));
 
   ASSERT_OK_AND_ASSIGN(v1::PipelineDescription d,
                        client_->DescribePipeline("seed-loop-2"));
