@@ -154,6 +154,26 @@ for name in ("preview_9.png", "image.png"):
     assert struct.unpack(">II", data[16:24]) == (64, 64), name
 PY
 
+# Text to image: a prompted seven, as the shipped classifier sees it; then
+# image to image from it, towards a three.
+out=$("$LOOPCTL" run digits-text -i "prompt=a handwritten seven" -i seed=7 \
+  -i num_inference_steps=25 --save-dir "$work/seven")
+expect_contains "$out" "image = UINT8[1,64,64,3]" "digits-text run"
+out=$("$LOOPCTL" run digits-img2img -i "image_latents=@$work/seven/latents.npy" \
+  -i strength=0.9 -i prompt=three -i seed=7 -i num_inference_steps=25 \
+  --save-dir "$work/three")
+expect_contains "$out" "resolved " "digits-img2img run"
+/usr/bin/python3 - "$work" "$SOURCE_DIR" <<'PY' || fail "prompted digits"
+import sys
+import numpy as np
+import torch
+classifier = torch.jit.load(f"{sys.argv[2]}/deploy/models/digits/classifier.pt")
+for folder, digit in (("seven", 7), ("three", 3)):
+    x = torch.from_numpy(np.load(f"{sys.argv[1]}/{folder}/latents.npy").copy())
+    label = classifier(x.clamp(-1, 1)).argmax(1).item()
+    assert label == digit, (folder, label)
+PY
+
 # The Python client: a denoising run with previews.
 /usr/bin/python3 - <<PY || fail "python denoising"
 import sys
@@ -171,6 +191,11 @@ for kind, event in client.run("gmm-euler", {"seed": 3, "num_inference_steps": 6}
     elif kind == "result":
         assert from_value(event.outputs["preview"]).dtype == np.uint8
 assert previews == 6, previews
+# A list of prompts is a batch, one sample per prompt.
+for kind, event in client.run("digits-text", {"prompt": ["one", "two"], "seed": 1,
+                                              "num_inference_steps": 5}):
+    if kind == "result":
+        assert from_value(event.outputs["latents"]).shape == (2, 1, 8, 8)
 PY
 
 # --check_config validates a configuration file and exits.

@@ -108,7 +108,7 @@ class ServerProcess {
     }
     close(err[1]);
     server->stderr_ = fdopen(err[0], "r");
-    // "loopserve: serving 5 pipelines on 127.0.0.1:PORT (device cpu), ..."
+    // "loopserve: serving 8 pipelines on 127.0.0.1:PORT (device cpu), ..."
     char line[1024];
     while (fgets(line, sizeof(line), server->stderr_) != nullptr) {
       const std::string text(line);

@@ -279,11 +279,13 @@ TEST_F(DenoisingTest, OutputsAreLatentsAndPreviewOrImage) {
   EXPECT_EQ(image.sizes(), (std::vector<int64_t>{1, 64, 64, 3}));
 }
 
-// The shipped model makes digits: its classifier (trained by the same
-// script on real digits) is confident (>= 0.8) on at least 80 % of 64
-// samples, and on far fewer noise images.
-// The shipped model makes digits its classifier is sure of, under its own
-// DDIM and under the samplers people pick, at their usual step counts.
+// The shipped model makes digits unguided, with the empty prompt (the null
+// conditioning), under its own DDIM and under the samplers people pick, at
+// their usual step counts: its classifier (trained by the same script on
+// real digits) is confident (>= 0.8) on at least 60 % of 64 samples, and
+// on far fewer noise images. (Trained with the label dropped for a fifth
+// of its samples, the model is surer of a digit it is asked for:
+// DigitsTextDrawsThePromptedDigit.)
 TEST_F(DenoisingTest, DigitsModelMakesDigits) {
   torch::jit::Module classifier = torch::jit::load(
       absl::StrCat(DefaultModelDir(), "/digits/classifier.pt"));
@@ -314,7 +316,7 @@ TEST_F(DenoisingTest, DigitsModelMakesDigits) {
     const double on_samples = confident(samples);
     std::cout << sampler << " (" << steps << " steps): confident on samples "
               << on_samples << ", on noise " << on_noise << "\n";
-    EXPECT_GE(on_samples, 0.8);
+    EXPECT_GE(on_samples, 0.6);
     EXPECT_LE(on_noise, on_samples - 0.4);
   }
 }
