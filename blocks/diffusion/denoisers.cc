@@ -117,9 +117,10 @@ absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
 
 TorchScriptDenoiser::TorchScriptDenoiser(
     Options options, std::unique_ptr<torch::jit::Module> module,
-    std::vector<ModelArgument> conditioning)
+    std::vector<ModelArgument> conditioning, OutputSelector output)
     : options_(std::move(options)),
       conditioning_(std::move(conditioning)),
+      output_(std::move(output)),
       module_(std::move(module)) {}
 
 TorchScriptDenoiser::~TorchScriptDenoiser() = default;
@@ -186,7 +187,12 @@ absl::StatusOr<std::shared_ptr<const TorchScriptDenoiser>>
 TorchScriptDenoiser::Load(const Options& options) {
   ASSIGN_OR_RETURN(std::vector<ModelArgument> conditioning,
                    ConditioningOf(options));
-  RETURN_IF_ERROR(OutputSelector::Parse(options.output).status());
+  ASSIGN_OR_RETURN(OutputSelector output,
+                   OutputSelector::Parse(options.output));
+  if (options.timestep_dtype == at::kLong && options.timestep_scale != 1.0) {
+    return ParamError("timestep_scale",
+                      "a scaled timestep cannot be int64 (timestep_dtype)");
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
                    LoadModule(options.path, options.device, options.dtype));
   const std::vector<std::string> forward = ForwardArgumentNames(*module);
@@ -198,8 +204,9 @@ TorchScriptDenoiser::Load(const Options& options) {
                      ") but the module's forward takes ", forward.size(),
                      " (", absl::StrJoin(forward, ", "), ")"));
   }
-  return std::shared_ptr<const TorchScriptDenoiser>(new TorchScriptDenoiser(
-      options, std::move(module), std::move(conditioning)));
+  return std::shared_ptr<const TorchScriptDenoiser>(
+      new TorchScriptDenoiser(options, std::move(module),
+                              std::move(conditioning), std::move(output)));
 }
 
 absl::StatusOr<at::Tensor> TorchScriptDenoiser::Predict(
@@ -216,8 +223,8 @@ absl::StatusOr<at::Tensor> TorchScriptDenoiser::Predict(
   };
   at::Tensor t = timestep;
   if (options_.timestep_scale != 1.0) {
-    t = t.to(at::kDouble).mul(options_.timestep_scale)
-            .to(options_.timestep_dtype.value_or(at::kFloat));
+    t = t.to(options_.timestep_dtype.value_or(at::kFloat))
+            .mul(options_.timestep_scale);
   } else if (options_.timestep_dtype.has_value()) {
     t = t.to(*options_.timestep_dtype);
   }
@@ -239,9 +246,7 @@ absl::StatusOr<at::Tensor> TorchScriptDenoiser::Predict(
   }
   ASSIGN_OR_RETURN(c10::IValue out,
                    CallModule(*module_, "denoiser", inputs));
-  ASSIGN_OR_RETURN(const OutputSelector selector,
-                   OutputSelector::Parse(options_.output));
-  ASSIGN_OR_RETURN(at::Tensor output, selector.Select(out, "denoiser"));
+  ASSIGN_OR_RETURN(at::Tensor output, output_.Select(out, "denoiser"));
   if (output.sizes() != sample.sizes()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the denoiser returned ", ShapeString(output), " for a sample of ",

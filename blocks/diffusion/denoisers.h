@@ -29,6 +29,7 @@
 #include "blocks/core/component_registry.h"
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/state.h"
+#include "blocks/diffusion/torchscript_module.h"
 
 namespace torch::jit {
 struct Module;
@@ -128,8 +129,9 @@ class TorchScriptDenoiser final : public Denoiser {
     std::vector<std::string> shared_arguments{};
     // Expected shapes by conditioning name (params `shape.NAME`).
     std::vector<std::pair<std::string, std::vector<int64_t>>> shapes{};
-    // The timestep passed is timestep × timestep_scale (Flux: 0.001), in
-    // timestep_dtype; unset: the schedule's dtype, float32 when scaled.
+    // The timestep passed is the schedule's converted to timestep_dtype
+    // (unset: kept, float32 when scaled), then × timestep_scale (Flux:
+    // 0.001), in that dtype.
     double timestep_scale = 1.0;
     std::optional<at::ScalarType> timestep_dtype{};
     // Which element of the result is the prediction (OutputSelector).
@@ -138,7 +140,8 @@ class TorchScriptDenoiser final : public Denoiser {
   // Loads the module, moves it to the device and dtype, and sets eval mode.
   // INVALID_ARGUMENT when `arguments` lacks "sample" or "timestep", repeats
   // a name, or does not fit forward's argument count; naming a shared or
-  // shaped argument that is not a conditioning one.
+  // shaped argument that is not a conditioning one; for an int64
+  // timestep_dtype with a timestep_scale.
   static absl::StatusOr<std::shared_ptr<const TorchScriptDenoiser>> Load(
       const Options& options);
   ~TorchScriptDenoiser() override;
@@ -154,10 +157,12 @@ class TorchScriptDenoiser final : public Denoiser {
  private:
   TorchScriptDenoiser(Options options,
                       std::unique_ptr<torch::jit::Module> module,
-                      std::vector<ModelArgument> conditioning);
+                      std::vector<ModelArgument> conditioning,
+                      OutputSelector output);
 
   Options options_;
   std::vector<ModelArgument> conditioning_;
+  OutputSelector output_;
   // Note [shared module]: TorchScript's interpreter runs one module from
   // many threads at once (forward is not const only by signature); runs
   // share it as they share every component.

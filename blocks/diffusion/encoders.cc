@@ -84,18 +84,22 @@ absl::StatusOr<std::vector<at::Tensor>> TorchScriptTextEncoder::Encode(
 // ---- torchscript_encoder ----
 
 TorchScriptEncoder::TorchScriptEncoder(
-    Options options, std::unique_ptr<torch::jit::Module> module)
-    : options_(std::move(options)), module_(std::move(module)) {}
+    Options options, std::unique_ptr<torch::jit::Module> module,
+    OutputSelector output)
+    : options_(std::move(options)),
+      output_(std::move(output)),
+      module_(std::move(module)) {}
 
 TorchScriptEncoder::~TorchScriptEncoder() = default;
 
 absl::StatusOr<std::shared_ptr<const TorchScriptEncoder>>
 TorchScriptEncoder::Load(const Options& options) {
-  RETURN_IF_ERROR(OutputSelector::Parse(options.output).status());
+  ASSIGN_OR_RETURN(OutputSelector output,
+                   OutputSelector::Parse(options.output));
   ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
                    LoadModule(options.path, options.device, options.dtype));
-  return std::shared_ptr<const TorchScriptEncoder>(
-      new TorchScriptEncoder(options, std::move(module)));
+  return std::shared_ptr<const TorchScriptEncoder>(new TorchScriptEncoder(
+      options, std::move(module), std::move(output)));
 }
 
 absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
@@ -103,9 +107,7 @@ absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
   const c10::IValue value(image.to(options_.dtype));
   ASSIGN_OR_RETURN(c10::IValue out,
                    CallModule(*module_, "image encoder", {{"image", &value}}));
-  ASSIGN_OR_RETURN(const OutputSelector selector,
-                   OutputSelector::Parse(options_.output));
-  ASSIGN_OR_RETURN(at::Tensor latents, selector.Select(out, "image encoder"));
+  ASSIGN_OR_RETURN(at::Tensor latents, output_.Select(out, "image encoder"));
   if (latents.dim() != 4 || latents.size(0) != image.size(0) ||
       (options_.moments && latents.size(1) % 2 != 0)) {
     return absl::FailedPreconditionError(absl::StrCat(

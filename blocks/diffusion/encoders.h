@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/component_registry.h"
+#include "blocks/diffusion/torchscript_module.h"
 
 namespace torch::jit {
 struct Module;
@@ -104,9 +105,10 @@ class TorchScriptEncoder final : public ImageEncoder {
   absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const override;
 
  private:
-  TorchScriptEncoder(Options options,
-                     std::unique_ptr<torch::jit::Module> module);
+  TorchScriptEncoder(Options options, std::unique_ptr<torch::jit::Module> module,
+                     OutputSelector output);
   Options options_;
+  OutputSelector output_;
   std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
 };
 
