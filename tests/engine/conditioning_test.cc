@@ -32,12 +32,6 @@ std::string ModulePath(absl::string_view name) {
   return absl::StrCat(dir == nullptr ? "" : dir, "/", name, ".pt");
 }
 
-// The mean of each row of `t`, shaped [B,1,1,1].
-at::Tensor PerRow(const at::Tensor& t) {
-  return t.to(at::kFloat).reshape({t.size(0), -1}).mean(1).reshape(
-      {-1, 1, 1, 1});
-}
-
 std::vector<std::string> Names(const std::vector<InputParam>& params) {
   std::vector<std::string> names;
   for (const InputParam& p : params) names.push_back(p.name);

@@ -353,7 +353,9 @@ TEST_F(DenoisingTest, DigitsTextDrawsThePromptedDigit) {
     std::cout << "digits-text, guidance " << scale << ": " << hits
               << " of 200 samples are the prompted digit (" << share * 100
               << " %)\n";
-    if (scale == 3.0) EXPECT_GE(share, 0.9);
+    if (scale == 3.0) {
+      EXPECT_GE(share, 0.9);
+    }
   }
 }
 
