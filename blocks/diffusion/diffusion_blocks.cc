@@ -640,7 +640,9 @@ absl::StatusOr<at::Tensor> FitConditioning(const ModelArgument& argument,
     }
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", name, "' must be ", wanted,
-        argument.shared ? "" : absl::StrCat(" with B = 1 or ", batch),
+        argument.shared ? ""
+        : batch == 1    ? " with B = 1"
+                        : absl::StrCat(" with B = 1 or ", batch),
         ", got ", c10::toString(value.scalar_type()), " ",
         ShapeString(value)));
   }
