@@ -103,6 +103,13 @@ class BlockState {
   // both kinds when it holds another kind. An int reads as a double.
   template <typename T>
   absl::StatusOr<T> Get(absl::string_view name) const;
+  // The tensor `name` holds; an undefined tensor when it is absent or holds
+  // no tensor (an optional input left out is None).
+  at::Tensor OptionalTensor(absl::string_view name) const {
+    const c10::IValue* value = Find(name);
+    return value != nullptr && value->isTensor() ? value->toTensor()
+                                                 : at::Tensor();
+  }
 
   size_t size() const { return entries_.size(); }
   const std::vector<std::pair<std::string, c10::IValue>>& entries() const {

@@ -58,13 +58,6 @@ InputParam ScheduleInput(absl::string_view name) {
           .description = "The run's schedule and scheduler (SetTimesteps)"};
 }
 
-// A tensor that may be absent (None): undefined then.
-at::Tensor OptionalTensor(const BlockState& state, absl::string_view name) {
-  const c10::IValue* value = state.Find(name);
-  return value != nullptr && value->isTensor() ? value->toTensor()
-                                               : at::Tensor();
-}
-
 InputParam ImageLatentsInput() {
   return {.name = "image_latents",
           .type_hint = TypeHint::Tensor(),
@@ -121,7 +114,7 @@ absl::StatusOr<StepRange> StepsToTake(const BlockState& state,
                                       const Schedule& schedule,
                                       double default_strength) {
   const int64_t n = schedule.size();
-  const bool image = OptionalTensor(state, "image_latents").defined();
+  const bool image = state.OptionalTensor("image_latents").defined();
   ASSIGN_OR_RETURN(const std::optional<double> strength,
                    OptionalDouble(state, "strength"));
   ASSIGN_OR_RETURN(const std::optional<double> start,
@@ -293,7 +286,7 @@ absl::Status SetTimesteps::Run(const Components& components,
       }
     }
     // diffusers' Flux packs 2x2 latent patches: (h / 2) · (w / 2).
-    const at::Tensor latents = OptionalTensor(block_state, "latents");
+    const at::Tensor latents = block_state.OptionalTensor("latents");
     if (latents.defined() && latents.dim() == 4) {
       request.image_seq_len = (latents.size(2) / 2) * (latents.size(3) / 2);
     }
@@ -371,7 +364,7 @@ std::vector<OutputParam> PrepareLatents::intermediate_outputs() const {
 absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
     const BlockState& state, const at::Tensor& image_latents,
     at::Generator& generator, c10::Device device) const {
-  if (OptionalTensor(state, "latents").defined()) {
+  if (state.OptionalTensor("latents").defined()) {
     return absl::InvalidArgumentError(
         "inputs 'latents' and 'image_latents' both give the start; give one");
   }
@@ -395,24 +388,24 @@ absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
         "input 'batch_size' (", batch, ") must be 1 or the batch of ",
         "'image_latents' (", start.size(0), ")"));
   }
-  const c10::IValue* denoising_start = state.Find("denoising_start");
-  if (denoising_start != nullptr && !denoising_start->isNone()) {
+  ASSIGN_OR_RETURN(const std::optional<double> denoising_start,
+                   OptionalDouble(state, "denoising_start"));
+  if (denoising_start.has_value()) {
     return start;  // a refiner continues from the latents as they are
   }
-  if (state.Find("schedule") == nullptr ||
-      !state.Find("schedule")->isCapsule()) {
+  absl::StatusOr<RunSchedule*> run = RunScheduleFrom(state);
+  if (!run.ok()) {
     return absl::InvalidArgumentError(
         "input 'image_latents': this pipeline prepares its latents before "
         "its timesteps (flow matching), so it cannot start from an image");
   }
-  ASSIGN_OR_RETURN(const RunSchedule* run, RunScheduleFrom(state));
   // The noise comes from the run's generator, drawn on the CPU, as
   // diffusers' img2img prepare_latents draws it.
   const at::Tensor noise =
       at::randn(start.sizes(), generator,
                 at::TensorOptions().dtype(at::kFloat))
           .to(device);
-  return run->scheduler->AddNoise(run->schedule, start, noise);
+  return (*run)->scheduler->AddNoise((*run)->schedule, start, noise);
 }
 
 absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
@@ -429,7 +422,7 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
                             : std::random_device{}();
   at::Generator generator = at::detail::createCPUGenerator(seed);
 
-  at::Tensor image_latents = OptionalTensor(block_state, "image_latents");
+  at::Tensor image_latents = block_state.OptionalTensor("image_latents");
   if (image_latents.defined()) {
     ASSIGN_OR_RETURN(at::Tensor latents,
                      StartFromImage(block_state, image_latents, generator,
@@ -438,7 +431,7 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
     block_state.Set("generator", std::move(generator));
     return SetBlockState(state, block_state);
   }
-  at::Tensor latents = OptionalTensor(block_state, "latents");
+  at::Tensor latents = block_state.OptionalTensor("latents");
   if (latents.defined()) {
     if (latents.dim() != 4 || latents.size(1) != options_.channels ||
         latents.numel() == 0 || !at::isFloatingType(latents.scalar_type())) {
@@ -671,7 +664,7 @@ absl::Status PredictNoise::RunStep(const Components& components,
   std::vector<at::Tensor> conditioning;
   conditioning.reserve(conditioning_.size());
   for (const ModelArgument& argument : conditioning_) {
-    at::Tensor cond = OptionalTensor(state, argument.name);
+    at::Tensor cond = state.OptionalTensor(argument.name);
     if (!cond.defined()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input '", argument.name, "' is required: the denoiser takes it"));
@@ -682,7 +675,7 @@ absl::Status PredictNoise::RunStep(const Components& components,
     if (guided && !argument.shared) {
       const std::string negative_name =
           absl::StrCat("negative_", argument.name);
-      at::Tensor uncond = OptionalTensor(state, negative_name);
+      at::Tensor uncond = state.OptionalTensor(negative_name);
       if (!uncond.defined()) {
         uncond = at::zeros_like(cond);
       } else {

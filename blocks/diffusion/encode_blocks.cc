@@ -17,12 +17,6 @@ namespace {
 constexpr int64_t kMaxPrompts = 1024;
 constexpr size_t kMaxPromptBytes = 16384;
 
-at::Tensor OptionalTensor(const BlockState& state, absl::string_view name) {
-  const c10::IValue* value = state.Find(name);
-  return value != nullptr && value->isTensor() ? value->toTensor()
-                                               : at::Tensor();
-}
-
 // The texts of input `name`: a string, or a list of strings; empty when
 // absent.
 absl::StatusOr<std::vector<std::string>> Texts(const BlockState& state,
@@ -164,9 +158,9 @@ absl::Status EncodePrompt::Run(const Components& components,
   bool need_positive = false;
   bool need_negative = false;
   for (const std::string& name : outputs_) {
-    need_positive |= !OptionalTensor(block_state, name).defined();
+    need_positive |= !block_state.OptionalTensor(name).defined();
     need_negative |=
-        !OptionalTensor(block_state, absl::StrCat("negative_", name))
+        !block_state.OptionalTensor(absl::StrCat("negative_", name))
              .defined();
   }
   std::vector<std::string> texts;
@@ -181,10 +175,10 @@ absl::Status EncodePrompt::Run(const Components& components,
   for (size_t i = 0; i < outputs_.size(); ++i) {
     const std::string& name = outputs_[i];
     const std::string negative_name = absl::StrCat("negative_", name);
-    if (!OptionalTensor(block_state, name).defined()) {
+    if (!block_state.OptionalTensor(name).defined()) {
       block_state.Set(name, encoded[i].slice(0, 0, n));
     }
-    if (!OptionalTensor(block_state, negative_name).defined()) {
+    if (!block_state.OptionalTensor(negative_name).defined()) {
       block_state.Set(negative_name,
                       encoded[i].slice(0, negative_offset,
                                        negative_offset +
@@ -230,9 +224,9 @@ absl::Status EncodeImage::Run(const Components& components,
                               PipelineState& state,
                               RunContext& context) const {
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
-  const at::Tensor image = OptionalTensor(block_state, "image");
+  const at::Tensor image = block_state.OptionalTensor("image");
   if (!image.defined()) return SetBlockState(state, block_state);
-  if (OptionalTensor(block_state, "image_latents").defined()) {
+  if (block_state.OptionalTensor("image_latents").defined()) {
     return absl::InvalidArgumentError(
         "inputs 'image' and 'image_latents' both give the image; give one");
   }
