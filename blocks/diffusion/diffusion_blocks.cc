@@ -578,6 +578,8 @@ absl::Status PredictNoise::Bind(const Components& components) {
                    components.Get<Denoiser>(kDenoiserRole));
   const std::span<const ModelArgument> conditioning = denoiser->conditioning();
   conditioning_.assign(conditioning.begin(), conditioning.end());
+  // The block's path keeps two PredictNoise in one loop apart.
+  prepared_key_ = absl::StrCat(path(), "#conditioning");
   return absl::OkStatus();
 }
 
@@ -647,20 +649,9 @@ absl::StatusOr<at::Tensor> FitConditioning(const ModelArgument& argument,
 
 }  // namespace
 
-absl::Status PredictNoise::RunStep(const Components& components,
-                                   BlockState& state,
-                                   const LoopIndex& index) const {
-  ASSIGN_OR_RETURN(const Denoiser* denoiser,
-                   components.Get<Denoiser>(kDenoiserRole));
-  ASSIGN_OR_RETURN(const at::Tensor x,
-                   state.Get<at::Tensor>("latent_model_input"));
-  ASSIGN_OR_RETURN(const double scale, state.Get<double>("guidance_scale"));
-  const int64_t batch = x.size(0);
-  const bool guided =
-      scale > 1.0 && std::any_of(conditioning_.begin(), conditioning_.end(),
-                                 [](const ModelArgument& argument) {
-                                   return !argument.shared;
-                                 });
+absl::StatusOr<std::vector<at::Tensor>> PredictNoise::PrepareConditioning(
+    const BlockState& state, int64_t batch, bool guided,
+    c10::Device device) const {
   std::vector<at::Tensor> conditioning;
   conditioning.reserve(conditioning_.size());
   for (const ModelArgument& argument : conditioning_) {
@@ -671,7 +662,7 @@ absl::Status PredictNoise::RunStep(const Components& components,
     }
     ASSIGN_OR_RETURN(cond, FitConditioning(argument, argument.name, cond,
                                            batch));
-    cond = cond.to(x.device());
+    cond = cond.to(device);
     if (guided && !argument.shared) {
       const std::string negative_name =
           absl::StrCat("negative_", argument.name);
@@ -688,9 +679,39 @@ absl::Status PredictNoise::RunStep(const Components& components,
               ShapeString(uncond)));
         }
       }
-      cond = at::cat({uncond.to(cond.device(), cond.scalar_type()), cond});
+      cond = at::cat({uncond.to(device, cond.scalar_type()), cond});
     }
     conditioning.push_back(std::move(cond));
+  }
+  return conditioning;
+}
+
+absl::Status PredictNoise::RunStep(const Components& components,
+                                   BlockState& state,
+                                   const LoopIndex& index) const {
+  ASSIGN_OR_RETURN(const Denoiser* denoiser,
+                   components.Get<Denoiser>(kDenoiserRole));
+  ASSIGN_OR_RETURN(const at::Tensor x,
+                   state.Get<at::Tensor>("latent_model_input"));
+  ASSIGN_OR_RETURN(const double scale, state.Get<double>("guidance_scale"));
+  const int64_t batch = x.size(0);
+  const bool guided =
+      scale > 1.0 && std::any_of(conditioning_.begin(), conditioning_.end(),
+                                 [](const ModelArgument& argument) {
+                                   return !argument.shared;
+                                 });
+  // The batch, the guidance scale and the values are the run's: prepared
+  // on its first step, kept in the loop's state (not an output: the loop
+  // does not write it back).
+  std::vector<at::Tensor> conditioning;
+  if (!conditioning_.empty()) {
+    if (const c10::IValue* prepared = state.Find(prepared_key_)) {
+      conditioning = prepared->toTensorVector();
+    } else {
+      ASSIGN_OR_RETURN(conditioning, PrepareConditioning(state, batch, guided,
+                                                         x.device()));
+      state.Set(prepared_key_, c10::List<at::Tensor>(conditioning));
+    }
   }
   // diffusers passes the timestep as a tensor on the model's device, one
   // per row of the call.

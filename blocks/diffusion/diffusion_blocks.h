@@ -151,7 +151,9 @@ class ScaleModelInput final : public LoopStepBlock {
 // uncond); the unconditional half of each value c is negative_c (a client's,
 // or EncodePrompt's from the negative prompt), else zeros; shared values
 // are passed once. Values of batch 1 serve the whole batch. Shapes are
-// checked before the model runs.
+// checked before the model runs. The values do not change during a run:
+// they are fitted, moved to the device and paired on its first step, and
+// kept in the loop's state for the others.
 // Params: guidance_scale (the input's default, 1).
 class PredictNoise final : public LoopStepBlock {
  public:
@@ -169,9 +171,16 @@ class PredictNoise final : public LoopStepBlock {
                        const LoopIndex& index) const override;
 
  private:
+  // The call's conditioning values, as RunStep passes them to the denoiser.
+  absl::StatusOr<std::vector<at::Tensor>> PrepareConditioning(
+      const BlockState& state, int64_t batch, bool guided,
+      c10::Device device) const;
+
   double default_guidance_scale_;
   // The bound denoiser's (Bind).
   std::vector<ModelArgument> conditioning_;
+  // Where the prepared conditioning is kept in the loop's state (Bind).
+  std::string prepared_key_;
 };
 
 // latents, denoised = scheduler.step(noise_pred, t, latents, eta, generator),
