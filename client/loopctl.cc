@@ -373,7 +373,8 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
   std::cout << "stats   iterations=" << s.iterations()
             << " sent=" << s.iterations_sent()
             << " dropped=" << s.iterations_dropped()
-            << " queue_ms=" << s.queue_ms() << " run_ms=" << s.run_ms() << "\n";
+            << " queue_ms=" << s.queue_ms() << " run_ms=" << s.run_ms()
+            << " mean_batch_size=" << s.mean_batch_size() << "\n";
   if (!args.save_dir.empty()) {
     for (const auto& [name, value] : result->outputs()) {
       if (save_status.ok()) save_status = SaveValue(args.save_dir, name, value);

@@ -23,8 +23,9 @@ absl::Status RegisterTypes(const std::vector<std::string>& plugins,
   return absl::OkStatus();
 }
 
-absl::StatusOr<PipelineCatalog> LoadPipelines(const PipelineSources& sources,
-                                              c10::Device device) {
+absl::StatusOr<PipelineCatalog> LoadPipelines(
+    const PipelineSources& sources, c10::Device device,
+    const BatchingOptions& batching) {
   BlockRegistry blocks;
   ComponentRegistry components;
   RETURN_IF_ERROR(RegisterTypes(sources.plugins, blocks, components));
@@ -34,12 +35,13 @@ absl::StatusOr<PipelineCatalog> LoadPipelines(const PipelineSources& sources,
   }
   PipelineCatalog catalog;
   RETURN_IF_ERROR(
-      LoadServerConfig(config, blocks, components, device, catalog));
+      LoadServerConfig(config, blocks, components, device, catalog, batching));
   return catalog;
 }
 
-absl::StatusOr<PipelineCatalog> LoadDefaultPipelines(c10::Device device) {
-  return LoadPipelines({}, device);
+absl::StatusOr<PipelineCatalog> LoadDefaultPipelines(
+    c10::Device device, const BatchingOptions& batching) {
+  return LoadPipelines({}, device, batching);
 }
 
 }  // namespace loopserve

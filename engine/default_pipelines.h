@@ -52,9 +52,13 @@ absl::Status RegisterTypes(const std::vector<std::string>& plugins,
                            ComponentRegistry& components);
 
 // The pipelines of `sources`, their components loaded onto `device`.
-absl::StatusOr<PipelineCatalog> LoadPipelines(const PipelineSources& sources,
-                                              c10::Device device);
+// Model components batch their calls across runs under `batching`
+// (Note [step batching] in blocks/diffusion/batched_denoiser.h).
+absl::StatusOr<PipelineCatalog> LoadPipelines(
+    const PipelineSources& sources, c10::Device device,
+    const BatchingOptions& batching = {});
 // The embedded default configuration's pipelines (tests, benchmarks).
-absl::StatusOr<PipelineCatalog> LoadDefaultPipelines(c10::Device device);
+absl::StatusOr<PipelineCatalog> LoadDefaultPipelines(
+    c10::Device device, const BatchingOptions& batching = {});
 
 }  // namespace loopserve

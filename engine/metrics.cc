@@ -201,6 +201,12 @@ const prometheus::Histogram::BucketBoundaries& Metrics::WaitBuckets() {
   return *buckets;
 }
 
+const prometheus::Histogram::BucketBoundaries& Metrics::RowBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      1, 2, 4, 8, 16, 32, 64, 128, 256};
+  return *buckets;
+}
+
 Metrics::Metrics(const BuildInfo& build)
     : registry_(std::make_shared<prometheus::Registry>()),
       process_(std::make_shared<ProcessCollector>(build.device)),
@@ -251,6 +257,16 @@ Metrics::Metrics(const BuildInfo& build)
                         .Name("loopserve_stream_bytes_total")
                         .Help("Tensor and preview payload bytes streamed")
                         .Register(*registry_)),
+      batch_rows_(BuildHistogram()
+                      .Name("loopserve_batch_rows")
+                      .Help("Rows per denoiser call, runs batched together "
+                            "(--max_batch_size), by component")
+                      .Register(*registry_)),
+      batch_wait_(BuildHistogram()
+                      .Name("loopserve_batch_wait_seconds")
+                      .Help("How long a run's denoiser call waited for its "
+                            "batch to launch, by component")
+                      .Register(*registry_)),
       queued_runs_(&BuildGauge()
                         .Name("loopserve_queued_runs")
                         .Help("Runs accepted and waiting for a worker")
@@ -307,6 +323,16 @@ void Metrics::RunFinished(PipelineMetrics& pipeline, absl::StatusCode code) {
       .Add({{"pipeline", pipeline.name},
             {"code", absl::StatusCodeToString(code)}})
       .Increment();
+}
+
+void Metrics::OnBatchLaunched(absl::string_view component, int64_t rows) {
+  batch_rows_.Add({{"component", std::string(component)}}, RowBuckets())
+      .Observe(static_cast<double>(rows));
+}
+
+void Metrics::OnBatchWait(absl::string_view component, double seconds) {
+  batch_wait_.Add({{"component", std::string(component)}}, StepBuckets())
+      .Observe(seconds);
 }
 
 void Metrics::RunRejected(absl::StatusCode code) {

@@ -56,6 +56,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "blocks/core/run_context.h"
+#include "blocks/core/run_scope.h"
 
 namespace loopserve {
 
@@ -84,7 +85,9 @@ struct PipelineMetrics {
   std::vector<prometheus::Histogram*> block_duration;
 };
 
-class Metrics {
+// Also every run's RunScope::Observer: the batched model calls
+// (loopserve_batch_rows, loopserve_batch_wait_seconds, by component).
+class Metrics final : public RunScope::Observer {
  public:
   explicit Metrics(const BuildInfo& build);
   Metrics(const Metrics&) = delete;
@@ -102,6 +105,11 @@ class Metrics {
   void RunRejected(absl::StatusCode code);
   prometheus::Gauge& queued_runs() { return *queued_runs_; }
 
+  // RunScope::Observer. A component's series are created at its first
+  // call (components are fixed by the configuration, so they are few).
+  void OnBatchLaunched(absl::string_view component, int64_t rows) override;
+  void OnBatchWait(absl::string_view component, double seconds) override;
+
   // The loopserve_* series, and the standard process_* series plus
   // loopserve_device_memory_bytes (read at scrape time).
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
@@ -113,6 +121,8 @@ class Metrics {
   static const prometheus::Histogram::BucketBoundaries& StepBuckets();
   static const prometheus::Histogram::BucketBoundaries& RunBuckets();
   static const prometheus::Histogram::BucketBoundaries& WaitBuckets();
+  // Of loopserve_batch_rows: powers of two.
+  static const prometheus::Histogram::BucketBoundaries& RowBuckets();
 
  private:
   const std::shared_ptr<prometheus::Registry> registry_;
@@ -128,6 +138,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& iterations_streamed_;
   prometheus::Family<prometheus::Counter>& iterations_dropped_;
   prometheus::Family<prometheus::Counter>& stream_bytes_;
+  prometheus::Family<prometheus::Histogram>& batch_rows_;
+  prometheus::Family<prometheus::Histogram>& batch_wait_;
   prometheus::Gauge* queued_runs_;
 
   absl::Mutex mu_;

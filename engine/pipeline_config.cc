@@ -159,7 +159,8 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
 absl::Status LoadServerConfig(const ConfigSource& config,
                               const BlockRegistry& blocks,
                               const ComponentRegistry& components,
-                              c10::Device device, PipelineCatalog& catalog) {
+                              c10::Device device, PipelineCatalog& catalog,
+                              const BatchingOptions& batching) {
   v1::ServerConfig server_config;
   ParseInfoTree tree;
   FirstErrorCollector errors;
@@ -179,8 +180,10 @@ absl::Status LoadServerConfig(const ConfigSource& config,
 
   // Components first: pipelines refer to them by name.
   std::vector<std::string> notes;
-  const ComponentContext context{
-      .device = device, .base_dir = config.base_dir, .notes = &notes};
+  const ComponentContext context{.device = device,
+                                 .base_dir = config.base_dir,
+                                 .notes = &notes,
+                                 .batching = batching};
   Components loaded;
   for (int i = 0; i < server_config.components_size(); ++i) {
     const v1::ComponentConfig& component = server_config.components(i);

@@ -40,10 +40,12 @@ struct ConfigSource {
 };
 
 // Loads `config` into `catalog`: every component, then every pipeline.
+// Model components batch their calls across runs under `batching`.
 absl::Status LoadServerConfig(const ConfigSource& config,
                               const BlockRegistry& blocks,
                               const ComponentRegistry& components,
-                              c10::Device device, PipelineCatalog& catalog);
+                              c10::Device device, PipelineCatalog& catalog,
+                              const BatchingOptions& batching = {});
 
 // The configuration file at `path`, its relative paths resolving against
 // its directory; NOT_FOUND naming it when it cannot be read.

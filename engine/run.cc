@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "blocks/core/block.h"
+#include "blocks/core/run_scope.h"
 #include "engine/engine.h"
 #include "engine/run_log.h"
 #include "engine/run_request.h"
@@ -61,7 +62,11 @@ void Run::Execute() {
     RunRecorder recorder(metrics_, accepted_);
     RunContext context{
         .observer = &stream_, .device = options.device, .timer = &recorder};
+    // Ends with the block tree, so that no batch waits for this run while
+    // it streams its result.
+    RunScope scope(&engine_.metrics());
     status = RunBlock(*pipeline_.root, pipeline_.components, *state, context);
+    mean_batch_size_ = scope.mean_batch_rows();
   }
 
   end_time_ = Clock::now();
@@ -72,6 +77,7 @@ void Run::Execute() {
   stats.set_iterations(stream_.iterations());
   stats.set_queue_ms(Milliseconds(start_time_ - accepted_));
   stats.set_run_ms(Milliseconds(end_time_ - start_time_));
+  stats.set_mean_batch_size(mean_batch_size_);
   if (state.ok()) {
     stream_.End(status, *state, stats);
   } else {
@@ -98,7 +104,8 @@ void Run::Report(const absl::Status& seen) {
        .queue_ms =
            Milliseconds((started_ ? start_time_ : finish_time_) - accepted_),
        .run_ms = started_ ? Milliseconds(end_time_ - start_time_) : -1,
-       .iterations = started_ ? stream_.iterations() : 0});
+       .iterations = started_ ? stream_.iterations() : 0,
+       .mean_batch_size = mean_batch_size_});
 }
 
 }  // namespace loopserve

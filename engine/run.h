@@ -97,6 +97,8 @@ class Run final : public std::enable_shared_from_this<Run>,
   Clock::time_point start_time_{};
   Clock::time_point end_time_{};
   Clock::time_point finish_time_{};
+  // RunStats.mean_batch_size; written on the run's thread, as the times.
+  double mean_batch_size_ = 0;
 };
 
 }  // namespace loopserve

@@ -16,6 +16,8 @@
 //     block=gmm-ddim/prepare_latents queue_ms=0.055185 run_ms=1.48427
 //     iterations=0 message="block 'gmm-ddim/prepare_latents' ..."
 //
+// A run that called a denoiser adds mean_batch_size= (RunStats').
+//
 // An OK run logs the same line at verbosity 1 (--log_level=debug).
 //
 // Thread-safety: ReportOutcome and SetLogLevel may be called from any
@@ -45,6 +47,9 @@ struct RunOutcome {
   double queue_ms = -1;
   double run_ms = -1;
   int64_t iterations = 0;
+  // The mean rows of its denoiser calls (RunStats.mean_batch_size); 0:
+  // none.
+  double mean_batch_size = 0;
 };
 
 void ReportOutcome(Metrics& metrics, const RunOutcome& outcome);

@@ -16,6 +16,8 @@
 // --shutdown_grace_s to finish and are then cancelled; the process exits 0.
 // A run that does not end OK writes one log line (glog, on stderr;
 // --log_level).
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <iostream>
@@ -51,7 +53,15 @@ ABSL_FLAG(std::string, check_config, "",
           "--device), print the result and exit");
 ABSL_FLAG(std::string, model_dir, std::string(loopserve::DefaultModelDir()),
           "Where the embedded default configuration's models are");
-ABSL_FLAG(int32_t, max_concurrent_runs, 4, "Runs executing at once");
+ABSL_FLAG(int32_t, max_concurrent_runs, 32,
+          "Runs executing at once (a run waiting for its batch holds a "
+          "thread, no CPU)");
+ABSL_FLAG(int64_t, max_batch_size, 16,
+          "Rows one denoiser call may hold when runs in flight share it; 1 "
+          "turns step-level batching off");
+ABSL_FLAG(double, batch_window_ms, 2,
+          "How long a denoiser call waits for the other runs in flight "
+          "before its batch launches without them");
 ABSL_FLAG(int32_t, max_queued_runs, 64,
           "Runs waiting for a worker; past this, RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_iterations, 1'000'000,
@@ -75,6 +85,20 @@ ABSL_FLAG(std::string, log_level, "info",
 
 namespace loopserve {
 namespace {
+
+absl::StatusOr<BatchingOptions> Batching() {
+  const int64_t rows = absl::GetFlag(FLAGS_max_batch_size);
+  const double window_ms = absl::GetFlag(FLAGS_batch_window_ms);
+  if (rows < 1) return absl::InvalidArgumentError("--max_batch_size must be >= 1");
+  if (!(window_ms >= 0 && window_ms <= 10'000)) {
+    return absl::InvalidArgumentError(
+        "--batch_window_ms must be between 0 and 10000");
+  }
+  return BatchingOptions{
+      .max_batch_size = rows,
+      .window = std::chrono::microseconds(
+          static_cast<int64_t>(std::llround(window_ms * 1000)))};
+}
 
 PipelineSources Sources(const std::string& config_path) {
   return {.config_path = config_path,
@@ -134,8 +158,10 @@ absl::Status Serve(const sigset_t& signals) {
   std::cerr << "loopserve: loading pipelines (listening on "
             << absl::GetFlag(FLAGS_host) << ":" << server->port() << ")"
             << std::endl;
-  ASSIGN_OR_RETURN(PipelineCatalog catalog,
-                   LoadPipelines(Sources(absl::GetFlag(FLAGS_config)), device));
+  ASSIGN_OR_RETURN(const BatchingOptions batching, Batching());
+  ASSIGN_OR_RETURN(
+      PipelineCatalog catalog,
+      LoadPipelines(Sources(absl::GetFlag(FLAGS_config)), device, batching));
   for (const std::string& note : catalog.notes()) {
     std::cerr << "loopserve: note: " << note << std::endl;
   }

@@ -43,7 +43,9 @@ absl::Status ComponentRegistry::Create(absl::string_view type_name,
         absl::StrCat("unknown component type '", type_name,
                      "'; registered: ", absl::StrJoin(TypeNames(), ", ")));
   }
-  return it->second(std::move(name), params, context, into);
+  ComponentContext named = context;
+  named.name = name;
+  return it->second(std::move(name), params, named, into);
 }
 
 bool ComponentRegistry::Contains(absl::string_view type_name) const {

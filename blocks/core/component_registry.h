@@ -32,6 +32,7 @@
 #include "absl/strings/string_view.h"
 #include "blocks/core/components.h"
 #include "blocks/core/registry.h"
+#include "blocks/core/run_scope.h"
 
 namespace loopserve {
 
@@ -47,6 +48,12 @@ struct ComponentContext {
   // configuration loader reports them (--check_config prints them). May be
   // null.
   std::vector<std::string>* notes = nullptr;
+  // The server's --max_batch_size and --batch_window_ms: a model component
+  // that can batch its calls across runs does so under them
+  // (BatchedDenoiser).
+  BatchingOptions batching{};
+  // The name the component is created under (Create sets it), for metrics.
+  std::string name{};
 
   // `path`, resolved against base_dir.
   std::string ResolvePath(absl::string_view path) const;

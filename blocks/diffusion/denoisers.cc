@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
 #include "blocks/core/status_macros.h"
+#include "blocks/diffusion/batched_denoiser.h"
 #include "blocks/diffusion/noise_schedule.h"
 #include "blocks/diffusion/png.h"
 #include "blocks/diffusion/torchscript_module.h"
@@ -91,11 +92,36 @@ std::pair<at::Tensor, at::Tensor> GaussianMixtureDenoiser::Posterior(
 absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
     const at::Tensor& sample, const at::Tensor& timestep,
     std::span<const at::Tensor>) const {
-  if (!timestep.defined() || timestep.numel() < 1) {
-    return absl::InvalidArgumentError("timestep is empty");
+  const int64_t rows = sample.dim() > 0 ? sample.size(0) : 1;
+  if (!timestep.defined() || (timestep.numel() != 1 &&
+                              timestep.numel() != rows)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the timestep must have 1 or ", rows, " values, got ",
+        timestep.defined() ? timestep.numel() : 0));
   }
-  // One timestep for the whole batch, as a denoising loop passes it.
-  const double t = timestep.flatten()[0].item<double>();
+  // Rows that share a timestep are computed together, as an unbatched
+  // call computes them (Note [step batching]: a batch of runs at other
+  // steps gets each run's rows exactly).
+  const at::Tensor t = timestep.to(at::kCPU, at::kDouble).reshape({-1});
+  const double* values = t.data_ptr<double>();
+  if (t.numel() == 1 || std::all_of(values, values + rows, [&](double v) {
+        return v == values[0];
+      })) {
+    return PredictAt(sample, values[0]);
+  }
+  std::vector<at::Tensor> parts;
+  for (int64_t begin = 0; begin < rows;) {
+    int64_t end = begin + 1;
+    while (end < rows && values[end] == values[begin]) ++end;
+    parts.push_back(PredictAt(sample.narrow(0, begin, end - begin),
+                              values[begin]));
+    begin = end;
+  }
+  return at::cat(parts);
+}
+
+at::Tensor GaussianMixtureDenoiser::PredictAt(const at::Tensor& sample,
+                                              double t) const {
   const at::Tensor x = sample.to(at::kFloat);
   if (prediction_ == Prediction::kFlow) {
     const double sigma =
@@ -338,7 +364,7 @@ absl::StatusOr<std::string> LatentPreview::RenderPng(
 absl::Status RegisterModels(ComponentRegistry& registry) {
   RETURN_IF_ERROR(registry.Register<Denoiser>(
       std::string(GaussianMixtureDenoiser::kTypeName),
-      [](const BlockParams& raw, const ComponentContext&)
+      [](const BlockParams& raw, const ComponentContext& context)
           -> absl::StatusOr<std::shared_ptr<const Denoiser>> {
         ParamReader params(raw);
         ASSIGN_OR_RETURN(GaussianMixtureDenoiser::Mixture mixture,
@@ -348,12 +374,15 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
                          params.Choice("prediction_type", "epsilon",
                                        {"epsilon", "v_prediction", "flow"}));
         RETURN_IF_ERROR(params.CheckAllRead());
-        return std::make_shared<const GaussianMixtureDenoiser>(
-            std::move(mixture), schedule.AlphasCumprod(),
-            prediction == "flow" ? GaussianMixtureDenoiser::Prediction::kFlow
-            : prediction == "v_prediction"
-                ? GaussianMixtureDenoiser::Prediction::kV
-                : GaussianMixtureDenoiser::Prediction::kEpsilon);
+        return BatchAcrossRuns(
+            std::make_shared<const GaussianMixtureDenoiser>(
+                std::move(mixture), schedule.AlphasCumprod(),
+                prediction == "flow"
+                    ? GaussianMixtureDenoiser::Prediction::kFlow
+                : prediction == "v_prediction"
+                    ? GaussianMixtureDenoiser::Prediction::kV
+                    : GaussianMixtureDenoiser::Prediction::kEpsilon),
+            context);
       }));
   RETURN_IF_ERROR(registry.Register<Denoiser>(
       std::string(TorchScriptDenoiser::kTypeName),
@@ -396,7 +425,9 @@ absl::Status RegisterModels(ComponentRegistry& registry) {
         if (timestep_dtype == "int64") options.timestep_dtype = at::kLong;
         ASSIGN_OR_RETURN(options.output, params.String("output", ""));
         RETURN_IF_ERROR(params.CheckAllRead());
-        return TorchScriptDenoiser::Load(options);
+        ASSIGN_OR_RETURN(std::shared_ptr<const Denoiser> denoiser,
+                         TorchScriptDenoiser::Load(options));
+        return BatchAcrossRuns(std::move(denoiser), context);
       }));
   RETURN_IF_ERROR(registry.Register<ImageDecoder>(
       std::string(TorchScriptDecoder::kTypeName),

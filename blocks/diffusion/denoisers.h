@@ -89,7 +89,7 @@ class GaussianMixtureDenoiser final : public Denoiser {
                           Prediction prediction);
 
   absl::string_view type_name() const override { return kTypeName; }
-  // One timestep for the whole batch: the first.
+  // `timestep`: one for the whole batch, or one per row.
   absl::StatusOr<at::Tensor> Predict(
       const at::Tensor& sample, const at::Tensor& timestep,
       std::span<const at::Tensor> conditioning) const override;
@@ -99,6 +99,8 @@ class GaussianMixtureDenoiser final : public Denoiser {
   double AlphaProdAt(double timestep) const;
 
  private:
+  // The prediction for `sample`, every row at timestep `t`.
+  at::Tensor PredictAt(const at::Tensor& sample, double t) const;
   // The posterior's E[x0 | x] and E[ε | x] for x = scale·x0 + noise·ε.
   std::pair<at::Tensor, at::Tensor> Posterior(const at::Tensor& x,
                                               double scale,
