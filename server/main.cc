@@ -59,7 +59,7 @@ ABSL_FLAG(int32_t, max_concurrent_runs, 32,
 ABSL_FLAG(int64_t, max_batch_size, 16,
           "Rows one denoiser call may hold when runs in flight share it; 1 "
           "turns step-level batching off");
-ABSL_FLAG(double, batch_window_ms, 2,
+ABSL_FLAG(double, batch_window_ms, 1,
           "How long a denoiser call waits for the other runs in flight "
           "before its batch launches without them");
 ABSL_FLAG(int32_t, max_queued_runs, 64,

@@ -37,7 +37,7 @@ struct BatchingOptions {
   int64_t max_batch_size = 1;
   // How long a call waits for the other runs in flight before its batch
   // launches without them.
-  std::chrono::microseconds window{2000};
+  std::chrono::microseconds window{1000};
 };
 
 class RunScope {

@@ -245,6 +245,11 @@ void BatchedDenoiser::Batcher::Launch(const std::vector<Call*>& batch) {
     run->observer()->OnBatchLaunched(name_, rows);
   }
   absl::StatusOr<at::Tensor> out = Forward(batch);
+  if (out.ok() && (out->dim() == 0 || out->size(0) != rows)) {
+    out = absl::InternalError(absl::StrCat(
+        "the denoiser returned ", out->dim() == 0 ? 0 : out->size(0),
+        " rows for a batch of ", rows));
+  }
   if (!out.ok() && batch.size() > 1) {
     // One run's input may be what the model refused: each alone, so that
     // it fails that run only.
