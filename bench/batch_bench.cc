@@ -10,7 +10,8 @@
 //
 //   build/bench/batch_bench [--pipelines=digits-ddim,digits-text]
 //       [--clients=1,2,4,8,16] [--steps=20] [--seconds=4]
-//       [--max_batch_size=16] [--window_ms=1] [--max_concurrent_runs=32]
+//       [--max_batch_size=16] [--window_ms=1] [--batch_lanes=2]
+//       [--max_concurrent_runs=32]
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -46,6 +47,7 @@ ABSL_FLAG(int64_t, steps, 20, "num_inference_steps of every run");
 ABSL_FLAG(double, seconds, 4, "How long each client count runs, per mode");
 ABSL_FLAG(int64_t, max_batch_size, 16, "The batched server's rows per call");
 ABSL_FLAG(double, window_ms, 1, "The batched server's --batch_window_ms");
+ABSL_FLAG(int32_t, batch_lanes, 2, "The batched server's --batch_lanes");
 ABSL_FLAG(int32_t, max_concurrent_runs, 32,
           "Both servers' --max_concurrent_runs");
 
@@ -114,6 +116,15 @@ absl::StatusOr<Figures> Load(const std::string& address,
   const Clock::time_point stop =
       start + std::chrono::duration_cast<Clock::duration>(
                   std::chrono::duration<double>(seconds));
+  v1::RunRequest base;
+  base.set_pipeline(pipeline);
+  (*base.mutable_inputs())[std::string("num_inference_steps")]
+      .set_int64_value(steps);
+  if (pipeline == "digits-text") {  // a guided run: two rows per call
+    (*base.mutable_inputs())[std::string("prompt")].set_string_value(
+        "a handwritten seven");
+  }
+  base.mutable_stream()->add_values("latents");
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
@@ -121,16 +132,9 @@ absl::StatusOr<Figures> Load(const std::string& address,
           LoopClient::Connect(address);
       std::mt19937_64 seeds(1000 + c);
       while (client.ok() && Clock::now() < stop) {
-        v1::RunRequest request;
-        request.set_pipeline(pipeline);
-        auto& inputs = *request.mutable_inputs();
-        inputs["num_inference_steps"].set_int64_value(steps);
-        inputs["seed"].set_int64_value(static_cast<int64_t>(seeds() >> 33));
-        if (pipeline == "digits-text") {
-          inputs["prompt"].set_string_value(
-              absl::StrCat("a handwritten ", "seven"));
-        }
-        request.mutable_stream()->add_values("latents");
+        v1::RunRequest request = base;
+        (*request.mutable_inputs())[std::string("seed")].set_int64_value(
+            static_cast<int64_t>(seeds() >> 33));
         const Clock::time_point begin = Clock::now();
         Clock::time_point first{};
         absl::StatusOr<v1::RunResult> result = (*client)->Run(
@@ -185,7 +189,8 @@ absl::Status Main() {
   const BatchingOptions on{
       .max_batch_size = absl::GetFlag(FLAGS_max_batch_size),
       .window = std::chrono::microseconds(static_cast<int64_t>(
-          absl::GetFlag(FLAGS_window_ms) * 1000))};
+          absl::GetFlag(FLAGS_window_ms) * 1000)),
+      .lanes = absl::GetFlag(FLAGS_batch_lanes)};
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> batched, StartServer(on));
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> unbatched,
                    StartServer({.max_batch_size = 1}));
@@ -197,10 +202,11 @@ absl::Status Main() {
   const double seconds = absl::GetFlag(FLAGS_seconds);
   std::printf(
       "\n%ld steps per run, streaming latents every step; %.1f s per "
-      "point; batching on: --max_batch_size=%ld --batch_window_ms=%g; both: "
-      "--max_concurrent_runs=%d\n",
+      "point; batching on: --max_batch_size=%ld --batch_window_ms=%g "
+      "--batch_lanes=%d; both: --max_concurrent_runs=%d\n",
       static_cast<long>(steps), seconds,
       static_cast<long>(on.max_batch_size), absl::GetFlag(FLAGS_window_ms),
+      on.lanes,
       absl::GetFlag(FLAGS_max_concurrent_runs));
   for (const std::string& pipeline : absl::GetFlag(FLAGS_pipelines)) {
     // Warm-up: TorchScript's profiling executor optimises a module after

@@ -62,6 +62,10 @@ ABSL_FLAG(int64_t, max_batch_size, 16,
 ABSL_FLAG(double, batch_window_ms, 1,
           "How long a denoiser call waits for the other runs in flight "
           "before its batch launches without them");
+ABSL_FLAG(int32_t, batch_lanes, 2,
+          "Batches of one denoiser that may run at once: 2 lets a CPU run "
+          "small forwards side by side; 1 feeds a GPU one large batch at a "
+          "time");
 ABSL_FLAG(int32_t, max_queued_runs, 64,
           "Runs waiting for a worker; past this, RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_iterations, 1'000'000,
@@ -89,7 +93,9 @@ namespace {
 absl::StatusOr<BatchingOptions> Batching() {
   const int64_t rows = absl::GetFlag(FLAGS_max_batch_size);
   const double window_ms = absl::GetFlag(FLAGS_batch_window_ms);
+  const int32_t lanes = absl::GetFlag(FLAGS_batch_lanes);
   if (rows < 1) return absl::InvalidArgumentError("--max_batch_size must be >= 1");
+  if (lanes < 1) return absl::InvalidArgumentError("--batch_lanes must be >= 1");
   if (!(window_ms >= 0 && window_ms <= 10'000)) {
     return absl::InvalidArgumentError(
         "--batch_window_ms must be between 0 and 10000");
@@ -97,7 +103,8 @@ absl::StatusOr<BatchingOptions> Batching() {
   return BatchingOptions{
       .max_batch_size = rows,
       .window = std::chrono::microseconds(
-          static_cast<int64_t>(std::llround(window_ms * 1000)))};
+          static_cast<int64_t>(std::llround(window_ms * 1000))),
+      .lanes = lanes};
 }
 
 PipelineSources Sources(const std::string& config_path) {

@@ -38,6 +38,10 @@ struct BatchingOptions {
   // How long a call waits for the other runs in flight before its batch
   // launches without them.
   std::chrono::microseconds window{1000};
+  // Batches of one model that may run at once (Triton's model instances):
+  // a CPU runs small forwards side by side on its cores, a GPU is best fed
+  // one large batch at a time.
+  int lanes = 1;
 };
 
 class RunScope {

@@ -115,6 +115,8 @@ class BatchedDenoiser::Batcher final
   absl::CondVar arrivals_;
   std::deque<Call*> pending_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<const RunScope*, Member> members_ ABSL_GUARDED_BY(mu_);
+  // Batches running now (at most options_.lanes).
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
@@ -149,27 +151,29 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
     pending_.push_back(&call);
     arrivals_.SignalAll();
     while (!call.done) {
-      if (!call.taken) {
-        std::vector<Call*> batch = TakeIfReady(call.key, Clock::now());
-        if (!batch.empty()) {
-          mu_.Unlock();
-          Launch(batch);
-          mu_.Lock();
-          for (Call* c : batch) {
-            c->done = true;
-            if (auto it = members_.find(c->run); it != members_.end()) {
-              it->second.place = Place::kAway;
-            }
-          }
-          arrivals_.SignalAll();
-          continue;
-        }
-        const absl::Duration left = absl::FromChrono(Deadline(call.key) -
-                                                     Clock::now());
-        arrivals_.WaitWithTimeout(&mu_, std::max(left, absl::ZeroDuration()));
-      } else {
-        arrivals_.Wait(&mu_);
+      if (call.taken || running_ >= options_.lanes) {
+        arrivals_.Wait(&mu_);  // for its batch, or for a free lane
+        continue;
       }
+      std::vector<Call*> batch = TakeIfReady(call.key, Clock::now());
+      if (!batch.empty()) {
+        ++running_;
+        mu_.Unlock();
+        Launch(batch);
+        mu_.Lock();
+        --running_;
+        for (Call* c : batch) {
+            c->done = true;
+          if (auto it = members_.find(c->run); it != members_.end()) {
+            it->second.place = Place::kAway;
+          }
+        }
+        arrivals_.SignalAll();
+        continue;
+      }
+      const absl::Duration left =
+          absl::FromChrono(Deadline(call.key) - Clock::now());
+      arrivals_.WaitWithTimeout(&mu_, std::max(left, absl::ZeroDuration()));
     }
   }
   run->CountModelCall(call.batch_rows);
@@ -192,12 +196,14 @@ BatchedDenoiser::Batcher::TakeIfReady(const std::string& key,
     oldest = std::min(oldest, c->arrived);
   }
   if (waiting_rows == 0) return {};
-  bool ready = waiting_rows >= options_.max_batch_size ||
+  // With more than one lane free, waiting would leave a lane idle.
+  bool ready = options_.lanes - running_ > 1 ||
+               waiting_rows >= options_.max_batch_size ||
                now >= oldest + options_.window;
   if (!ready) {
     ready = true;  // unless a compatible run is still to come
     for (const auto& [run, member] : members_) {
-      if (member.key == key && member.place != Place::kWaiting) {
+      if (member.key == key && member.place == Place::kAway) {
         ready = false;
         break;
       }

@@ -19,16 +19,20 @@
 // schedule, guidance scale and generator. A guided run's call already holds
 // its two halves.
 //
-// When a batch launches: a call waits (on a condition variable, holding no
-// CPU) until every run in flight that made a compatible call before (a
-// member, known through the thread's RunScope) has arrived with its next
-// one, or its rows reach max_batch_size, or `window` has passed since the
-// oldest waiting call arrived; then the thread that sees it launches the
-// batch for everyone, taking waiting calls oldest first up to
-// max_batch_size rows. Runs that were launched in a batch count as not yet
-// arrived, so runs out of step fall into step within a window. A run leaves
-// when it ends (its RunScope ends): nobody waits for a finished or
-// cancelled run. A call of max_batch_size rows or more runs alone.
+// When a batch launches: up to `lanes` batches of one denoiser run at once
+// (Triton's model instances: a CPU runs small forwards side by side on its
+// cores, a GPU is best fed one large batch at a time). A call waits (on a
+// condition variable, holding no CPU) for a free lane. With more than one
+// lane free it launches at once: waiting would leave a lane idle. On the
+// last free lane it waits until every run that made a compatible call
+// before (a member, known through the thread's RunScope) and is not in a
+// running batch has arrived with its next call, or its rows reach
+// max_batch_size, or `window` has passed since the oldest waiting call
+// arrived. The thread that sees it launches the batch for everyone, taking
+// waiting calls oldest first up to max_batch_size rows; calls that arrive
+// meanwhile gather for the next lane to free. A run leaves when it ends
+// (its RunScope ends): nobody waits for a finished or cancelled run. A call
+// of max_batch_size rows or more runs alone.
 //
 // When a batched forward fails, each call is retried alone, so one run's
 // bad input fails that run only.

@@ -129,8 +129,14 @@ class BatchingTest : public ::testing::Test {
         PipelineCatalog batched,
         LoadDefaultPipelines(c10::kCPU, {.max_batch_size = 64,
                                          .window = kPatientWindow}));
+    ASSERT_OK_AND_ASSIGN(
+        PipelineCatalog two_lanes,
+        LoadDefaultPipelines(c10::kCPU, {.max_batch_size = 64,
+                                         .window = kPatientWindow,
+                                         .lanes = 2}));
     unbatched_ = new PipelineCatalog(std::move(unbatched));
     batched_ = new PipelineCatalog(std::move(batched));
+    two_lanes_ = new PipelineCatalog(std::move(two_lanes));
   }
 
   // Each spec run alone on the unbatched catalog.
@@ -145,10 +151,14 @@ class BatchingTest : public ::testing::Test {
   }
 
   static PipelineCatalog* unbatched_;
+  // One lane: every compatible run in flight shares each call.
   static PipelineCatalog* batched_;
+  // Two lanes (the server's default): two batches may run side by side.
+  static PipelineCatalog* two_lanes_;
 };
 PipelineCatalog* BatchingTest::unbatched_ = nullptr;
 PipelineCatalog* BatchingTest::batched_ = nullptr;
+PipelineCatalog* BatchingTest::two_lanes_ = nullptr;
 
 RunSpec Gmm(const std::string& scheduler, int64_t steps, int64_t seed,
             int64_t batch_size = 1) {
@@ -186,6 +196,27 @@ TEST_F(BatchingTest, MixedSamplersAndStepCountsEqualUnbatchedBitForBit) {
         batch_size == specs[i].inputs.end() ? 1 : batch_size->second.toInt();
     EXPECT_GT(together[i].mean_batch_size, own_rows);
   }
+}
+
+// Two batches side by side: which runs share which call depends on who
+// arrives when, yet no run's result does.
+TEST_F(BatchingTest, TwoLanesEqualUnbatchedBitForBit) {
+  std::vector<RunSpec> specs;
+  const char* samplers[] = {"ddim", "euler", "euler-a", "dpmpp-2m",
+                            "dpmpp-2m-sde-karras", "unipc"};
+  for (int64_t i = 0; i < 12; ++i) {
+    specs.push_back(Gmm(samplers[i % 6], 10 + i, 100 + i, 1 + i % 2));
+  }
+  const std::vector<RunOutcome> alone = Alone(specs);
+  const std::vector<RunOutcome> together = ExecuteTogether(*two_lanes_, specs);
+  double most_rows = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("run ", i));
+    ASSERT_OK(together[i].status);
+    EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents));
+    most_rows = std::max(most_rows, together[i].mean_batch_size);
+  }
+  EXPECT_GT(most_rows, 2);  // with two lanes busy, the others batch
 }
 
 // The flow model is another component, and latents of another size another
