@@ -2,14 +2,15 @@
 // blocks/diffusion/batched_denoiser.h): N clients, each looping runs with
 // random seeds over loopback and streaming `latents` every step, against a
 // server with batching off (--max_batch_size=1) and one with it on, the two
-// measured one after the other for each N in one invocation. Prints, per
+// measured in alternating rounds (off, on, on, off) for each N in one
+// invocation. Prints, per
 // pipeline and N: aggregate denoising steps/s, p50 and p99 run latency, p50
 // and p99 time to the first streamed iteration, the mean batch size the runs
 // saw, and the on/off ratio of steps/s. First, what one denoiser call costs
 // at each batch size, which explains the table.
 //
 //   build/bench/batch_bench [--pipelines=digits-ddim,digits-text]
-//       [--clients=1,2,4,8,16] [--steps=20] [--seconds=4]
+//       [--clients=1,2,4,8,16] [--steps=20] [--seconds=3] [--rounds=2]
 //       [--max_batch_size=16] [--window_ms=1] [--batch_lanes=2]
 //       [--max_concurrent_runs=32]
 #include <ATen/ATen.h>
@@ -44,7 +45,9 @@ ABSL_FLAG(std::vector<std::string>, clients,
           std::vector<std::string>({"1", "2", "4", "8", "16"}),
           "Concurrent client counts");
 ABSL_FLAG(int64_t, steps, 20, "num_inference_steps of every run");
-ABSL_FLAG(double, seconds, 4, "How long each client count runs, per mode");
+ABSL_FLAG(double, seconds, 3,
+          "How long each client count runs, per mode and round");
+ABSL_FLAG(int, rounds, 2, "Rounds per client count, alternating the modes");
 ABSL_FLAG(int64_t, max_batch_size, 16, "The batched server's rows per call");
 ABSL_FLAG(double, window_ms, 1, "The batched server's --batch_window_ms");
 ABSL_FLAG(int32_t, batch_lanes, 2, "The batched server's --batch_lanes");
@@ -95,21 +98,22 @@ absl::Status PrintModelStepCost(const PipelineCatalog& catalog) {
   return absl::OkStatus();
 }
 
-struct Figures {
-  double steps_per_second = 0;
-  double run_p50 = 0, run_p99 = 0;
-  double first_p50 = 0, first_p99 = 0;
-  double mean_batch = 0;
-  int64_t runs = 0;
+// What the finished runs of one mode measured, over its rounds.
+struct Samples {
+  std::vector<double> run_s, first_s, batch;
+  int64_t steps = 0;
+  double seconds = 0;
 };
 
 // `clients` threads loop runs of `pipeline` for `seconds`; the runs that
-// finished count.
-absl::StatusOr<Figures> Load(const std::string& address,
-                             const std::string& pipeline, int clients,
-                             int64_t steps, double seconds) {
+// finished are added to `samples`.
+absl::Status Load(const std::string& address, const std::string& pipeline,
+                  int clients, int64_t steps, double seconds,
+                  Samples& samples) {
   absl::Mutex mu;
-  std::vector<double> run_s, first_s, batch;
+  std::vector<double>& run_s = samples.run_s;
+  std::vector<double>& first_s = samples.first_s;
+  std::vector<double>& batch = samples.batch;
   absl::Status failure;
   std::atomic<int64_t> steps_done{0};
   const Clock::time_point start = Clock::now();
@@ -159,19 +163,27 @@ absl::StatusOr<Figures> Load(const std::string& address,
     });
   }
   for (std::thread& thread : threads) thread.join();
-  RETURN_IF_ERROR(failure);
-  const double elapsed = Seconds(Clock::now() - start);
-  Figures f;
-  f.runs = static_cast<int64_t>(run_s.size());
-  f.steps_per_second = steps_done.load() / elapsed;
-  f.run_p50 = 1e3 * Percentile(run_s, 0.5);
-  f.run_p99 = 1e3 * Percentile(run_s, 0.99);
-  f.first_p50 = 1e3 * Percentile(first_s, 0.5);
-  f.first_p99 = 1e3 * Percentile(first_s, 0.99);
+  samples.seconds += Seconds(Clock::now() - start);
+  samples.steps += steps_done.load();
+  return failure;
+}
+
+// One row of the table: `samples` of one mode, `off` the unbatched one's
+// steps/s (0 for the unbatched row itself).
+double PrintRow(int clients, bool batching, const Samples& s, double off) {
+  const double steps_per_second = s.steps / std::max(s.seconds, 1e-9);
   double sum = 0;
-  for (double b : batch) sum += b;
-  f.mean_batch = batch.empty() ? 0 : sum / batch.size();
-  return f;
+  for (double b : s.batch) sum += b;
+  std::printf("  %7d %4s %9.1f %9.1f %9.1f %9.2f %9.2f %6.2f %6zu",
+              clients, batching ? "on" : "off", steps_per_second,
+              1e3 * Percentile(s.run_s, 0.5), 1e3 * Percentile(s.run_s, 0.99),
+              1e3 * Percentile(s.first_s, 0.5),
+              1e3 * Percentile(s.first_s, 0.99),
+              s.batch.empty() ? 0 : sum / s.batch.size(), s.run_s.size());
+  if (batching) std::printf(" %7.2fx", steps_per_second / std::max(off, 1e-9));
+  std::printf("\n");
+  std::fflush(stdout);
+  return steps_per_second;
 }
 
 absl::StatusOr<std::unique_ptr<LoopServer>> StartServer(
@@ -200,11 +212,12 @@ absl::Status Main() {
   }
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   const double seconds = absl::GetFlag(FLAGS_seconds);
+  const int rounds = absl::GetFlag(FLAGS_rounds);
   std::printf(
-      "\n%ld steps per run, streaming latents every step; %.1f s per "
-      "point; batching on: --max_batch_size=%ld --batch_window_ms=%g "
+      "\n%ld steps per run, streaming latents every step; %d rounds of "
+      "%.1f s per point; batching on: --max_batch_size=%ld --batch_window_ms=%g "
       "--batch_lanes=%d; both: --max_concurrent_runs=%d\n",
-      static_cast<long>(steps), seconds,
+      static_cast<long>(steps), rounds, seconds,
       static_cast<long>(on.max_batch_size), absl::GetFlag(FLAGS_window_ms),
       on.lanes,
       absl::GetFlag(FLAGS_max_concurrent_runs));
@@ -212,9 +225,9 @@ absl::Status Main() {
     // Warm-up: TorchScript's profiling executor optimises a module after
     // its first calls, at each batch size it sees.
     for (LoopServer* server : {unbatched.get(), batched.get()}) {
+      Samples warm_up;
       RETURN_IF_ERROR(Load(absl::StrCat("127.0.0.1:", server->port()),
-                           pipeline, 4, steps, 1.0)
-                          .status());
+                           pipeline, 4, steps, 1.0, warm_up));
     }
     std::printf("\n%s\n", pipeline.c_str());
     std::printf("  %7s %4s %9s %9s %9s %9s %9s %6s %6s %8s\n", "clients",
@@ -222,25 +235,18 @@ absl::Status Main() {
                 "first99", "batch", "runs", "on/off");
     for (const std::string& text : absl::GetFlag(FLAGS_clients)) {
       const int clients = std::stoi(text);
-      Figures off_f, on_f;
-      for (const bool batching : {false, true}) {
-        LoopServer& server = batching ? *batched : *unbatched;
-        const std::string address =
-            absl::StrCat("127.0.0.1:", server.port());
-        ASSIGN_OR_RETURN(Figures f, Load(address, pipeline, clients, steps,
-                                         seconds));
-        (batching ? on_f : off_f) = f;
-        std::printf("  %7d %4s %9.1f %9.1f %9.1f %9.2f %9.2f %6.2f %6ld",
-                    clients, batching ? "on" : "off", f.steps_per_second,
-                    f.run_p50, f.run_p99, f.first_p50, f.first_p99,
-                    f.mean_batch, static_cast<long>(f.runs));
-        if (batching) {
-          std::printf(" %7.2fx", on_f.steps_per_second /
-                                     std::max(off_f.steps_per_second, 1e-9));
+      // Off, on, on, off, ...: a drift of the machine's speed falls on
+      // both alike.
+      Samples off, on;
+      for (int round = 0; round < rounds; ++round) {
+        for (const bool batching : {round % 2 == 1, round % 2 == 0}) {
+          LoopServer& server = batching ? *batched : *unbatched;
+          RETURN_IF_ERROR(Load(absl::StrCat("127.0.0.1:", server.port()),
+                               pipeline, clients, steps, seconds,
+                               batching ? on : off));
         }
-        std::printf("\n");
-        std::fflush(stdout);
       }
+      PrintRow(clients, true, on, PrintRow(clients, false, off, 0));
     }
   }
   std::printf("\n(latencies in ms; batch: the mean RunStats.mean_batch_size; "

@@ -74,11 +74,12 @@ v1::RunRequest SeedRequest(const std::string& pipeline, int64_t num_steps,
 
 class LoopServiceTest : public ::testing::Test {
  protected:
-  void StartServer(LoopServerOptions options = {}) {
+  void StartServer(LoopServerOptions options = {},
+                   const BatchingOptions& batching = {}) {
     BlockRegistry registry;
     ASSERT_OK(RegisterBuiltinBlocks(registry));
     ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
-                         LoadDefaultPipelines(c10::kCPU));
+                         LoadDefaultPipelines(c10::kCPU, batching));
     ASSERT_OK_AND_ASSIGN(
         auto gated,
         FromBlocks<LoopWrapper>(
@@ -557,6 +558,40 @@ TEST_F(LoopServiceTest, DenoisingStreamsEveryStepsLatentsExactly) {
   ASSERT_OK(RunBlock(*pipeline->root, pipeline->components, state, context));
   EXPECT_TRUE(at::equal(state.GetIntermediate("latents")->toTensor(),
                         final_latents));
+}
+
+// Concurrent runs of a batched server share the denoiser's calls: every
+// row of every step goes through exactly one call, each call's wait is
+// counted, and RunStats says how full the calls were.
+TEST_F(LoopServiceTest, BatchedRunsReportTheirBatchesAndMetrics) {
+  StartServer({}, {.max_batch_size = 16, .window = std::chrono::seconds(5)});
+  constexpr int kRuns = 3;
+  constexpr int64_t kSteps = 30;
+  std::vector<absl::StatusOr<v1::RunResult>> results(kRuns);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRuns; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = client_->Run(DenoiseRequest("gmm-ddim", kSteps, i));
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  double most = 0;
+  for (const auto& result : results) {
+    ASSERT_OK(result.status());
+    EXPECT_GE(result->stats().mean_batch_size(), 1);
+    EXPECT_LE(result->stats().mean_batch_size(), kRuns);
+    most = std::max(most, result->stats().mean_batch_size());
+  }
+  EXPECT_GT(most, 1);
+  const std::string text = server_->metrics().Scrape();
+  EXPECT_EQ(MetricValue(text, R"(loopserve_batch_rows_sum{component="gmm"})"),
+            kRuns * kSteps);
+  EXPECT_LT(MetricValue(text, R"(loopserve_batch_rows_count{component="gmm"})"),
+            kRuns * kSteps);
+  EXPECT_EQ(
+      MetricValue(text,
+                  R"(loopserve_batch_wait_seconds_count{component="gmm"})"),
+      kRuns * kSteps);
 }
 
 TEST_F(LoopServiceTest, PreviewsArePngsOfTheLatentSize) {
