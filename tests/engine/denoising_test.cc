@@ -12,9 +12,12 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "blocks/builtin_blocks.h"
+#include "blocks/core/run_scope.h"
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/diffusion_blocks.h"
 #include "engine/default_pipelines.h"
@@ -34,12 +37,19 @@ class DenoisingTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
                          LoadDefaultPipelines(c10::kCPU));
     catalog_ = new PipelineCatalog(std::move(catalog));
+    ASSERT_OK_AND_ASSIGN(
+        PipelineCatalog batched,
+        LoadDefaultPipelines(c10::kCPU, {.max_batch_size = 16,
+                                         .window = std::chrono::seconds(5)}));
+    batched_ = new PipelineCatalog(std::move(batched));
   }
 
-  // Runs pipeline `name` on `inputs`; the final state.
-  static absl::StatusOr<PipelineState> Run(const std::string& name,
-                                           const Inputs& inputs) {
-    const Pipeline* pipeline = catalog_->Find(name);
+  // Runs pipeline `name` on `inputs`; the final state. On `catalog`, when
+  // given (batched_: concurrent runs share the denoiser's calls).
+  static absl::StatusOr<PipelineState> Run(
+      const std::string& name, const Inputs& inputs,
+      const PipelineCatalog* catalog = nullptr) {
+    const Pipeline* pipeline = (catalog ? catalog : catalog_)->Find(name);
     if (pipeline == nullptr) return absl::NotFoundError(name);
     PipelineState state;
     for (const auto& [key, value] : inputs) state.SetInput(key, value);
@@ -54,8 +64,11 @@ class DenoisingTest : public ::testing::Test {
   }
 
   static PipelineCatalog* catalog_;
+  // Step-level batching on, one lane, a patient window.
+  static PipelineCatalog* batched_;
 };
 PipelineCatalog* DenoisingTest::catalog_ = nullptr;
+PipelineCatalog* DenoisingTest::batched_ = nullptr;
 
 // The default configuration's mixture.
 constexpr double kWeights[] = {0.3, 0.5, 0.2};
@@ -83,14 +96,32 @@ class GmmOracleTest : public DenoisingTest,
 // middle mode.)
 TEST_P(GmmOracleTest, SamplesFollowTheMixture) {
   const OracleCase& c = GetParam();
+  auto inputs = [&](int64_t seed) -> Inputs {
+    return {{"seed", seed},
+            {"scheduler", std::string(c.scheduler)},
+            {"num_inference_steps", c.steps}};
+  };
   std::vector<at::Tensor> samples;
   for (int64_t seed : {0, 1, 2}) {
-    ASSERT_OK_AND_ASSIGN(
-        PipelineState state,
-        Run(c.pipeline, {{"seed", seed},
-                         {"scheduler", std::string(c.scheduler)},
-                         {"num_inference_steps", c.steps}}));
+    ASSERT_OK_AND_ASSIGN(PipelineState state, Run(c.pipeline, inputs(seed)));
     samples.push_back(Latents(state).flatten().to(at::kDouble));
+  }
+  // The three seeds again at once, sharing each denoiser call: the same
+  // samples, bit for bit, so what follows holds with batching on.
+  std::vector<absl::StatusOr<PipelineState>> batched(3);
+  std::vector<std::thread> threads;
+  for (int64_t seed : {0, 1, 2}) {
+    threads.emplace_back([&, seed] {
+      RunScope scope;
+      batched[seed] = Run(c.pipeline, inputs(seed), batched_);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int64_t seed : {0, 1, 2}) {
+    ASSERT_OK(batched[seed].status());
+    EXPECT_TRUE(at::equal(Latents(*batched[seed]).flatten().to(at::kDouble),
+                          samples[seed]))
+        << "seed " << seed;
   }
   const at::Tensor x = at::cat(samples);
   std::vector<at::Tensor> log_p;
