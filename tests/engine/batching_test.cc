@@ -150,6 +150,23 @@ class BatchingTest : public ::testing::Test {
     return outcomes;
   }
 
+  // Runs `specs` at once on `catalog`, and checks that each ends OK with
+  // the latents it ends with alone, bit for bit. The outcomes together.
+  static std::vector<RunOutcome> TogetherAsAlone(
+      const PipelineCatalog& catalog, const std::vector<RunSpec>& specs) {
+    const std::vector<RunOutcome> alone = Alone(specs);
+    std::vector<RunOutcome> together = ExecuteTogether(catalog, specs);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      SCOPED_TRACE(absl::StrCat("run ", i, " ", specs[i].pipeline));
+      EXPECT_OK(alone[i].status);
+      EXPECT_OK(together[i].status);
+      EXPECT_TRUE(together[i].latents.defined() &&
+                  alone[i].latents.defined() &&
+                  at::equal(together[i].latents, alone[i].latents));
+    }
+    return together;
+  }
+
   static PipelineCatalog* unbatched_;
   // One lane: every compatible run in flight shares each call.
   static PipelineCatalog* batched_;
@@ -183,13 +200,8 @@ TEST_F(BatchingTest, MixedSamplersAndStepCountsEqualUnbatchedBitForBit) {
       {.pipeline = "gmm-euler",
        .inputs = {{"num_inference_steps", int64_t{16}}, {"seed", int64_t{11}}}},
   };
-  const std::vector<RunOutcome> alone = Alone(specs);
-  const std::vector<RunOutcome> together = ExecuteTogether(*batched_, specs);
+  const std::vector<RunOutcome> together = TogetherAsAlone(*batched_, specs);
   for (size_t i = 0; i < specs.size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("run ", i, " ", specs[i].pipeline));
-    ASSERT_OK(alone[i].status);
-    ASSERT_OK(together[i].status);
-    EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents));
     // Batched with the others: more rows per call than its own.
     const auto batch_size = specs[i].inputs.find("batch_size");
     const int64_t own_rows =
@@ -207,14 +219,9 @@ TEST_F(BatchingTest, TwoLanesEqualUnbatchedBitForBit) {
   for (int64_t i = 0; i < 12; ++i) {
     specs.push_back(Gmm(samplers[i % 6], 10 + i, 100 + i, 1 + i % 2));
   }
-  const std::vector<RunOutcome> alone = Alone(specs);
-  const std::vector<RunOutcome> together = ExecuteTogether(*two_lanes_, specs);
   double most_rows = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("run ", i));
-    ASSERT_OK(together[i].status);
-    EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents));
-    most_rows = std::max(most_rows, together[i].mean_batch_size);
+  for (const RunOutcome& outcome : TogetherAsAlone(*two_lanes_, specs)) {
+    most_rows = std::max(most_rows, outcome.mean_batch_size);
   }
   EXPECT_GT(most_rows, 2);  // with two lanes busy, the others batch
 }
@@ -233,13 +240,7 @@ TEST_F(BatchingTest, IncompatibleRunsAreNeverBatchedTogether) {
       {.pipeline = "gmm-flow",
        .inputs = {{"num_inference_steps", int64_t{20}}, {"seed", int64_t{4}}}},
   };
-  const std::vector<RunOutcome> alone = Alone(specs);
-  const std::vector<RunOutcome> together = ExecuteTogether(*batched_, specs);
-  for (size_t i = 0; i < specs.size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("run ", i));
-    ASSERT_OK(together[i].status);
-    EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents));
-  }
+  const std::vector<RunOutcome> together = TogetherAsAlone(*batched_, specs);
   EXPECT_GT(together[0].mean_batch_size, 1);
   EXPECT_GT(together[1].mean_batch_size, 1);
   EXPECT_EQ(together[2].mean_batch_size, 1);  // 32x32 latents
@@ -259,7 +260,8 @@ TEST_F(BatchingTest, CancelledRunLeavesTheBatch) {
   const double seconds = std::chrono::duration<double>(
                              std::chrono::steady_clock::now() - started)
                              .count();
-  EXPECT_THAT(together[1].status, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  EXPECT_THAT(together[1].status,
+              StatusIs(absl::StatusCode::kCancelled, ::testing::_));
   EXPECT_EQ(together[1].model_calls, 5);
   for (size_t i : {0, 2}) {
     ASSERT_OK(together[i].status);
@@ -279,13 +281,7 @@ TEST_F(BatchingTest, RunJoiningMidwayJoinsTheBatch) {
                                 Gmm("euler", 20, 3)};
   specs[0].observer = &signal;
   specs[2].start_after = &tenth_step;
-  const std::vector<RunOutcome> alone = Alone(specs);
-  const std::vector<RunOutcome> together = ExecuteTogether(*batched_, specs);
-  for (size_t i = 0; i < specs.size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("run ", i));
-    ASSERT_OK(together[i].status);
-    EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents));
-  }
+  const std::vector<RunOutcome> together = TogetherAsAlone(*batched_, specs);
   EXPECT_GT(together[2].mean_batch_size, 1);
 }
 
@@ -305,12 +301,8 @@ TEST_F(BatchingTest, MaxBatchSizeOneIsTheUnbatchedServer) {
   EXPECT_NE(dynamic_cast<const BatchedDenoiser*>(batched), nullptr);
 
   const std::vector<RunSpec> specs = {Gmm("ddim", 10, 1), Gmm("euler", 10, 2)};
-  const std::vector<RunOutcome> alone = Alone(specs);
-  const std::vector<RunOutcome> together = ExecuteTogether(one, specs);
-  for (size_t i = 0; i < specs.size(); ++i) {
-    ASSERT_OK(together[i].status);
-    EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents));
-    EXPECT_EQ(together[i].model_calls, 0);  // nothing batched, nothing counted
+  for (const RunOutcome& outcome : TogetherAsAlone(one, specs)) {
+    EXPECT_EQ(outcome.model_calls, 0);  // nothing batched, nothing counted
   }
 }
 
