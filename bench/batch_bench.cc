@@ -66,8 +66,8 @@ double Seconds(Clock::duration d) {
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  const size_t at = std::min(v.size() - 1,
-                             static_cast<size_t>(p * (v.size() - 1) + 0.5));
+  const size_t at =
+      std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
   return v[at];
 }
 
@@ -122,8 +122,8 @@ absl::Status Load(const std::string& address, const std::string& pipeline,
                   std::chrono::duration<double>(seconds));
   v1::RunRequest base;
   base.set_pipeline(pipeline);
-  (*base.mutable_inputs())[std::string("num_inference_steps")]
-      .set_int64_value(steps);
+  (*base.mutable_inputs())[std::string("num_inference_steps")].set_int64_value(
+      steps);
   if (pipeline == "digits-text") {  // a guided run: two rows per call
     (*base.mutable_inputs())[std::string("prompt")].set_string_value(
         "a handwritten seven");
@@ -174,8 +174,8 @@ double PrintRow(int clients, bool batching, const Samples& s, double off) {
   const double steps_per_second = s.steps / std::max(s.seconds, 1e-9);
   double sum = 0;
   for (double b : s.batch) sum += b;
-  std::printf("  %7d %4s %9.1f %9.1f %9.1f %9.2f %9.2f %6.2f %6zu",
-              clients, batching ? "on" : "off", steps_per_second,
+  std::printf("  %7d %4s %9.1f %9.1f %9.1f %9.2f %9.2f %6.2f %6zu", clients,
+              batching ? "on" : "off", steps_per_second,
               1e3 * Percentile(s.run_s, 0.5), 1e3 * Percentile(s.run_s, 0.99),
               1e3 * Percentile(s.first_s, 0.5),
               1e3 * Percentile(s.first_s, 0.99),
@@ -200,8 +200,8 @@ absl::StatusOr<std::unique_ptr<LoopServer>> StartServer(
 absl::Status Main() {
   const BatchingOptions on{
       .max_batch_size = absl::GetFlag(FLAGS_max_batch_size),
-      .window = std::chrono::microseconds(static_cast<int64_t>(
-          absl::GetFlag(FLAGS_window_ms) * 1000)),
+      .window = std::chrono::microseconds(
+          static_cast<int64_t>(absl::GetFlag(FLAGS_window_ms) * 1000)),
       .lanes = absl::GetFlag(FLAGS_batch_lanes)};
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> batched, StartServer(on));
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> unbatched,
@@ -215,24 +215,24 @@ absl::Status Main() {
   const int rounds = absl::GetFlag(FLAGS_rounds);
   std::printf(
       "\n%ld steps per run, streaming latents every step; %d rounds of "
-      "%.1f s per point; batching on: --max_batch_size=%ld --batch_window_ms=%g "
+      "%.1f s per point; batching on: --max_batch_size=%ld "
+      "--batch_window_ms=%g "
       "--batch_lanes=%d; both: --max_concurrent_runs=%d\n",
       static_cast<long>(steps), rounds, seconds,
       static_cast<long>(on.max_batch_size), absl::GetFlag(FLAGS_window_ms),
-      on.lanes,
-      absl::GetFlag(FLAGS_max_concurrent_runs));
+      on.lanes, absl::GetFlag(FLAGS_max_concurrent_runs));
   for (const std::string& pipeline : absl::GetFlag(FLAGS_pipelines)) {
     // Warm-up: TorchScript's profiling executor optimises a module after
     // its first calls, at each batch size it sees.
     for (LoopServer* server : {unbatched.get(), batched.get()}) {
       Samples warm_up;
-      RETURN_IF_ERROR(Load(absl::StrCat("127.0.0.1:", server->port()),
-                           pipeline, 4, steps, 1.0, warm_up));
+      RETURN_IF_ERROR(Load(absl::StrCat("127.0.0.1:", server->port()), pipeline,
+                           4, steps, 1.0, warm_up));
     }
     std::printf("\n%s\n", pipeline.c_str());
     std::printf("  %7s %4s %9s %9s %9s %9s %9s %6s %6s %8s\n", "clients",
-                "mode", "steps/s", "run p50", "run p99", "first50",
-                "first99", "batch", "runs", "on/off");
+                "mode", "steps/s", "run p50", "run p99", "first50", "first99",
+                "batch", "runs", "on/off");
     for (const std::string& text : absl::GetFlag(FLAGS_clients)) {
       const int clients = std::stoi(text);
       // Off, on, on, off, ...: a drift of the machine's speed falls on
@@ -249,8 +249,9 @@ absl::Status Main() {
       PrintRow(clients, true, on, PrintRow(clients, false, off, 0));
     }
   }
-  std::printf("\n(latencies in ms; batch: the mean RunStats.mean_batch_size; "
-              "on/off: steps/s with batching over without)\n");
+  std::printf(
+      "\n(latencies in ms; batch: the mean RunStats.mean_batch_size; "
+      "on/off: steps/s with batching over without)\n");
   batched->Shutdown(absl::Seconds(5));
   unbatched->Shutdown(absl::Seconds(5));
   return absl::OkStatus();

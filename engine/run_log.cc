@@ -55,8 +55,8 @@ std::string FormatOutcome(const RunOutcome& outcome) {
     absl::StrAppend(&line, " run_ms=", absl::SixDigits(outcome.run_ms),
                     " iterations=", outcome.iterations);
     if (outcome.mean_batch_size > 0) {
-      absl::StrAppend(&line, " mean_batch_size=",
-                      absl::SixDigits(outcome.mean_batch_size));
+      absl::StrAppend(
+          &line, " mean_batch_size=", absl::SixDigits(outcome.mean_batch_size));
     }
   }
   if (!status.ok()) {

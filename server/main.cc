@@ -94,8 +94,12 @@ absl::StatusOr<BatchingOptions> Batching() {
   const int64_t rows = absl::GetFlag(FLAGS_max_batch_size);
   const double window_ms = absl::GetFlag(FLAGS_batch_window_ms);
   const int32_t lanes = absl::GetFlag(FLAGS_batch_lanes);
-  if (rows < 1) return absl::InvalidArgumentError("--max_batch_size must be >= 1");
-  if (lanes < 1) return absl::InvalidArgumentError("--batch_lanes must be >= 1");
+  if (rows < 1) {
+    return absl::InvalidArgumentError("--max_batch_size must be >= 1");
+  }
+  if (lanes < 1) {
+    return absl::InvalidArgumentError("--batch_lanes must be >= 1");
+  }
   if (!(window_ms >= 0 && window_ms <= 10'000)) {
     return absl::InvalidArgumentError(
         "--batch_window_ms must be between 0 and 10000");

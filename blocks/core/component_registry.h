@@ -48,9 +48,9 @@ struct ComponentContext {
   // configuration loader reports them (--check_config prints them). May be
   // null.
   std::vector<std::string>* notes = nullptr;
-  // The server's --max_batch_size and --batch_window_ms: a model component
-  // that can batch its calls across runs does so under them
-  // (BatchedDenoiser).
+  // The server's --max_batch_size, --batch_window_ms and --batch_lanes: a
+  // model component that can batch its calls across runs does so under
+  // them (BatchedDenoiser).
   BatchingOptions batching{};
   // The name the component is created under (Create sets it), for metrics.
   std::string name{};

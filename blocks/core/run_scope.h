@@ -54,8 +54,7 @@ class RunScope {
     virtual ~Observer() = default;
     // This run launched a model call of `rows` rows (its own and others')
     // on `component`.
-    virtual void OnBatchLaunched(absl::string_view component,
-                                 int64_t rows) = 0;
+    virtual void OnBatchLaunched(absl::string_view component, int64_t rows) = 0;
     // This run's call waited `seconds` for its batch to launch.
     virtual void OnBatchWait(absl::string_view component, double seconds) = 0;
   };
@@ -92,7 +91,7 @@ class RunScope {
   // none.
   double mean_batch_rows() const {
     return model_calls_ == 0 ? 0.0
-                              : static_cast<double>(batch_rows_) / model_calls_;
+                             : static_cast<double>(batch_rows_) / model_calls_;
   }
 
   Observer* observer() const { return observer_; }

@@ -1,6 +1,7 @@
 #include "blocks/diffusion/batched_denoiser.h"
 
 #include <ATen/ATen.h>
+#include <glog/logging.h>
 
 #include <chrono>
 #include <deque>
@@ -15,7 +16,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include <glog/logging.h>
 
 namespace loopserve {
 namespace {
@@ -42,8 +42,8 @@ std::string CompatibilityKey(const at::Tensor& sample,
       absl::StrAppend(&key, "|-");
     } else if (i < arguments.size() && arguments[i].shared) {
       // Passed as given, not concatenated: only the same tensor fits.
-      absl::StrAppend(&key, "|=", reinterpret_cast<uintptr_t>(
-                                      value.unsafeGetTensorImpl()));
+      absl::StrAppend(
+          &key, "|=", reinterpret_cast<uintptr_t>(value.unsafeGetTensorImpl()));
     } else {
       absl::StrAppend(&key, "|", value.dim(), ":");
       describe(key, value);
@@ -63,9 +63,9 @@ class BatchedDenoiser::Batcher final
           std::string name)
       : inner_(std::move(inner)), options_(options), name_(std::move(name)) {}
 
-  absl::StatusOr<at::Tensor> Predict(
-      const at::Tensor& sample, const at::Tensor& timestep,
-      std::span<const at::Tensor> conditioning);
+  absl::StatusOr<at::Tensor> Predict(const at::Tensor& sample,
+                                     const at::Tensor& timestep,
+                                     std::span<const at::Tensor> conditioning);
 
   void OnRunEnd(const RunScope& run) override {
     absl::MutexLock lock(&mu_);
@@ -88,11 +88,11 @@ class BatchedDenoiser::Batcher final
     int64_t batch_rows = 0;
     absl::StatusOr<at::Tensor> result{};
   };
-  // Where a run that has called this denoiser is now.
-  enum class Place { kAway, kWaiting, kLaunched };
+  // A run that has called this denoiser: its last call's key, and whether
+  // it is away (between calls) rather than waiting or in a running batch.
   struct Member {
     std::string key;
-    Place place = Place::kAway;
+    bool away = false;
   };
 
   // The calls of the batch with `key` to launch now, oldest first; empty
@@ -102,8 +102,9 @@ class BatchedDenoiser::Batcher final
   // When the batch with `key` launches if nobody else arrives.
   Clock::time_point Deadline(const std::string& key) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs `batch` (outside the lock) and fills in each call's result.
-  void Launch(const std::vector<Call*>& batch);
+  // Runs `batch` (outside the lock) and fills in each call's result;
+  // `observer` (may be null) hears of it.
+  void Launch(const std::vector<Call*>& batch, RunScope::Observer* observer);
   absl::StatusOr<at::Tensor> Forward(const std::vector<Call*>& batch) const;
 
   const std::shared_ptr<const Denoiser> inner_;
@@ -135,19 +136,19 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
     return inner_->Predict(sample, timestep, conditioning);
   }
 
-  Call call{.sample = sample,
-            .timestep = timestep,
-            .conditioning = conditioning,
-            .run = run,
-            .key = CompatibilityKey(sample, inner_->conditioning(),
-                                    conditioning),
-            .rows = rows,
-            .arrived = Clock::now()};
+  Call call{
+      .sample = sample,
+      .timestep = timestep,
+      .conditioning = conditioning,
+      .run = run,
+      .key = CompatibilityKey(sample, inner_->conditioning(), conditioning),
+      .rows = rows,
+      .arrived = Clock::now()};
   {
     absl::MutexLock lock(&mu_);
     auto [member, joined] = members_.try_emplace(run);
     if (joined) run->Join(shared_from_this());
-    member->second = {.key = call.key, .place = Place::kWaiting};
+    member->second = {.key = call.key, .away = false};
     pending_.push_back(&call);
     arrivals_.SignalAll();
     while (!call.done) {
@@ -159,13 +160,13 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
       if (!batch.empty()) {
         ++running_;
         mu_.Unlock();
-        Launch(batch);
+        Launch(batch, observer);
         mu_.Lock();
         --running_;
         for (Call* c : batch) {
-            c->done = true;
+          c->done = true;
           if (auto it = members_.find(c->run); it != members_.end()) {
-            it->second.place = Place::kAway;
+            it->second.away = true;
           }
         }
         arrivals_.SignalAll();
@@ -179,8 +180,8 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
   run->CountModelCall(call.batch_rows);
   if (observer != nullptr) {
     observer->OnBatchWait(
-        name_, std::chrono::duration<double>(call.launched - call.arrived)
-                   .count());
+        name_,
+        std::chrono::duration<double>(call.launched - call.arrived).count());
   }
   return std::move(call.result);
 }
@@ -203,7 +204,7 @@ BatchedDenoiser::Batcher::TakeIfReady(const std::string& key,
   if (!ready) {
     ready = true;  // unless a compatible run is still to come
     for (const auto& [run, member] : members_) {
-      if (member.key == key && member.place == Place::kAway) {
+      if (member.away && member.key == key) {
         ready = false;
         break;
       }
@@ -221,40 +222,35 @@ BatchedDenoiser::Batcher::TakeIfReady(const std::string& key,
     if (batch_rows + c->rows > options_.max_batch_size) break;  // FIFO
     batch_rows += c->rows;
     c->taken = true;
-    if (auto member = members_.find(c->run); member != members_.end()) {
-      member->second.place = Place::kLaunched;
-    }
     batch.push_back(c);
     it = pending_.erase(it);
   }
   return batch;
 }
 
-Clock::time_point BatchedDenoiser::Batcher::Deadline(const std::string& key) const {
+Clock::time_point BatchedDenoiser::Batcher::Deadline(
+    const std::string& key) const {
   Clock::time_point oldest = Clock::time_point::max();
   for (const Call* c : pending_) {
     if (c->key == key) oldest = std::min(oldest, c->arrived);
   }
-  return oldest == Clock::time_point::max() ? oldest
-                                            : oldest + options_.window;
+  return oldest == Clock::time_point::max() ? oldest : oldest + options_.window;
 }
 
-void BatchedDenoiser::Batcher::Launch(const std::vector<Call*>& batch) {
+void BatchedDenoiser::Batcher::Launch(const std::vector<Call*>& batch,
+                                      RunScope::Observer* observer) {
   const Clock::time_point launched = Clock::now();
   int64_t rows = 0;
   for (Call* c : batch) {
     c->launched = launched;
     rows += c->rows;
   }
-  RunScope* run = RunScope::Current();
-  if (run != nullptr && run->observer() != nullptr) {
-    run->observer()->OnBatchLaunched(name_, rows);
-  }
+  if (observer != nullptr) observer->OnBatchLaunched(name_, rows);
   absl::StatusOr<at::Tensor> out = Forward(batch);
   if (out.ok() && (out->dim() == 0 || out->size(0) != rows)) {
-    out = absl::InternalError(absl::StrCat(
-        "the denoiser returned ", out->dim() == 0 ? 0 : out->size(0),
-        " rows for a batch of ", rows));
+    out = absl::InternalError(absl::StrCat("the denoiser returned ",
+                                           out->dim() == 0 ? 0 : out->size(0),
+                                           " rows for a batch of ", rows));
   }
   if (!out.ok() && batch.size() > 1) {
     // One run's input may be what the model refused: each alone, so that
@@ -294,9 +290,9 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Forward(
       at::Tensor t = c->timestep.reshape({-1});
       if (t.numel() == 1) t = t.expand({c->rows});
       if (t.numel() != c->rows) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the timestep has ", t.numel(), " values for ", c->rows,
-            " samples"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the timestep has ", t.numel(), " values for ",
+                         c->rows, " samples"));
       }
       timestep_dtype = c10::promoteTypes(timestep_dtype, t.scalar_type());
       timesteps.push_back(std::move(t));

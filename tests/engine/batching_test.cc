@@ -127,13 +127,13 @@ class BatchingTest : public ::testing::Test {
                          LoadDefaultPipelines(c10::kCPU));
     ASSERT_OK_AND_ASSIGN(
         PipelineCatalog batched,
-        LoadDefaultPipelines(c10::kCPU, {.max_batch_size = 64,
-                                         .window = kPatientWindow}));
+        LoadDefaultPipelines(c10::kCPU,
+                             {.max_batch_size = 64, .window = kPatientWindow}));
     ASSERT_OK_AND_ASSIGN(
         PipelineCatalog two_lanes,
-        LoadDefaultPipelines(c10::kCPU, {.max_batch_size = 64,
-                                         .window = kPatientWindow,
-                                         .lanes = 2}));
+        LoadDefaultPipelines(
+            c10::kCPU,
+            {.max_batch_size = 64, .window = kPatientWindow, .lanes = 2}));
     unbatched_ = new PipelineCatalog(std::move(unbatched));
     batched_ = new PipelineCatalog(std::move(batched));
     two_lanes_ = new PipelineCatalog(std::move(two_lanes));
@@ -160,8 +160,7 @@ class BatchingTest : public ::testing::Test {
       SCOPED_TRACE(absl::StrCat("run ", i, " ", specs[i].pipeline));
       EXPECT_OK(alone[i].status);
       EXPECT_OK(together[i].status);
-      EXPECT_TRUE(together[i].latents.defined() &&
-                  alone[i].latents.defined() &&
+      EXPECT_TRUE(together[i].latents.defined() && alone[i].latents.defined() &&
                   at::equal(together[i].latents, alone[i].latents));
     }
     return together;
@@ -191,11 +190,15 @@ RunSpec Gmm(const std::string& scheduler, int64_t steps, int64_t seed,
 // latents are the unbatched run's, bit for bit.
 TEST_F(BatchingTest, MixedSamplersAndStepCountsEqualUnbatchedBitForBit) {
   const std::vector<RunSpec> specs = {
-      Gmm("ddim", 20, 1),           Gmm("euler", 25, 2),
-      Gmm("euler-karras", 12, 3),   Gmm("euler-a", 20, 4, 2),
-      Gmm("dpmpp-2m", 15, 5),       Gmm("dpmpp-2m-karras", 20, 6),
+      Gmm("ddim", 20, 1),
+      Gmm("euler", 25, 2),
+      Gmm("euler-karras", 12, 3),
+      Gmm("euler-a", 20, 4, 2),
+      Gmm("dpmpp-2m", 15, 5),
+      Gmm("dpmpp-2m-karras", 20, 6),
       Gmm("dpmpp-2m-sde-karras", 18, 7, 3),
-      Gmm("dpmpp-3m", 20, 8),       Gmm("unipc", 22, 9),
+      Gmm("dpmpp-3m", 20, 8),
+      Gmm("unipc", 22, 9),
       Gmm("unipc-3", 20, 10),
       {.pipeline = "gmm-euler",
        .inputs = {{"num_inference_steps", int64_t{16}}, {"seed", int64_t{11}}}},
@@ -214,8 +217,8 @@ TEST_F(BatchingTest, MixedSamplersAndStepCountsEqualUnbatchedBitForBit) {
 // arrives when, yet no run's result does.
 TEST_F(BatchingTest, TwoLanesEqualUnbatchedBitForBit) {
   std::vector<RunSpec> specs;
-  const char* samplers[] = {"ddim", "euler", "euler-a", "dpmpp-2m",
-                            "dpmpp-2m-sde-karras", "unipc"};
+  const char* samplers[] = {
+      "ddim", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-sde-karras", "unipc"};
   for (int64_t i = 0; i < 12; ++i) {
     specs.push_back(Gmm(samplers[i % 6], 10 + i, 100 + i, 1 + i % 2));
   }
@@ -257,9 +260,9 @@ TEST_F(BatchingTest, CancelledRunLeavesTheBatch) {
   const std::vector<RunOutcome> alone = Alone(specs);
   const auto started = std::chrono::steady_clock::now();
   const std::vector<RunOutcome> together = ExecuteTogether(*batched_, specs);
-  const double seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - started)
-                             .count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count();
   EXPECT_THAT(together[1].status,
               StatusIs(absl::StatusCode::kCancelled, ::testing::_));
   EXPECT_EQ(together[1].model_calls, 5);
@@ -268,8 +271,8 @@ TEST_F(BatchingTest, CancelledRunLeavesTheBatch) {
     EXPECT_TRUE(at::equal(together[i].latents, alone[i].latents)) << i;
   }
   // Nobody waited a window for the cancelled run.
-  EXPECT_LT(seconds, 0.9 * std::chrono::duration<double>(kPatientWindow)
-                               .count());
+  EXPECT_LT(seconds,
+            0.9 * std::chrono::duration<double>(kPatientWindow).count());
 }
 
 // A run that starts while others are at their 10th step joins their batch
@@ -289,15 +292,15 @@ TEST_F(BatchingTest, RunJoiningMidwayJoinsTheBatch) {
 TEST_F(BatchingTest, MaxBatchSizeOneIsTheUnbatchedServer) {
   ASSERT_OK_AND_ASSIGN(
       PipelineCatalog one,
-      LoadDefaultPipelines(c10::kCPU, {.max_batch_size = 1,
-                                       .window = kPatientWindow}));
-  ASSERT_OK_AND_ASSIGN(const Denoiser* denoiser,
-                       one.Find("gmm-ddim")->components.Get<Denoiser>(
-                           "denoiser"));
+      LoadDefaultPipelines(c10::kCPU,
+                           {.max_batch_size = 1, .window = kPatientWindow}));
+  ASSERT_OK_AND_ASSIGN(
+      const Denoiser* denoiser,
+      one.Find("gmm-ddim")->components.Get<Denoiser>("denoiser"));
   EXPECT_EQ(dynamic_cast<const BatchedDenoiser*>(denoiser), nullptr);
-  ASSERT_OK_AND_ASSIGN(const Denoiser* batched,
-                       batched_->Find("gmm-ddim")->components.Get<Denoiser>(
-                           "denoiser"));
+  ASSERT_OK_AND_ASSIGN(
+      const Denoiser* batched,
+      batched_->Find("gmm-ddim")->components.Get<Denoiser>("denoiser"));
   EXPECT_NE(dynamic_cast<const BatchedDenoiser*>(batched), nullptr);
 
   const std::vector<RunSpec> specs = {Gmm("ddim", 10, 1), Gmm("euler", 10, 2)};
@@ -367,8 +370,8 @@ class PickyDenoiser final : public Denoiser {
 // it, each run is a member the other waits for.)
 TEST(BatchedDenoiserTest, ARefusedRowFailsOnlyItsRun) {
   auto picky = std::make_shared<PickyDenoiser>();
-  BatchedDenoiser batched(picky, {.max_batch_size = 8, .window = kPatientWindow},
-                          "picky");
+  BatchedDenoiser batched(
+      picky, {.max_batch_size = 8, .window = kPatientWindow}, "picky");
   absl::Mutex mu;
   int members = 0;
   absl::StatusOr<at::Tensor> results[2];
@@ -382,10 +385,9 @@ TEST(BatchedDenoiserTest, ARefusedRowFailsOnlyItsRun) {
       mu.Await(absl::Condition(
           +[](int* n) { return *n == 2; }, &members));
     }
-    const at::Tensor x =
-        which == 0 ? at::ones({2, 3}) : at::full({1, 3}, -1.0);
-    results[which] = batched.Predict(
-        x, at::full({x.size(0)}, which == 0 ? 10.0 : 20.0), {});
+    const at::Tensor x = which == 0 ? at::ones({2, 3}) : at::full({1, 3}, -1.0);
+    results[which] =
+        batched.Predict(x, at::full({x.size(0)}, which == 0 ? 10.0 : 20.0), {});
     // The refused batch is not counted: each call ran alone in the end.
     EXPECT_EQ(scope.mean_batch_rows(), (1.0 + x.size(0)) / 2);
   };
