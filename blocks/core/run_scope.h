@@ -30,8 +30,9 @@
 
 namespace loopserve {
 
-// How model calls are batched across runs: the server's --max_batch_size
-// and --batch_window_ms, handed to component factories (ComponentContext).
+// How model calls are batched across runs: the server's --max_batch_size,
+// --batch_window_ms and --batch_lanes, handed to component factories
+// (ComponentContext).
 struct BatchingOptions {
   // Rows one model call may hold; 1 turns batching off.
   int64_t max_batch_size = 1;
