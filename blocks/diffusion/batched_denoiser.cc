@@ -96,11 +96,10 @@ class BatchedDenoiser::Batcher final
   };
 
   // The calls of the batch with `key` to launch now, oldest first; empty
-  // when it should wait.
-  std::vector<Call*> TakeIfReady(const std::string& key, Clock::time_point now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // When the batch with `key` launches if nobody else arrives.
-  Clock::time_point Deadline(const std::string& key) const
+  // when it should wait, until `deadline` at the latest (when it launches
+  // if nobody else arrives).
+  std::vector<Call*> TakeIfReady(const std::string& key, Clock::time_point now,
+                                 Clock::time_point& deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs `batch` (outside the lock) and fills in each call's result;
   // `observer` (may be null) hears of it.
@@ -129,20 +128,13 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
   if (run == nullptr) run = &transient.emplace();
   RunScope::Observer* observer = run->observer();
 
-  const int64_t rows = sample.dim() > 0 ? sample.size(0) : 1;
-  if (rows >= options_.max_batch_size) {
-    run->CountModelCall(rows);
-    if (observer != nullptr) observer->OnBatchLaunched(name_, rows);
-    return inner_->Predict(sample, timestep, conditioning);
-  }
-
   Call call{
       .sample = sample,
       .timestep = timestep,
       .conditioning = conditioning,
       .run = run,
       .key = CompatibilityKey(sample, inner_->conditioning(), conditioning),
-      .rows = rows,
+      .rows = sample.dim() > 0 ? sample.size(0) : 1,
       .arrived = Clock::now()};
   {
     absl::MutexLock lock(&mu_);
@@ -156,7 +148,8 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
         arrivals_.Wait(&mu_);  // for its batch, or for a free lane
         continue;
       }
-      std::vector<Call*> batch = TakeIfReady(call.key, Clock::now());
+      Clock::time_point deadline = call.arrived + options_.window;
+      std::vector<Call*> batch = TakeIfReady(call.key, Clock::now(), deadline);
       if (!batch.empty()) {
         ++running_;
         mu_.Unlock();
@@ -172,8 +165,7 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
         arrivals_.SignalAll();
         continue;
       }
-      const absl::Duration left =
-          absl::FromChrono(Deadline(call.key) - Clock::now());
+      const absl::Duration left = absl::FromChrono(deadline - Clock::now());
       arrivals_.WaitWithTimeout(&mu_, std::max(left, absl::ZeroDuration()));
     }
   }
@@ -188,19 +180,20 @@ absl::StatusOr<at::Tensor> BatchedDenoiser::Batcher::Predict(
 
 std::vector<BatchedDenoiser::Batcher::Call*>
 BatchedDenoiser::Batcher::TakeIfReady(const std::string& key,
-                                      Clock::time_point now) {
+                                      Clock::time_point now,
+                                      Clock::time_point& deadline) {
   int64_t waiting_rows = 0;
-  Clock::time_point oldest = Clock::time_point::max();
+  const Call* oldest = nullptr;  // pending_ is in arrival order
   for (const Call* c : pending_) {
     if (c->key != key) continue;
     waiting_rows += c->rows;
-    oldest = std::min(oldest, c->arrived);
+    if (oldest == nullptr) oldest = c;
   }
-  if (waiting_rows == 0) return {};
+  if (oldest == nullptr) return {};
+  deadline = oldest->arrived + options_.window;
   // With more than one lane free, waiting would leave a lane idle.
   bool ready = options_.lanes - running_ > 1 ||
-               waiting_rows >= options_.max_batch_size ||
-               now >= oldest + options_.window;
+               waiting_rows >= options_.max_batch_size || now >= deadline;
   if (!ready) {
     ready = true;  // unless a compatible run is still to come
     for (const auto& [run, member] : members_) {
@@ -219,22 +212,16 @@ BatchedDenoiser::Batcher::TakeIfReady(const std::string& key,
       ++it;
       continue;
     }
-    if (batch_rows + c->rows > options_.max_batch_size) break;  // FIFO
+    // FIFO; a call of max_batch_size rows or more goes alone.
+    if (!batch.empty() && batch_rows + c->rows > options_.max_batch_size) {
+      break;
+    }
     batch_rows += c->rows;
     c->taken = true;
     batch.push_back(c);
     it = pending_.erase(it);
   }
   return batch;
-}
-
-Clock::time_point BatchedDenoiser::Batcher::Deadline(
-    const std::string& key) const {
-  Clock::time_point oldest = Clock::time_point::max();
-  for (const Call* c : pending_) {
-    if (c->key == key) oldest = std::min(oldest, c->arrived);
-  }
-  return oldest == Clock::time_point::max() ? oldest : oldest + options_.window;
 }
 
 void BatchedDenoiser::Batcher::Launch(const std::vector<Call*>& batch,

@@ -403,5 +403,19 @@ TEST(BatchedDenoiserTest, ARefusedRowFailsOnlyItsRun) {
   EXPECT_EQ(picky->calls_.load(), 5);
 }
 
+// A call of more rows than max_batch_size goes alone, through the same
+// queue and lanes as any other.
+TEST(BatchedDenoiserTest, ACallLargerThanTheCapRunsAlone) {
+  auto picky = std::make_shared<PickyDenoiser>();
+  BatchedDenoiser batched(picky, {.max_batch_size = 4}, "picky");
+  RunScope scope;
+  ASSERT_OK_AND_ASSIGN(
+      at::Tensor out,
+      batched.Predict(at::ones({10, 3}), at::full({10}, 5.0), {}));
+  EXPECT_TRUE(at::equal(out, at::full({10, 3}, 7.0)));
+  EXPECT_EQ(picky->calls_.load(), 1);
+  EXPECT_EQ(scope.mean_batch_rows(), 10);
+}
+
 }  // namespace
 }  // namespace loopserve
