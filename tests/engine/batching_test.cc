@@ -51,16 +51,16 @@ struct RunSpec {
   absl::Notification* start_after = nullptr;
 };
 
-struct RunOutcome {
+struct RunEnd {
   absl::Status status;
   at::Tensor latents;
   double mean_batch_size = 0;
   int64_t model_calls = 0;
 };
 
-RunOutcome Execute(const PipelineCatalog& catalog, const RunSpec& spec) {
+RunEnd Execute(const PipelineCatalog& catalog, const RunSpec& spec) {
   if (spec.start_after != nullptr) spec.start_after->WaitForNotification();
-  RunOutcome outcome;
+  RunEnd outcome;
   const Pipeline* pipeline = catalog.Find(spec.pipeline);
   if (pipeline == nullptr) {
     outcome.status = absl::NotFoundError(spec.pipeline);
@@ -83,9 +83,9 @@ RunOutcome Execute(const PipelineCatalog& catalog, const RunSpec& spec) {
 }
 
 // Every spec at once, one thread each, as the server's workers run them.
-std::vector<RunOutcome> ExecuteTogether(const PipelineCatalog& catalog,
-                                        const std::vector<RunSpec>& specs) {
-  std::vector<RunOutcome> outcomes(specs.size());
+std::vector<RunEnd> ExecuteTogether(const PipelineCatalog& catalog,
+                                    const std::vector<RunSpec>& specs) {
+  std::vector<RunEnd> outcomes(specs.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < specs.size(); ++i) {
     threads.emplace_back([&, i] {
@@ -140,8 +140,8 @@ class BatchingTest : public ::testing::Test {
   }
 
   // Each spec run alone on the unbatched catalog.
-  static std::vector<RunOutcome> Alone(const std::vector<RunSpec>& specs) {
-    std::vector<RunOutcome> outcomes;
+  static std::vector<RunEnd> Alone(const std::vector<RunSpec>& specs) {
+    std::vector<RunEnd> outcomes;
     for (RunSpec spec : specs) {
       spec.observer = nullptr;
       spec.start_after = nullptr;
@@ -152,10 +152,10 @@ class BatchingTest : public ::testing::Test {
 
   // Runs `specs` at once on `catalog`, and checks that each ends OK with
   // the latents it ends with alone, bit for bit. The outcomes together.
-  static std::vector<RunOutcome> TogetherAsAlone(
+  static std::vector<RunEnd> TogetherAsAlone(
       const PipelineCatalog& catalog, const std::vector<RunSpec>& specs) {
-    const std::vector<RunOutcome> alone = Alone(specs);
-    std::vector<RunOutcome> together = ExecuteTogether(catalog, specs);
+    const std::vector<RunEnd> alone = Alone(specs);
+    std::vector<RunEnd> together = ExecuteTogether(catalog, specs);
     for (size_t i = 0; i < specs.size(); ++i) {
       SCOPED_TRACE(absl::StrCat("run ", i, " ", specs[i].pipeline));
       EXPECT_OK(alone[i].status);
@@ -203,7 +203,7 @@ TEST_F(BatchingTest, MixedSamplersAndStepCountsEqualUnbatchedBitForBit) {
       {.pipeline = "gmm-euler",
        .inputs = {{"num_inference_steps", int64_t{16}}, {"seed", int64_t{11}}}},
   };
-  const std::vector<RunOutcome> together = TogetherAsAlone(*batched_, specs);
+  const std::vector<RunEnd> together = TogetherAsAlone(*batched_, specs);
   for (size_t i = 0; i < specs.size(); ++i) {
     // Batched with the others: more rows per call than its own.
     const auto batch_size = specs[i].inputs.find("batch_size");
@@ -223,7 +223,7 @@ TEST_F(BatchingTest, TwoLanesEqualUnbatchedBitForBit) {
     specs.push_back(Gmm(samplers[i % 6], 10 + i, 100 + i, 1 + i % 2));
   }
   double most_rows = 0;
-  for (const RunOutcome& outcome : TogetherAsAlone(*two_lanes_, specs)) {
+  for (const RunEnd& outcome : TogetherAsAlone(*two_lanes_, specs)) {
     most_rows = std::max(most_rows, outcome.mean_batch_size);
   }
   EXPECT_GT(most_rows, 2);  // with two lanes busy, the others batch
@@ -243,7 +243,7 @@ TEST_F(BatchingTest, IncompatibleRunsAreNeverBatchedTogether) {
       {.pipeline = "gmm-flow",
        .inputs = {{"num_inference_steps", int64_t{20}}, {"seed", int64_t{4}}}},
   };
-  const std::vector<RunOutcome> together = TogetherAsAlone(*batched_, specs);
+  const std::vector<RunEnd> together = TogetherAsAlone(*batched_, specs);
   EXPECT_GT(together[0].mean_batch_size, 1);
   EXPECT_GT(together[1].mean_batch_size, 1);
   EXPECT_EQ(together[2].mean_batch_size, 1);  // 32x32 latents
@@ -257,9 +257,9 @@ TEST_F(BatchingTest, CancelledRunLeavesTheBatch) {
   std::vector<RunSpec> specs = {Gmm("ddim", 30, 1), Gmm("dpmpp-2m", 30, 2),
                                 Gmm("euler-a", 30, 3)};
   specs[1].observer = &cancel_at_5;
-  const std::vector<RunOutcome> alone = Alone(specs);
+  const std::vector<RunEnd> alone = Alone(specs);
   const auto started = std::chrono::steady_clock::now();
-  const std::vector<RunOutcome> together = ExecuteTogether(*batched_, specs);
+  const std::vector<RunEnd> together = ExecuteTogether(*batched_, specs);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
           .count();
@@ -284,7 +284,7 @@ TEST_F(BatchingTest, RunJoiningMidwayJoinsTheBatch) {
                                 Gmm("euler", 20, 3)};
   specs[0].observer = &signal;
   specs[2].start_after = &tenth_step;
-  const std::vector<RunOutcome> together = TogetherAsAlone(*batched_, specs);
+  const std::vector<RunEnd> together = TogetherAsAlone(*batched_, specs);
   EXPECT_GT(together[2].mean_batch_size, 1);
 }
 
@@ -304,7 +304,7 @@ TEST_F(BatchingTest, MaxBatchSizeOneIsTheUnbatchedServer) {
   EXPECT_NE(dynamic_cast<const BatchedDenoiser*>(batched), nullptr);
 
   const std::vector<RunSpec> specs = {Gmm("ddim", 10, 1), Gmm("euler", 10, 2)};
-  for (const RunOutcome& outcome : TogetherAsAlone(one, specs)) {
+  for (const RunEnd& outcome : TogetherAsAlone(one, specs)) {
     EXPECT_EQ(outcome.model_calls, 0);  // nothing batched, nothing counted
   }
 }
@@ -331,8 +331,8 @@ TEST_F(BatchingTest, DigitsUNetRunsMatchUnbatchedWithMixedGuidance) {
       {.pipeline = "digits-ddim",
        .inputs = {{"num_inference_steps", int64_t{20}}, {"seed", int64_t{6}}}},
   };
-  const std::vector<RunOutcome> alone = Alone(specs);
-  const std::vector<RunOutcome> together = ExecuteTogether(*batched_, specs);
+  const std::vector<RunEnd> alone = Alone(specs);
+  const std::vector<RunEnd> together = ExecuteTogether(*batched_, specs);
   for (size_t i = 0; i < specs.size(); ++i) {
     SCOPED_TRACE(absl::StrCat("run ", i));
     ASSERT_OK(alone[i].status);
