@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "blocks/core/status_macros.h"
 #include "engine/run_log.h"
+#include "loopserve/v1/user_text.h"
 
 #ifndef LOOPSERVE_VERSION
 #define LOOPSERVE_VERSION "unknown"
@@ -51,8 +52,8 @@ absl::StatusOr<const Pipeline*> Engine::FindPipeline(
     names.push_back(pipeline->name);
   }
   return absl::NotFoundError(
-      absl::StrCat("pipeline '", name,
-                   "' is not served; available: ", absl::StrJoin(names, ", ")));
+      absl::StrCat("pipeline ", QuoteUserText(name),
+                   " is not served; available: ", absl::StrJoin(names, ", ")));
 }
 
 absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(

@@ -2,24 +2,49 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
+#include "loopserve/v1/user_text.h"
 #include "blocks/core/block.h"
 
 namespace loopserve {
 namespace {
 
-// A logfmt value: bare when it is a plain word, else quoted and escaped.
+// A logfmt value: bare when it is a plain word, else quoted and escaped;
+// no control byte a client sent (in a request_id, a message quoting its
+// input) reaches the log as it is.
 std::string LogValue(absl::string_view value) {
-  const bool bare = !value.empty() && value.find_first_of(" \"=\\\t\n") ==
-                                          absl::string_view::npos;
-  if (bare) return std::string(value);
-  return absl::StrCat(
-      "\"",
-      absl::StrReplaceAll(
-          value,
-          {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}, {"\t", "\\t"}}),
-      "\"");
+  const auto plain = [](char c) {
+    return c > ' ' && c != '"' && c != '=' && c != '\\' && c != '\x7f';
+  };
+  if (!value.empty() && std::all_of(value.begin(), value.end(), plain)) {
+    return std::string(value);
+  }
+  std::string quoted = "\"";
+  for (const char c : value) {
+    switch (c) {
+      case '\\':
+      case '"':
+        quoted += '\\';
+        quoted += c;
+        break;
+      case '\n':
+        quoted += "\\n";
+        break;
+      case '\t':
+        quoted += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < ' ' || c == '\x7f') {
+          absl::StrAppend(&quoted, "\\x", absl::Hex(c & 0xff, absl::kZeroPad2));
+        } else {
+          quoted += c;
+        }
+    }
+  }
+  quoted += '"';
+  return quoted;
 }
 
 bool IsServerFault(absl::StatusCode code) {
@@ -41,7 +66,8 @@ std::string FormatOutcome(const RunOutcome& outcome) {
   std::string line = absl::StrCat(
       outcome.refused ? "run refused" : "run ended",
       " run_id=", LogValue(outcome.run_id.empty() ? "-" : outcome.run_id),
-      " request_id=", LogValue(outcome.request_id),
+      // Bounded: a refused request's id may be of any length.
+      " request_id=", LogValue(outcome.request_id.substr(0, kMaxQuotedBytes)),
       " pipeline=", LogValue(outcome.pipeline->name),
       " code=", absl::StatusCodeToString(status.code()));
   if (const std::optional<std::string> block = AttributedBlockPath(status);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/status_macros.h"
+#include "loopserve/v1/user_text.h"
 
 namespace loopserve {
 namespace {
@@ -46,8 +47,8 @@ absl::StatusOr<std::vector<std::string>> Select(
   for (const std::string& name : requested) {
     if (FindParam(available, name) == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "pipeline '", pipeline.name, "': ", field, " names '", name,
-          "', which is not ", what, "; it has: ", JoinNames(available)));
+          "pipeline '", pipeline.name, "': ", field, " names ",
+          QuoteUserText(name), ", which is not ", what, "; it has: ", JoinNames(available)));
     }
     if (seen.insert(name).second) selected.push_back(name);
   }
@@ -64,12 +65,19 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
         absl::StrCat("pipeline '", pipeline.name, "': ", field, ": ", message));
   };
 
+  if (static_cast<int64_t>(request.request_id().size()) >
+      limits.max_request_id_bytes) {
+    return error("request_id",
+                 absl::StrCat(request.request_id().size(),
+                              " bytes is longer than the server's limit of ",
+                              limits.max_request_id_bytes));
+  }
   // Sorted, so that the first error reported does not depend on map order.
   std::vector<std::string> names;
   for (const auto& [name, value] : request.inputs()) names.push_back(name);
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
-    const std::string field = absl::StrCat("input '", name, "'");
+    const std::string field = absl::StrCat("input ", QuoteUserText(name));
     const InputParam* param = FindParam(pipeline.inputs, name);
     if (param == nullptr) {
       return error(field, absl::StrCat("unknown input; the pipeline's inputs "
@@ -88,7 +96,13 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
                   value.string_value()) == param->choices.end()) {
       return error(field, absl::StrCat("must be one of: ",
                                        absl::StrJoin(param->choices, ", "),
-                                       "; got '", value.string_value(), "'"));
+                                       "; got ", QuoteUserText(value.string_value())));
+    }
+    for (const std::string& other : param->excluded_by) {
+      if (request.inputs().contains(other)) {
+        return error(field, absl::StrCat("cannot be given with input '", other,
+                                         "', which decides it; give one"));
+      }
     }
     if (param->iteration_count && *kind == ValueKind::kInt) {
       const int64_t count = value.int64_value();
@@ -165,7 +179,13 @@ absl::StatusOr<PipelineState> DecodeInputs(
   PipelineState state;
   for (const auto* inputs : {&request.inputs(), &resolved}) {
     for (const auto& [name, wire] : *inputs) {
-      ASSIGN_OR_RETURN(c10::IValue value, DecodeValue(wire, limits));
+      absl::StatusOr<c10::IValue> decoded = DecodeValue(wire, limits);
+      if (!decoded.ok()) {
+        return absl::Status(decoded.status().code(),
+                            absl::StrCat("input '", name,
+                                         "': ", decoded.status().message()));
+      }
+      c10::IValue value = *std::move(decoded);
       if (value.isTensor() && value.toTensor().device() != device) {
         value = value.toTensor().to(device);
       }

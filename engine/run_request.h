@@ -31,6 +31,8 @@ namespace loopserve {
 struct RunLimits {
   // Largest value of an input that counts iterations (num_steps).
   int64_t max_iterations = 1'000'000;
+  // Longest request_id accepted, in bytes.
+  int64_t max_request_id_bytes = 128;
   DecodeLimits decode;
 };
 

@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <c10/util/irange.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <string_view>
 #include <limits>
 #include <vector>
 
@@ -62,19 +65,30 @@ absl::Status CheckTensor(const v1::Tensor& tensor, const DecodeLimits& limits) {
   ASSIGN_OR_RETURN(const DatatypeInfo* info, FindDatatype(tensor.datatype()));
   const int64_t itemsize = info->itemsize;
   const auto& shape = tensor.shape();
+  // The rank first: every later step walks the shape, and libtorch's cost
+  // per operation grows faster than linearly with it.
+  if (shape.size() > limits.max_tensor_rank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor has ", shape.size(), " dimensions; the server's limit is ",
+        limits.max_tensor_rank, " (--max_tensor_rank)"));
+  }
   // Bound the product before computing it, so it cannot overflow.
+  const int64_t max_elements =
+      std::min(limits.max_tensor_elements, limits.max_tensor_bytes / itemsize);
   int64_t elements = 1;
   for (int i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "dimension ", i, " of the shape is negative (", shape[i], ")"));
     }
-    if (shape[i] != 0 &&
-        elements > limits.max_tensor_bytes / itemsize / shape[i]) {
+    if (shape[i] != 0 && elements > max_elements / shape[i]) {
+      const bool bytes_bind = max_elements < limits.max_tensor_elements;
       return absl::InvalidArgumentError(absl::StrCat(
           "tensor of shape [", absl::StrJoin(shape, ","), "] ",
           tensor.datatype(), " is larger than the server's limit of ",
-          limits.max_tensor_bytes, " bytes"));
+          bytes_bind ? limits.max_tensor_bytes : limits.max_tensor_elements,
+          bytes_bind ? " bytes (--max_tensor_bytes)"
+                     : " elements (--max_tensor_elements)"));
     }
     elements *= shape[i];
   }
@@ -87,9 +101,69 @@ absl::Status CheckTensor(const v1::Tensor& tensor, const DecodeLimits& limits) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The index of the first element of `raw` (little-endian words of type
+// Word) whose bits under `exponent` are all set: an IEEE NaN or Inf; -1
+// when there is none.
+template <typename Word>
+int64_t FirstNonFinite(const std::string& raw, Word exponent) {
+  const int64_t n = static_cast<int64_t>(raw.size() / sizeof(Word));
+  for (int64_t i = 0; i < n; ++i) {
+    Word bits;
+    std::memcpy(&bits, raw.data() + i * sizeof(Word), sizeof(Word));
+    if ((bits & exponent) == exponent) return i;
+  }
+  return -1;
+}
+
+int64_t FirstNonFinite(Datatype datatype, const std::string& raw) {
+  switch (datatype) {
+    case Datatype::kFp16:
+      return FirstNonFinite<uint16_t>(raw, 0x7c00);
+    case Datatype::kBf16:
+      return FirstNonFinite<uint16_t>(raw, 0x7f80);
+    case Datatype::kFp32:
+      return FirstNonFinite<uint32_t>(raw, 0x7f800000);
+    case Datatype::kFp64:
+      return FirstNonFinite<uint64_t>(raw, 0x7ff0000000000000);
+    default:
+      return -1;
+  }
+}
+
+absl::Status NonFiniteError(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, " is NaN or Inf; the server refuses non-finite inputs "
+            "(--allow_non_finite_inputs)"));
+}
+
+}  // namespace
+
+absl::Status CheckTensorContents(const v1::Tensor& tensor,
+                                 const DecodeLimits& limits) {
+  ASSIGN_OR_RETURN(const DatatypeInfo* info, FindDatatype(tensor.datatype()));
+  const std::string& raw = tensor.raw_contents();
+  if (info->datatype == Datatype::kBool) {
+    const size_t at = raw.find_first_not_of(std::string_view("\0\1", 2));
+    if (at != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("BOOL element ", at, " is byte ",
+                       static_cast<uint8_t>(raw[at]), "; expected 0 or 1"));
+    }
+  }
+  if (info->is_floating_point && !limits.allow_non_finite) {
+    if (const int64_t at = FirstNonFinite(info->datatype, raw); at >= 0) {
+      return NonFiniteError(absl::StrCat("element ", at));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& tensor,
                                         const DecodeLimits& limits) {
   RETURN_IF_ERROR(CheckTensor(tensor, limits));
+  RETURN_IF_ERROR(CheckTensorContents(tensor, limits));
   const std::vector<int64_t> shape(tensor.shape().begin(),
                                    tensor.shape().end());
   at::Tensor out = at::empty(
@@ -143,12 +217,22 @@ absl::StatusOr<ValueKind> CheckOrDecode(const v1::Value& value,
       if (out != nullptr) *out = static_cast<int64_t>(value.int64_value());
       return ValueKind::kInt;
     case v1::Value::kDoubleValue:
+      if (!limits.allow_non_finite && !std::isfinite(value.double_value())) {
+        return NonFiniteError("the value");
+      }
       if (out != nullptr) *out = value.double_value();
       return ValueKind::kDouble;
     case v1::Value::kBoolValue:
       if (out != nullptr) *out = value.bool_value();
       return ValueKind::kBool;
     case v1::Value::kStringValue:
+      if (static_cast<int64_t>(value.string_value().size()) >
+          limits.max_string_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "string of ", value.string_value().size(),
+            " bytes is longer than the server's limit of ",
+            limits.max_string_bytes, " (--max_string_bytes)"));
+      }
       if (out != nullptr) *out = value.string_value();
       return ValueKind::kString;
     case v1::Value::kListValue: {

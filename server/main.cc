@@ -72,6 +72,15 @@ ABSL_FLAG(int64_t, max_iterations, 1'000'000,
           "Largest iteration count (num_steps) a request may ask for");
 ABSL_FLAG(int64_t, max_tensor_bytes, int64_t{256} << 20,
           "Largest input tensor, in bytes");
+ABSL_FLAG(int32_t, max_tensor_rank, 8,
+          "Most dimensions an input tensor may have");
+ABSL_FLAG(int64_t, max_tensor_elements, int64_t{1} << 28,
+          "Most elements an input tensor may have");
+ABSL_FLAG(int64_t, max_string_bytes, 64 << 10,
+          "Longest string input (a prompt), in bytes");
+ABSL_FLAG(bool, allow_non_finite_inputs, false,
+          "Accept NaN and Inf in floating-point inputs (refused by default: "
+          "they make NaN images)");
 ABSL_FLAG(int32_t, max_request_bytes, 512 << 20,
           "Largest request message, in bytes");
 ABSL_FLAG(int64_t, max_batch_bytes, 1 << 20,
@@ -145,7 +154,18 @@ absl::Status Serve(const sigset_t& signals) {
       .max_concurrent_runs = absl::GetFlag(FLAGS_max_concurrent_runs),
       .max_queued_runs = absl::GetFlag(FLAGS_max_queued_runs)};
   engine.limits.max_iterations = absl::GetFlag(FLAGS_max_iterations);
-  engine.limits.decode.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
+  DecodeLimits& decode = engine.limits.decode;
+  decode.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
+  decode.max_tensor_rank = absl::GetFlag(FLAGS_max_tensor_rank);
+  decode.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
+  decode.max_string_bytes = absl::GetFlag(FLAGS_max_string_bytes);
+  decode.allow_non_finite = absl::GetFlag(FLAGS_allow_non_finite_inputs);
+  if (decode.max_tensor_rank < 0 || decode.max_tensor_elements < 0 ||
+      decode.max_string_bytes < 0 || decode.max_tensor_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "--max_tensor_rank, --max_tensor_elements, --max_tensor_bytes and "
+        "--max_string_bytes must be >= 0");
+  }
   engine.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   engine.stream.max_queued_bytes = 4 * engine.stream.max_batch_bytes;
   engine.device = device;

@@ -122,6 +122,10 @@ struct InputParam {
   // seed), and reports in RunStarted.resolved_inputs so that sending it
   // back reproduces the run.
   bool random_when_absent = false;
+  // Inputs that decide what this one would (the latents' shape decides the
+  // height): a request giving this input with any of them is refused
+  // rather than one of the two silently ignored.
+  std::vector<std::string> excluded_by{};
 };
 
 // A value a block writes into the pipeline state's intermediates.

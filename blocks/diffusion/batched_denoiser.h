@@ -72,6 +72,9 @@ class BatchedDenoiser final : public Denoiser {
   std::span<const ModelArgument> conditioning() const override {
     return inner_->conditioning();
   }
+  std::span<const int64_t> sample_shape() const override {
+    return inner_->sample_shape();
+  }
   // Waits for its batch, as Note [step batching] says; the inner model's
   // result for this call's rows, or its error.
   absl::StatusOr<at::Tensor> Predict(

@@ -147,7 +147,11 @@ TorchScriptDenoiser::TorchScriptDenoiser(
     : options_(std::move(options)),
       conditioning_(std::move(conditioning)),
       output_(std::move(output)),
-      module_(std::move(module)) {}
+      module_(std::move(module)) {
+  for (const auto& [name, shape] : options_.shapes) {
+    if (name == "sample") sample_shape_ = shape;
+  }
+}
 
 TorchScriptDenoiser::~TorchScriptDenoiser() = default;
 
@@ -194,14 +198,15 @@ absl::StatusOr<std::vector<ModelArgument>> ConditioningOf(
     argument->shared = true;
   }
   for (const auto& [name, shape] : options.shapes) {
-    ASSIGN_OR_RETURN(ModelArgument * argument,
-                     find(absl::StrCat("shape.", name), name));
     for (int64_t size : shape) {
       if (size < -1 || size == 0) {
         return ParamError(absl::StrCat("shape.", name),
                           "sizes must be >= 1, or -1 for any");
       }
     }
+    if (name == "sample") continue;  // TorchScriptDenoiser::sample_shape
+    ASSIGN_OR_RETURN(ModelArgument * argument,
+                     find(absl::StrCat("shape.", name), name));
     argument->shape = shape;
   }
   return conditioning;

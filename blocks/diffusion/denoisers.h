@@ -61,6 +61,10 @@ class Denoiser {
   // empty for an unconditioned model (classifier-free guidance does not
   // apply then).
   virtual std::span<const ModelArgument> conditioning() const { return {}; }
+  // The sample shape the model takes, -1 for any size, dimension 0 (the
+  // batch) any; empty: any shape. Checked before every call, so that a
+  // request that does not fit is refused naming its inputs.
+  virtual std::span<const int64_t> sample_shape() const { return {}; }
   // The model output for `sample` [B,...] at `timestep` ([B], one per
   // sample, on the sample's device): epsilon, v or a flow velocity, as the
   // scheduler's prediction_type says. `conditioning` holds one value per
@@ -129,7 +133,8 @@ class TorchScriptDenoiser final : public Denoiser {
     // Conditioning names passed unchanged under guidance
     // (ModelArgument::shared).
     std::vector<std::string> shared_arguments{};
-    // Expected shapes by conditioning name (params `shape.NAME`).
+    // Expected shapes by argument name, "sample" or a conditioning one
+    // (params `shape.NAME`).
     std::vector<std::pair<std::string, std::vector<int64_t>>> shapes{};
     // The timestep passed is the schedule's converted to timestep_dtype
     // (unset: kept, float32 when scaled), then × timestep_scale (Flux:
@@ -152,6 +157,9 @@ class TorchScriptDenoiser final : public Denoiser {
   std::span<const ModelArgument> conditioning() const override {
     return conditioning_;
   }
+  std::span<const int64_t> sample_shape() const override {
+    return sample_shape_;
+  }
   absl::StatusOr<at::Tensor> Predict(
       const at::Tensor& sample, const at::Tensor& timestep,
       std::span<const at::Tensor> conditioning) const override;
@@ -164,6 +172,7 @@ class TorchScriptDenoiser final : public Denoiser {
 
   Options options_;
   std::vector<ModelArgument> conditioning_;
+  std::vector<int64_t> sample_shape_;
   OutputSelector output_;
   // Note [shared module]: TorchScript's interpreter runs one module from
   // many threads at once (forward is not const only by signature); runs

@@ -327,11 +327,13 @@ std::vector<InputParam> PrepareLatents::inputs() const {
           {.name = "height",
            .type_hint = TypeHint::Int(),
            .default_value = options_.height,
-           .description = "Image height in pixels"},
+           .description = "Image height in pixels",
+           .excluded_by = {"latents", "image_latents"}},
           {.name = "width",
            .type_hint = TypeHint::Int(),
            .default_value = options_.width,
-           .description = "Image width in pixels"},
+           .description = "Image width in pixels",
+           .excluded_by = {"latents", "image_latents"}},
           {.name = "batch_size",
            .type_hint = TypeHint::Int(),
            .default_value = int64_t{1},
@@ -606,33 +608,45 @@ std::vector<ComponentSpec> PredictNoise::expected_components() const {
 
 namespace {
 
+// Whether `value` has a model's declared `shape` (-1: any size; empty:
+// any shape), from dimension `from` on (1 for a batched value, whose
+// dimension 0 is checked apart).
+bool HasShape(const at::Tensor& value, std::span<const int64_t> shape,
+              int64_t from) {
+  if (shape.empty()) return true;
+  if (value.dim() != static_cast<int64_t>(shape.size())) return false;
+  for (int64_t d = from; d < value.dim(); ++d) {
+    if (shape[d] != -1 && shape[d] != value.size(d)) return false;
+  }
+  return true;
+}
+
+// A declared shape as an error message shows it: [B,*,10] (B when `from` is
+// 1), [B,...] when any.
+std::string ShapePattern(std::span<const int64_t> shape, int64_t from) {
+  if (shape.empty()) return from == 0 ? "[...]" : "[B,...]";
+  std::vector<std::string> dims;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    dims.push_back(static_cast<int64_t>(d) < from ? "B"
+                   : shape[d] == -1              ? "*"
+                                                 : absl::StrCat(shape[d]));
+  }
+  return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
+}
+
 // `value` (the input `name`) fitted to `argument` for a batch of `batch`:
 // its declared shape, and a batch of 1 or `batch`, expanded to `batch`.
 absl::StatusOr<at::Tensor> FitConditioning(const ModelArgument& argument,
                                            absl::string_view name,
                                            const at::Tensor& value,
                                            int64_t batch) {
-  const std::vector<int64_t>& shape = argument.shape;
-  bool fits = argument.shared || (value.dim() >= 1 &&
-                                  (value.size(0) == 1 ||
-                                   value.size(0) == batch));
-  if (!shape.empty()) {
-    fits = fits && value.dim() == static_cast<int64_t>(shape.size());
-    for (int64_t d = argument.shared ? 0 : 1; fits && d < value.dim(); ++d) {
-      fits = shape[d] == -1 || shape[d] == value.size(d);
-    }
-  }
+  const int64_t from = argument.shared ? 0 : 1;
+  const bool fits =
+      (argument.shared || (value.dim() >= 1 && (value.size(0) == 1 ||
+                                                value.size(0) == batch))) &&
+      HasShape(value, argument.shape, from);
   if (!fits) {
-    std::string wanted = "[B,...]";
-    if (!shape.empty()) {
-      std::vector<std::string> dims;
-      for (size_t d = 0; d < shape.size(); ++d) {
-        dims.push_back(d == 0 && !argument.shared ? "B"
-                       : shape[d] == -1          ? "*"
-                                                 : absl::StrCat(shape[d]));
-      }
-      wanted = absl::StrCat("[", absl::StrJoin(dims, ","), "]");
-    }
+    const std::string wanted = ShapePattern(argument.shape, from);
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", name, "' must be ", wanted,
         argument.shared ? ""
@@ -694,6 +708,14 @@ absl::Status PredictNoise::RunStep(const Components& components,
   ASSIGN_OR_RETURN(const at::Tensor x,
                    state.Get<at::Tensor>("latent_model_input"));
   ASSIGN_OR_RETURN(const double scale, state.Get<double>("guidance_scale"));
+  // The sample's shape is checked here, before the model sees it, so that
+  // the client hears which inputs to change rather than the model's error.
+  if (!HasShape(x, denoiser->sample_shape(), 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the denoiser takes samples ", ShapePattern(denoiser->sample_shape(), 1),
+        "; these latents are ", ShapeString(x),
+        " (set by the inputs height and width, or latents)"));
+  }
   const int64_t batch = x.size(0);
   const bool guided =
       scale > 1.0 && std::any_of(conditioning_.begin(), conditioning_.end(),

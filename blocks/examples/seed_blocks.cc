@@ -1,9 +1,32 @@
 #include "blocks/examples/seed_blocks.h"
 
+#include <ATen/ATen.h>
+
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "blocks/core/status_macros.h"
 
 namespace loopserve {
+namespace {
+
+// The largest value of an integral scalar type.
+int64_t MaxOf(at::ScalarType type) {
+  switch (type) {
+    case at::kByte:
+      return std::numeric_limits<uint8_t>::max();
+    case at::kChar:
+      return std::numeric_limits<int8_t>::max();
+    case at::kShort:
+      return std::numeric_limits<int16_t>::max();
+    case at::kInt:
+      return std::numeric_limits<int32_t>::max();
+    default:
+      return std::numeric_limits<int64_t>::max();
+  }
+}
+
+}  // namespace
 
 std::vector<InputParam> LoopWrapper::loop_inputs() const {
   return {{.name = "num_steps",
@@ -52,6 +75,10 @@ absl::Status LoopBlock::RunStep(const Components&, BlockState& state,
     return absl::FailedPreconditionError("block state has no value 'x'");
   }
   if (x->isInt()) {
+    // Python's ints do not wrap; int64's would, silently.
+    if (x->toInt() == std::numeric_limits<int64_t>::max()) {
+      return absl::OutOfRangeError("x + 1 overflows int64");
+    }
     *x = x->toInt() + 1;
   } else if (x->isDouble()) {
     *x = x->toDouble() + 1.0;
@@ -62,7 +89,13 @@ absl::Status LoopBlock::RunStep(const Components&, BlockState& state,
     // first iteration's x is the user's input tensor, which blocks must not
     // change, and an observer may keep an earlier iteration's tensor for a
     // later copy off the device.
-    *x = x->toTensor().add(1);
+    const at::Tensor& t = x->toTensor();
+    if (at::isIntegralType(t.scalar_type(), /*includeBool=*/false) &&
+        t.numel() > 0 && t.max().item<int64_t>() == MaxOf(t.scalar_type())) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "x + 1 overflows ", c10::toString(t.scalar_type())));
+    }
+    *x = t.add(1);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "x must be an int, double or tensor, got ", KindName(KindOf(*x))));

@@ -10,6 +10,8 @@
 #include <grpcpp/generic/generic_stub.h>
 
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <sstream>
 #include <chrono>
 #include <thread>
@@ -39,6 +41,7 @@ using ::loopserve::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
 
 // A loop block that waits at iteration 0 until the test opens the gate.
@@ -372,6 +375,7 @@ TEST_P(BadRequestTest, IsRefusedWithItsFieldNamedAndTheServerServesOn) {
   LoopServerOptions options;
   options.engine.limits.max_iterations = 1000;
   options.engine.limits.decode.max_tensor_bytes = 1 << 20;
+  options.engine.limits.decode.max_tensor_elements = 1 << 20;
   StartServer(options);
   v1::RunRequest request = SeedRequest("seed-loop", 5);
   GetParam().mutate(request);
@@ -481,7 +485,101 @@ INSTANTIATE_TEST_SUITE_P(
             "ValueWithoutKind",
             [](v1::RunRequest& r) { (*r.mutable_inputs())["x"].Clear(); },
             absl::StatusCode::kInvalidArgument,
-            "input 'x': value has no kind set"}),
+            "input 'x': value has no kind set"},
+        // Issue #14's findings, each refused before any work and cheaply.
+        BadRequestCase{"RankAboveTheLimit",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("FP32");
+                         for (int i = 0; i < 9; ++i) XTensor(r)->add_shape(1);
+                         XTensor(r)->set_raw_contents(std::string(4, '\0'));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': tensor has 9 dimensions; the server's "
+                       "limit is 8 (--max_tensor_rank)"},
+        BadRequestCase{"FiftyThousandDimensions",  // held a worker 10 s
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("FP32");
+                         for (int i = 0; i < 50000; ++i) {
+                           XTensor(r)->add_shape(1);
+                         }
+                         XTensor(r)->set_raw_contents(std::string(4, '\0'));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': tensor has 50000 dimensions"},
+        BadRequestCase{"TooManyElements",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("BOOL");
+                         XTensor(r)->add_shape(1 << 19);
+                         XTensor(r)->add_shape(4);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': tensor of shape [524288,4] BOOL is larger "
+                       "than the server's limit of 1048576 elements "
+                       "(--max_tensor_elements)"},
+        BadRequestCase{"NaNInATensor",
+                       [](v1::RunRequest& r) {
+                         const float values[] = {1.0f, std::nanf("")};
+                         XTensor(r)->set_datatype("FP32");
+                         XTensor(r)->add_shape(2);
+                         XTensor(r)->set_raw_contents(
+                             std::string(reinterpret_cast<const char*>(values),
+                                         sizeof(values)));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': element 1 is NaN or Inf; the server "
+                       "refuses non-finite inputs (--allow_non_finite_inputs)"},
+        BadRequestCase{"InfAsADouble",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["x"].set_double_value(
+                             -std::numeric_limits<double>::infinity());
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': the value is NaN or Inf"},
+        BadRequestCase{"BoolByteOtherThanZeroOrOne",
+                       [](v1::RunRequest& r) {
+                         XTensor(r)->set_datatype("BOOL");
+                         XTensor(r)->add_shape(2);
+                         XTensor(r)->set_raw_contents(std::string("\1\7", 2));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': BOOL element 1 is byte 7; expected 0 or 1"},
+        BadRequestCase{"IntThatWouldWrap",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["x"].set_int64_value(
+                             std::numeric_limits<int64_t>::max() - 2);
+                       },
+                       absl::StatusCode::kOutOfRange,
+                       "x + 1 overflows int64"},
+        BadRequestCase{"LongString",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())["x"].set_string_value(
+                             std::string(70000, 'a'));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'x': string of 70000 bytes is longer than the "
+                       "server's limit of 65536 (--max_string_bytes)"},
+        BadRequestCase{"FourMegabyteRequestId",
+                       [](v1::RunRequest& r) {
+                         r.set_request_id(std::string(4 << 20, 'r'));
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "request_id: 4194304 bytes is longer than the "
+                       "server's limit of 128"},
+        // Echoed cut short, so the client gets NOT_FOUND, not a status too
+        // large for its metadata limit.
+        BadRequestCase{"MegabytePipelineName",
+                       [](v1::RunRequest& r) {
+                         r.set_pipeline(std::string(1 << 20, 'p'));
+                       },
+                       absl::StatusCode::kNotFound,
+                       "ppp...' (1048576 bytes) is not served"},
+        BadRequestCase{"ControlBytesInANameAreEscaped",
+                       [](v1::RunRequest& r) {
+                         (*r.mutable_inputs())[std::string("a\nb\x1b[31m")]
+                             .set_int64_value(1);
+                       },
+                       absl::StatusCode::kInvalidArgument,
+                       "input 'a\\nb\\x1b[31m': unknown input"}),
     [](const ::testing::TestParamInfo<BadRequestCase>& info) {
       return info.param.name;
     });
@@ -519,6 +617,55 @@ v1::RunRequest DenoiseRequest(const std::string& pipeline, int64_t steps,
   (*request.mutable_inputs())["seed"].set_int64_value(seed);
   return request;
 }
+
+// What the digits model cannot take is refused naming the inputs, before
+// the model runs: never INTERNAL, never the module's traceback or a path
+// of the machine that built it.
+TEST_F(LoopServiceTest, ModelInputErrorsNameTheInputsAndNeverLeakTheModel) {
+  StartServer();
+  auto run = [&](absl::string_view name, v1::Value value) {
+    v1::RunRequest request = DenoiseRequest("digits-ddim", 2, 1);
+    (*request.mutable_inputs())[std::string(name)] = std::move(value);
+    return client_->Run(request).status();
+  };
+  v1::Value height;
+  height.set_int64_value(7);
+  const absl::Status odd = run("height", height);
+  EXPECT_THAT(odd, StatusIs(absl::StatusCode::kInvalidArgument,
+                            HasSubstr("the denoiser takes samples [B,1,8,8]; "
+                                      "these latents are [1,1,7,8]")));
+  EXPECT_THAT(std::string(odd.message()), Not(HasSubstr(".py")));
+  EXPECT_THAT(std::string(odd.message()), Not(HasSubstr("Traceback")));
+  EXPECT_LT(odd.message().size(), 300u);
+
+  // Given latents decide the size: a height beside them is refused, not
+  // ignored.
+  v1::RunRequest both = DenoiseRequest("digits-ddim", 2, 1);
+  ASSERT_OK(EncodeTensor(at::zeros({1, 1, 8, 8}),
+                         *(*both.mutable_inputs())["latents"].mutable_tensor()));
+  (*both.mutable_inputs())["height"].set_int64_value(16);
+  EXPECT_THAT(client_->Run(both).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'height': cannot be given with input "
+                                 "'latents', which decides it")));
+
+  v1::Value eta;
+  eta.set_double_value(std::nan(""));
+  EXPECT_THAT(run("eta", eta),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'eta': the value is NaN or Inf")));
+  // An unconditioned model takes no conditioning: named as unknown.
+  v1::RunRequest gmm = DenoiseRequest("gmm-ddim", 2, 1);
+  ASSERT_OK(EncodeTensor(
+      at::zeros({1, 1, 10}),
+      *(*gmm.mutable_inputs())["encoder_hidden_states"].mutable_tensor()));
+  EXPECT_THAT(client_->Run(gmm).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'encoder_hidden_states': unknown "
+                                 "input")));
+  ExpectStillServing();
+}
+
 
 // A denoising run streams each step's latents, and through the service it
 // equals the same run in-process, bit for bit (CPU).

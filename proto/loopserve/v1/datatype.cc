@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "loopserve/v1/user_text.h"
 
 namespace loopserve {
 namespace {
@@ -65,7 +66,7 @@ absl::StatusOr<const DatatypeInfo*> FindDatatype(absl::string_view name) {
     if (info.name == name) return &info;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown datatype '", name, "'; expected one of ", DatatypeNames()));
+      "unknown datatype ", QuoteUserText(name), "; expected one of ", DatatypeNames()));
 }
 
 std::string DatatypeNames() {
