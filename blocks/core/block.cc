@@ -1,6 +1,7 @@
 #include "blocks/core/block.h"
 
 #include <c10/util/Exception.h>
+#include <glog/logging.h>
 
 #include <chrono>
 #include <exception>
@@ -217,6 +218,20 @@ std::optional<std::string> AttributedBlockPath(const absl::Status& status) {
   return std::string(*payload);
 }
 
+namespace {
+
+// A fault (not the client's): its text, which may quote a module's source
+// or a path of the machine that built it, goes to the server log; the
+// client hears which block failed.
+absl::Status InternalBlockError(const Block& block, absl::string_view what) {
+  LOG(ERROR) << "block '" << block.path() << "' (" << block.type_name()
+             << ") threw: " << what;
+  return BlockError(block, absl::StatusCode::kInternal,
+                    "internal error (the server log has the details)");
+}
+
+}  // namespace
+
 absl::Status StatusFromCurrentException(const Block& block) {
   try {
     throw;
@@ -230,17 +245,16 @@ absl::Status StatusFromCurrentException(const Block& block) {
     return BlockError(block, absl::StatusCode::kInvalidArgument,
                       e.what_without_backtrace());
   } catch (const c10::Error& e) {
-    return BlockError(block, absl::StatusCode::kInternal,
-                      e.what_without_backtrace());
+    return InternalBlockError(block, e.what());
   } catch (const std::invalid_argument& e) {
     return BlockError(block, absl::StatusCode::kInvalidArgument, e.what());
   } catch (const std::bad_alloc& e) {
     return BlockError(block, absl::StatusCode::kResourceExhausted,
                       absl::StrCat("out of memory: ", e.what()));
   } catch (const std::exception& e) {
-    return BlockError(block, absl::StatusCode::kInternal, e.what());
+    return InternalBlockError(block, e.what());
   } catch (...) {
-    return BlockError(block, absl::StatusCode::kInternal, "unknown exception");
+    return InternalBlockError(block, "unknown exception");
   }
 }
 

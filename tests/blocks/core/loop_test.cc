@@ -169,7 +169,8 @@ TEST(LoopTest, LoopBlockExceptionsNameTheLoopBlock) {
   RunContext context;
   EXPECT_THAT(RunBlock(*loop, Components(), state, context),
               StatusIs(absl::StatusCode::kInternal,
-                       "block 'denoise/throws' (FakeStep): boom"));
+                       "block 'denoise/throws' (FakeStep): internal error "
+                       "(the server log has the details)"));
 }
 
 TEST(LoopTest, LoopInsideSequentialRunsAndReportsItsPath) {
