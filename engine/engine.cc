@@ -2,6 +2,7 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -22,9 +23,31 @@ Engine::Engine(EngineOptions options)
       metrics_(BuildInfo{.version = LOOPSERVE_VERSION,
                          .torch_version = TORCH_VERSION,
                          .device = options_.device.str()}),
-      executor_(options_.executor) {}
+      executor_(options_.executor) {
+  if (options_.stream_idle_timeout > absl::ZeroDuration()) {
+    watchdog_ = std::thread([this] { WatchForStalledReaders(); });
+  }
+}
 
 Engine::~Engine() { Shutdown(); }
+
+void Engine::WatchForStalledReaders() {
+  // A quarter of the timeout between looks (at most a second): a stalled
+  // run is ended within 1.25 timeouts.
+  const absl::Duration tick =
+      std::min(options_.stream_idle_timeout / 4, absl::Seconds(1));
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), tick)) {
+    const std::vector<std::shared_ptr<Run>> runs(active_.begin(),
+                                                 active_.end());
+    mu_.Unlock();
+    const absl::Time now = absl::Now();
+    for (const auto& run : runs) {
+      run->CancelIfStalled(now, options_.stream_idle_timeout);
+    }
+    mu_.Lock();
+  }
+}
 
 void Engine::Serve(PipelineCatalog catalog) {
   catalog_ = std::move(catalog);
@@ -57,9 +80,10 @@ absl::StatusOr<const Pipeline*> Engine::FindPipeline(
 }
 
 absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
-    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer) {
-  absl::StatusOr<std::shared_ptr<Run>> run =
-      CreateRun(request, writer, metrics_.For(request->pipeline()));
+    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+    RunClient client) {
+  absl::StatusOr<std::shared_ptr<Run>> run = CreateRun(
+      request, writer, metrics_.For(request->pipeline()), std::move(client));
   if (!run.ok()) {
     Refuse(run.status(), request->pipeline(), request->request_id());
   }
@@ -68,11 +92,12 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
 
 absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
     std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
-    PipelineMetrics& series) {
+    PipelineMetrics& series, RunClient client) {
   const Run::Clock::time_point accepted = Run::Clock::now();
   ASSIGN_OR_RETURN(const Pipeline* pipeline, FindPipeline(request->pipeline()));
   ASSIGN_OR_RETURN(StreamSelection selection,
                    ValidateRun(*pipeline, *request, options_.limits));
+  const std::string key = client.Key();
   uint64_t number;
   {
     absl::MutexLock lock(&mu_);
@@ -80,14 +105,22 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
       return absl::UnavailableError(
           "the server is shutting down and takes no new runs");
     }
+    const int max = options_.max_runs_per_client;
+    if (max > 0 && runs_by_client_[key] >= max) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "this client (", QuoteUserText(key), ") already has ", max,
+          " runs queued or running, the server's limit per client "
+          "(--max_runs_per_client=", max, "); retry when one ends"));
+    }
     number = ++next_run_;
   }
-  auto run = std::make_shared<Run>(*this, absl::StrCat("run-", number),
-                                   std::move(request), *pipeline, series,
-                                   std::move(selection), writer, accepted);
+  auto run = std::make_shared<Run>(
+      *this, absl::StrCat("run-", number), std::move(request), *pipeline,
+      series, std::move(selection), writer, accepted, std::move(client));
   {
     absl::MutexLock lock(&mu_);
     active_.insert(run);
+    ++runs_by_client_[key];
   }
   if (absl::Status status = run->Submit(executor_); !status.ok()) {
     Untrack(run);
@@ -112,7 +145,11 @@ void Engine::Release(const std::shared_ptr<Run>& run,
 
 void Engine::Untrack(const std::shared_ptr<Run>& run) {
   absl::MutexLock lock(&mu_);
-  active_.erase(run);
+  if (active_.erase(run) == 0) return;
+  const auto count = runs_by_client_.find(run->client().Key());
+  if (count != runs_by_client_.end() && --count->second == 0) {
+    runs_by_client_.erase(count);
+  }
 }
 
 void Engine::StartDraining() {
@@ -140,6 +177,13 @@ void Engine::CancelAll(const absl::Status& status) {
   for (const auto& run : runs) run->Cancel(status);
 }
 
-void Engine::Shutdown() { executor_.Shutdown(); }
+void Engine::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (watchdog_.joinable()) watchdog_.join();
+  executor_.Shutdown();
+}
 
 }  // namespace loopserve

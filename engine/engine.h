@@ -25,8 +25,10 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -47,6 +49,13 @@ struct EngineOptions {
   RunExecutorOptions executor;
   // Where runs' tensors live: the server's --device.
   c10::Device device = c10::kCPU;
+  // A run whose client has taken no message for this long is ended with
+  // DEADLINE_EXCEEDED (Note [stalled readers] in run_stream.h); zero or
+  // less: never.
+  absl::Duration stream_idle_timeout = absl::ZeroDuration();
+  // Most runs one client (RunClient::Key) may have queued or running;
+  // 0: no limit.
+  int max_runs_per_client = 0;
 };
 
 class Engine {
@@ -71,10 +80,12 @@ class Engine {
   // `writer` (Note [finishing] in run_stream.h: its Finish is called once,
   // and last); the front then calls Release. The error that refuses it
   // otherwise (UNAVAILABLE while loading or draining, NOT_FOUND,
-  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED), counted and logged already; the
-  // front finishes its call with it.
+  // INVALID_ARGUMENT, RESOURCE_EXHAUSTED: the server's or `client`'s
+  // share is full), counted and logged already; the front finishes its
+  // call with it.
   absl::StatusOr<std::shared_ptr<Run>> StartRun(
-      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer);
+      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+      RunClient client = {});
   // A call that ended before it could become a run (its request never
   // arrived, or did not parse): counted and logged with `status`, for the
   // pipeline `pipeline` names ("unknown" when none is served by that name).
@@ -92,7 +103,8 @@ class Engine {
   bool WaitForIdle(absl::Duration timeout);
   // Stops every run in flight at its next iteration boundary.
   void CancelAll(const absl::Status& status);
-  // Stops taking runs, lets the queued ones run, and joins the workers.
+  // Stops taking runs, lets the queued ones run, and joins the workers and
+  // the watchdog.
   void Shutdown();
 
   const EngineOptions& options() const { return options_; }
@@ -104,7 +116,9 @@ class Engine {
   // StartRun's work; the refusal is reported by StartRun.
   absl::StatusOr<std::shared_ptr<Run>> CreateRun(
       std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
-      PipelineMetrics& series);
+      PipelineMetrics& series, RunClient client);
+  // The watchdog's thread: ends stalled runs (Note [stalled readers]).
+  void WatchForStalledReaders();
 
   const EngineOptions options_;
   Metrics metrics_;
@@ -115,7 +129,11 @@ class Engine {
   absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<std::shared_ptr<Run>> active_ ABSL_GUARDED_BY(mu_);
+  // Runs queued or running, by RunClient::Key (with max_runs_per_client).
+  absl::flat_hash_map<std::string, int> runs_by_client_ ABSL_GUARDED_BY(mu_);
   uint64_t next_run_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread watchdog_;
 };
 
 }  // namespace loopserve

@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 #include "blocks/core/block.h"
 #include "blocks/core/run_scope.h"
 #include "engine/engine.h"
@@ -17,17 +20,28 @@ double Seconds(Run::Clock::duration d) {
 
 }  // namespace
 
+std::string RunClient::Key() const {
+  if (!principal.empty()) return absl::StrCat("principal:", principal);
+  // ipv4:10.0.0.7:51234, ipv6:[::1]:51234: the port is the connection's.
+  absl::string_view host = peer;
+  if (absl::StartsWith(host, "ipv4:") || absl::StartsWith(host, "ipv6:")) {
+    host = host.substr(0, host.rfind(':'));
+  }
+  return std::string(host);
+}
+
 Run::Run(Engine& engine, std::string id,
          std::shared_ptr<const v1::RunRequest> request,
          const Pipeline& pipeline, PipelineMetrics& metrics,
          StreamSelection selection, RunEventWriter* front,
-         Clock::time_point accepted)
+         Clock::time_point accepted, RunClient client)
     : engine_(engine),
       id_(std::move(id)),
       request_(std::move(request)),
       pipeline_(pipeline),
       metrics_(metrics),
       front_(front),
+      client_(std::move(client)),
       stream_(id_, request_->request_id(), std::move(selection),
               engine.options().stream, this, &metrics),
       accepted_(accepted) {}
@@ -100,6 +114,8 @@ void Run::Report(const absl::Status& seen) {
       {.pipeline = &metrics_,
        .run_id = id_,
        .request_id = request_->request_id(),
+       .principal = client_.principal,
+       .peer = client_.peer,
        .status = seen,
        .queue_ms =
            Milliseconds((started_ ? start_time_ : finish_time_) - accepted_),

@@ -42,6 +42,19 @@ namespace loopserve {
 
 class Engine;
 
+// Who sent a run: what --max_runs_per_client counts by, and what its log
+// line names.
+struct RunClient {
+  // The authenticated principal (a token's, a client certificate's); empty
+  // when the server authenticates no one.
+  std::string principal{};
+  // The peer's address as gRPC reports it: ipv4:10.0.0.7:51234.
+  std::string peer{};
+  // What runs are counted by: the principal, else the peer's host (its
+  // address without the port: one client's connections are one client).
+  std::string Key() const;
+};
+
 class Run final : public std::enable_shared_from_this<Run>,
                   private RunEventWriter {
  public:
@@ -52,7 +65,8 @@ class Run final : public std::enable_shared_from_this<Run>,
   Run(Engine& engine, std::string id,
       std::shared_ptr<const v1::RunRequest> request, const Pipeline& pipeline,
       PipelineMetrics& metrics, StreamSelection selection,
-      RunEventWriter* front, Clock::time_point accepted);
+      RunEventWriter* front, Clock::time_point accepted,
+      RunClient client = {});
 
   // Queues the run on `executor`; RESOURCE_EXHAUSTED (or UNAVAILABLE)
   // when it takes no more. A refused run never reaches Finish.
@@ -62,9 +76,14 @@ class Run final : public std::enable_shared_from_this<Run>,
   void OnWriteDone(bool ok) { stream_.OnWriteDone(ok); }
   // Stops the run at its next iteration boundary (or before it starts).
   void Cancel(absl::Status status) { stream_.Cancel(std::move(status)); }
+  // Note [stalled readers] in run_stream.h.
+  bool CancelIfStalled(absl::Time now, absl::Duration timeout) {
+    return stream_.CancelIfStalled(now, timeout);
+  }
 
   // "run-7": what RunStarted.run_id and the log line say.
   const std::string& id() const { return id_; }
+  const RunClient& client() const { return client_; }
 
   // Counts and logs the run's outcome (ReportOutcome): `seen` is what its
   // client was told. Once, after Finish; Engine::Release calls it.
@@ -77,6 +96,7 @@ class Run final : public std::enable_shared_from_this<Run>,
   // RunEventWriter, for the stream: writes and the Finish go to the front.
   void StartWrite(std::shared_ptr<const v1::RunEvent> event) override;
   void Finish(const absl::Status& status) override;
+  void Abort() override { front_->Abort(); }
 
   static double Milliseconds(Clock::duration d) {
     return std::chrono::duration<double, std::milli>(d).count();
@@ -88,6 +108,7 @@ class Run final : public std::enable_shared_from_this<Run>,
   const Pipeline& pipeline_;
   PipelineMetrics& metrics_;
   RunEventWriter* const front_;
+  const RunClient client_;
   RunStream stream_;
 
   // Note [one clock]. Written on the run's thread before the stream can

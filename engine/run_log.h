@@ -39,6 +39,9 @@ struct RunOutcome {
   // Empty for a call refused before it became a run.
   absl::string_view run_id{};
   absl::string_view request_id{};
+  // Who sent it (RunClient); empty when unknown.
+  absl::string_view principal{};
+  absl::string_view peer{};
   // What the client was told.
   absl::Status status{};
   // Whether it was refused before it was queued.

@@ -230,8 +230,32 @@ void RunStream::Cancel(absl::Status status) {
   Act(action);
 }
 
+bool RunStream::CancelIfStalled(absl::Time now, absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!write_in_flight_ || finished_ || aborting_ ||
+        now - write_started_ < timeout) {
+      return false;
+    }
+    aborting_ = true;
+  }
+  Cancel(absl::DeadlineExceededError(absl::StrCat(
+      "the client took no message for ", absl::FormatDuration(timeout),
+      " (the server's --stream_idle_timeout_s); the run was ended to free "
+      "its slot")));
+  writer_->Abort();
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    aborting_ = false;
+    action = Pump();
+  }
+  Act(action);
+  return true;
+}
+
 RunStream::Action RunStream::Pump() {
-  if (write_in_flight_ || finished_) return {};
+  if (write_in_flight_ || finished_ || aborting_) return {};
   auto finish = [this](absl::Status status) {
     finished_ = true;
     return Action{Action::kFinish, std::move(status)};
@@ -283,6 +307,7 @@ RunStream::Action RunStream::Pump() {
     return {};
   }
   write_in_flight_ = true;
+  write_started_ = absl::Now();
   return {Action::kWrite, absl::OkStatus()};
 }
 

@@ -45,6 +45,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/run_context.h"
 #include "blocks/core/state.h"
@@ -63,6 +64,10 @@ class RunEventWriter {
   virtual void StartWrite(std::shared_ptr<const v1::RunEvent> event) = 0;
   // Called exactly once, with no write in flight.
   virtual void Finish(const absl::Status& status) = 0;
+  // The client stopped taking messages: give up on the write in flight
+  // (it completes, failed, with OnWriteDone(false)). Never called after
+  // Finish.
+  virtual void Abort() {}
 };
 
 // What the client asked to receive, validated against the pipeline.
@@ -119,6 +124,17 @@ class RunStream : public IterationObserver {
   // stream finishes with `status` unless it finished already.
   void Cancel(absl::Status status);
 
+  // Note [stalled readers]
+  // ~~~~~~~~~~~~~~~~~~~~~~
+  // A client that stops reading holds its run: under BLOCK the loop waits
+  // for room, and even a finished run keeps its call until the result is
+  // taken. When the write in flight has waited longer than `timeout` (the
+  // server's --stream_idle_timeout_s), the run is cancelled with
+  // DEADLINE_EXCEEDED, saying why, and the writer aborts the write, so
+  // its worker and its slot are freed. True when it did. The engine's
+  // watchdog calls it for every run, from its own thread.
+  bool CancelIfStalled(absl::Time now, absl::Duration timeout);
+
   // Iterations observed so far: on the run's thread, or after End.
   int64_t iterations() const { return iterations_; }
 
@@ -170,6 +186,11 @@ class RunStream : public IterationObserver {
   std::unique_ptr<v1::RunEvent> result_ ABSL_GUARDED_BY(mu_);
   bool result_written_ ABSL_GUARDED_BY(mu_) = false;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  // When the write in flight started.
+  absl::Time write_started_ ABSL_GUARDED_BY(mu_);
+  // CancelIfStalled is calling the writer's Abort: no Finish meanwhile, so
+  // the writer outlives the call.
+  bool aborting_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;

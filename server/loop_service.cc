@@ -17,8 +17,10 @@ namespace {
 class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                          public RunEventWriter {
  public:
+  // `principal`: who the call authenticated as; empty when the server
+  // authenticates no one.
   RunReactor(Engine& engine, grpc::CallbackServerContext* context,
-             const grpc::ByteBuffer& raw_request)
+             const grpc::ByteBuffer& raw_request, absl::string_view principal)
       : engine_(engine), context_(context) {
     if (!raw_request.Valid()) {
       // The stream ended before its one request message: the client gave
@@ -40,8 +42,9 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       Finish(status);
       return;
     }
-    absl::StatusOr<std::shared_ptr<loopserve::Run>> run =
-        engine_.StartRun(std::move(request), this);
+    absl::StatusOr<std::shared_ptr<loopserve::Run>> run = engine_.StartRun(
+        std::move(request), this,
+        RunClient{.principal = std::string(principal), .peer = context->peer()});
     if (!run.ok()) {
       Finish(run.status());
       return;
@@ -57,6 +60,9 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     finished_ = status;
     ServerWriteReactor::Finish(ToGrpcStatus(status));
   }
+  // Note [stalled readers]: the write in flight then fails, and the run,
+  // cancelled already, finishes.
+  void Abort() override { context_->TryCancel(); }
 
   void OnWriteDone(bool ok) override {
     buffer_.Clear();  // our references to the event's slices
@@ -155,7 +161,7 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* LoopService::Run(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  return new RunReactor(engine_, context, *request);
+  return new RunReactor(engine_, context, *request, "");
 }
 
 }  // namespace loopserve

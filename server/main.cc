@@ -66,6 +66,12 @@ ABSL_FLAG(int32_t, batch_lanes, 2,
           "Batches of one denoiser that may run at once: 2 lets a CPU run "
           "small forwards side by side; 1 feeds a GPU one large batch at a "
           "time");
+ABSL_FLAG(int32_t, max_runs_per_client, 16,
+          "Most runs one client (its authenticated principal, else its "
+          "address) may have queued or running; 0: no limit");
+ABSL_FLAG(double, stream_idle_timeout_s, 60,
+          "A run whose client has taken no message for this long is ended "
+          "with DEADLINE_EXCEEDED and its slot freed; 0: never");
 ABSL_FLAG(int32_t, max_queued_runs, 64,
           "Runs waiting for a worker; past this, RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_iterations, 1'000'000,
@@ -154,6 +160,14 @@ absl::Status Serve(const sigset_t& signals) {
       .max_concurrent_runs = absl::GetFlag(FLAGS_max_concurrent_runs),
       .max_queued_runs = absl::GetFlag(FLAGS_max_queued_runs)};
   engine.limits.max_iterations = absl::GetFlag(FLAGS_max_iterations);
+  engine.max_runs_per_client = absl::GetFlag(FLAGS_max_runs_per_client);
+  engine.stream_idle_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_stream_idle_timeout_s));
+  if (engine.max_runs_per_client < 0 ||
+      !(absl::GetFlag(FLAGS_stream_idle_timeout_s) >= 0)) {
+    return absl::InvalidArgumentError(
+        "--max_runs_per_client and --stream_idle_timeout_s must be >= 0");
+  }
   DecodeLimits& decode = engine.limits.decode;
   decode.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
   decode.max_tensor_rank = absl::GetFlag(FLAGS_max_tensor_rank);

@@ -348,6 +348,79 @@ TEST_F(LoopServiceTest, CancellationFreesTheSlotAtOnce) {
   ExpectStillServing();
 }
 
+// Note [stalled readers]: a client that reads one message and then stops
+// reading held its worker for as long as it stayed connected. Now its run
+// is ended once its write has waited --stream_idle_timeout_s, and the
+// slot serves the next client.
+TEST_F(LoopServiceTest, AStalledReaderLosesItsRunAndFreesTheSlot) {
+  LoopServerOptions options;
+  options.engine.executor = {.max_concurrent_runs = 1, .max_queued_runs = 0};
+  options.engine.limits.max_iterations = int64_t{1} << 40;
+  options.engine.stream_idle_timeout = absl::Milliseconds(300);
+  StartServer(options);
+
+  // 1 MB an iteration: the stream's flow-control windows fill at once.
+  v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
+  ASSERT_OK(EncodeTensor(at::zeros({256 << 10}),
+                         *(*request.mutable_inputs())["x"].mutable_tensor()));
+  auto stub = v1::LoopPipelineService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->port()),
+      grpc::InsecureChannelCredentials()));
+  grpc::ClientContext stalled;
+  std::unique_ptr<grpc::ClientReader<v1::RunEvent>> reader =
+      stub->Run(&stalled, request);
+  v1::RunEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_TRUE(event.has_started());
+  // ... and reads no more.
+  ASSERT_TRUE(Eventually([&] {
+    return MetricValue(server_->metrics().Scrape(),
+                       R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") == 1;
+  }));
+  ASSERT_TRUE(Eventually([&] { return server_->executor().running() == 0; }));
+  ASSERT_OK_AND_ASSIGN(v1::RunResult result,
+                       client_->Run(SeedRequest("seed-loop", 3)));
+  EXPECT_EQ(result.outputs().at("x").int64_value(), 3);
+  stalled.TryCancel();
+  reader->Finish();
+}
+
+// One client cannot hold every slot: past --max_runs_per_client its runs
+// are refused, while its runs in flight go on.
+TEST_F(LoopServiceTest, OneClientCannotTakeEverySlot) {
+  LoopServerOptions options;
+  options.engine.executor = {.max_concurrent_runs = 4, .max_queued_runs = 4};
+  options.engine.max_runs_per_client = 2;
+  options.engine.limits.max_iterations = int64_t{1} << 40;
+  StartServer(options);
+  std::vector<std::thread> runs;
+  std::vector<absl::Status> statuses(2);
+  RunCancellation cancellations[2];
+  for (int i = 0; i < 2; ++i) {
+    runs.emplace_back([&, i] {
+      v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
+      request.mutable_stream()->set_every(1 << 30);
+      statuses[i] =
+          client_->Run(request, {}, {.cancellation = &cancellations[i]})
+              .status();
+    });
+  }
+  ASSERT_TRUE(Eventually([&] { return server_->executor().running() == 2; }));
+  EXPECT_THAT(client_->Run(SeedRequest("seed-loop", 1)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("already has 2 runs queued or running, the "
+                                 "server's limit per client "
+                                 "(--max_runs_per_client=2)")));
+  for (RunCancellation& cancellation : cancellations) cancellation.Cancel();
+  for (std::thread& run : runs) run.join();
+  for (const absl::Status& status : statuses) {
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  }
+  // Counted free once gRPC is done with each call.
+  EXPECT_TRUE(Eventually(
+      [&] { return client_->Run(SeedRequest("seed-loop", 1)).ok(); }));
+}
+
 TEST_F(LoopServiceTest, DeadlineStopsTheRun) {
   LoopServerOptions options;
   options.engine.limits.max_iterations = int64_t{1} << 40;
