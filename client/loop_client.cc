@@ -2,6 +2,12 @@
 
 #include <google/protobuf/arena.h>
 
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "blocks/core/status_macros.h"
+
 namespace loopserve {
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
@@ -32,10 +38,59 @@ void RunCancellation::Detach() {
   context_ = nullptr;
 }
 
-LoopClient::LoopClient(std::shared_ptr<grpc::Channel> channel)
+LoopClient::LoopClient(std::shared_ptr<grpc::Channel> channel,
+                       std::string token)
     : channel_(std::move(channel)),
+      token_(std::move(token)),
       stub_(v1::LoopPipelineService::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+namespace {
+
+absl::StatusOr<std::string> ReadFile(absl::string_view what,
+                                     const std::string& path) {
+  std::ifstream file(path);
+  if (!file) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": cannot read '", path, "'"));
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
+    const ConnectOptions& options) {
+  if (options.tls_ca_file.empty()) {
+    if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "a client certificate needs the server's CA (tls_ca_file)");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file and tls_key_file go together");
+  }
+  grpc::SslCredentialsOptions ssl;
+  ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                   ReadFile("tls_ca_file", options.tls_ca_file));
+  if (!options.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                     ReadFile("tls_cert_file", options.tls_cert_file));
+    ASSIGN_OR_RETURN(ssl.pem_private_key,
+                     ReadFile("tls_key_file", options.tls_key_file));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
+
+void LoopClient::Prepare(grpc::ClientContext& context) const {
+  if (!token_.empty()) {
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+  }
+}
 
 absl::StatusOr<std::unique_ptr<LoopClient>> LoopClient::Connect(
     const std::string& target, const ConnectOptions& options) {
@@ -59,12 +114,15 @@ absl::StatusOr<std::unique_ptr<LoopClient>> LoopClient::Connect(
   args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
   args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
   args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
-  return std::make_unique<LoopClient>(grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   Credentials(options));
+  return std::make_unique<LoopClient>(
+      grpc::CreateCustomChannel(target, credentials, args), options.token);
 }
 
 absl::StatusOr<std::vector<v1::PipelineSummary>> LoopClient::ListPipelines() {
   grpc::ClientContext context;
+  Prepare(context);
   v1::ListPipelinesResponse response;
   grpc::Status status =
       stub_->ListPipelines(&context, v1::ListPipelinesRequest(), &response);
@@ -76,6 +134,7 @@ absl::StatusOr<std::vector<v1::PipelineSummary>> LoopClient::ListPipelines() {
 absl::StatusOr<v1::PipelineDescription> LoopClient::DescribePipeline(
     const std::string& name) {
   grpc::ClientContext context;
+  Prepare(context);
   v1::DescribePipelineRequest request;
   request.set_name(name);
   v1::PipelineDescription response;
@@ -88,6 +147,7 @@ absl::StatusOr<v1::RunResult> LoopClient::Run(const v1::RunRequest& request,
                                               const RunCallbacks& callbacks,
                                               const RunCallOptions& options) {
   grpc::ClientContext context;
+  Prepare(context);
   if (options.timeout.has_value()) {
     context.set_deadline(absl::ToChronoTime(absl::Now() + *options.timeout));
   }

@@ -64,7 +64,15 @@ struct ConnectOptions {
   // server) or "round_robin" (every address the target resolves to, a call
   // each in turn). With round_robin, servers whose readiness is NOT_SERVING
   // (loading, draining) get no calls: the channel watches their health.
-  std::string lb_policy;
+  std::string lb_policy{};
+  // TLS: the CA bundle that signed the server's certificate (PEM); empty:
+  // plaintext. With cert_file and key_file, the client's own certificate
+  // too (mTLS).
+  std::string tls_ca_file{};
+  std::string tls_cert_file{};
+  std::string tls_key_file{};
+  // Sent as `authorization: Bearer TOKEN` with every call; empty: none.
+  std::string token{};
 };
 
 struct RunCallOptions {
@@ -75,13 +83,16 @@ struct RunCallOptions {
 
 class LoopClient {
  public:
-  explicit LoopClient(std::shared_ptr<grpc::Channel> channel);
+  // `token`: sent as `authorization: Bearer TOKEN` with every call.
+  explicit LoopClient(std::shared_ptr<grpc::Channel> channel,
+                      std::string token = "");
 
   // A client of the server(s) at `target`, any gRPC target: host:port,
   // dns:///loopserve-headless:50051 (every replica behind a headless
-  // Service), ipv4:10.0.0.1:50051,10.0.0.2:50051. Over an insecure channel
-  // that accepts messages of any size. INVALID_ARGUMENT for an unknown
-  // lb_policy.
+  // Service), ipv4:10.0.0.1:50051,10.0.0.2:50051. Over a channel that
+  // accepts messages of any size, plaintext unless options.tls_ca_file is
+  // set. INVALID_ARGUMENT for an unknown lb_policy or a TLS file that
+  // cannot be read.
   static absl::StatusOr<std::unique_ptr<LoopClient>> Connect(
       const std::string& target, const ConnectOptions& options = {});
 
@@ -100,7 +111,11 @@ class LoopClient {
       const std::string& service = "");
 
  private:
+  // A context for one call, carrying the token.
+  void Prepare(grpc::ClientContext& context) const;
+
   std::shared_ptr<grpc::Channel> channel_;
+  const std::string token_;
   std::unique_ptr<v1::LoopPipelineService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };

@@ -163,6 +163,8 @@ absl::string_view RejectReason(absl::StatusCode code) {
       return "cancelled";  // before its request arrived
     case absl::StatusCode::kDeadlineExceeded:
       return "deadline_exceeded";
+    case absl::StatusCode::kUnauthenticated:
+      return "unauthenticated";
     default:
       return "other";
   }
@@ -218,6 +220,10 @@ Metrics::Metrics(const BuildInfo& build)
                     .Name("loopserve_rejected_runs_total")
                     .Help("Runs refused before they were queued, by reason")
                     .Register(*registry_)),
+      auth_failures_(BuildCounter()
+                         .Name("loopserve_auth_failures_total")
+                         .Help("Calls refused as UNAUTHENTICATED, by reason")
+                         .Register(*registry_)),
       run_duration_(BuildHistogram()
                         .Name("loopserve_run_duration_seconds")
                         .Help("From a run's start on a worker to its end")
@@ -337,6 +343,10 @@ void Metrics::OnBatchWait(absl::string_view component, double seconds) {
 
 void Metrics::RunRejected(absl::StatusCode code) {
   rejected_.Add({{"reason", std::string(RejectReason(code))}}).Increment();
+}
+
+void Metrics::AuthFailed(absl::string_view reason) {
+  auth_failures_.Add({{"reason", std::string(reason)}}).Increment();
 }
 
 std::string Metrics::Scrape() const {

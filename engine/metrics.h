@@ -103,6 +103,9 @@ class Metrics final : public RunScope::Observer {
   void RunFinished(PipelineMetrics& pipeline, absl::StatusCode code);
   // A run was refused before it was queued (loopserve_rejected_runs_total).
   void RunRejected(absl::StatusCode code);
+  // A call was refused as UNAUTHENTICATED (loopserve_auth_failures_total):
+  // `reason` is missing_token, unknown_token or plaintext.
+  void AuthFailed(absl::string_view reason);
   prometheus::Gauge& queued_runs() { return *queued_runs_; }
 
   // RunScope::Observer. A component's series are created at its first
@@ -129,6 +132,7 @@ class Metrics final : public RunScope::Observer {
   const std::shared_ptr<prometheus::Collectable> process_;
   prometheus::Family<prometheus::Counter>& runs_;
   prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Histogram>& run_duration_;
   prometheus::Family<prometheus::Histogram>& queue_duration_;
   prometheus::Family<prometheus::Histogram>& time_to_first_iteration_;

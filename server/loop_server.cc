@@ -3,15 +3,68 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
 #include <exception>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "blocks/core/status_macros.h"
 
 namespace loopserve {
 
 LoopServer::LoopServer(const LoopServerOptions& options)
-    : engine_(options.engine),
-      service_(std::make_unique<LoopService>(engine_)) {}
+    : engine_(options.engine) {}
+
+namespace {
+
+absl::Status CheckReadable(absl::string_view flag, const std::string& path) {
+  if (std::ifstream(path).good()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": cannot read '", path, "'"));
+}
+
+// The main port's credentials: TLS (mTLS with a client CA) from files gRPC
+// watches, or plaintext.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const TlsFiles& tls) {
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file and --tls_key_file go together");
+  }
+  if (tls.cert_file.empty()) {
+    if (!tls.client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  // gRPC reads the files on its own thread and reports nothing when it
+  // cannot: a missing file is named here instead.
+  RETURN_IF_ERROR(CheckReadable("--tls_cert_file", tls.cert_file));
+  RETURN_IF_ERROR(CheckReadable("--tls_key_file", tls.key_file));
+  if (!tls.client_ca_file.empty()) {
+    RETURN_IF_ERROR(CheckReadable("--tls_client_ca_file", tls.client_ca_file));
+  }
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          tls.key_file, tls.cert_file, tls.client_ca_file,
+          tls.refresh_interval_s);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (tls.client_ca_file.empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
     const LoopServerOptions& options, PipelineCatalog catalog) {
@@ -23,6 +76,15 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
 absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
     const LoopServerOptions& options) {
   std::unique_ptr<LoopServer> server(new LoopServer(options));
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ServerCredentials> credentials,
+                   Credentials(options.tls));
+  ASSIGN_OR_RETURN(server->auth_,
+                   Authenticator::Create(
+                       {.tokens_file = options.auth_tokens_file,
+                        .require_tls = !options.tls.cert_file.empty()},
+                       &server->metrics()));
+  server->service_ =
+      std::make_unique<LoopService>(server->engine_, *server->auth_);
   if (!options.metrics_address.empty()) {
     try {
       server->exposer_ =
@@ -39,8 +101,12 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.address, credentials, &server->port_);
+  if (!options.health_address.empty()) {
+    builder.AddListeningPort(options.health_address,
+                             grpc::InsecureServerCredentials(),
+                             &server->health_port_);
+  }
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   // Note [large frames]
   // ~~~~~~~~~~~~~~~~~~~
@@ -55,7 +121,8 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
   builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
+  if (server->server_ == nullptr || server->port_ == 0 ||
+      (!options.health_address.empty() && server->health_port_ == 0)) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.address));
   }

@@ -10,6 +10,11 @@
 //   ... server->port() ...
 //   server->Shutdown(absl::Seconds(30));
 //
+// Security (docs/operations.md, "Security and limits"): TLS or mTLS on the
+// main port from PEM files that may rotate, bearer tokens from a file that
+// may change (server/auth.h), and a plaintext health port for probes that
+// cannot speak TLS.
+//
 // Health (grpc.health.v1.Health), what Kubernetes' probes ask:
 //   "liveness": SERVING from Start to the end: the process answers RPCs.
 //   "" and "loopserve.v1.LoopPipelineService" (readiness): NOT_SERVING while
@@ -34,9 +39,29 @@
 
 namespace loopserve {
 
+// The server's TLS material, as PEM files (--tls_cert_file, --tls_key_file,
+// --tls_client_ca_file). gRPC re-reads them every refresh interval, so a
+// renewed certificate is served without a restart.
+struct TlsFiles {
+  // Empty: plaintext.
+  std::string cert_file;
+  std::string key_file;
+  // Set: clients must present a certificate this CA signed (mTLS), and its
+  // common name is their principal unless tokens say otherwise.
+  std::string client_ca_file;
+  unsigned refresh_interval_s = 60;
+};
+
 struct LoopServerOptions {
   // host:port; port 0 picks a free one (see port()).
   std::string address = "0.0.0.0:50051";
+  TlsFiles tls;
+  // host:port of a plaintext listener for probes (--health_port) when the
+  // main port speaks TLS: there the loopserve API answers UNAUTHENTICATED
+  // and health answers. Empty: none. Port 0 picks one (health_port()).
+  std::string health_address;
+  // --auth_tokens_file (server/auth.h); empty: no tokens asked for.
+  std::string auth_tokens_file;
   EngineOptions engine;
   // Largest request accepted, in bytes.
   int max_receive_message_bytes = 256 << 20;
@@ -70,6 +95,8 @@ class LoopServer {
   int port() const { return port_; }
   // The metrics endpoint's port; 0 when there is none.
   int metrics_port() const { return metrics_port_; }
+  // The plaintext health listener's port; 0 when there is none.
+  int health_port() const { return health_port_; }
   Engine& engine() { return engine_; }
   const RunExecutor& executor() const { return engine_.executor(); }
   Metrics& metrics() { return engine_.metrics(); }
@@ -79,11 +106,13 @@ class LoopServer {
   void SetReady(bool ready);
 
   Engine engine_;
+  std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<LoopService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
   int metrics_port_ = 0;
+  int health_port_ = 0;
   bool shut_down_ = false;
 };
 

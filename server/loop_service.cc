@@ -17,11 +17,17 @@ namespace {
 class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                          public RunEventWriter {
  public:
-  // `principal`: who the call authenticated as; empty when the server
-  // authenticates no one.
+  // `principal`: who the call authenticated as (empty when the server
+  // authenticates no one), or why it is refused.
   RunReactor(Engine& engine, grpc::CallbackServerContext* context,
-             const grpc::ByteBuffer& raw_request, absl::string_view principal)
+             const grpc::ByteBuffer& raw_request,
+             const absl::StatusOr<std::string>& principal)
       : engine_(engine), context_(context) {
+    if (!principal.ok()) {
+      engine_.Refuse(principal.status());
+      Finish(principal.status());
+      return;
+    }
     if (!raw_request.Valid()) {
       // The stream ended before its one request message: the client gave
       // up (gRPC's clients send the message with the call, so only a
@@ -44,7 +50,7 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     }
     absl::StatusOr<std::shared_ptr<loopserve::Run>> run = engine_.StartRun(
         std::move(request), this,
-        RunClient{.principal = std::string(principal), .peer = context->peer()});
+        RunClient{.principal = *principal, .peer = context->peer()});
     if (!run.ok()) {
       Finish(run.status());
       return;
@@ -129,6 +135,11 @@ grpc::ServerUnaryReactor* LoopService::ListPipelines(
     grpc::CallbackServerContext* context, const v1::ListPipelinesRequest*,
     v1::ListPipelinesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (const absl::StatusOr<std::string> principal = auth_.Authenticate(*context);
+      !principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
   const absl::StatusOr<const PipelineCatalog*> catalog = engine_.catalog();
   if (!catalog.ok()) {
     reactor->Finish(ToGrpcStatus(catalog.status()));
@@ -148,6 +159,11 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
     const v1::DescribePipelineRequest* request,
     v1::PipelineDescription* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (const absl::StatusOr<std::string> principal = auth_.Authenticate(*context);
+      !principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
   const absl::StatusOr<const Pipeline*> pipeline =
       engine_.FindPipeline(request->name());
   if (!pipeline.ok()) {
@@ -161,7 +177,7 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* LoopService::Run(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  return new RunReactor(engine_, context, *request, "");
+  return new RunReactor(engine_, context, *request, auth_.Authenticate(*context));
 }
 
 }  // namespace loopserve

@@ -9,13 +9,17 @@
 // call gets UNAVAILABLE. Nothing here blocks a gRPC thread, and no loop runs
 // on one; validation, limits, metrics and logs are the engine's.
 //
+// Every call is first authenticated (server/auth.h): UNAUTHENTICATED, and
+// counted, when it must not go on.
+//
 // Thread-safety: all methods may be called from any thread. The engine
-// must outlive the service.
+// and the authenticator must outlive the service.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
 #include "engine/engine.h"
+#include "server/auth.h"
 #include "loopserve/v1/loopserve.grpc.pb.h"
 
 namespace loopserve {
@@ -26,7 +30,8 @@ class LoopService final
     : public v1::LoopPipelineService::WithRawCallbackMethod_Run<
           v1::LoopPipelineService::CallbackService> {
  public:
-  explicit LoopService(Engine& engine) : engine_(engine) {}
+  LoopService(Engine& engine, Authenticator& auth)
+      : engine_(engine), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ListPipelines(
       grpc::CallbackServerContext* context,
@@ -42,6 +47,7 @@ class LoopService final
 
  private:
   Engine& engine_;
+  Authenticator& auth_;
 };
 
 }  // namespace loopserve

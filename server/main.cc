@@ -98,6 +98,19 @@ ABSL_FLAG(int32_t, metrics_port, 9464,
 ABSL_FLAG(std::vector<std::string>, plugin, {},
           "A plugin (shared library) whose block and component types to "
           "serve; repeat the flag, or separate paths with commas");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the server: --port speaks TLS (with "
+          "--tls_key_file); re-read when it changes");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of the server");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: clients must present a certificate it signed "
+          "(mTLS); its common name is the client's principal");
+ABSL_FLAG(int32_t, health_port, 0,
+          "A plaintext port that answers grpc.health.v1.Health only, for "
+          "probes that cannot speak TLS; 0: none");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of `PRINCIPAL TOKEN` lines: every loopserve call must send "
+          "`authorization: Bearer TOKEN`; re-read when it changes");
 ABSL_FLAG(std::string, log_level, "info",
           "debug (every run ends with a line), info, warning (every run "
           "that does not end OK) or error (server faults only)");
@@ -155,6 +168,15 @@ absl::Status Serve(const sigset_t& signals) {
   LoopServerOptions options;
   options.address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  options.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                 .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                 .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
+  options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  if (const int32_t port = absl::GetFlag(FLAGS_health_port); port > 0) {
+    options.health_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
+  } else if (port < 0) {
+    return absl::InvalidArgumentError("--health_port must be >= 0");
+  }
   EngineOptions& engine = options.engine;
   engine.executor = {
       .max_concurrent_runs = absl::GetFlag(FLAGS_max_concurrent_runs),
@@ -215,6 +237,14 @@ absl::Status Serve(const sigset_t& signals) {
   std::cerr << "loopserve: serving " << pipelines << " pipelines on "
             << absl::GetFlag(FLAGS_host) << ":" << server->port() << " (device "
             << device.str() << ")";
+  if (!options.tls.cert_file.empty()) {
+    std::cerr << (options.tls.client_ca_file.empty() ? " over TLS"
+                                                     : " over mTLS");
+  }
+  if (!options.auth_tokens_file.empty()) std::cerr << " with tokens";
+  if (server->health_port() != 0) {
+    std::cerr << ", health on :" << server->health_port();
+  }
   if (server->metrics_port() != 0) {
     std::cerr << ", metrics on :" << server->metrics_port() << "/metrics";
   }
