@@ -82,10 +82,10 @@ absl::StatusOr<const Pipeline*> Engine::FindPipeline(
 absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
     std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
     RunClient client) {
-  absl::StatusOr<std::shared_ptr<Run>> run = CreateRun(
-      request, writer, metrics_.For(request->pipeline()), std::move(client));
+  absl::StatusOr<std::shared_ptr<Run>> run =
+      CreateRun(request, writer, metrics_.For(request->pipeline()), client);
   if (!run.ok()) {
-    Refuse(run.status(), request->pipeline(), request->request_id());
+    Refuse(run.status(), request->pipeline(), request->request_id(), client);
   }
   return run;
 }
@@ -130,9 +130,11 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
 }
 
 void Engine::Refuse(const absl::Status& status, absl::string_view pipeline,
-                    absl::string_view request_id) {
+                    absl::string_view request_id, const RunClient& client) {
   ReportOutcome(metrics_, {.pipeline = &metrics_.For(pipeline),
                            .request_id = request_id,
+                           .principal = client.principal,
+                           .peer = client.peer,
                            .status = status,
                            .refused = true});
 }

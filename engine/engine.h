@@ -90,7 +90,8 @@ class Engine {
   // arrived, or did not parse): counted and logged with `status`, for the
   // pipeline `pipeline` names ("unknown" when none is served by that name).
   void Refuse(const absl::Status& status, absl::string_view pipeline = "",
-              absl::string_view request_id = "");
+              absl::string_view request_id = "",
+              const RunClient& client = {});
   // The front is done with `run`, whose client was told `seen`: the status
   // the run finished with, or, when the call was cancelled before that
   // reached the client, the client's own CANCELLED or DEADLINE_EXCEEDED.

@@ -44,30 +44,30 @@ namespace loopserve {
 // renewed certificate is served without a restart.
 struct TlsFiles {
   // Empty: plaintext.
-  std::string cert_file;
-  std::string key_file;
+  std::string cert_file{};
+  std::string key_file{};
   // Set: clients must present a certificate this CA signed (mTLS), and its
   // common name is their principal unless tokens say otherwise.
-  std::string client_ca_file;
+  std::string client_ca_file{};
   unsigned refresh_interval_s = 60;
 };
 
 struct LoopServerOptions {
   // host:port; port 0 picks a free one (see port()).
   std::string address = "0.0.0.0:50051";
-  TlsFiles tls;
+  TlsFiles tls{};
   // host:port of a plaintext listener for probes (--health_port) when the
   // main port speaks TLS: there the loopserve API answers UNAUTHENTICATED
   // and health answers. Empty: none. Port 0 picks one (health_port()).
-  std::string health_address;
+  std::string health_address{};
   // --auth_tokens_file (server/auth.h); empty: no tokens asked for.
-  std::string auth_tokens_file;
-  EngineOptions engine;
+  std::string auth_tokens_file{};
+  EngineOptions engine{};
   // Largest request accepted, in bytes.
   int max_receive_message_bytes = 256 << 20;
   // host:port of the Prometheus endpoint (/metrics); empty: none. Port 0
   // picks a free one (see metrics_port()).
-  std::string metrics_address;
+  std::string metrics_address{};
 };
 
 inline constexpr char kServiceName[] = "loopserve.v1.LoopPipelineService";

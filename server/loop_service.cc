@@ -23,8 +23,9 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
              const grpc::ByteBuffer& raw_request,
              const absl::StatusOr<std::string>& principal)
       : engine_(engine), context_(context) {
+    RunClient client{.peer = context->peer()};
     if (!principal.ok()) {
-      engine_.Refuse(principal.status());
+      engine_.Refuse(principal.status(), "", "", client);
       Finish(principal.status());
       return;
     }
@@ -33,7 +34,7 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       // up (gRPC's clients send the message with the call, so only a
       // cancel or a passed deadline ends the stream before it).
       const absl::Status status = CancelStatus("before its request arrived");
-      engine_.Refuse(status);
+      engine_.Refuse(status, "", "", client);
       Finish(status);
       return;
     }
@@ -44,13 +45,13 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
              .ok()) {
       const absl::Status status =
           absl::InvalidArgumentError("the RunRequest does not parse");
-      engine_.Refuse(status);
+      engine_.Refuse(status, "", "", client);
       Finish(status);
       return;
     }
-    absl::StatusOr<std::shared_ptr<loopserve::Run>> run = engine_.StartRun(
-        std::move(request), this,
-        RunClient{.principal = *principal, .peer = context->peer()});
+    client.principal = *principal;
+    absl::StatusOr<std::shared_ptr<loopserve::Run>> run =
+        engine_.StartRun(std::move(request), this, std::move(client));
     if (!run.ok()) {
       Finish(run.status());
       return;

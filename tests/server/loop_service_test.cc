@@ -28,6 +28,7 @@
 #include "server/loop_server.h"
 #include "engine/default_pipelines.h"
 #include "engine/tensor_codec.h"
+#include "tests/testing/captured_log.h"
 #include "tests/testing/eventually.h"
 #include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
@@ -35,6 +36,7 @@
 namespace loopserve {
 namespace {
 
+using ::loopserve::testing::CapturedLog;
 using ::loopserve::testing::Eventually;
 using ::loopserve::testing::MetricValue;
 using ::loopserve::testing::StatusIs;
@@ -1082,41 +1084,6 @@ TEST_F(LoopServiceTest, MetricsCountRefusalsAndFailuresByCode) {
   EXPECT_THAT(text, ::testing::Not(HasSubstr("no-such-pipeline")));
   EXPECT_EQ(MetricValue(text, R"(loopserve_active_runs{pipeline="gated"})"), 0);
 }
-
-// The lines glog writes while it lives.
-class CapturedLog : public google::LogSink {
- public:
-  struct Line {
-    google::LogSeverity severity;
-    std::string text;
-  };
-  CapturedLog() { google::AddLogSink(this); }
-  ~CapturedLog() override { google::RemoveLogSink(this); }
-
-  void send(google::LogSeverity severity, const char*, const char*, int,
-            const google::LogMessageTime&, const char* message,
-            size_t length) override {
-    absl::MutexLock lock(&mu_);
-    lines_.push_back({severity, std::string(message, length)});
-  }
-
-  // The run lines that contain `text`.
-  std::vector<Line> RunLines(absl::string_view text) {
-    absl::MutexLock lock(&mu_);
-    std::vector<Line> found;
-    for (const Line& line : lines_) {
-      if (absl::StartsWith(line.text, "run ") &&
-          absl::StrContains(line.text, text)) {
-        found.push_back(line);
-      }
-    }
-    return found;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<Line> lines_ ABSL_GUARDED_BY(mu_);
-};
 
 // Every Run call is counted once, under the code its client saw, and each
 // that did not end OK writes one log line naming the run, the pipeline, the

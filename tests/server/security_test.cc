@@ -1,0 +1,246 @@
+// Security (issue #14): bearer tokens from a file that may change, TLS and
+// mTLS from PEM files, and a plaintext health port for probes. Each test
+// runs a real server on port 0 and talks to it as a client would.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/loop_client.h"
+#include "engine/default_pipelines.h"
+#include "server/auth.h"
+#include "server/loop_server.h"
+#include "tests/testing/captured_log.h"
+#include "tests/testing/eventually.h"
+#include "tests/testing/metrics_text.h"
+#include "tests/testing/status_matchers.h"
+
+namespace loopserve {
+namespace {
+
+using ::loopserve::testing::CapturedLog;
+using ::loopserve::testing::Eventually;
+using ::loopserve::testing::MetricValue;
+using ::loopserve::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Pair;
+using HealthStatus = grpc::health::v1::HealthCheckResponse;
+
+v1::RunRequest SeedRun() {
+  v1::RunRequest request;
+  request.set_pipeline("seed-loop");
+  (*request.mutable_inputs())["num_steps"].set_int64_value(2);
+  (*request.mutable_inputs())["x"].set_int64_value(0);
+  return request;
+}
+
+void WriteFile(const std::string& path, absl::string_view text) {
+  std::ofstream(path, std::ios::trunc) << text;
+}
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(
+        (std::filesystem::temp_directory_path() /
+         absl::StrCat("loopserve-security-", getpid()))
+            .string());
+    ASSERT_EQ(std::system(absl::StrCat("bash " MAKE_TEST_CERTS " ", *dir_)
+                              .c_str()),
+              0);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string File(absl::string_view name) {
+    return absl::StrCat(*dir_, "/", name);
+  }
+
+  void Start(LoopServerOptions options) {
+    options.address = "127.0.0.1:0";
+    ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                         LoadDefaultPipelines(c10::kCPU));
+    ASSERT_OK_AND_ASSIGN(server_,
+                         LoopServer::Start(options, std::move(catalog)));
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
+  }
+  std::unique_ptr<LoopClient> Connect(ConnectOptions options = {},
+                                      int port = 0) {
+    absl::StatusOr<std::unique_ptr<LoopClient>> client = LoopClient::Connect(
+        absl::StrCat("127.0.0.1:", port != 0 ? port : server_->port()),
+        options);
+    EXPECT_OK(client.status());
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+  double AuthFailures(absl::string_view reason) {
+    return MetricValue(
+        server_->metrics().Scrape(),
+        absl::StrCat(R"(loopserve_auth_failures_total{reason=")", reason,
+                     R"("})"));
+  }
+
+  static std::string* dir_;
+  std::unique_ptr<LoopServer> server_;
+};
+
+std::string* SecurityTest::dir_ = nullptr;
+
+TEST(ParseTokensTest, ReadsPairsSkipsCommentsAndNamesBadLines) {
+  EXPECT_THAT(*ParseTokens("# operators\nalice s3cret\n\n  bob\tt0ken  \n"),
+              ElementsAre(Pair("alice", "s3cret"), Pair("bob", "t0ken")));
+  EXPECT_THAT(ParseTokens("alice s3cret\nbob\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "line 2: expected `PRINCIPAL TOKEN`, got 1 fields"));
+  EXPECT_THAT(ParseTokens("alice same\nbob same\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "line 2: the token of 'bob' is given twice"));
+}
+
+// A token-less or unknown-token client gets UNAUTHENTICATED from every
+// loopserve RPC, while health answers it; the principal is logged.
+TEST_F(SecurityTest, TokensAreRequiredByTheApiButNotByHealth) {
+  const std::string tokens = File("tokens");
+  WriteFile(tokens, "# who may run\nalice s3cret-a\nbob s3cret-b\n");
+  Start({.auth_tokens_file = tokens});
+
+  std::unique_ptr<LoopClient> anonymous = Connect();
+  EXPECT_EQ(*anonymous->Health(""), HealthStatus::SERVING);
+  const auto unauthenticated =
+      StatusIs(absl::StatusCode::kUnauthenticated,
+               HasSubstr("send the metadata `authorization: Bearer TOKEN`"));
+  EXPECT_THAT(anonymous->ListPipelines().status(), unauthenticated);
+  EXPECT_THAT(anonymous->DescribePipeline("seed-loop").status(),
+              unauthenticated);
+  EXPECT_THAT(anonymous->Run(SeedRun()).status(), unauthenticated);
+  EXPECT_EQ(AuthFailures("missing_token"), 3);
+
+  EXPECT_THAT(Connect({.token = "s3cret-c"})->Run(SeedRun()).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       HasSubstr("not one the server knows")));
+  EXPECT_EQ(AuthFailures("unknown_token"), 1);
+
+  CapturedLog log;
+  std::unique_ptr<LoopClient> alice = Connect({.token = "s3cret-a"});
+  ASSERT_OK(alice->ListPipelines().status());
+  v1::RunRequest failing = SeedRun();
+  (*failing.mutable_inputs())["num_steps"].set_int64_value(-1);
+  EXPECT_THAT(alice->Run(failing).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(alice->Run(SeedRun()).status(), StatusIs(absl::StatusCode::kOk,
+                                                       ::testing::_));
+  EXPECT_TRUE(Eventually([&] {
+    return !log.RunLines("principal=alice peer=ipv4:127.0.0.1:").empty();
+  }));
+}
+
+// Tokens rotate without a restart: the file is re-read when it changes.
+TEST_F(SecurityTest, AChangedTokensFileTakesEffect) {
+  const std::string tokens = File("rotating-tokens");
+  WriteFile(tokens, "alice old-token\n");
+  Start({.auth_tokens_file = tokens});
+  ASSERT_OK(Connect({.token = "old-token"})->ListPipelines().status());
+
+  WriteFile(tokens, "alice new-token-of-another-length\n");
+  std::unique_ptr<LoopClient> renewed =
+      Connect({.token = "new-token-of-another-length"});
+  EXPECT_TRUE(Eventually([&] { return renewed->ListPipelines().ok(); }));
+  EXPECT_THAT(Connect({.token = "old-token"})->ListPipelines().status(),
+              StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
+
+  // A broken file keeps the tokens in force.
+  WriteFile(tokens, "alice\n");
+  absl::SleepFor(absl::Milliseconds(1100));
+  EXPECT_OK(renewed->ListPipelines().status());
+}
+
+TEST_F(SecurityTest, AMissingTokensFileStopsTheStart) {
+  EXPECT_THAT(
+      LoopServer::Start({.address = "127.0.0.1:0",
+                         .auth_tokens_file = File("no-such-file")})
+          .status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("--auth_tokens_file")));
+}
+
+// A TLS server refuses a plaintext client; a TLS client that trusts its CA
+// runs; the plaintext health port answers probes and nothing else.
+TEST_F(SecurityTest, TlsServerRefusesPlaintextAndKeepsHealthOpen) {
+  Start({.tls = {.cert_file = File("server.pem"),
+                 .key_file = File("server.key")},
+         .health_address = "127.0.0.1:0"});
+  std::unique_ptr<LoopClient> plaintext = Connect();
+  EXPECT_THAT(plaintext->ListPipelines().status(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+
+  std::unique_ptr<LoopClient> tls = Connect({.tls_ca_file = File("ca.pem")});
+  ASSERT_OK_AND_ASSIGN(v1::RunResult result, tls->Run(SeedRun()));
+  EXPECT_EQ(result.outputs().at("x").int64_value(), 2);
+  // A client that trusts another CA does not trust this server.
+  EXPECT_THAT(Connect({.tls_ca_file = File("rogue-ca.pem")})
+                  ->ListPipelines()
+                  .status(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+
+  std::unique_ptr<LoopClient> probe = Connect({}, server_->health_port());
+  EXPECT_EQ(*probe->Health(""), HealthStatus::SERVING);
+  EXPECT_EQ(*probe->Health(kLivenessService), HealthStatus::SERVING);
+  EXPECT_THAT(probe->Run(SeedRun()).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       HasSubstr("this port serves health checks only")));
+  EXPECT_EQ(AuthFailures("plaintext"), 1);
+}
+
+// mTLS: only a certificate the client CA signed gets in, and its common
+// name is the principal.
+TEST_F(SecurityTest, MutualTlsTakesOnlyCertificatesItsCaSigned) {
+  Start({.tls = {.cert_file = File("server.pem"),
+                 .key_file = File("server.key"),
+                 .client_ca_file = File("ca.pem")}});
+  EXPECT_THAT(Connect({.tls_ca_file = File("ca.pem")})->ListPipelines().status(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+  EXPECT_THAT(Connect({.tls_ca_file = File("ca.pem"),
+                       .tls_cert_file = File("mallory.pem"),
+                       .tls_key_file = File("mallory.key")})
+                  ->ListPipelines()
+                  .status(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+
+  CapturedLog log;
+  std::unique_ptr<LoopClient> alice =
+      Connect({.tls_ca_file = File("ca.pem"),
+               .tls_cert_file = File("alice.pem"),
+               .tls_key_file = File("alice.key")});
+  v1::RunRequest failing = SeedRun();
+  failing.set_pipeline("no-such-pipeline");
+  EXPECT_THAT(alice->Run(failing).status(),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_TRUE(
+      Eventually([&] { return !log.RunLines("principal=alice").empty(); }));
+  ASSERT_OK(alice->Run(SeedRun()).status());
+}
+
+TEST_F(SecurityTest, TlsFilesThatCannotBeReadStopTheStart) {
+  EXPECT_THAT(LoopServer::Start({.address = "127.0.0.1:0",
+                                 .tls = {.cert_file = File("server.pem"),
+                                         .key_file = File("missing.key")}})
+                  .status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--tls_key_file: cannot read")));
+  EXPECT_THAT(LoopServer::Start({.address = "127.0.0.1:0",
+                                 .tls = {.client_ca_file = File("ca.pem")}})
+                  .status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("needs --tls_cert_file")));
+}
+
+}  // namespace
+}  // namespace loopserve
