@@ -58,6 +58,14 @@ flags (each takes --flag VALUE or --flag=VALUE):
   --lb POLICY          load balancing over TARGET's addresses: pick_first or
                        round_robin; default: pick_first
   --json               describe: print the description as JSON; default: off
+  --tls_ca_file FILE   speak TLS, trusting the server certificates this PEM
+                       CA bundle signed; default: plaintext
+  --tls_cert_file FILE, --tls_key_file FILE
+                       this client's certificate and key (PEM), for a
+                       server that requires them (mTLS); default: none
+  --token_file FILE    send the token in FILE as `authorization: Bearer
+                       TOKEN` (a server with --auth_tokens_file asks for
+                       it); default: $LOOPSERVE_TOKEN_FILE, else none
 run flags:
   -i, --input NAME=VALUE
                        an input: 5, 0.5, true, text, or @file.npy (repeat);
@@ -83,6 +91,23 @@ name resolves to), ipv4:ADDR:PORT,ADDR:PORT. --lb round_robin spreads calls
 over every address, skipping servers that are loading or draining;
 pick_first uses one.
 )";
+
+// The token a --token_file holds: its text without surrounding whitespace.
+absl::StatusOr<std::string> ReadToken(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_file: cannot read '", path, "'"));
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  std::string token(absl::StripAsciiWhitespace(text.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_file: '", path, "' is empty"));
+  }
+  return token;
+}
 
 absl::Status Usage(absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(problem, "\n\n", kUsage));
@@ -398,6 +423,8 @@ absl::Status Health(LoopClient& client, const std::string& service) {
 absl::Status Main(std::vector<std::string> args) {
   const char* env = std::getenv("LOOPSERVE_SERVER");
   std::string server = env != nullptr ? env : "localhost:50051";
+  const char* token_env = std::getenv("LOOPSERVE_TOKEN_FILE");
+  std::string token_file = token_env != nullptr ? token_env : "";
   std::vector<std::string> positional;
   bool json = false;
   ConnectOptions connect;
@@ -448,6 +475,14 @@ absl::Status Main(std::vector<std::string> args) {
       if (auto s = take(arg, server); !s.ok()) return s;
     } else if (arg == "--lb") {
       if (auto s = take(arg, connect.lb_policy); !s.ok()) return s;
+    } else if (arg == "--tls_ca_file") {
+      if (auto s = take(arg, connect.tls_ca_file); !s.ok()) return s;
+    } else if (arg == "--tls_cert_file") {
+      if (auto s = take(arg, connect.tls_cert_file); !s.ok()) return s;
+    } else if (arg == "--tls_key_file") {
+      if (auto s = take(arg, connect.tls_key_file); !s.ok()) return s;
+    } else if (arg == "--token_file") {
+      if (auto s = take(arg, token_file); !s.ok()) return s;
     } else if (arg == "--json") {
       json = on;
     } else if (arg == "--preview") {
@@ -495,6 +530,9 @@ absl::Status Main(std::vector<std::string> args) {
     }
   }
   if (positional.empty()) return Usage("no command");
+  if (!token_file.empty()) {
+    ASSIGN_OR_RETURN(connect.token, ReadToken(token_file));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<LoopClient> client,
                    LoopClient::Connect(server, connect));
   const std::string& command = positional[0];

@@ -70,12 +70,6 @@ std::string FormatOutcome(const RunOutcome& outcome) {
       " request_id=", LogValue(outcome.request_id.substr(0, kMaxQuotedBytes)),
       " pipeline=", LogValue(outcome.pipeline->name),
       " code=", absl::StatusCodeToString(status.code()));
-  if (!outcome.principal.empty()) {
-    absl::StrAppend(&line, " principal=", LogValue(outcome.principal));
-  }
-  if (!outcome.peer.empty()) {
-    absl::StrAppend(&line, " peer=", LogValue(outcome.peer));
-  }
   if (const std::optional<std::string> block = AttributedBlockPath(status);
       block.has_value() && !block->empty()) {
     absl::StrAppend(&line, " block=", LogValue(*block));
@@ -93,6 +87,13 @@ std::string FormatOutcome(const RunOutcome& outcome) {
   }
   if (!status.ok()) {
     absl::StrAppend(&line, " message=", LogValue(status.message()));
+  }
+  // Last, so that the fields above read the same with or without them.
+  if (!outcome.principal.empty()) {
+    absl::StrAppend(&line, " principal=", LogValue(outcome.principal));
+  }
+  if (!outcome.peer.empty()) {
+    absl::StrAppend(&line, " peer=", LogValue(outcome.peer));
   }
   return line;
 }

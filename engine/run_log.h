@@ -16,7 +16,9 @@
 //     block=gmm-ddim/prepare_latents queue_ms=0.055185 run_ms=1.48427
 //     iterations=0 message="block 'gmm-ddim/prepare_latents' ..."
 //
-// A run that called a denoiser adds mean_batch_size= (RunStats').
+// A run that called a denoiser adds mean_batch_size= (RunStats'). Last
+// come who sent it: principal= (a token's name, a client certificate's
+// common name) when the server authenticates, and peer= (its address).
 //
 // An OK run logs the same line at verbosity 1 (--log_level=debug).
 //

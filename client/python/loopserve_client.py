@@ -7,6 +7,11 @@ into build/python; set LOOPSERVE_PYTHON_STUBS to use another folder.
     for event in client.run("seed-loop", {"num_steps": 5, "x": 0}):
         ...
 
+Over TLS, with a token (a server with --tls_cert_file, --auth_tokens_file):
+
+    client = LoopClient("loopserve.example:50051", tls_ca_file="ca.pem",
+                        token="...")
+
 Needs Debian's python3-grpcio, python3-protobuf and python3-numpy.
 """
 
@@ -73,17 +78,39 @@ def from_value(value):
 class LoopClient:
     """Lists, describes and runs loop pipelines on a loopserve server."""
 
-    def __init__(self, target):
+    def __init__(self, target, tls_ca_file=None, tls_cert_file=None,
+                 tls_key_file=None, token=None):
+        """tls_ca_file: speak TLS, trusting the server certificates this PEM
+        bundle signed; with tls_cert_file and tls_key_file, present this
+        client certificate (mTLS). token: sent as `authorization: Bearer
+        TOKEN` with every call."""
         options = [("grpc.max_receive_message_length", -1),
                    ("grpc.max_send_message_length", -1)]
-        self._channel = grpc.insecure_channel(target, options=options)
+        if tls_ca_file is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            def read(path):
+                if path is None:
+                    return None
+                with open(path, "rb") as f:
+                    return f.read()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(tls_ca_file),
+                private_key=read(tls_key_file),
+                certificate_chain=read(tls_cert_file))
+            self._channel = grpc.secure_channel(target, credentials,
+                                                options=options)
+        self._metadata = ((("authorization", "Bearer " + token),)
+                          if token else None)
         self._stub = pb_grpc.LoopPipelineServiceStub(self._channel)
 
     def list(self):
-        return list(self._stub.ListPipelines(pb.ListPipelinesRequest()).pipelines)
+        return list(self._stub.ListPipelines(
+            pb.ListPipelinesRequest(), metadata=self._metadata).pipelines)
 
     def describe(self, name):
-        return self._stub.DescribePipeline(pb.DescribePipelineRequest(name=name))
+        return self._stub.DescribePipeline(
+            pb.DescribePipelineRequest(name=name), metadata=self._metadata)
 
     def run(self, pipeline, inputs, stream=(), every=0, latest=False,
             outputs=(), timeout=None, preview=False):
@@ -99,7 +126,8 @@ class LoopClient:
                               else pb.StreamOptions.BLOCK),
                 preview=preview),
             outputs=list(outputs))
-        for event in self._stub.Run(request, timeout=timeout):
+        for event in self._stub.Run(request, timeout=timeout,
+                                    metadata=self._metadata):
             kind = event.WhichOneof("event")
             if kind == "iterations":
                 for item in event.iterations.items:

@@ -263,4 +263,48 @@ kill -TERM "$server_pid"
 wait "$server_pid" || fail "loopserve exited with $? after SIGTERM"
 server_pid=""
 expect_contains "$(cat "$work/server.err")" "loopserve: stopped" "shutdown"
+
+# Security: TLS, a token file and a plaintext health port, as
+# docs/operations.md sets them up. loopctl and the Python client speak
+# TLS and send the token; a plaintext or token-less client is refused
+# while health answers.
+bash "$SOURCE_DIR/tests/testing/make_test_certs.sh" "$work/certs"
+printf '# who may run\nalice %s\n' "e2e-token-a" > "$work/tokens"
+echo e2e-token-a > "$work/alice.token"
+health_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_loopserve "$LOOPSERVE" "$work/secure.err" \
+  --tls_cert_file="$work/certs/server.pem" \
+  --tls_key_file="$work/certs/server.key" \
+  --auth_tokens_file="$work/tokens" --health_port="$health_port"
+expect_contains "$(cat "$work/secure.err")" "over TLS with tokens, health on :$health_port" "secure ready line"
+secure="localhost:$port"
+tls=(--server "$secure" --tls_ca_file "$work/certs/ca.pem")
+if out=$("$LOOPCTL" --server "$secure" list 2>&1); then
+  fail "a plaintext client was served by a TLS server"
+fi
+expect_contains "$out" "UNAVAILABLE" "plaintext client"
+if out=$("$LOOPCTL" "${tls[@]}" list 2>&1); then
+  fail "a token-less client was served"
+fi
+expect_contains "$out" "UNAUTHENTICATED" "token-less client"
+out=$("$LOOPCTL" "${tls[@]}" --token_file "$work/alice.token" run seed-loop -i num_steps=3 -i x=0)
+expect_contains "$out" "result  x = 3" "TLS run with a token"
+out=$("$LOOPCTL" --server "127.0.0.1:$health_port" health)
+expect_contains "$out" "SERVING" "plaintext health port"
+/usr/bin/python3 - <<PY || fail "python client over TLS with a token"
+import sys
+sys.path.insert(0, "$SOURCE_DIR/client/python")
+import grpc
+from loopserve_client import LoopClient
+client = LoopClient("$secure", tls_ca_file="$work/certs/ca.pem", token="e2e-token-a")
+assert "seed-loop" in [p.name for p in client.list()]
+try:
+    LoopClient("$secure", tls_ca_file="$work/certs/ca.pem").list()
+    raise SystemExit("a token-less call was served")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+PY
+kill -TERM "$server_pid"
+wait "$server_pid" || fail "the secure loopserve exited with $? after SIGTERM"
+server_pid=""
 echo "e2e: all checks passed"
