@@ -233,7 +233,11 @@ absl::Status LoadServerConfig(const ConfigSource& config,
       return fail(absl::InvalidArgumentError("blocks are missing"));
     }
     Components bound;
-    for (const auto& [role, value] : pipeline.components()) {
+    for (const auto& entry : pipeline.components()) {
+      // Not a structured binding: clang 14 (the fuzz build's) cannot
+      // capture one in the lambda below.
+      const std::string& role = entry.first;
+      const std::string& value = entry.second;
       // "a" binds one component; "a | b | c" offers a run the choice, the
       // first the default.
       std::vector<std::string> names = absl::StrSplit(value, '|');

@@ -63,8 +63,27 @@ def check_file(path, source, adapter_metrics, doc_anchors):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     flags = dict(a[2:].split("=", 1) for a in container["args"])
 
-    check(set(ports) == {"grpc", "metrics"},
-          f"{where}: container ports are {sorted(ports)}, not grpc and metrics")
+    # With TLS on the grpc port the kubelet's probes (which cannot speak
+    # TLS) ask the plaintext --health_port.
+    tls = "tls_cert_file" in flags
+    expected_ports = {"grpc", "metrics"} | ({"health"} if tls else set())
+    check(set(ports) == expected_ports,
+          f"{where}: container ports are {sorted(ports)}, not {sorted(expected_ports)}")
+    probe_port = "health" if tls else "grpc"
+    if tls:
+        check(int(flags.get("health_port", 0)) == ports.get("health"),
+              f"{where}: --health_port differs from the health port")
+        # Every security file comes from a Secret mounted where its flag
+        # points.
+        secret_mounts = {
+            m["mountPath"] for m in container.get("volumeMounts", [])
+            if any(v["name"] == m["name"] and "secret" in v
+                   for v in spec.get("volumes", []))}
+        for flag in ["tls_cert_file", "tls_key_file", "tls_client_ca_file",
+                     "auth_tokens_file"]:
+            if flag in flags:
+                check(flags[flag].rsplit("/", 1)[0] in secret_mounts,
+                      f"{where}: --{flag}={flags[flag]} is not in a mounted Secret")
     check(int(flags.get("port", 50051)) == ports["grpc"],
           f"{where}: --port={flags.get('port')} but the grpc port is {ports['grpc']}")
     check(int(flags.get("metrics_port", 9464)) == ports["metrics"],
@@ -79,8 +98,8 @@ def check_file(path, source, adapter_metrics, doc_anchors):
         probe = container.get(name)
         check(probe is not None and "grpc" in probe, f"{where}: no gRPC {name}")
         if probe and "grpc" in probe:
-            check(port_of(probe["grpc"]["port"]) == ports["grpc"],
-                  f"{where}: {name} asks port {probe['grpc']['port']}, not the grpc port")
+            check(port_of(probe["grpc"]["port"]) == ports[probe_port],
+                  f"{where}: {name} asks port {probe['grpc']['port']}, not the {probe_port} port")
             check(probe["grpc"].get("service") == service,
                   f"{where}: {name} asks service {probe['grpc'].get('service')!r}, not {service!r}")
 

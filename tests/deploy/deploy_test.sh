@@ -30,7 +30,7 @@ command -v kubectl > /dev/null || install_debian kubernetes-client
 command -v npm > /dev/null || install_debian nodejs npm
 
 # 1. Render.
-for overlay in cpu gpu; do
+for overlay in cpu gpu secure; do
   kubectl kustomize "$SOURCE_DIR/deploy/k8s/overlays/$overlay" > "$work/$overlay.yaml" 2> "$work/$overlay.err" ||
     { cat "$work/$overlay.err"; fail "kubectl kustomize overlays/$overlay"; }
   echo "rendered overlays/$overlay: $(grep -c '^kind:' "$work/$overlay.yaml") objects"
@@ -44,10 +44,10 @@ if [ ! -d "$here/node_modules/kubernetes-models" ]; then
   [ -f /etc/ssl/certs/ca-certificates.crt ] && cafile=(--cafile=/etc/ssl/certs/ca-certificates.crt)
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error "${cafile[@]}" > /dev/null)
 fi
-node "$here/validate.cjs" "$work/cpu.yaml" "$work/gpu.yaml"
+node "$here/validate.cjs" "$work/cpu.yaml" "$work/gpu.yaml" "$work/secure.yaml"
 
 # 3. Consistency.
-/usr/bin/python3 "$here/check_manifests.py" "$SOURCE_DIR" "$work/cpu.yaml" "$work/gpu.yaml"
+/usr/bin/python3 "$here/check_manifests.py" "$SOURCE_DIR" "$work/cpu.yaml" "$work/gpu.yaml" "$work/secure.yaml"
 
 # 4. The ConfigMap's configuration. The image holds deploy/models at
 #    /opt/loopserve/models; here the source tree's copy stands in.
