@@ -228,6 +228,29 @@ TEST_F(SecurityTest, MutualTlsTakesOnlyCertificatesItsCaSigned) {
   ASSERT_OK(alice->Run(SeedRun()).status());
 }
 
+// A renewed certificate is served without a restart: after the files
+// change, new connections get the new one.
+TEST_F(SecurityTest, ARenewedCertificateIsServedWithoutARestart) {
+  const std::string cert = File("rotating.pem");
+  const std::string key = File("rotating.key");
+  std::filesystem::copy_file(File("server.pem"), cert,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(File("server.key"), key,
+                             std::filesystem::copy_options::overwrite_existing);
+  Start({.tls = {.cert_file = cert, .key_file = key, .refresh_interval_s = 1}});
+  ASSERT_OK(Connect({.tls_ca_file = File("ca.pem")})->ListPipelines().status());
+
+  // The renewal, signed by the other CA, written as cert-manager does:
+  // the key and the certificate replaced.
+  std::filesystem::copy_file(File("renewed.key"), key,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(File("renewed.pem"), cert,
+                             std::filesystem::copy_options::overwrite_existing);
+  EXPECT_TRUE(Eventually([&] {
+    return Connect({.tls_ca_file = File("rogue-ca.pem")})->ListPipelines().ok();
+  }));
+}
+
 TEST_F(SecurityTest, TlsFilesThatCannotBeReadStopTheStart) {
   EXPECT_THAT(LoopServer::Start({.address = "127.0.0.1:0",
                                  .tls = {.cert_file = File("server.pem"),

@@ -3,8 +3,10 @@
 #   ca.pem                    the CA that signs the server and alice
 #   server.pem server.key     CN=localhost, SAN localhost and 127.0.0.1
 #   alice.pem alice.key       a client certificate, CN=alice
-#   rogue-ca.pem              another CA, and
-#   mallory.pem mallory.key   a client certificate it signed, CN=mallory
+#   rogue-ca.pem              another CA,
+#   mallory.pem mallory.key   a client certificate it signed, CN=mallory,
+#   renewed.pem renewed.key   and a server certificate it signed, as
+#                             server.pem (to rotate to)
 # Made fresh for every test run, so nothing private is checked in and
 # nothing expires.
 set -euo pipefail
@@ -32,4 +34,7 @@ mv localhost.pem server.pem
 mv localhost.key server.key
 leaf alice ca "extendedKeyUsage=clientAuth"
 leaf mallory rogue-ca "extendedKeyUsage=clientAuth"
+leaf localhost rogue-ca "subjectAltName=DNS:localhost,IP:127.0.0.1"
+mv localhost.pem renewed.pem
+mv localhost.key renewed.key
 rm -f ./*.csr ./*.ext ./*.srl
