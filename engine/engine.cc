@@ -112,6 +112,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
           " runs queued or running, the server's limit per client "
           "(--max_runs_per_client=", max, "); retry when one ends"));
     }
+    // Counted now, under the same lock as the check (Untrack uncounts).
+    ++runs_by_client_[key];
     number = ++next_run_;
   }
   auto run = std::make_shared<Run>(
@@ -120,7 +122,6 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
   {
     absl::MutexLock lock(&mu_);
     active_.insert(run);
-    ++runs_by_client_[key];
   }
   if (absl::Status status = run->Submit(executor_); !status.ok()) {
     Untrack(run);
