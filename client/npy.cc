@@ -119,6 +119,11 @@ absl::StatusOr<v1::Tensor> ParseNpy(absl::string_view bytes) {
   }
   v1::Tensor tensor;
   tensor.set_datatype(std::string(dtype->name));
+  const absl::string_view data = bytes.substr(offset + header_len);
+  // The most elements the data can hold: the product of the dimensions is
+  // bounded by it before it is computed, so it cannot overflow.
+  const int64_t max_elements =
+      static_cast<int64_t>(data.size() / dtype->itemsize);
   int64_t elements = 1;
   for (absl::string_view part :
        absl::StrSplit(absl::string_view(dims).substr(1, dims.size() - 2), ',',
@@ -127,10 +132,13 @@ absl::StatusOr<v1::Tensor> ParseNpy(absl::string_view bytes) {
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &dim) || dim < 0) {
       return Invalid(absl::StrCat("malformed shape ", dims));
     }
+    if (dim != 0 && elements > max_elements / dim) {
+      return Invalid(absl::StrCat("data has ", data.size(), " bytes; shape ",
+                                  dims, " ", d, " needs more"));
+    }
     tensor.add_shape(dim);
     elements *= dim;
   }
-  const absl::string_view data = bytes.substr(offset + header_len);
   const size_t nbytes = static_cast<size_t>(elements) * dtype->itemsize;
   if (data.size() != nbytes) {
     return Invalid(absl::StrCat("data has ", data.size(), " bytes; shape ",

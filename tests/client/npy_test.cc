@@ -140,6 +140,19 @@ TEST(NpyTest, RefusesWhatItCannotRead) {
                                  std::string(8, '\0'))),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("data has 8 bytes")));
+  // Found by npy_fuzz: dimensions whose product overflows int64 (UB, and a
+  // wrapped product could have matched the data's size).
+  EXPECT_THAT(ParseNpy(NumpyFile("{'descr': '<f4', 'fortran_order': False, "
+                                 "'shape': (6829999, 9999999999999), }",
+                                 std::string(8, '\0'))),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("data has 8 bytes; shape (6829999, "
+                                 "9999999999999) <f4 needs more")));
+  EXPECT_THAT(ParseNpy(NumpyFile("{'descr': '<u1', 'fortran_order': False, "
+                                 "'shape': (4294967296, 4294967296), }",
+                                 "")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("needs more")));
   EXPECT_THAT(ParseNpy(NumpyFile("{'descr': '<c8', 'fortran_order': False, "
                                  "'shape': (1,), }",
                                  std::string(8, '\0'))),
