@@ -132,15 +132,18 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
 }  // namespace
 
+bool LoopService::Admit(grpc::CallbackServerContext& context,
+                        grpc::ServerUnaryReactor& reactor) {
+  const absl::StatusOr<std::string> principal = auth_.Authenticate(context);
+  if (!principal.ok()) reactor.Finish(ToGrpcStatus(principal.status()));
+  return principal.ok();
+}
+
 grpc::ServerUnaryReactor* LoopService::ListPipelines(
     grpc::CallbackServerContext* context, const v1::ListPipelinesRequest*,
     v1::ListPipelinesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (const absl::StatusOr<std::string> principal = auth_.Authenticate(*context);
-      !principal.ok()) {
-    reactor->Finish(ToGrpcStatus(principal.status()));
-    return reactor;
-  }
+  if (!Admit(*context, *reactor)) return reactor;
   const absl::StatusOr<const PipelineCatalog*> catalog = engine_.catalog();
   if (!catalog.ok()) {
     reactor->Finish(ToGrpcStatus(catalog.status()));
@@ -160,11 +163,7 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
     const v1::DescribePipelineRequest* request,
     v1::PipelineDescription* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (const absl::StatusOr<std::string> principal = auth_.Authenticate(*context);
-      !principal.ok()) {
-    reactor->Finish(ToGrpcStatus(principal.status()));
-    return reactor;
-  }
+  if (!Admit(*context, *reactor)) return reactor;
   const absl::StatusOr<const Pipeline*> pipeline =
       engine_.FindPipeline(request->name());
   if (!pipeline.ok()) {

@@ -46,6 +46,11 @@ class LoopService final
       const grpc::ByteBuffer* request) override;
 
  private:
+  // Whether a unary call may go on; if not, `reactor` is finished with
+  // UNAUTHENTICATED.
+  bool Admit(grpc::CallbackServerContext& context,
+             grpc::ServerUnaryReactor& reactor);
+
   Engine& engine_;
   Authenticator& auth_;
 };
