@@ -7,10 +7,15 @@
 // input later. Every error is INVALID_ARGUMENT with a message that names the
 // pipeline and the field: an unknown input (a typo must not silently run on
 // defaults), a missing required input, a value of the wrong kind, a bad
-// tensor (unknown datatype, negative dimension, bytes that do not match the
-// shape, above --max_tensor_bytes), an iteration count outside
-// [0, --max_iterations], and stream.values or outputs naming something the
-// pipeline does not produce.
+// tensor (unknown datatype, more dimensions than --max_tensor_rank, a
+// negative dimension, bytes that do not match the shape, above
+// --max_tensor_elements or --max_tensor_bytes), a string above
+// --max_string_bytes, a non-finite double, a request_id above 128 bytes, an
+// input given beside one that decides it (InputParam::excluded_by), an
+// iteration count outside [0, --max_iterations], and stream.values or
+// outputs naming something the pipeline does not produce. A client's text
+// in a message is quoted and cut short (QuoteUserText). DecodeInputs adds
+// the checks that read the bytes: NaN or Inf, BOOL bytes other than 0/1.
 //
 // Thread-safety: pure functions of their arguments.
 #pragma once
