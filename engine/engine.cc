@@ -20,6 +20,9 @@ namespace loopserve {
 
 Engine::Engine(EngineOptions options)
     : options_(std::move(options)),
+      checkpoint_key_(options_.checkpoint_key.has_value()
+                          ? *options_.checkpoint_key
+                          : CheckpointKey::Random()),
       metrics_(BuildInfo{.version = LOOPSERVE_VERSION,
                          .torch_version = TORCH_VERSION,
                          .device = options_.device.str()}),
@@ -82,21 +85,43 @@ absl::StatusOr<const Pipeline*> Engine::FindPipeline(
 absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
     std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
     RunClient client) {
+  // A resumed run's pipeline may be left to its checkpoint.
+  std::string pipeline = request->pipeline();
   absl::StatusOr<std::shared_ptr<Run>> run =
-      CreateRun(request, writer, metrics_.For(request->pipeline()), client);
+      [&]() -> absl::StatusOr<std::shared_ptr<Run>> {
+    std::optional<v1::Checkpoint> checkpoint;
+    if (!request->resume_from().empty()) {
+      absl::StatusOr<v1::Checkpoint> opened =
+          checkpoint_key_.Open(request->resume_from());
+      if (!opened.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("resume_from ", opened.status().message()));
+      }
+      if (pipeline.empty()) pipeline = opened->pipeline();
+      checkpoint = *std::move(opened);
+    }
+    return CreateRun(request, pipeline, std::move(checkpoint), writer,
+                     metrics_.For(pipeline), client);
+  }();
   if (!run.ok()) {
-    Refuse(run.status(), request->pipeline(), request->request_id(), client);
+    Refuse(run.status(), pipeline, request->request_id(), client);
   }
   return run;
 }
 
 absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
-    std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
-    PipelineMetrics& series, RunClient client) {
+    std::shared_ptr<const v1::RunRequest> request,
+    absl::string_view pipeline_name, std::optional<v1::Checkpoint> checkpoint,
+    RunEventWriter* writer, PipelineMetrics& series, RunClient client) {
   const Run::Clock::time_point accepted = Run::Clock::now();
-  ASSIGN_OR_RETURN(const Pipeline* pipeline, FindPipeline(request->pipeline()));
+  ASSIGN_OR_RETURN(const Pipeline* pipeline, FindPipeline(pipeline_name));
   ASSIGN_OR_RETURN(StreamSelection selection,
                    ValidateRun(*pipeline, *request, options_.limits));
+  std::optional<ResumeSpec> resume;
+  if (checkpoint.has_value()) {
+    ASSIGN_OR_RETURN(resume, PrepareResume(*pipeline, *std::move(checkpoint),
+                                           *request, options_.device));
+  }
   const std::string key = client.Key();
   uint64_t number;
   {
@@ -118,7 +143,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
   }
   auto run = std::make_shared<Run>(
       *this, absl::StrCat("run-", number), std::move(request), *pipeline,
-      series, std::move(selection), writer, accepted, std::move(client));
+      series, std::move(selection), writer, accepted, std::move(client),
+      std::move(resume));
   {
     absl::MutexLock lock(&mu_);
     active_.insert(run);

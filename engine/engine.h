@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -33,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "engine/checkpoint.h"
 #include "engine/metrics.h"
 #include "engine/pipeline_catalog.h"
 #include "engine/run.h"
@@ -56,6 +58,9 @@ struct EngineOptions {
   // Most runs one client (RunClient::Key) may have queued or running;
   // 0: no limit.
   int max_runs_per_client = 0;
+  // Signs and checks checkpoints (--checkpoint_key_file); when unset, a
+  // random key: checkpoints then resume only in this process.
+  std::optional<CheckpointKey> checkpoint_key{};
 };
 
 class Engine {
@@ -76,7 +81,8 @@ class Engine {
   // pipelines served.
   absl::StatusOr<const Pipeline*> FindPipeline(absl::string_view name) const;
 
-  // Validates `request` (ValidateRun) and queues its run, which streams to
+  // Validates `request` (ValidateRun; with resume_from, the checkpoint:
+  // PrepareResume) and queues its run, which streams to
   // `writer` (Note [finishing] in run_stream.h: its Finish is called once,
   // and last); the front then calls Release. The error that refuses it
   // otherwise (UNAVAILABLE while loading or draining, NOT_FOUND,
@@ -109,6 +115,7 @@ class Engine {
   void Shutdown();
 
   const EngineOptions& options() const { return options_; }
+  const CheckpointKey& checkpoint_key() const { return checkpoint_key_; }
   Metrics& metrics() { return metrics_; }
   const RunExecutor& executor() const { return executor_; }
 
@@ -116,12 +123,15 @@ class Engine {
   void Untrack(const std::shared_ptr<Run>& run);
   // StartRun's work; the refusal is reported by StartRun.
   absl::StatusOr<std::shared_ptr<Run>> CreateRun(
-      std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
+      std::shared_ptr<const v1::RunRequest> request,
+      absl::string_view pipeline_name,
+      std::optional<v1::Checkpoint> checkpoint, RunEventWriter* writer,
       PipelineMetrics& series, RunClient client);
   // The watchdog's thread: ends stalled runs (Note [stalled readers]).
   void WatchForStalledReaders();
 
   const EngineOptions options_;
+  const CheckpointKey checkpoint_key_;
   Metrics metrics_;
   PipelineCatalog catalog_;
   std::atomic<bool> serving_{false};

@@ -2,8 +2,12 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/status_macros.h"
+#include "engine/digest.h"
 #include "engine/tensor_codec.h"
 
 namespace loopserve {
@@ -122,10 +126,37 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
   proto.set_preview(pipeline->components.Provides(
       kPreviewRole, ComponentInterface::Of<IterationPreview>()));
 
+  // The tree and what is bound to each role; the configuration adds the
+  // rest (AddToFingerprint).
+  std::string identity;
+  {
+    google::protobuf::io::StringOutputStream out(&identity);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    proto.SerializeToCodedStream(&coded);
+  }
+  for (const std::string& role : pipeline->components.Names()) {
+    absl::StrAppend(&identity, "\n", role, "\n",
+                    absl::StrJoin(pipeline->components.Choices(role), "|"),
+                    "\n", pipeline->components.Describe(role));
+  }
+  pipeline->fingerprint = Sha256(identity);
+
   pipeline->root = std::move(root);
   by_name_.emplace(name, pipeline.get());
   pipelines_.push_back(std::move(pipeline));
   return absl::OkStatus();
+}
+
+absl::Status PipelineCatalog::AddToFingerprint(absl::string_view name,
+                                               absl::string_view data) {
+  for (const std::unique_ptr<Pipeline>& pipeline : pipelines_) {
+    if (pipeline->name == name) {
+      pipeline->fingerprint = Sha256(absl::StrCat(pipeline->fingerprint, data));
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("pipeline '", name, "' is not defined"));
 }
 
 const Pipeline* PipelineCatalog::Find(absl::string_view name) const {

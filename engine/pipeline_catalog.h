@@ -42,6 +42,10 @@ struct Pipeline {
   std::vector<InputParam> inputs;
   // DescribePipeline's answer, built once.
   v1::PipelineDescription description_proto;
+  // SHA-256 of its block tree (description_proto), its components' roles
+  // and kinds, and what the configuration adds (AddToFingerprint): a
+  // checkpoint resumes only in a pipeline with the same one.
+  std::string fingerprint;
 };
 
 class PipelineCatalog {
@@ -56,6 +60,12 @@ class PipelineCatalog {
   absl::Status Add(std::string name, std::string description,
                    std::unique_ptr<Block> root, Components components = {},
                    std::string* role_at_fault = nullptr);
+
+  // Mixes `data` (a digest of the configuration of the pipeline's
+  // components and of their model files) into pipeline `name`'s
+  // fingerprint. NOT_FOUND when there is no such pipeline. Start-up only.
+  absl::Status AddToFingerprint(absl::string_view name,
+                                absl::string_view data);
 
   // The pipeline, or nullptr.
   const Pipeline* Find(absl::string_view name) const;

@@ -1,6 +1,8 @@
 #include "engine/pipeline_config.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 
 #include <filesystem>
@@ -10,11 +12,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "blocks/core/composite.h"
+#include "blocks/core/sorted_keys.h"
 #include "blocks/core/status_macros.h"
+#include "engine/digest.h"
 #include "engine/tensor_codec.h"
 #include "loopserve/v1/config.pb.h"
 
@@ -154,6 +159,46 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
   return block;
 }
 
+// What a pipeline's fingerprint takes from the configuration: its own
+// entry, and each component it binds, with the contents of the files the
+// component's params name (its model): a checkpoint must not resume where
+// the same names hold other weights.
+std::string ConfigDigest(const v1::ServerConfig& config,
+                         const v1::PipelineConfig& pipeline,
+                         const ComponentContext& context) {
+  auto serialize = [](const google::protobuf::Message& message) {
+    std::string bytes;
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+    return bytes;
+  };
+  std::string digest = Sha256(serialize(pipeline));
+  absl::flat_hash_set<std::string> bound;
+  for (const auto& [role, names] : pipeline.components()) {
+    for (absl::string_view name : absl::StrSplit(names, '|')) {
+      bound.insert(std::string(absl::StripAsciiWhitespace(name)));
+    }
+  }
+  for (const v1::ComponentConfig& component : config.components()) {
+    if (!bound.contains(component.name())) continue;
+    absl::StrAppend(&digest, Sha256(serialize(component)));
+    for (const std::string& key : SortedKeys(component.params())) {
+      const v1::Value& value = component.params().at(key);
+      if (value.kind_case() != v1::Value::kStringValue) continue;
+      const std::string path = context.ResolvePath(value.string_value());
+      std::error_code error;
+      if (!std::filesystem::is_regular_file(path, error)) continue;
+      std::ifstream file(path, std::ios::binary);
+      std::stringstream contents;
+      contents << file.rdbuf();
+      absl::StrAppend(&digest, Sha256(contents.str()));
+    }
+  }
+  return Sha256(digest);
+}
+
 }  // namespace
 
 absl::Status LoadServerConfig(const ConfigSource& config,
@@ -269,6 +314,8 @@ absl::Status LoadServerConfig(const ConfigSource& config,
                    pipeline.name(), blocks));
     // Every role a block expects must be bound, to a component of the
     // interface it declares; a wrong one is reported where it is bound.
+    const std::string digest =
+        ConfigDigest(server_config, pipeline, context);
     std::string role;
     if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
                                      std::move(root), std::move(bound), &role);
@@ -284,6 +331,7 @@ absl::Status LoadServerConfig(const ConfigSource& config,
       return absl::InvalidArgumentError(
           absl::StrCat(Where(source, &tree, pipelines_field, i), s.message()));
     }
+    RETURN_IF_ERROR(catalog.AddToFingerprint(pipeline.name(), digest));
   }
   return absl::OkStatus();
 }

@@ -34,7 +34,8 @@ Run::Run(Engine& engine, std::string id,
          std::shared_ptr<const v1::RunRequest> request,
          const Pipeline& pipeline, PipelineMetrics& metrics,
          StreamSelection selection, RunEventWriter* front,
-         Clock::time_point accepted, RunClient client)
+         Clock::time_point accepted, RunClient client,
+         std::optional<ResumeSpec> resume)
     : engine_(engine),
       id_(std::move(id)),
       request_(std::move(request)),
@@ -42,6 +43,7 @@ Run::Run(Engine& engine, std::string id,
       metrics_(metrics),
       front_(front),
       client_(std::move(client)),
+      resume_(std::move(resume)),
       stream_(id_, request_->request_id(), std::move(selection),
               engine.options().stream, this, &metrics),
       accepted_(accepted) {}
@@ -58,10 +60,20 @@ absl::Status Run::Submit(RunExecutor& executor) {
 void Run::Execute() {
   engine_.metrics().queued_runs().Decrement();
   const Clock::time_point start = Clock::now();
-  google::protobuf::Map<std::string, v1::Value> resolved =
-      ResolveInputs(pipeline_, *request_);
+  // A resumed run's inputs the request leaves out are its checkpoint's.
+  const google::protobuf::Map<std::string, v1::Value> resolved =
+      resume_.has_value() ? resume_->resolved
+                          : ResolveInputs(pipeline_, *request_);
+  v1::RunStarted started;
+  *started.mutable_resolved_inputs() = resolved;
+  if (resume_.has_value()) {
+    started.set_first_iteration(resume_->checkpoint->iteration() + 1);
+    started.set_resumed_loop(resume_->checkpoint->loop());
+  }
   // Cancelled while queued: the stream has finished already.
-  if (!stream_.Begin(Milliseconds(start - accepted_), resolved)) return;
+  if (!stream_.Begin(Milliseconds(start - accepted_), std::move(started))) {
+    return;
+  }
   started_ = true;
   start_time_ = start;
   metrics_.queue_duration->Observe(Seconds(start_time_ - accepted_));
@@ -72,7 +84,21 @@ void Run::Execute() {
   absl::StatusOr<PipelineState> state =
       DecodeInputs(*request_, resolved, options.limits.decode, options.device);
   absl::Status status = state.status();
-  if (state.ok()) {
+  if (status.ok() && resume_.has_value()) {
+    status = RestoreCheckpoint(*resume_, pipeline_, options.limits.decode,
+                               options.device, *state);
+  }
+  std::optional<CheckpointWriter> checkpoints;
+  if (status.ok() && request_->stream().checkpoints()) {
+    google::protobuf::Map<std::string, v1::Value> inputs = request_->inputs();
+    for (const auto& [name, value] : resolved) inputs[name] = value;
+    checkpoints.emplace(pipeline_, engine_.checkpoint_key(), id_,
+                        std::move(inputs), options.device);
+    stream_.set_checkpointer([&checkpoints, &state](const LoopIteration& it) {
+      return checkpoints->Make(it, *state);
+    });
+  }
+  if (status.ok()) {
     RunRecorder recorder(metrics_, accepted_);
     RunContext context{
         .observer = &stream_, .device = options.device, .timer = &recorder};
@@ -82,6 +108,7 @@ void Run::Execute() {
     status = RunBlock(*pipeline_.root, pipeline_.components, *state, context);
     mean_batch_size_ = scope.mean_batch_rows();
   }
+  stream_.set_checkpointer(nullptr);
 
   end_time_ = Clock::now();
   // Metrics first, so that they hold the run once its client has heard.

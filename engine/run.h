@@ -30,9 +30,11 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "engine/checkpoint.h"
 #include "engine/pipeline_catalog.h"
 #include "engine/run_executor.h"
 #include "engine/run_stream.h"
@@ -61,12 +63,13 @@ class Run final : public std::enable_shared_from_this<Run>,
   using Clock = std::chrono::steady_clock;
 
   // A validated run of `pipeline`, streaming to `front`. `accepted`: when
-  // its front took the request.
+  // its front took the request. `resume`: where a resumed run continues
+  // (PrepareResume).
   Run(Engine& engine, std::string id,
       std::shared_ptr<const v1::RunRequest> request, const Pipeline& pipeline,
       PipelineMetrics& metrics, StreamSelection selection,
       RunEventWriter* front, Clock::time_point accepted,
-      RunClient client = {});
+      RunClient client = {}, std::optional<ResumeSpec> resume = {});
 
   // Queues the run on `executor`; RESOURCE_EXHAUSTED (or UNAVAILABLE)
   // when it takes no more. A refused run never reaches Finish.
@@ -109,6 +112,7 @@ class Run final : public std::enable_shared_from_this<Run>,
   PipelineMetrics& metrics_;
   RunEventWriter* const front_;
   const RunClient client_;
+  const std::optional<ResumeSpec> resume_;
   RunStream stream_;
 
   // Note [one clock]. Written on the run's thread before the stream can

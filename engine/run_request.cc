@@ -117,8 +117,10 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
       }
     }
   }
+  // A resumed run has its inputs from the checkpoint.
+  const bool resuming = !request.resume_from().empty();
   for (const InputParam& param : pipeline.inputs) {
-    if (param.required && param.default_value.isNone() &&
+    if (!resuming && param.required && param.default_value.isNone() &&
         !request.inputs().contains(param.name)) {
       return error(absl::StrCat("input '", param.name, "'"),
                    "required input is missing");
@@ -148,6 +150,7 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
     }
     selection.preview = *preview;
   }
+  selection.checkpoints = stream.checkpoints();
   selection.every = std::max<int64_t>(1, stream.every());
   selection.latest = stream.backpressure() == v1::StreamOptions::LATEST;
   return selection;

@@ -27,11 +27,9 @@ RunStream::RunStream(std::string run_id, std::string request_id,
       writer_(writer),
       metrics_(metrics) {}
 
-bool RunStream::Begin(
-    double queue_ms,
-    google::protobuf::Map<std::string, v1::Value> resolved_inputs) {
+bool RunStream::Begin(double queue_ms, v1::RunStarted started) {
   queue_ms_ = queue_ms;
-  resolved_inputs_ = std::move(resolved_inputs);
+  started_ = std::move(started);
   Action action;
   {
     absl::MutexLock lock(&mu_);
@@ -101,6 +99,20 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
       item.set_preview_png(*std::move(png));
       ++filled;
     }
+  }
+  item.clear_checkpoint();
+  if (selection_.checkpoints && checkpointer_) {
+    absl::StatusOr<std::string> checkpoint = checkpointer_(iteration);
+    if (!checkpoint.ok()) {
+      return absl::Status(
+          checkpoint.status().code(),
+          absl::StrCat("checkpoint of iteration ", index.i, " of loop '",
+                       iteration.loop.path(),
+                       "': ", checkpoint.status().message()));
+    }
+    bytes += static_cast<int64_t>(checkpoint->size());
+    item.set_checkpoint(*std::move(checkpoint));
+    ++filled;
   }
   if (filled == 0) return absl::OkStatus();  // nothing asked of this loop
   item.set_index(index.i);
@@ -270,10 +282,10 @@ RunStream::Action RunStream::Pump() {
   if (started_pending_) {
     started_pending_ = false;
     v1::RunStarted* started = current_->mutable_started();
+    *started = std::move(started_);
     started->set_run_id(run_id_);
     started->set_request_id(request_id_);
     started->set_queue_ms(queue_ms_);
-    *started->mutable_resolved_inputs() = std::move(resolved_inputs_);
   } else if (!pending_.empty()) {
     v1::IterationBatch* batch = current_->mutable_iterations();
     int64_t bytes = 0;

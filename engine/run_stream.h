@@ -38,6 +38,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,6 +83,8 @@ struct StreamSelection {
   // When the client asked for previews: the pipeline's IterationPreview,
   // which renders each sent iteration into preview_png.
   const IterationPreview* preview = nullptr;
+  // Each sent iteration carries a checkpoint (RunStream::set_checkpointer).
+  bool checkpoints = false;
 };
 
 struct RunStreamOptions {
@@ -103,11 +106,18 @@ class RunStream : public IterationObserver {
 
   // ---- The run's side (an executor thread). ----
 
-  // The run starts, `queue_ms` after it was accepted: queues RunStarted,
-  // with the inputs the server filled (`resolved_inputs`). False when it
-  // was cancelled while queued; the run must then not start.
-  bool Begin(double queue_ms,
-             google::protobuf::Map<std::string, v1::Value> resolved_inputs = {});
+  // The run starts, `queue_ms` after it was accepted: queues `started`
+  // (the inputs the server filled, where a resumed run continues), with
+  // the ids and queue_ms set here. False when it was cancelled while
+  // queued; the run must then not start.
+  bool Begin(double queue_ms, v1::RunStarted started = {});
+  // Makes the checkpoint of an iteration about to be sent (with
+  // StreamSelection::checkpoints), on the run's thread.
+  using Checkpointer =
+      std::function<absl::StatusOr<std::string>(const LoopIteration&)>;
+  void set_checkpointer(Checkpointer checkpointer) {
+    checkpointer_ = std::move(checkpointer);
+  }
   // Streams the iteration if selected; returns the cancellation status once
   // the stream is cancelled, which ends the loop.
   absl::Status OnIteration(const LoopIteration& iteration) override;
@@ -170,7 +180,8 @@ class RunStream : public IterationObserver {
 
   // Owned by the run's thread.
   double queue_ms_ = 0;
-  google::protobuf::Map<std::string, v1::Value> resolved_inputs_;
+  v1::RunStarted started_;
+  Checkpointer checkpointer_;
   int64_t iterations_ = 0;
   // The message the next streamed iteration is encoded into.
   std::unique_ptr<v1::Iteration> next_item_;

@@ -111,6 +111,10 @@ ABSL_FLAG(int32_t, health_port, 0,
 ABSL_FLAG(std::string, auth_tokens_file, "",
           "File of `PRINCIPAL TOKEN` lines: every loopserve call must send "
           "`authorization: Bearer TOKEN`; re-read when it changes");
+ABSL_FLAG(std::string, checkpoint_key_file, "",
+          "Key (at least 16 bytes; `openssl rand -hex 32`) that signs and "
+          "checks checkpoints: give every replica the same one so that a "
+          "run resumes on any of them; unset: a random key per process");
 ABSL_FLAG(std::string, log_level, "info",
           "debug (every run ends with a line), info, warning (every run "
           "that does not end OK) or error (server faults only)");
@@ -201,6 +205,14 @@ absl::Status Serve(const sigset_t& signals) {
     return absl::InvalidArgumentError(
         "--max_tensor_rank, --max_tensor_elements, --max_tensor_bytes and "
         "--max_string_bytes must be >= 0");
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_checkpoint_key_file);
+      !path.empty()) {
+    ASSIGN_OR_RETURN(engine.checkpoint_key, CheckpointKey::FromFile(path));
+  } else {
+    std::cerr << "loopserve: no --checkpoint_key_file: checkpoints resume "
+                 "only on this process"
+              << std::endl;
   }
   engine.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   engine.stream.max_queued_bytes = 4 * engine.stream.max_batch_bytes;

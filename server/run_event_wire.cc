@@ -115,6 +115,10 @@ size_t IterationSize(const v1::Iteration& it) {
     size += LengthDelimitedSize(v1::Iteration::kPreviewPngFieldNumber,
                                 it.preview_png().size());
   }
+  if (!it.checkpoint().empty()) {
+    size += LengthDelimitedSize(v1::Iteration::kCheckpointFieldNumber,
+                                it.checkpoint().size());
+  }
   return size;
 }
 
@@ -242,6 +246,9 @@ class Writer {
     if (!it.preview_png().empty()) {
       Bytes(v1::Iteration::kPreviewPngFieldNumber, it.preview_png());
     }
+    if (!it.checkpoint().empty()) {
+      Bytes(v1::Iteration::kCheckpointFieldNumber, it.checkpoint());
+    }
   }
 
   void Finish(grpc::ByteBuffer* out) {
@@ -274,6 +281,7 @@ bool HasLargePayload(const v1::Value& value) {
 
 bool HasLargePayload(const v1::RunEvent& event) {
   for (const v1::Iteration& it : event.iterations().items()) {
+    if (it.checkpoint().size() >= kZeroCopyMinBytes) return true;
     for (const auto& [key, value] : it.values()) {
       if (HasLargePayload(value)) return true;
     }

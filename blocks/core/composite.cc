@@ -1,7 +1,9 @@
 #include "blocks/core/composite.h"
 
+#include "absl/algorithm/container.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "blocks/core/resume.h"
 
 namespace loopserve {
 
@@ -113,8 +115,15 @@ void CompositeBlock::AssignPath(std::string path) {
 absl::Status SequentialBlocks::Run(const Components& components,
                                    PipelineState& state,
                                    RunContext& context) const {
-  for (const SubBlock& sub : sub_blocks()) {
-    RETURN_IF_ERROR(RunBlock(*sub.block, components, state, context));
+  const std::span<const SubBlock> blocks = sub_blocks();
+  // Note [resuming a loop]: the blocks before the loop are done.
+  const size_t first = ResumeTarget(blocks, state.resume());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (i < first && !absl::c_linear_search(state.resume()->rerun,
+                                            blocks[i].block->path())) {
+      continue;
+    }
+    RETURN_IF_ERROR(RunBlock(*blocks[i].block, components, state, context));
   }
   return absl::OkStatus();
 }

@@ -73,7 +73,10 @@ class CompositeBlock : public Block {
 };
 
 // Runs its sub-blocks in order on the pipeline state: diffusers'
-// SequentialPipelineBlocks. Registered as "Sequential".
+// SequentialPipelineBlocks. Registered as "Sequential". A resumed run skips
+// those before the loop it continues (Note [resuming a loop] in loop.h); a
+// composite that runs its children otherwise must do the same
+// (ResumeTarget, resume.h).
 class SequentialBlocks : public CompositeBlock {
  public:
   static constexpr absl::string_view kTypeName = "Sequential";

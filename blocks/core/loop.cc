@@ -1,6 +1,7 @@
 #include "blocks/core/loop.h"
 
 #include "absl/strings/str_cat.h"
+#include "blocks/core/status_macros.h"
 
 namespace loopserve {
 
@@ -15,6 +16,23 @@ std::vector<InputParam> LoopBlocks::intermediate_inputs() const {
 
 std::vector<OutputParam> LoopBlocks::intermediate_outputs() const {
   return MergeOutputs(loop_intermediate_outputs());
+}
+
+absl::StatusOr<BlockState> LoopBlocks::GetBlockState(
+    PipelineState& state) const {
+  std::shared_ptr<LoopResume> resume = state.TakeResume(path());
+  if (resume == nullptr) return Block::GetBlockState(state);
+  // The carried values are what the loop reads in place of its
+  // intermediate inputs of the same name (the latents).
+  for (const auto& [name, value] : resume->carried.entries()) {
+    state.SetIntermediate(name, value);
+  }
+  ASSIGN_OR_RETURN(BlockState block_state, Block::GetBlockState(state));
+  for (const auto& [name, value] : resume->carried.entries()) {
+    block_state.Set(name, value);
+  }
+  block_state.set_first_iteration(resume->next_iteration);
+  return block_state;
 }
 
 absl::Status LoopBlocks::CheckSubBlock(const SubBlock& sub_block) const {

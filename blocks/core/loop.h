@@ -63,6 +63,12 @@ class LoopBlocks : public CompositeBlock {
   std::vector<InputParam> intermediate_inputs() const final;
   std::vector<OutputParam> intermediate_outputs() const final;
 
+  // Block::GetBlockState, for a loop that may be resumed (Note [resuming a
+  // loop]): when `state` resumes this loop, the values the checkpoint
+  // carried replace those read from the state, and first_iteration() says
+  // where the loop continues.
+  absl::StatusOr<BlockState> GetBlockState(PipelineState& state) const;
+
  protected:
   // One iteration: every loop block in order on `block_state`, then the
   // observer. Returns the first error, attributed to the loop block that
@@ -79,6 +85,26 @@ class LoopBlocks : public CompositeBlock {
   std::vector<const LoopStepBlock*> steps_;
 };
 
+// Note [resuming a loop]
+// ~~~~~~~~~~~~~~~~~~~~~~~
+// A run can stop after any iteration and continue later, on any replica,
+// from a checkpoint (engine/checkpoint.h): the pipeline state (inputs and
+// the intermediates the blocks before the loop made), the loop's
+// intermediate outputs after that iteration, and the iteration. Resuming
+// needs nothing of a loop wrapper written as the guide writes one:
+//   - the blocks before the loop do not run again (SequentialBlocks skips
+//     them, except those a fork must run again: LoopResume::rerun);
+//   - the loop's GetBlockState reads its inputs from the restored state
+//     and puts back the values its loop blocks carried;
+//   - LoopStep returns at once for the iterations done before the
+//     checkpoint, so the wrapper's own loop, counting from 0, reaches the
+//     next iteration with everything as it was.
+// What it asks of loop blocks: every value they keep from one iteration to
+// the next is a declared intermediate output (or an object in the state
+// that saves itself: a generator, a RunState). Anything else they keep in
+// the state is taken for a cache, left out of checkpoints, and must be
+// recomputed when missing.
+
 // Note [loop step cost]
 // ~~~~~~~~~~~~~~~~~~~~~
 // LoopStep is the innermost path of every pipeline: for the seed loop it is
@@ -90,6 +116,10 @@ inline absl::Status LoopBlocks::LoopStep(const Components& components,
                                          BlockState& block_state,
                                          const LoopIndex& index,
                                          RunContext& context) const {
+  // Done before the checkpoint this run resumed from.
+  if (ABSL_PREDICT_FALSE(index.i < block_state.first_iteration())) {
+    return absl::OkStatus();
+  }
   // A timed iteration: one clock read per loop block and two more.
   using Clock = std::chrono::steady_clock;
   BlockTimer* const timer =

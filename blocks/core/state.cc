@@ -24,6 +24,16 @@ const c10::IValue* PipelineState::GetIntermediate(
   return it == intermediates_.end() ? nullptr : &it->second;
 }
 
+void PipelineState::SetResume(LoopResume resume) {
+  resume_ = std::make_shared<LoopResume>(std::move(resume));
+}
+
+std::shared_ptr<LoopResume> PipelineState::TakeResume(
+    absl::string_view loop_path) {
+  if (resume_ == nullptr || resume_->loop != loop_path) return nullptr;
+  return std::move(resume_);
+}
+
 void BlockState::Set(absl::string_view name, c10::IValue value) {
   if (c10::IValue* existing = Find(name)) {
     *existing = std::move(value);

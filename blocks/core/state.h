@@ -22,6 +22,7 @@
 #include <ATen/core/ivalue.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +33,8 @@
 #include "blocks/core/params.h"
 
 namespace loopserve {
+
+struct LoopResume;
 
 class PipelineState {
  public:
@@ -50,9 +53,19 @@ class PipelineState {
   const ValueMap& inputs() const { return inputs_; }
   const ValueMap& intermediates() const { return intermediates_; }
 
+  // A resumed run (Note [resuming a loop] in loop.h): where its loop
+  // continues. Set before the run starts; the loop takes it.
+  void SetResume(LoopResume resume);
+  // The resume not yet taken; nullptr when none.
+  const LoopResume* resume() const { return resume_.get(); }
+  // The resume of the loop at `loop_path`, taken out; nullptr when there is
+  // none for it.
+  std::shared_ptr<LoopResume> TakeResume(absl::string_view loop_path);
+
  private:
   ValueMap inputs_;
   ValueMap intermediates_;
+  std::shared_ptr<LoopResume> resume_;
 };
 
 // Maps a C++ type to the ValueKind that holds it, for BlockState::Get<T>.
@@ -119,11 +132,32 @@ class BlockState {
   // Used by GetBlockState, which knows how many values it will add.
   void Reserve(size_t n) { entries_.reserve(n); }
 
+  // A loop's state: the first iteration its loop blocks run. 0, unless the
+  // run resumed from a checkpoint (Note [resuming a loop] in loop.h).
+  int64_t first_iteration() const { return first_iteration_; }
+  void set_first_iteration(int64_t i) { first_iteration_ = i; }
+
  private:
   absl::Status KindError(absl::string_view name, const c10::IValue* value,
                          ValueKind wanted) const;
 
   std::vector<std::pair<std::string, c10::IValue>> entries_;
+  int64_t first_iteration_ = 0;
+};
+
+// Where a resumed run continues: the loop, its next iteration, and the
+// values it carried from one iteration to the next when the checkpoint was
+// made. The blocks before the loop do not run again, except `rerun`: those
+// whose inputs a fork changed (PlanResume, blocks/core/resume.h).
+struct LoopResume {
+  // The loop wrapper's path.
+  std::string loop;
+  int64_t next_iteration = 0;
+  // The loop's intermediate outputs, as they were after iteration
+  // next_iteration - 1.
+  BlockState carried;
+  // Paths of blocks before the loop that run again.
+  std::vector<std::string> rerun;
 };
 
 // Implementation details below.

@@ -31,24 +31,16 @@ ComponentSpec SchedulerSpec() {
           .interface = ComponentInterface::Of<Scheduler>()};
 }
 
-// The run's scheduler (the one it picked) and its schedule, which the
-// scheduler's steps update: per run, carried through the pipeline state.
-class RunSchedule final : public torch::CustomClassHolder {
- public:
-  RunSchedule(const Scheduler* scheduler, Schedule schedule)
-      : scheduler(scheduler), schedule(std::move(schedule)) {}
-  const Scheduler* const scheduler;
-  Schedule schedule;
-};
-
 // The run's schedule, as SetTimesteps left it in the block state.
 absl::StatusOr<RunSchedule*> RunScheduleFrom(const BlockState& state) {
   const c10::IValue* value = state.Find("schedule");
-  if (value == nullptr || !value->isCapsule()) {
+  RunSchedule* run =
+      value == nullptr ? nullptr : dynamic_cast<RunSchedule*>(AsRunState(*value));
+  if (run == nullptr) {
     return absl::FailedPreconditionError(
         "the run has no schedule: SetTimesteps must run first");
   }
-  return static_cast<RunSchedule*>(value->toCapsule().get());
+  return run;
 }
 
 InputParam ScheduleInput(absl::string_view name) {
@@ -299,9 +291,16 @@ absl::Status SetTimesteps::Run(const Components& components,
   block_state.Set("timesteps",
                   schedule.timesteps.slice(0, range.begin, range.end));
   block_state.Set("init_noise_sigma", schedule.init_noise_sigma);
-  block_state.Set("schedule",
-                  c10::IValue::make_capsule(c10::make_intrusive<RunSchedule>(
-                      *scheduler, std::move(schedule))));
+  // The choice is named, so that a checkpoint restores this scheduler.
+  block_state.Set(
+      "schedule",
+      RunStateValue(c10::make_intrusive<RunSchedule>(
+          *scheduler,
+          RunStateOwner{.role = std::string(kSchedulerRole),
+                        .choice = name.empty()
+                                      ? components.Choices(kSchedulerRole)[0]
+                                      : name},
+          std::move(schedule))));
   return SetBlockState(state, block_state);
 }
 

@@ -576,16 +576,94 @@ absl::StatusOr<std::shared_ptr<const Scheduler>> Create(
 
 }  // namespace
 
+// ---- Checkpoints: RunSchedule's state ----
+
+absl::StatusOr<c10::IValue> RunSchedule::Save() const {
+  c10::impl::GenericDict saved(c10::StringType::get(), c10::AnyType::get());
+  saved.insert("timesteps", schedule.timesteps);
+  saved.insert("sigmas", schedule.sigmas);
+  saved.insert("init_noise_sigma", schedule.init_noise_sigma);
+  saved.insert("lambdas", at::tensor(schedule.lambdas, at::kFloat));
+  c10::impl::GenericList outputs(c10::TensorType::get());
+  for (const at::Tensor& output : schedule.model_outputs) {
+    outputs.push_back(output);
+  }
+  saved.insert("model_outputs", std::move(outputs));
+  saved.insert("lower_order_nums", schedule.lower_order_nums);
+  saved.insert("last_sample", schedule.last_sample.defined()
+                                  ? c10::IValue(schedule.last_sample)
+                                  : c10::IValue());
+  saved.insert("this_order", schedule.this_order);
+  saved.insert("begin_index", schedule.begin_index);
+  return c10::IValue(std::move(saved));
+}
+
+absl::StatusOr<c10::intrusive_ptr<RunState>> Scheduler::RestoreRunState(
+    const c10::IValue& saved, const RunStateOwner& owner) const {
+  auto error = [](absl::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a saved schedule's '", what, "' is missing or invalid"));
+  };
+  if (!saved.isGenericDict()) return error("schedule");
+  const c10::impl::GenericDict dict = saved.toGenericDict();
+  auto get = [&dict](const char* key) -> const c10::IValue* {
+    auto it = dict.find(key);
+    return it == dict.end() ? nullptr : &it->value();
+  };
+  auto tensor = [&](const char* key, bool optional) -> absl::StatusOr<at::Tensor> {
+    const c10::IValue* value = get(key);
+    if (value != nullptr && value->isTensor()) return value->toTensor();
+    if (optional && value != nullptr && value->isNone()) return at::Tensor();
+    return error(key);
+  };
+  auto integer = [&](const char* key) -> absl::StatusOr<int64_t> {
+    const c10::IValue* value = get(key);
+    if (value == nullptr || !value->isInt()) return error(key);
+    return value->toInt();
+  };
+  Schedule schedule;
+  ASSIGN_OR_RETURN(schedule.timesteps, tensor("timesteps", false));
+  ASSIGN_OR_RETURN(schedule.sigmas, tensor("sigmas", false));
+  const c10::IValue* sigma = get("init_noise_sigma");
+  if (sigma == nullptr || !sigma->isDouble()) return error("init_noise_sigma");
+  schedule.init_noise_sigma = sigma->toDouble();
+  ASSIGN_OR_RETURN(const at::Tensor lambdas, tensor("lambdas", false));
+  if (lambdas.scalar_type() != at::kFloat || lambdas.dim() != 1) {
+    return error("lambdas");
+  }
+  const at::Tensor contiguous = lambdas.contiguous();
+  schedule.lambdas.assign(contiguous.data_ptr<float>(),
+                          contiguous.data_ptr<float>() + contiguous.numel());
+  const c10::IValue* outputs = get("model_outputs");
+  if (outputs == nullptr || !outputs->isList()) return error("model_outputs");
+  for (const c10::IValue& output : outputs->toListRef()) {
+    if (!output.isTensor()) return error("model_outputs");
+    schedule.model_outputs.push_back(output.toTensor());
+  }
+  ASSIGN_OR_RETURN(schedule.lower_order_nums, integer("lower_order_nums"));
+  ASSIGN_OR_RETURN(schedule.last_sample, tensor("last_sample", true));
+  ASSIGN_OR_RETURN(schedule.this_order, integer("this_order"));
+  ASSIGN_OR_RETURN(schedule.begin_index, integer("begin_index"));
+  if (schedule.timesteps.dim() != 1 || schedule.sigmas.dim() != 1 ||
+      schedule.begin_index < 0 || schedule.begin_index > schedule.size()) {
+    return error("timesteps");
+  }
+  return c10::intrusive_ptr<RunState>(
+      c10::make_intrusive<RunSchedule>(this, owner, std::move(schedule)));
+}
+
 absl::Status RegisterSchedulers(ComponentRegistry& registry) {
   for (const SchedulerType& type : SchedulerTypes()) {
-    RETURN_IF_ERROR(registry.Register<Scheduler>(
+    // As a RunStateRestorer too: checkpoints restore its RunSchedules.
+    absl::Status registered = registry.Register<Scheduler, RunStateRestorer>(
         std::string(type.type_name),
         [kind = type.kind](const BlockParams& params,
                            const ComponentContext& context) {
           return Create(kind, params, context);
-        }));
+        });
+    RETURN_IF_ERROR(registered);
   }
-  return registry.Register<Scheduler>(
+  return registry.Register<Scheduler, RunStateRestorer>(
       "diffusers_scheduler",
       [](const BlockParams& params, const ComponentContext& context)
           -> absl::StatusOr<std::shared_ptr<const Scheduler>> {

@@ -44,6 +44,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/component_registry.h"
+#include "blocks/core/run_state.h"
 #include "blocks/diffusion/noise_schedule.h"
 
 namespace loopserve {
@@ -151,9 +152,9 @@ struct SchedulerConfig {
   int64_t max_image_seq_len = 4096;
 };
 
-class Scheduler {
+// A Scheduler restores the RunSchedules of its runs from checkpoints.
+class Scheduler : public RunStateRestorer {
  public:
-  virtual ~Scheduler() = default;
 
   // "ddim_scheduler", ...
   virtual absl::string_view type_name() const = 0;
@@ -196,6 +197,10 @@ class Scheduler {
                               const at::Tensor& original,
                               const at::Tensor& noise) const;
 
+  // RunStateRestorer: a RunSchedule of this scheduler.
+  absl::StatusOr<c10::intrusive_ptr<RunState>> RestoreRunState(
+      const c10::IValue& saved, const RunStateOwner& owner) const override;
+
  protected:
   explicit Scheduler(SchedulerConfig config);
 
@@ -215,6 +220,28 @@ class Scheduler {
 
   SchedulerConfig config_;
   at::Tensor alphas_cumprod_;
+};
+
+// A run's scheduler (the one it picked, bound as `owner` says) and its
+// schedule, which the scheduler's steps update: per run, carried through the
+// pipeline state, and saved in checkpoints with everything a multistep
+// solver remembers.
+class RunSchedule final : public RunState {
+ public:
+  RunSchedule(const Scheduler* scheduler, RunStateOwner owner,
+              Schedule schedule)
+      : scheduler(scheduler),
+        schedule(std::move(schedule)),
+        owner_(std::move(owner)) {}
+
+  RunStateOwner owner() const override { return owner_; }
+  absl::StatusOr<c10::IValue> Save() const override;
+
+  const Scheduler* const scheduler;
+  Schedule schedule;
+
+ private:
+  const RunStateOwner owner_;
 };
 
 class DdimScheduler final : public Scheduler {
