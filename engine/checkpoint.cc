@@ -326,13 +326,21 @@ absl::StatusOr<std::string> CheckpointWriter::Make(
     return std::any_of(carried.begin(), carried.end(),
                        [&name](const OutputParam& p) { return p.name == name; });
   };
-  // The intermediates do not change while a loop runs: encoded once per
-  // loop. The loop's own values replace their namesakes when it resumes.
+  // Note [checkpoint encoding]: the intermediates are not replaced while a
+  // loop runs, so most are encoded once per loop; but objects that change
+  // in place (a generator, a RunState) are encoded at every checkpoint.
+  auto is_stateful = [&state](const std::string& name) {
+    const c10::IValue* value = state.GetIntermediate(name);
+    return value != nullptr &&
+           (value->isGenerator() || AsRunState(*value) != nullptr);
+  };
   if (fixed_bytes_.empty() || fixed_loop_ != iteration.loop.path()) {
     fixed_.clear_intermediates();
     RETURN_IF_ERROR(EncodeValues(
         state.intermediates(),
-        [&](const std::string& name) { return !is_carried(name); },
+        [&](const std::string& name) {
+          return !is_carried(name) && !is_stateful(name);
+        },
         *fixed_.mutable_intermediates()));
     fixed_loop_ = iteration.loop.path();
     fixed_bytes_ = fixed_.SerializeAsString();
@@ -341,6 +349,12 @@ absl::StatusOr<std::string> CheckpointWriter::Make(
   step.set_loop(iteration.loop.path());
   step.set_iteration(iteration.index.i);
   step.set_total(iteration.index.total);
+  RETURN_IF_ERROR(EncodeValues(
+      state.intermediates(),
+      [&](const std::string& name) {
+        return !is_carried(name) && is_stateful(name);
+      },
+      *step.mutable_intermediates()));
   RETURN_IF_ERROR(EncodeValues(iteration.state.entries(), is_carried,
                                *step.mutable_carried()));
   return key_.Sign(absl::StrCat(fixed_bytes_, step.SerializeAsString()));
@@ -402,7 +416,8 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
                                      "': resume_from: ", plan.status().message()));
   }
   if (checkpoint.iteration() < 0) return failed("the checkpoint's iteration is negative");
-  spec.rerun = std::move(plan->rerun);
+  spec.changed = std::move(changed);
+  spec.carried_names = std::move(plan->carried_names);
   spec.checkpoint = std::make_shared<const v1::Checkpoint>(std::move(checkpoint));
   return spec;
 }
@@ -432,7 +447,8 @@ absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
   LoopResume resume{.loop = checkpoint.loop(),
                     .next_iteration = checkpoint.iteration() + 1,
                     .carried = {},
-                    .rerun = spec.rerun};
+                    .carried_names = spec.carried_names,
+                    .changed = spec.changed};
   for (const auto& [name, value] : checkpoint.carried()) {
     ASSIGN_OR_RETURN(c10::IValue decoded, decode(name, value));
     resume.carried.Set(name, std::move(decoded));

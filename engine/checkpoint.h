@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/run_context.h"
@@ -106,8 +107,9 @@ class CheckpointWriter {
   const Pipeline& pipeline_;
   const CheckpointKey& key_;
   const c10::Device device_;
-  // Serialized Checkpoint fields that stay the same during one loop (the
-  // pipeline, inputs, intermediates): a Checkpoint is this followed by the
+  // Note [checkpoint encoding]: the serialized Checkpoint fields that stay
+  // the same during one loop (the pipeline, the inputs, the intermediates
+  // that are plain values): a checkpoint is these bytes followed by the
   // iteration's own fields (protobuf merges concatenated messages).
   v1::Checkpoint fixed_;
   std::string fixed_loop_;
@@ -120,8 +122,10 @@ struct ResumeSpec {
   // The checkpoint's inputs the request does not replace: the run's
   // resolved inputs (RunStarted.resolved_inputs).
   google::protobuf::Map<std::string, v1::Value> resolved;
-  // Blocks before the loop that run again (PlanResume).
-  std::vector<std::string> rerun;
+  // The inputs the request changes, and what the loop carries on
+  // (PlanResume): LoopResume's.
+  absl::flat_hash_set<std::string> changed;
+  absl::flat_hash_set<std::string> carried_names;
 };
 
 // Checks `checkpoint` (opened) against `pipeline` and the server, and plans

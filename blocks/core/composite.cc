@@ -1,6 +1,5 @@
 #include "blocks/core/composite.h"
 
-#include "absl/algorithm/container.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/resume.h"
@@ -116,14 +115,14 @@ absl::Status SequentialBlocks::Run(const Components& components,
                                    PipelineState& state,
                                    RunContext& context) const {
   const std::span<const SubBlock> blocks = sub_blocks();
-  // Note [resuming a loop]: the blocks before the loop are done.
+  // Note [resuming a loop]: the blocks before the loop are done, unless a
+  // fork changed what they read.
   const size_t first = ResumeTarget(blocks, state.resume());
   for (size_t i = 0; i < blocks.size(); ++i) {
-    if (i < first && !absl::c_linear_search(state.resume()->rerun,
-                                            blocks[i].block->path())) {
-      continue;
-    }
-    RETURN_IF_ERROR(RunBlock(*blocks[i].block, components, state, context));
+    RETURN_IF_ERROR(
+        i < first
+            ? RunAgainIfChanged(*blocks[i].block, components, state, context)
+            : RunBlock(*blocks[i].block, components, state, context));
   }
   return absl::OkStatus();
 }

@@ -1,13 +1,19 @@
 // Resuming a run from a checkpoint (Note [resuming a loop] in loop.h): which
-// loop it continues, and which of the blocks before that loop must run
-// again because a fork changed what they read.
+// loop it continues, and which of the blocks before that loop run again
+// because a fork changed what they read.
 //
+//   // Before the run is queued: the fork's changes a block before the loop
+//   // consumed into what the loop carries are refused at once.
 //   ASSIGN_OR_RETURN(ResumePlan plan,
 //                    PlanResume(*pipeline.root, "digits-text/denoise",
 //                               /*changed=*/{"prompt"},
 //                               /*stateful=*/{"generator", "schedule"}));
 //   state.SetResume({.loop = "digits-text/denoise", .next_iteration = 5,
-//                    .carried = carried, .rerun = plan.rerun});
+//                    .carried = carried,
+//                    .carried_names = plan.carried_names,
+//                    .changed = {"prompt"}});
+//   // Then SequentialBlocks calls RunAgainIfChanged for each block before
+//   // the loop.
 //
 // Thread-safety: pure functions of their arguments.
 #pragma once
@@ -15,7 +21,6 @@
 #include <cstddef>
 #include <span>
 #include <string>
-#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
@@ -29,9 +34,9 @@ class LoopBlocks;
 struct ResumePlan {
   // The loop the run continues.
   const LoopBlocks* loop = nullptr;
-  // Paths of the blocks before the loop that run again: those reading an
-  // input the fork changed, or a value such a block makes again.
-  std::vector<std::string> rerun;
+  // What the loop carries on from the checkpoint (LoopResume::carried_names):
+  // its intermediate outputs and `stateful`.
+  absl::flat_hash_set<std::string> carried_names;
 };
 
 // How a run of `root` resumes in the loop at `loop_path` when the inputs
@@ -42,7 +47,8 @@ struct ResumePlan {
 // intermediates holding objects the loop changes in place (a generator, a
 // sampler's RunState). NOT_FOUND when `loop_path` is not a loop under
 // `root`; INVALID_ARGUMENT naming the inputs that cannot change, the block
-// that reads them and what it makes.
+// that reads them and what it makes. (A value a block run again makes anew
+// is checked when the run starts: RunAgainIfChanged.)
 absl::StatusOr<ResumePlan> PlanResume(
     const Block& root, absl::string_view loop_path,
     const absl::flat_hash_set<std::string>& changed,
@@ -52,9 +58,18 @@ absl::StatusOr<ResumePlan> PlanResume(
 bool PathWithin(absl::string_view path, absl::string_view ancestor);
 
 // For a composite running `blocks` in order: the index of the one that holds
-// the loop `resume` continues, so that those before it are skipped (unless
-// in LoopResume::rerun); 0 when `resume` is null or none holds it.
+// the loop `resume` continues; those before it go through RunAgainIfChanged
+// instead of RunBlock. 0 when `resume` is null or none holds it.
 size_t ResumeTarget(std::span<const SubBlock> blocks,
                     const LoopResume* resume);
+
+// For a resumed run, a block before the loop: runs it when a value it reads
+// is among state.resume()->changed, and adds to those its outputs that came
+// out different; else leaves it done. INVALID_ARGUMENT, naming what changed
+// and what the block makes, when it would make anew a value the loop
+// carries on.
+absl::Status RunAgainIfChanged(const Block& block,
+                               const Components& components,
+                               PipelineState& state, RunContext& context);
 
 }  // namespace loopserve

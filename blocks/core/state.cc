@@ -13,6 +13,10 @@ void PipelineState::SetIntermediate(std::string name, c10::IValue value) {
   intermediates_.insert_or_assign(std::move(name), std::move(value));
 }
 
+void PipelineState::EraseIntermediate(absl::string_view name) {
+  intermediates_.erase(name);
+}
+
 const c10::IValue* PipelineState::GetInput(absl::string_view name) const {
   auto it = inputs_.find(name);
   return it == inputs_.end() ? nullptr : &it->second;

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/params.h"
@@ -44,6 +45,8 @@ class PipelineState {
   void SetInput(std::string name, c10::IValue value);
   // Sets (or replaces) an intermediate value.
   void SetIntermediate(std::string name, c10::IValue value);
+  // Removes an intermediate value, if there is one.
+  void EraseIntermediate(absl::string_view name);
 
   // The value, or nullptr when there is none. The pointer stays valid until
   // the next Set* of the same map.
@@ -58,6 +61,7 @@ class PipelineState {
   void SetResume(LoopResume resume);
   // The resume not yet taken; nullptr when none.
   const LoopResume* resume() const { return resume_.get(); }
+  LoopResume* mutable_resume() { return resume_.get(); }
   // The resume of the loop at `loop_path`, taken out; nullptr when there is
   // none for it.
   std::shared_ptr<LoopResume> TakeResume(absl::string_view loop_path);
@@ -147,8 +151,9 @@ class BlockState {
 
 // Where a resumed run continues: the loop, its next iteration, and the
 // values it carried from one iteration to the next when the checkpoint was
-// made. The blocks before the loop do not run again, except `rerun`: those
-// whose inputs a fork changed (PlanResume, blocks/core/resume.h).
+// made. The blocks before the loop do not run again unless a value they read
+// changed: an input a fork changed, or a value such a block made anew
+// (RunAgainIfChanged, blocks/core/resume.h).
 struct LoopResume {
   // The loop wrapper's path.
   std::string loop;
@@ -156,8 +161,13 @@ struct LoopResume {
   // The loop's intermediate outputs, as they were after iteration
   // next_iteration - 1.
   BlockState carried;
-  // Paths of blocks before the loop that run again.
-  std::vector<std::string> rerun;
+  // What the loop carries on from the checkpoint, which no block before it
+  // may make anew: the names in `carried`, and the intermediates holding
+  // objects it changes in place (a generator, a RunState).
+  absl::flat_hash_set<std::string> carried_names;
+  // The values that differ from the checkpoint's: the inputs a fork
+  // changed, then what the blocks run again made differently.
+  absl::flat_hash_set<std::string> changed;
 };
 
 // Implementation details below.

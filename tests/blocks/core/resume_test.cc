@@ -25,6 +25,7 @@ using ::loopserve::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
 
 // A pipeline shaped like a denoising one:
 //   prepare  (reads seed, makes x: a value the loop carries)
@@ -138,8 +139,11 @@ TEST(ResumeTest, ResumedRunSkipsTheBlocksBeforeTheLoopAndEndsTheSame) {
     resumed.SetIntermediate("cond", *stopped.state.GetIntermediate("cond"));
     BlockState carried;
     carried.Set("x", stopped.x);
-    resumed.SetResume(
-        {.loop = "p/loop", .next_iteration = k + 1, .carried = carried});
+    resumed.SetResume({.loop = "p/loop",
+                       .next_iteration = k + 1,
+                       .carried = carried,
+                       .carried_names = {"x"},
+                       .changed = {}});
     RecordingObserver rest;
     RunContext resumed_context{.observer = &rest};
     ASSERT_OK(RunBlock(*resumed_root, Components(), resumed, resumed_context));
@@ -165,7 +169,11 @@ TEST(ResumeTest, ResumingAfterTheLastIterationOnlyFinishes) {
   state.SetIntermediate("cond", int64_t{20});
   BlockState carried;
   carried.Set("x", int64_t{210});
-  state.SetResume({.loop = "p/loop", .next_iteration = 5, .carried = carried});
+  state.SetResume({.loop = "p/loop",
+                   .next_iteration = 5,
+                   .carried = carried,
+                   .carried_names = {"x"},
+                   .changed = {}});
   RecordingObserver observer;
   RunContext context{.observer = &observer};
   ASSERT_OK(RunBlock(*root, Components(), state, context));
@@ -183,7 +191,8 @@ TEST(ResumeTest, BlocksToRunAgainRunWithTheForkedInputs) {
   state.SetResume({.loop = "p/loop",
                    .next_iteration = 2,
                    .carried = carried,
-                   .rerun = {"p/encode"}});
+                   .carried_names = {"x"},
+                   .changed = {"prompt"}});
   RecordingObserver observer;
   RunContext context{.observer = &observer};
   ASSERT_OK(RunBlock(*root, Components(), state, context));
@@ -193,18 +202,15 @@ TEST(ResumeTest, BlocksToRunAgainRunWithTheForkedInputs) {
   EXPECT_EQ(observer.seen[0].x.toInt(), 121 + 30 + 2);  // the new cond
 }
 
-TEST(ResumeTest, PlanRunsAgainWhatReadsAChangedInput) {
+TEST(ResumeTest, PlanNamesWhatTheLoopCarriesAndAllowsWhatItDoesNot) {
   Counts counts;
   std::unique_ptr<Block> root = MakePipeline(counts);
   ASSERT_OK_AND_ASSIGN(ResumePlan plan,
-                       PlanResume(*root, "p/loop", {"prompt"}, {}));
+                       PlanResume(*root, "p/loop", {"prompt"}, {"gen"}));
   EXPECT_EQ(plan.loop->path(), "p/loop");
-  EXPECT_THAT(plan.rerun, ElementsAre("p/encode"));
-  // Nothing changed, or only what the loop itself reads: nothing runs again.
-  ASSERT_OK_AND_ASSIGN(plan, PlanResume(*root, "p/loop", {}, {}));
-  EXPECT_THAT(plan.rerun, IsEmpty());
-  ASSERT_OK_AND_ASSIGN(plan, PlanResume(*root, "p/loop", {"cond"}, {}));
-  EXPECT_THAT(plan.rerun, IsEmpty());
+  EXPECT_THAT(plan.carried_names, UnorderedElementsAre("x", "gen"));
+  ASSERT_OK(PlanResume(*root, "p/loop", {}, {}).status());
+  ASSERT_OK(PlanResume(*root, "p/loop", {"cond"}, {}).status());
 }
 
 TEST(ResumeTest, PlanRefusesAnInputConsumedIntoWhatTheLoopCarries) {
@@ -213,12 +219,85 @@ TEST(ResumeTest, PlanRefusesAnInputConsumedIntoWhatTheLoopCarries) {
   EXPECT_THAT(
       PlanResume(*root, "p/loop", {"seed"}, {}),
       StatusIs(absl::StatusCode::kInvalidArgument,
-               AllOf(HasSubstr("input 'seed' cannot change when resuming"),
+               AllOf(HasSubstr("resuming changes 'seed'"),
                      HasSubstr("block 'p/prepare'"), HasSubstr("'x'"))));
   // A stateful value (a generator) made before the loop counts as carried.
   EXPECT_THAT(PlanResume(*root, "p/loop", {"prompt"}, {"cond"}),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("input 'prompt' cannot change")));
+                       HasSubstr("resuming changes 'prompt'")));
+}
+
+// encode -> cond -> prepare -> x -> loop: when a fork changes the prompt,
+// encode runs again, and whether its cond came out different decides
+// whether prepare would have to run again, which it may not (it makes x).
+std::unique_ptr<Block> MakeChainedPipeline(Counts& counts, int64_t scale) {
+  auto encode = std::make_unique<FakeBlock>(
+      FakeDeclarations{.inputs = {Input("prompt", true)},
+                       .intermediate_outputs = {Output("cond")}},
+      [&counts, scale](BlockState& s) {
+        ++counts.encode;
+        // Prompts up to 9 encode the same.
+        s.Set("cond", s.Find("prompt")->toInt() / scale);
+        return absl::OkStatus();
+      });
+  auto prepare = std::make_unique<FakeBlock>(
+      FakeDeclarations{.intermediate_inputs = {Input("cond", true)},
+                       .intermediate_outputs = {Output("x")}},
+      [&counts](BlockState& s) {
+        ++counts.prepare;
+        s.Set("x", s.Find("cond")->toInt());
+        return absl::OkStatus();
+      });
+  auto step = std::make_unique<FakeStep>(
+      FakeDeclarations{.intermediate_inputs = {Input("x", true)},
+                       .intermediate_outputs = {Output("x")}},
+      [](BlockState& s, const LoopIndex&) {
+        c10::IValue& x = *s.Find("x");
+        x = x.toInt() + 1;
+        return absl::OkStatus();
+      });
+  auto loop = std::make_unique<FakeLoop>(3);
+  std::vector<SubBlock> steps;
+  steps.push_back({"step", std::move(step)});
+  EXPECT_OK(loop->SetSubBlocks(std::move(steps)));
+  auto chained = std::make_unique<SequentialBlocks>();
+  std::vector<SubBlock> blocks;
+  blocks.push_back({"encode", std::move(encode)});
+  blocks.push_back({"prepare", std::move(prepare)});
+  blocks.push_back({"loop", std::move(loop)});
+  EXPECT_OK(chained->SetSubBlocks(std::move(blocks)));
+  chained->SetName("c");
+  return chained;
+}
+
+TEST(ResumeTest, AValueMadeAnewDecidesWhetherTheBlocksAfterItRunAgain) {
+  for (int64_t prompt : {3, 12}) {
+    Counts counts;
+    std::unique_ptr<Block> root = MakeChainedPipeline(counts, 10);
+    PipelineState state;
+    state.SetInput("prompt", prompt);  // was 2: cond 0
+    state.SetIntermediate("cond", int64_t{0});
+    BlockState carried;
+    carried.Set("x", int64_t{1});
+    state.SetResume({.loop = "c/loop",
+                     .next_iteration = 1,
+                     .carried = carried,
+                     .carried_names = {"x"},
+                     .changed = {"prompt"}});
+    RunContext context;
+    absl::Status status = RunBlock(*root, Components(), state, context);
+    EXPECT_EQ(counts.encode, 1);
+    EXPECT_EQ(counts.prepare, 0);
+    if (prompt == 3) {  // encodes as before: prepare's x stands
+      ASSERT_OK(status);
+      EXPECT_EQ(state.GetIntermediate("x")->toInt(), 3);
+    } else {
+      EXPECT_THAT(status,
+                  StatusIs(absl::StatusCode::kInvalidArgument,
+                           AllOf(HasSubstr("resuming changes 'cond'"),
+                                 HasSubstr("block 'c/prepare'"))));
+    }
+  }
 }
 
 TEST(ResumeTest, PlanNeedsALoopOfThePipeline) {
