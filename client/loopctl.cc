@@ -50,6 +50,10 @@ commands:
   list                         the pipelines the server serves
   describe PIPELINE [--json]   a pipeline's inputs, iteration outputs, outputs
   run PIPELINE [options]       run a pipeline and print every iteration
+  resume FILE [options]        continue the run a checkpoint file (from
+                               --checkpoint-dir) was taken from, on any
+                               replica; -i NAME=VALUE forks it (inputs
+                               read during the loop may change)
   health [SERVICE]             the server's health ("" or a service name)
 
 flags (each takes --flag VALUE or --flag=VALUE):
@@ -82,6 +86,9 @@ run flags:
   --save-dir DIR       write streamed tensors as NAME_INDEX.npy, previews as
                        preview_INDEX.png, final outputs as NAME.npy and RGB
                        images also as NAME.png; default: none
+  --checkpoint-dir DIR write each streamed iteration's checkpoint as
+                       LOOP_INDEX.ckpt (LOOP: the loop's name), for
+                       `loopctl resume`; default: none
   --timeout S          deadline in seconds; default: none
   --request-id ID      echoed back in RunStarted; default: none
   -h, --help           this text
@@ -275,6 +282,7 @@ struct RunArgs {
   std::string pipeline;
   v1::RunRequest request;
   std::string save_dir;
+  std::string checkpoint_dir;
   std::optional<absl::Duration> timeout;
   bool preview_given = false;  // --preview
 };
@@ -321,15 +329,24 @@ absl::Status SaveValue(const std::string& dir, const std::string& stem,
                    png);
 }
 
+absl::Status CreateDirectory(const std::string& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("cannot create ", dir, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Run(LoopClient& client, RunArgs& args) {
   const bool tty = isatty(STDOUT_FILENO);
+  if (!args.checkpoint_dir.empty()) {
+    RETURN_IF_ERROR(CreateDirectory(args.checkpoint_dir));
+    args.request.mutable_stream()->set_checkpoints(true);
+  }
   if (!args.save_dir.empty()) {
-    std::error_code error;
-    std::filesystem::create_directories(args.save_dir, error);
-    if (error) {
-      return absl::InternalError(
-          absl::StrCat("cannot create ", args.save_dir, ": ", error.message()));
-    }
+    RETURN_IF_ERROR(CreateDirectory(args.save_dir));
     // Saving a run of a pipeline with previews saves them too: the pictures
     // of the loop at work are what a saved run is usually for.
     if (!args.preview_given) {
@@ -346,6 +363,10 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
     if (!tty) {
       std::cout << "started " << started.run_id() << " (queued "
                 << started.queue_ms() << " ms)\n";
+    }
+    if (!started.resumed_loop().empty()) {
+      std::cout << "resumed " << started.resumed_loop() << " at iteration "
+                << started.first_iteration() + 1 << "\n";
     }
     // What the server filled in (a random seed, the defaults): given back
     // with -i, they reproduce this run.
@@ -372,6 +393,13 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
       if (it.total() > 0) std::cout << "/" << it.total();
       std::cout << " [" << it.loop() << "]" << dropped << "  " << values
                 << "\n";
+    }
+    if (!it.checkpoint().empty() && save_status.ok()) {
+      const std::string loop = it.loop().substr(it.loop().rfind('/') + 1);
+      save_status = WriteFile((std::filesystem::path(args.checkpoint_dir) /
+                               absl::StrCat(loop, "_", it.index(), ".ckpt"))
+                                  .string(),
+                              it.checkpoint());
     }
     if (!args.save_dir.empty() && save_status.ok()) {
       for (const auto& [name, value] : it.values()) {
@@ -513,6 +541,8 @@ absl::Status Main(std::vector<std::string> args) {
       run.request.mutable_stream()->set_every(every);
     } else if (arg == "--save-dir") {
       if (auto s = take(arg, run.save_dir); !s.ok()) return s;
+    } else if (arg == "--checkpoint-dir") {
+      if (auto s = take(arg, run.checkpoint_dir); !s.ok()) return s;
     } else if (arg == "--timeout") {
       if (auto s = take(arg, v); !s.ok()) return s;
       double seconds;
@@ -542,6 +572,18 @@ absl::Status Main(std::vector<std::string> args) {
   }
   if (command == "run" && positional.size() == 2) {
     run.request.set_pipeline(positional[1]);
+    return Run(*client, run);
+  }
+  if (command == "resume" && positional.size() == 2) {
+    std::ifstream file(positional[1], std::ios::binary);
+    if (!file) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resume: cannot read '", positional[1], "'"));
+    }
+    std::stringstream bytes;
+    bytes << file.rdbuf();
+    // The pipeline is the checkpoint's.
+    run.request.set_resume_from(bytes.str());
     return Run(*client, run);
   }
   if (command == "health" && positional.size() <= 2) {

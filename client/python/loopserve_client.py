@@ -7,6 +7,16 @@ into build/python; set LOOPSERVE_PYTHON_STUBS to use another folder.
     for event in client.run("seed-loop", {"num_steps": 5, "x": 0}):
         ...
 
+Checkpoints: every iteration of a run with checkpoints=True carries one
+(bytes); resume() continues that run from it, on any replica of the same
+deployment, or forks it with other inputs read during the loop:
+
+    checkpoints = [it.checkpoint for kind, it in client.run(
+        "digits-text", {"prompt": "seven"}, checkpoints=True)
+        if kind == "iteration"]
+    for event in client.resume(checkpoints[10], {"guidance_scale": 7.0}):
+        ...
+
 Over TLS, with a token (a server with --tls_cert_file, --auth_tokens_file):
 
     client = LoopClient("loopserve.example:50051", tls_ca_file="ca.pem",
@@ -113,19 +123,40 @@ class LoopClient:
             pb.DescribePipelineRequest(name=name), metadata=self._metadata)
 
     def run(self, pipeline, inputs, stream=(), every=0, latest=False,
-            outputs=(), timeout=None, preview=False):
+            outputs=(), timeout=None, preview=False, checkpoints=False):
         """Yields ("started", RunStarted), ("iteration", Iteration) ... and
         finally ("result", RunResult). With preview=True each iteration
-        carries preview_png (PNG bytes). Raises grpc.RpcError on failure."""
-        request = pb.RunRequest(
+        carries preview_png (PNG bytes); with checkpoints=True, checkpoint
+        (bytes for resume()). Raises grpc.RpcError on failure."""
+        return self._run(pb.RunRequest(
             pipeline=pipeline,
             inputs={k: to_value(v) for k, v in inputs.items()},
-            stream=pb.StreamOptions(
-                values=list(stream), every=every,
-                backpressure=(pb.StreamOptions.LATEST if latest
-                              else pb.StreamOptions.BLOCK),
-                preview=preview),
-            outputs=list(outputs))
+            stream=self._stream(stream, every, latest, preview, checkpoints),
+            outputs=list(outputs)), timeout)
+
+    def resume(self, checkpoint, inputs=None, stream=(), every=0,
+               latest=False, outputs=(), timeout=None, preview=False,
+               checkpoints=False):
+        """Continues the run `checkpoint` (an Iteration.checkpoint) was taken
+        from, after its iteration: yields as run() does, the iterations
+        after it. `inputs` fork the run: inputs read during the loop may
+        change; those consumed before it (seed, num_inference_steps) may
+        not (grpc.StatusCode.INVALID_ARGUMENT)."""
+        return self._run(pb.RunRequest(
+            resume_from=checkpoint,
+            inputs={k: to_value(v) for k, v in (inputs or {}).items()},
+            stream=self._stream(stream, every, latest, preview, checkpoints),
+            outputs=list(outputs)), timeout)
+
+    @staticmethod
+    def _stream(values, every, latest, preview, checkpoints):
+        return pb.StreamOptions(
+            values=list(values), every=every,
+            backpressure=(pb.StreamOptions.LATEST if latest
+                          else pb.StreamOptions.BLOCK),
+            preview=preview, checkpoints=checkpoints)
+
+    def _run(self, request, timeout):
         for event in self._stub.Run(request, timeout=timeout,
                                     metadata=self._metadata):
             kind = event.WhichOneof("event")

@@ -1,11 +1,12 @@
 # Helpers the end-to-end scripts share. Source it after `set -euo pipefail`:
-# it makes a scratch folder, $work, and removes it, stopping the server
+# it makes a scratch folder, $work, and removes it, stopping the servers
 # start_loopserve started, when the script exits.
 
 work=$(mktemp -d)
 server_pid=""
+server_pids=()
 cleanup() {
-  [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+  for pid in "${server_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -18,12 +19,14 @@ expect_contains() {  # haystack needle what
 
 # start_loopserve BINARY STDERR_FILE ARGS...: starts BINARY in the
 # background on 127.0.0.1 (a free port, no metrics port unless ARGS say),
-# waits for its ready line, and sets server_pid and port.
+# waits for its ready line, and sets server_pid and port (call it again for
+# another server).
 start_loopserve() {
   local binary=$1 err=$2
   shift 2
   "$binary" --host=127.0.0.1 --port=0 --metrics_port=0 "$@" 2>"$err" &
   server_pid=$!
+  server_pids+=("$server_pid")
   for _ in $(seq 300); do
     grep -q "serving" "$err" && break
     kill -0 "$server_pid" 2>/dev/null || fail "loopserve exited: $(cat "$err")"
