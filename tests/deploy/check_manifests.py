@@ -66,6 +66,12 @@ def check_file(path, source, adapter_metrics, doc_anchors):
     # With TLS on the grpc port the kubelet's probes (which cannot speak
     # TLS) ask the plaintext --health_port.
     tls = "tls_cert_file" in flags
+    # Every security file (TLS, tokens, the checkpoint key) comes from a
+    # Secret mounted where its flag points.
+    secret_mounts = {
+        m["mountPath"] for m in container.get("volumeMounts", [])
+        if any(v["name"] == m["name"] and "secret" in v
+               for v in spec.get("volumes", []))}
     expected_ports = {"grpc", "metrics"} | ({"health"} if tls else set())
     check(set(ports) == expected_ports,
           f"{where}: container ports are {sorted(ports)}, not {sorted(expected_ports)}")
@@ -73,17 +79,15 @@ def check_file(path, source, adapter_metrics, doc_anchors):
     if tls:
         check(int(flags.get("health_port", 0)) == ports.get("health"),
               f"{where}: --health_port differs from the health port")
-        # Every security file comes from a Secret mounted where its flag
-        # points.
-        secret_mounts = {
-            m["mountPath"] for m in container.get("volumeMounts", [])
-            if any(v["name"] == m["name"] and "secret" in v
-                   for v in spec.get("volumes", []))}
         for flag in ["tls_cert_file", "tls_key_file", "tls_client_ca_file",
                      "auth_tokens_file"]:
             if flag in flags:
                 check(flags[flag].rsplit("/", 1)[0] in secret_mounts,
                       f"{where}: --{flag}={flags[flag]} is not in a mounted Secret")
+    # The checkpoint key is shared by every replica (a run resumes on any).
+    key_file = flags.get("checkpoint_key_file", "")
+    check(key_file.rsplit("/", 1)[0] in secret_mounts,
+          f"{where}: --checkpoint_key_file={key_file!r} is not in a mounted Secret")
     check(int(flags.get("port", 50051)) == ports["grpc"],
           f"{where}: --port={flags.get('port')} but the grpc port is {ports['grpc']}")
     check(int(flags.get("metrics_port", 9464)) == ports["metrics"],
