@@ -13,8 +13,6 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/loop.h"
@@ -56,15 +54,7 @@ absl::Status EncodeValues(const Values& values, Keep keep,
 // Whether two wire values are the same value (a fork's input that equals
 // the checkpoint's changes nothing).
 bool SameValue(const v1::Value& a, const v1::Value& b) {
-  auto bytes = [](const v1::Value& value) {
-    std::string out;
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    value.SerializeToCodedStream(&coded);
-    return out;
-  };
-  return bytes(a) == bytes(b);
+  return DeterministicBytes(a) == DeterministicBytes(b);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// SHA-256 (OpenSSL's libcrypto): pipelines' fingerprints and checkpoints.
+// Digests (OpenSSL's libcrypto): pipelines' fingerprints and checkpoints.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -6,11 +6,15 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "google/protobuf/message_lite.h"
 
 namespace loopserve {
 
 // SHA-256 of `data`: 32 bytes.
 std::string Sha256(absl::string_view data);
+// `message` serialized deterministically (map entries in key order): the
+// same message always gives the same bytes, to hash or compare.
+std::string DeterministicBytes(const google::protobuf::MessageLite& message);
 // Lower-case hex of `bytes`.
 std::string HexString(absl::string_view bytes);
 

@@ -3,8 +3,6 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/status_macros.h"
 #include "engine/digest.h"
@@ -128,13 +126,7 @@ absl::Status PipelineCatalog::Add(std::string name, std::string description,
 
   // The tree and what is bound to each role; the configuration adds the
   // rest (AddToFingerprint).
-  std::string identity;
-  {
-    google::protobuf::io::StringOutputStream out(&identity);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);
-    proto.SerializeToCodedStream(&coded);
-  }
+  std::string identity = DeterministicBytes(proto);
   for (const std::string& role : pipeline->components.Names()) {
     absl::StrAppend(&identity, "\n", role, "\n",
                     absl::StrJoin(pipeline->components.Choices(role), "|"),

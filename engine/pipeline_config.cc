@@ -1,8 +1,6 @@
 #include "engine/pipeline_config.h"
 
-#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 
 #include <filesystem>
@@ -166,15 +164,7 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
 std::string ConfigDigest(const v1::ServerConfig& config,
                          const v1::PipelineConfig& pipeline,
                          const ComponentContext& context) {
-  auto serialize = [](const google::protobuf::Message& message) {
-    std::string bytes;
-    google::protobuf::io::StringOutputStream out(&bytes);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
-    return bytes;
-  };
-  std::string digest = Sha256(serialize(pipeline));
+  std::string digest = Sha256(DeterministicBytes(pipeline));
   absl::flat_hash_set<std::string> bound;
   for (const auto& [role, names] : pipeline.components()) {
     for (absl::string_view name : absl::StrSplit(names, '|')) {
@@ -183,7 +173,7 @@ std::string ConfigDigest(const v1::ServerConfig& config,
   }
   for (const v1::ComponentConfig& component : config.components()) {
     if (!bound.contains(component.name())) continue;
-    absl::StrAppend(&digest, Sha256(serialize(component)));
+    absl::StrAppend(&digest, Sha256(DeterministicBytes(component)));
     for (const std::string& key : SortedKeys(component.params())) {
       const v1::Value& value = component.params().at(key);
       if (value.kind_case() != v1::Value::kStringValue) continue;
