@@ -67,7 +67,7 @@ absl::StatusOr<CheckpointKey> CheckpointKey::FromBytes(std::string key) {
         absl::StrCat("a checkpoint key must have at least ", kMinBytes,
                      " bytes, got ", key.size()));
   }
-  return CheckpointKey(std::move(key));
+  return CheckpointKey(key);
 }
 
 absl::StatusOr<CheckpointKey> CheckpointKey::FromFile(const std::string& path) {
@@ -97,7 +97,7 @@ CheckpointKey CheckpointKey::Random() {
   std::string key(32, '\0');
   RAND_bytes(reinterpret_cast<unsigned char*>(key.data()),
              static_cast<int>(key.size()));
-  return CheckpointKey(std::move(key));
+  return CheckpointKey(key);
 }
 
 std::string CheckpointKey::Mac(absl::string_view body) const {
@@ -109,8 +109,7 @@ std::string CheckpointKey::Mac(absl::string_view body) const {
       OSSL_PARAM_construct_end()};
   unsigned char out[EVP_MAX_MD_SIZE];
   size_t size = 0;
-  EVP_MAC_init(context, reinterpret_cast<const unsigned char*>(key_.data()),
-               key_.size(), params);
+  EVP_MAC_init(context, key_.data(), key_.size(), params);
   EVP_MAC_update(context,
                  reinterpret_cast<const unsigned char*>(kMacContext.data()),
                  kMacContext.size());
@@ -300,7 +299,7 @@ absl::StatusOr<c10::IValue> DecodeStateValue(const v1::StateValue& value,
 CheckpointWriter::CheckpointWriter(
     const Pipeline& pipeline, const CheckpointKey& key, std::string run_id,
     google::protobuf::Map<std::string, v1::Value> inputs, c10::Device device)
-    : pipeline_(pipeline), key_(key), device_(device) {
+    : key_(key) {
   fixed_.set_pipeline(pipeline.name);
   fixed_.set_fingerprint(pipeline.fingerprint);
   fixed_.set_device_type(DeviceType(device));

@@ -81,10 +81,10 @@ class CheckpointKey {
   absl::StatusOr<v1::Checkpoint> Open(absl::string_view signed_bytes) const;
 
  private:
-  explicit CheckpointKey(std::string key) : key_(std::move(key)) {}
+  explicit CheckpointKey(absl::string_view key) : key_(key.begin(), key.end()) {}
   std::string Mac(absl::string_view body) const;
 
-  std::string key_;
+  std::vector<unsigned char> key_;
 };
 
 // Makes a run's checkpoints.
@@ -104,9 +104,7 @@ class CheckpointWriter {
                                    const PipelineState& state);
 
  private:
-  const Pipeline& pipeline_;
   const CheckpointKey& key_;
-  const c10::Device device_;
   // Note [checkpoint encoding]: the serialized Checkpoint fields that stay
   // the same during one loop (the pipeline, the inputs, the intermediates
   // that are plain values): a checkpoint is these bytes followed by the

@@ -93,7 +93,8 @@ class LoopBlocks : public CompositeBlock {
 // intermediate outputs after that iteration, and the iteration. Resuming
 // needs nothing of a loop wrapper written as the guide writes one:
 //   - the blocks before the loop do not run again (SequentialBlocks skips
-//     them, except those a fork must run again: LoopResume::rerun);
+//     them, except those whose inputs a fork changed: RunAgainIfChanged in
+//     resume.h);
 //   - the loop's GetBlockState reads its inputs from the restored state
 //     and puts back the values its loop blocks carried;
 //   - LoopStep returns at once for the iterations done before the

@@ -144,6 +144,9 @@ absl::Status RunAgainIfChanged(const Block& block,
                                const Components& components,
                                PipelineState& state, RunContext& context) {
   LoopResume* resume = state.mutable_resume();
+  if (resume == nullptr) {  // not resuming (any more): an ordinary run
+    return RunBlock(block, components, state, context);
+  }
   if (NamesRead(block, resume->changed).empty()) {
     return absl::OkStatus();  // done before the checkpoint
   }

@@ -15,7 +15,8 @@
 //   // Then SequentialBlocks calls RunAgainIfChanged for each block before
 //   // the loop.
 //
-// Thread-safety: pure functions of their arguments.
+// Thread-safety: PlanResume, PathWithin and ResumeTarget are pure
+// functions; RunAgainIfChanged runs on the run's thread, as RunBlock.
 #pragma once
 
 #include <cstddef>
