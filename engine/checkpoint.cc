@@ -14,7 +14,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/resume.h"
 #include "blocks/core/run_state.h"
@@ -49,12 +51,6 @@ absl::Status EncodeValues(const Values& values, Keep keep,
     }
   }
   return absl::OkStatus();
-}
-
-// Whether two wire values are the same value (a fork's input that equals
-// the checkpoint's changes nothing).
-bool SameValue(const v1::Value& a, const v1::Value& b) {
-  return DeterministicBytes(a) == DeterministicBytes(b);
 }
 
 }  // namespace
@@ -121,11 +117,11 @@ std::string CheckpointKey::Mac(absl::string_view body) const {
   return std::string(reinterpret_cast<const char*>(out), size);
 }
 
-std::string CheckpointKey::Sign(absl::string_view serialized_checkpoint) const {
+std::string CheckpointKey::Sign(std::string serialized_checkpoint) const {
   v1::SignedCheckpoint signed_checkpoint;
   signed_checkpoint.set_version(kFormatVersion);
-  signed_checkpoint.set_checkpoint(std::string(serialized_checkpoint));
   signed_checkpoint.set_hmac_sha256(Mac(serialized_checkpoint));
+  signed_checkpoint.set_checkpoint(std::move(serialized_checkpoint));
   return signed_checkpoint.SerializeAsString();
 }
 
@@ -367,8 +363,9 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
     return failed(absl::StrCat(
         "the checkpoint was made by another configuration of this pipeline "
         "(its blocks, components or model files differ: fingerprint ",
-        HexString(checkpoint.fingerprint()).substr(0, 12), ", here ",
-        HexString(pipeline.fingerprint).substr(0, 12), ")"));
+        absl::BytesToHexString(checkpoint.fingerprint()).substr(0, 12),
+        ", here ", absl::BytesToHexString(pipeline.fingerprint).substr(0, 12),
+        ")"));
   }
   if (checkpoint.device_type() != DeviceType(device)) {
     return failed(absl::StrCat("the checkpoint was made on a ",
@@ -384,7 +381,9 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
     auto given = request.inputs().find(name);
     if (given == request.inputs().end()) {
       spec.resolved[name] = value;
-    } else if (!SameValue(given->second, value)) {
+    } else if (!google::protobuf::util::MessageDifferencer::Equals(
+                   given->second, value)) {
+      // (A fork's input equal to the checkpoint's changes nothing.)
       changed.insert(name);
     }
   }
@@ -407,7 +406,7 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
   if (checkpoint.iteration() < 0) return failed("the checkpoint's iteration is negative");
   spec.changed = std::move(changed);
   spec.carried_names = std::move(plan->carried_names);
-  spec.checkpoint = std::make_shared<const v1::Checkpoint>(std::move(checkpoint));
+  spec.checkpoint = std::move(checkpoint);
   return spec;
 }
 
@@ -417,7 +416,7 @@ absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
   // The server computed these: finite or not, they are what it had.
   DecodeLimits state_limits = limits;
   state_limits.allow_non_finite = true;
-  const v1::Checkpoint& checkpoint = *spec.checkpoint;
+  const v1::Checkpoint& checkpoint = spec.checkpoint;
   auto decode = [&](const std::string& name,
                     const v1::StateValue& value) -> absl::StatusOr<c10::IValue> {
     absl::StatusOr<c10::IValue> decoded =

@@ -75,7 +75,7 @@ class CheckpointKey {
   static CheckpointKey Random();
 
   // `checkpoint`, serialized and signed: what Iteration.checkpoint holds.
-  std::string Sign(absl::string_view serialized_checkpoint) const;
+  std::string Sign(std::string serialized_checkpoint) const;
   // The Checkpoint `signed_bytes` holds, once its version and MAC check.
   // INVALID_ARGUMENT saying which check failed.
   absl::StatusOr<v1::Checkpoint> Open(absl::string_view signed_bytes) const;
@@ -116,7 +116,7 @@ class CheckpointWriter {
 
 // What a resumed run starts from: the checkpoint, and what its request adds.
 struct ResumeSpec {
-  std::shared_ptr<const v1::Checkpoint> checkpoint;
+  v1::Checkpoint checkpoint;
   // The checkpoint's inputs the request does not replace: the run's
   // resolved inputs (RunStarted.resolved_inputs).
   google::protobuf::Map<std::string, v1::Value> resolved;

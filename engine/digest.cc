@@ -2,7 +2,9 @@
 
 #include <openssl/evp.h>
 
-#include "absl/strings/escaping.h"
+#include <fstream>
+#include <vector>
+
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
@@ -24,8 +26,22 @@ std::string DeterministicBytes(const google::protobuf::MessageLite& message) {
   return bytes;
 }
 
-std::string HexString(absl::string_view bytes) {
-  return absl::BytesToHexString(bytes);
+std::optional<std::string> Sha256File(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return std::nullopt;
+  EVP_MD_CTX* context = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(context, EVP_sha256(), nullptr);
+  std::vector<char> chunk(1 << 20);
+  while (file) {
+    file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    EVP_DigestUpdate(context, chunk.data(), static_cast<size_t>(file.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(context, digest, &size);
+  EVP_MD_CTX_free(context);
+  if (file.bad()) return std::nullopt;
+  return std::string(reinterpret_cast<const char*>(digest), size);
 }
 
 }  // namespace loopserve

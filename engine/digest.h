@@ -3,6 +3,7 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -12,10 +13,11 @@ namespace loopserve {
 
 // SHA-256 of `data`: 32 bytes.
 std::string Sha256(absl::string_view data);
+// SHA-256 of the file at `path`, read in chunks (a model may be gigabytes);
+// nullopt when it cannot be read.
+std::optional<std::string> Sha256File(const std::string& path);
 // `message` serialized deterministically (map entries in key order): the
 // same message always gives the same bytes, to hash or compare.
 std::string DeterministicBytes(const google::protobuf::MessageLite& message);
-// Lower-case hex of `bytes`.
-std::string HexString(absl::string_view bytes);
 
 }  // namespace loopserve

@@ -180,10 +180,9 @@ std::string ConfigDigest(const v1::ServerConfig& config,
       const std::string path = context.ResolvePath(value.string_value());
       std::error_code error;
       if (!std::filesystem::is_regular_file(path, error)) continue;
-      std::ifstream file(path, std::ios::binary);
-      std::stringstream contents;
-      contents << file.rdbuf();
-      absl::StrAppend(&digest, Sha256(contents.str()));
+      if (std::optional<std::string> file = Sha256File(path)) {
+        absl::StrAppend(&digest, *file);
+      }
     }
   }
   return Sha256(digest);

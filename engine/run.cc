@@ -67,8 +67,8 @@ void Run::Execute() {
   v1::RunStarted started;
   *started.mutable_resolved_inputs() = resolved;
   if (resume_.has_value()) {
-    started.set_first_iteration(resume_->checkpoint->iteration() + 1);
-    started.set_resumed_loop(resume_->checkpoint->loop());
+    started.set_first_iteration(resume_->checkpoint.iteration() + 1);
+    started.set_resumed_loop(resume_->checkpoint.loop());
   }
   // Cancelled while queued: the stream has finished already.
   if (!stream_.Begin(Milliseconds(start - accepted_), std::move(started))) {

@@ -150,7 +150,6 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
     }
     selection.preview = *preview;
   }
-  selection.checkpoints = stream.checkpoints();
   selection.every = std::max<int64_t>(1, stream.every());
   selection.latest = stream.backpressure() == v1::StreamOptions::LATEST;
   return selection;

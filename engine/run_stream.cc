@@ -101,7 +101,7 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
     }
   }
   item.clear_checkpoint();
-  if (selection_.checkpoints && checkpointer_) {
+  if (checkpointer_) {
     absl::StatusOr<std::string> checkpoint = checkpointer_(iteration);
     if (!checkpoint.ok()) {
       return absl::Status(

@@ -83,8 +83,6 @@ struct StreamSelection {
   // When the client asked for previews: the pipeline's IterationPreview,
   // which renders each sent iteration into preview_png.
   const IterationPreview* preview = nullptr;
-  // Each sent iteration carries a checkpoint (RunStream::set_checkpointer).
-  bool checkpoints = false;
 };
 
 struct RunStreamOptions {
@@ -111,8 +109,8 @@ class RunStream : public IterationObserver {
   // the ids and queue_ms set here. False when it was cancelled while
   // queued; the run must then not start.
   bool Begin(double queue_ms, v1::RunStarted started = {});
-  // Makes the checkpoint of an iteration about to be sent (with
-  // StreamSelection::checkpoints), on the run's thread.
+  // Makes the checkpoint each iteration about to be sent carries
+  // (StreamOptions.checkpoints), on the run's thread; none when unset.
   using Checkpointer =
       std::function<absl::StatusOr<std::string>(const LoopIteration&)>;
   void set_checkpointer(Checkpointer checkpointer) {

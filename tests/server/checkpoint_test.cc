@@ -15,8 +15,7 @@
 #include "client/loop_client.h"
 #include "engine/checkpoint.h"
 #include "engine/default_pipelines.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "engine/digest.h"
 #include "loopserve/v1/checkpoint.pb.h"
 #include "server/loop_server.h"
 #include "tests/testing/status_matchers.h"
@@ -56,15 +55,6 @@ constexpr char kLcmConfig[] = R"pb(
   }
 )pb";
 
-std::string Bytes(const google::protobuf::Message& message) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  message.SerializeToCodedStream(&coded);
-  return out;
-}
-
 // A run as its client saw it.
 struct Seen {
   v1::RunStarted started;
@@ -78,12 +68,12 @@ std::string Content(const v1::Iteration& it) {
   v1::Iteration copy = it;
   copy.clear_checkpoint();
   copy.clear_dropped_before();
-  return Bytes(copy);
+  return DeterministicBytes(copy);
 }
 std::string Content(const v1::RunResult& result) {
   v1::RunResult copy = result;
   copy.clear_stats();
-  return Bytes(copy);
+  return DeterministicBytes(copy);
 }
 
 class CheckpointTest : public ::testing::Test {
