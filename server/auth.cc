@@ -151,22 +151,36 @@ absl::StatusOr<std::string> Authenticator::Authenticate(
       auth == nullptr
           ? ""
           : PropertyOf(*auth, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
-  if (options_.require_tls && transport != GRPC_SSL_TRANSPORT_SECURITY_TYPE &&
-      transport != GRPC_TLS_TRANSPORT_SECURITY_TYPE) {
+  CallCredentials call{.over_tls =
+                           transport == GRPC_SSL_TRANSPORT_SECURITY_TYPE ||
+                           transport == GRPC_TLS_TRANSPORT_SECURITY_TYPE};
+  const auto& metadata = context.client_metadata();
+  if (const auto header = metadata.find("authorization");
+      header != metadata.end()) {
+    call.authorization = std::string(header->second.data(),
+                                     header->second.size());
+  }
+  // Under mTLS gRPC verified the certificate: its subject is the caller.
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    call.verified_common_name = PropertyOf(*auth, GRPC_X509_CN_PROPERTY_NAME);
+  }
+  return Authenticate(call);
+}
+
+absl::StatusOr<std::string> Authenticator::Authenticate(
+    const CallCredentials& call) {
+  if (options_.require_tls && !call.over_tls) {
     return Refuse("plaintext",
                   "this port serves health checks only; the loopserve API "
                   "takes TLS calls on the server's --port");
   }
   if (!options_.tokens_file.empty()) {
-    const auto& metadata = context.client_metadata();
-    const auto header = metadata.find("authorization");
-    if (header == metadata.end()) {
+    if (!call.authorization.has_value()) {
       return Refuse("missing_token",
                     "the server requires a token: send the metadata "
                     "`authorization: Bearer TOKEN`");
     }
-    const absl::string_view value(header->second.data(),
-                                  header->second.size());
+    const absl::string_view value = *call.authorization;
     constexpr absl::string_view kBearer = "Bearer ";
     const std::string principal =
         absl::StartsWith(value, kBearer)
@@ -178,11 +192,7 @@ absl::StatusOr<std::string> Authenticator::Authenticate(
     }
     return principal;
   }
-  // Under mTLS gRPC verified the certificate: its subject is the caller.
-  if (auth != nullptr && auth->IsPeerAuthenticated()) {
-    return PropertyOf(*auth, GRPC_X509_CN_PROPERTY_NAME);
-  }
-  return std::string();
+  return call.verified_common_name;
 }
 
 }  // namespace loopserve

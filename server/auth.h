@@ -27,6 +27,7 @@
 #include <grpcpp/server_context.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,10 +59,21 @@ class Authenticator {
   static absl::StatusOr<std::unique_ptr<Authenticator>> Create(
       Options options, Metrics* metrics);
 
+  // What a call presents, whatever its protocol.
+  struct CallCredentials {
+    bool over_tls = false;
+    // The `authorization` header or metadata, when sent.
+    std::optional<std::string> authorization{};
+    // Under mTLS: the client certificate's common name, once verified.
+    std::string verified_common_name{};
+  };
+
   // The call's principal ("" when the server authenticates no one), or
   // UNAUTHENTICATED saying what is missing.
   absl::StatusOr<std::string> Authenticate(
       const grpc::ServerContextBase& context);
+  // The same, for a call of another protocol (the HTTP front).
+  absl::StatusOr<std::string> Authenticate(const CallCredentials& call);
 
  private:
   Authenticator(Options options, Metrics* metrics)

@@ -85,6 +85,8 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
                        &server->metrics()));
   server->service_ =
       std::make_unique<LoopService>(server->engine_, *server->auth_);
+  server->oip_service_ = std::make_unique<OipService>(
+      server->engine_, *server->auth_, server->ready_);
   if (!options.metrics_address.empty()) {
     try {
       server->exposer_ =
@@ -120,6 +122,7 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
   builder.AddChannelArgument(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
   builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->oip_service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0 ||
       (!options.health_address.empty() && server->health_port_ == 0)) {
@@ -129,10 +132,27 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
   server->server_->GetHealthCheckService()->SetServingStatus(kLivenessService,
                                                              true);
   server->SetReady(false);
+  if (!options.http_address.empty()) {
+    const RunExecutorOptions& executor = options.engine.executor;
+    ASSIGN_OR_RETURN(
+        server->http_,
+        HttpFront::Start(
+            server->engine_, *server->auth_, server->ready_,
+            {.address = options.http_address,
+             .tls_cert_file = options.tls.cert_file,
+             .tls_key_file = options.tls.key_file,
+             .tls_client_ca_file = options.tls.client_ca_file,
+             .max_request_bytes =
+                 static_cast<size_t>(options.max_receive_message_bytes),
+             // Every run the engine may hold, and a few for the rest.
+             .threads = executor.max_concurrent_runs +
+                        executor.max_queued_runs + 8}));
+  }
   return server;
 }
 
 void LoopServer::SetReady(bool ready) {
+  ready_ = ready;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus("", ready);
   health->SetServingStatus(kServiceName, ready);
@@ -160,6 +180,7 @@ void LoopServer::Shutdown(absl::Duration grace) {
   // watches (which never end by themselves), is cancelled now rather than
   // holding the exit up.
   server_->Shutdown(std::chrono::system_clock::now());
+  if (http_ != nullptr) http_->Stop();
   engine_.Shutdown();
 }
 

@@ -1,7 +1,9 @@
 // LoopServer: a running loopserve: the run engine (engine/engine.h, which
 // holds the pipelines, the executor and the metrics), and its fronts: the
 // gRPC server with the LoopPipelineService, health and reflection, and the
-// metrics' HTTP endpoint. main() runs one; the integration tests run one
+// metrics' HTTP endpoint; the Open Inference Protocol's gRPC service beside
+// loopserve's own (server/oip_service.h); and the HTTP front
+// (server/http_front.h). main() runs one; the integration tests run one
 // in-process on port 0.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
@@ -28,6 +30,7 @@
 #include <grpcpp/grpcpp.h>
 #include <prometheus/exposer.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -35,7 +38,9 @@
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/pipeline_catalog.h"
+#include "server/http_front.h"
 #include "server/loop_service.h"
+#include "server/oip_service.h"
 
 namespace loopserve {
 
@@ -68,6 +73,10 @@ struct LoopServerOptions {
   // host:port of the Prometheus endpoint (/metrics); empty: none. Port 0
   // picks a free one (see metrics_port()).
   std::string metrics_address{};
+  // host:port of the HTTP front (server/http_front.h: JSON, server-sent
+  // events and the preview page), with the main port's TLS and tokens;
+  // empty: none. Port 0 picks a free one (see http_port()).
+  std::string http_address{};
 };
 
 inline constexpr char kServiceName[] = "loopserve.v1.LoopPipelineService";
@@ -97,6 +106,8 @@ class LoopServer {
   int metrics_port() const { return metrics_port_; }
   // The plaintext health listener's port; 0 when there is none.
   int health_port() const { return health_port_; }
+  // The HTTP front's port; 0 when there is none.
+  int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
   Engine& engine() { return engine_; }
   const RunExecutor& executor() const { return engine_.executor(); }
   Metrics& metrics() { return engine_.metrics(); }
@@ -108,6 +119,10 @@ class LoopServer {
   Engine engine_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<LoopService> service_;
+  std::unique_ptr<OipService> oip_service_;
+  std::unique_ptr<HttpFront> http_;
+  // Serving: readiness as the OIP and HTTP probes report it.
+  std::atomic<bool> ready_{false};
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;

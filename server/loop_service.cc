@@ -1,6 +1,5 @@
 #include "server/loop_service.h"
 
-#include <chrono>
 #include <memory>
 #include <utility>
 
@@ -88,25 +87,8 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
  private:
-  // What the client sees of a cancelled call: DEADLINE_EXCEEDED when its
-  // deadline passed, else CANCELLED.
-  //
-  // Note [whose deadline]
-  // ~~~~~~~~~~~~~~~~~~~~~
-  // A client whose deadline passes cancels the stream at once; the server's
-  // copy of that deadline (grpc-timeout counted from when the request
-  // arrived) passes a request's transit later. So a cancel that arrives
-  // within kDeadlineSlack of our deadline is the client's deadline, and is
-  // counted as what the client saw: DEADLINE_EXCEEDED.
   absl::Status CancelStatus(absl::string_view when) const {
-    constexpr auto kDeadlineSlack = std::chrono::milliseconds(250);
-    if (context_->deadline() <=
-        std::chrono::system_clock::now() + kDeadlineSlack) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("the deadline passed ", when));
-    }
-    return absl::CancelledError(
-        absl::StrCat("the client cancelled the run ", when));
+    return loopserve::CancelStatus(*context_, when);
   }
 
   // Our status, unless the call was cancelled before it reached the client:

@@ -1,4 +1,5 @@
-// loopserve: serves loop pipelines over gRPC.
+// loopserve: serves loop pipelines over gRPC (loopserve.v1 and the Open
+// Inference Protocol) and HTTP (JSON, server-sent events, a preview page).
 //
 //   loopserve --port=50051 --device=auto [--config=pipelines.pbtxt]
 //             [--plugin=libmy_blocks.so]...
@@ -11,7 +12,8 @@
 // It listens at once, with readiness (health) NOT_SERVING while it loads its
 // pipelines, then prints a ready line on stderr ("loopserve: serving 5
 // pipelines on 0.0.0.0:50051 ..."). Prometheus metrics are served on
-// --metrics_port at /metrics. SIGTERM or SIGINT drains: readiness turns
+// --metrics_port at /metrics, the HTTP front and its page on --http_port.
+// SIGTERM or SIGINT drains: readiness turns
 // NOT_SERVING, new runs get UNAVAILABLE, runs in flight get
 // --shutdown_grace_s to finish and are then cancelled; the process exits 0.
 // A run that does not end OK writes one log line (glog, on stderr;
@@ -93,6 +95,10 @@ ABSL_FLAG(int64_t, max_batch_bytes, 1 << 20,
           "Payload bytes packed into one IterationBatch message");
 ABSL_FLAG(double, shutdown_grace_s, 30,
           "Seconds runs in flight get to finish after SIGTERM");
+ABSL_FLAG(int32_t, http_port, 8000,
+          "Port of the HTTP front (on --host): JSON API, server-sent events "
+          "and the live preview page at /, with --port's TLS and tokens; 0 "
+          "disables");
 ABSL_FLAG(int32_t, metrics_port, 9464,
           "Port of the Prometheus endpoint (/metrics, on --host); 0 disables");
 ABSL_FLAG(std::vector<std::string>, plugin, {},
@@ -224,6 +230,11 @@ absl::Status Serve(const sigset_t& signals) {
   } else if (port < 0) {
     return absl::InvalidArgumentError("--metrics_port must be >= 0");
   }
+  if (const int32_t port = absl::GetFlag(FLAGS_http_port); port > 0) {
+    options.http_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", port);
+  } else if (port < 0) {
+    return absl::InvalidArgumentError("--http_port must be >= 0");
+  }
   if (engine.executor.max_concurrent_runs < 1 ||
       engine.executor.max_queued_runs < 0) {
     return absl::InvalidArgumentError(
@@ -256,6 +267,9 @@ absl::Status Serve(const sigset_t& signals) {
   if (!options.auth_tokens_file.empty()) std::cerr << " with tokens";
   if (server->health_port() != 0) {
     std::cerr << ", health on :" << server->health_port();
+  }
+  if (server->http_port() != 0) {
+    std::cerr << ", http on :" << server->http_port();
   }
   if (server->metrics_port() != 0) {
     std::cerr << ", metrics on :" << server->metrics_port() << "/metrics";

@@ -1,0 +1,454 @@
+#include "server/http_front.h"
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+#include <httplib.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <fstream>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "blocks/core/status_macros.h"
+#include "server/run_handle.h"
+#include "server/web_assets.h"
+
+namespace loopserve {
+namespace {
+
+namespace json = google::protobuf::util;
+
+constexpr char kJson[] = "application/json";
+
+std::string ToJson(const google::protobuf::Message& message) {
+  json::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  // Only a message with unknown Any types can fail to print; ours have none.
+  (void)json::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+// The HTTP status of a gRPC code, as Google's APIs map them.
+int HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk: return 200;
+    case absl::StatusCode::kCancelled: return 499;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kUnimplemented: return 501;
+    case absl::StatusCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+// {"code": "INVALID_ARGUMENT", "message": "..."}
+std::string ErrorJson(const absl::Status& status) {
+  google::protobuf::Struct error;
+  (*error.mutable_fields())["code"].set_string_value(
+      absl::StatusCodeToString(status.code()));
+  (*error.mutable_fields())["message"].set_string_value(
+      std::string(status.message()));
+  return ToJson(error);
+}
+
+void SendError(const absl::Status& status, httplib::Response& res) {
+  res.status = HttpStatusOf(status.code());
+  res.set_content(ErrorJson(status), kJson);
+}
+
+// An IterationBatch's JSON, with each preview as a PNG data URL.
+std::string IterationsJson(const v1::IterationBatch& batch) {
+  std::string text = ToJson(batch);
+  bool previews = false;
+  for (const v1::Iteration& item : batch.items()) {
+    previews |= !item.preview_png().empty();
+  }
+  if (!previews) return text;
+  google::protobuf::Value value;
+  if (!json::JsonStringToMessage(text, &value).ok()) return text;
+  auto& items = *(*value.mutable_struct_value()->mutable_fields())["items"]
+                     .mutable_list_value()
+                     ->mutable_values();
+  for (google::protobuf::Value& item : items) {
+    auto& fields = *item.mutable_struct_value()->mutable_fields();
+    const auto preview = fields.find("preview_png");
+    if (preview == fields.end()) continue;
+    preview->second.set_string_value(absl::StrCat(
+        "data:image/png;base64,", preview->second.string_value()));
+  }
+  return ToJson(value);
+}
+
+std::string SseEvent(absl::string_view name, absl::string_view data) {
+  return absl::StrCat("event: ", name, "\ndata: ", data, "\n\n");
+}
+
+// One event of the run's stream.
+std::string ToSse(const v1::RunEvent& event) {
+  switch (event.event_case()) {
+    case v1::RunEvent::kStarted:
+      return SseEvent("started", ToJson(event.started()));
+    case v1::RunEvent::kIterations:
+      return SseEvent("iterations", IterationsJson(event.iterations()));
+    case v1::RunEvent::kResult:
+      return SseEvent("result", ToJson(event.result()));
+    default:
+      return "";
+  }
+}
+
+// How gRPC names a peer: ipv4:10.0.0.7:51234, ipv6:[::1]:51234.
+std::string PeerOf(const httplib::Request& req) {
+  if (absl::StrContains(req.remote_addr, ':')) {
+    return absl::StrCat("ipv6:[", req.remote_addr, "]:", req.remote_port);
+  }
+  return absl::StrCat("ipv4:", req.remote_addr, ":", req.remote_port);
+}
+
+// The verified client certificate's common name (mTLS), else "".
+std::string CommonNameOf(const httplib::Request& req) {
+  if (req.ssl == nullptr) return "";
+  X509* cert = SSL_get_peer_certificate(req.ssl);
+  if (cert == nullptr) return "";
+  std::string name(256, '\0');
+  const int length = X509_NAME_get_text_by_NID(
+      X509_get_subject_name(cert), NID_commonName, name.data(),
+      static_cast<int>(name.size()));
+  X509_free(cert);
+  name.resize(length > 0 ? length : 0);
+  return name;
+}
+
+// One run streamed as server-sent events: the run's writer, drained by the
+// connection's thread (Serve). One write in flight, as the engine expects:
+// an event is taken, written to the socket, then the run is told.
+class SseRun final : public RunEventWriter {
+ public:
+  explicit SseRun(Engine& engine) : engine_(engine) {}
+
+  void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
+    absl::MutexLock lock(&mu_);
+    pending_.push_back(std::move(event));
+  }
+  void Finish(const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    finished_ = status;
+  }
+
+  RunHandle& handle() { return handle_; }
+
+  // Writes the run's events to `sink` until it finishes, then `end` or
+  // `error`, and releases the run. A comment line every second while the
+  // loop is busy finds a closed connection: the run is then cancelled.
+  bool Serve(httplib::DataSink& sink) {
+    bool connected = true;
+    const auto cancel = [&] {
+      connected = false;
+      handle_.Cancel(absl::CancelledError(
+          "the client closed the connection before the run finished"));
+    };
+    while (true) {
+      std::shared_ptr<const v1::RunEvent> event;
+      std::optional<absl::Status> finished;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithTimeout(absl::Condition(this, &SseRun::Ready),
+                             absl::Seconds(1));
+        if (!pending_.empty()) {
+          event = std::move(pending_.front());
+          pending_.pop_front();
+        } else {
+          finished = finished_;
+        }
+      }
+      if (event != nullptr) {
+        const std::string text = ToSse(*event);
+        event.reset();
+        const bool ok = connected && sink.write(text.data(), text.size());
+        if (!ok && connected) cancel();
+        handle_.OnWriteDone(ok);
+      } else if (finished.has_value()) {
+        if (connected) {
+          const std::string text =
+              finished->ok() ? SseEvent("end", "{}")
+                             : SseEvent("error", ErrorJson(*finished));
+          connected = sink.write(text.data(), text.size());
+          if (connected) sink.done();
+        }
+        Release(connected ? *finished
+                          : absl::CancelledError(
+                                "the client closed the connection"));
+        return connected;
+      } else if (connected) {
+        constexpr absl::string_view kHeartbeat = ":\n\n";
+        if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) cancel();
+      }
+    }
+  }
+
+  // When the response ends without Serve (the connection failed before the
+  // stream began): cancels the run, waits for it, and releases it.
+  void Abandon() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (released_) return;
+    }
+    handle_.Cancel(absl::CancelledError("the client closed the connection"));
+    while (true) {
+      std::shared_ptr<const v1::RunEvent> event;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &SseRun::Ready));
+        if (pending_.empty()) break;
+        event = std::move(pending_.front());
+        pending_.pop_front();
+      }
+      event.reset();
+      handle_.OnWriteDone(false);
+    }
+    Release(absl::CancelledError("the client closed the connection"));
+  }
+
+ private:
+  bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !pending_.empty() || finished_.has_value();
+  }
+
+  void Release(const absl::Status& seen) {
+    {
+      absl::MutexLock lock(&mu_);
+      released_ = true;
+    }
+    engine_.Release(handle_.get(), seen);
+  }
+
+  Engine& engine_;
+  RunHandle handle_;
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<const v1::RunEvent>> pending_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> finished_ ABSL_GUARDED_BY(mu_);
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+class HttpFront::Routes {
+ public:
+  Routes(Engine& engine, Authenticator& auth, const std::atomic<bool>& ready,
+         bool over_tls)
+      : engine_(engine), auth_(auth), ready_(ready), over_tls_(over_tls) {}
+
+  void Install(httplib::Server& server) {
+    server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok\n", "text/plain");
+    });
+    server.Get("/readyz", [this](const httplib::Request&,
+                                 httplib::Response& res) {
+      const bool ready = ready_.load();
+      res.status = ready ? 200 : 503;
+      res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
+    });
+    for (const WebAsset& asset : WebAssets()) {
+      server.Get(std::string(asset.path),
+                 [&asset](const httplib::Request&, httplib::Response& res) {
+                   res.set_content(asset.body.data(), asset.body.size(),
+                                   std::string(asset.content_type).c_str());
+                 });
+    }
+    server.Get("/v1/pipelines", [this](const httplib::Request& req,
+                                       httplib::Response& res) {
+      List(req, res);
+    });
+    server.Get(R"(/v1/pipelines/([^/:]+))",
+               [this](const httplib::Request& req, httplib::Response& res) {
+                 Describe(req, res);
+               });
+    server.Post(R"(/v1/pipelines/([^/:]+):run)",
+                [this](const httplib::Request& req, httplib::Response& res) {
+                  Run(req, res);
+                });
+  }
+
+ private:
+  absl::StatusOr<std::string> Authenticate(const httplib::Request& req) {
+    Authenticator::CallCredentials call{
+        .over_tls = over_tls_, .verified_common_name = CommonNameOf(req)};
+    if (req.has_header("Authorization")) {
+      call.authorization = req.get_header_value("Authorization");
+    }
+    return auth_.Authenticate(call);
+  }
+
+  void List(const httplib::Request& req, httplib::Response& res) {
+    if (absl::StatusOr<std::string> who = Authenticate(req); !who.ok()) {
+      return SendError(who.status(), res);
+    }
+    const absl::StatusOr<const PipelineCatalog*> catalog = engine_.catalog();
+    if (!catalog.ok()) return SendError(catalog.status(), res);
+    v1::ListPipelinesResponse response;
+    for (const auto& pipeline : (*catalog)->pipelines()) {
+      v1::PipelineSummary* summary = response.add_pipelines();
+      summary->set_name(pipeline->name);
+      summary->set_description(pipeline->description);
+    }
+    res.set_content(ToJson(response), kJson);
+  }
+
+  void Describe(const httplib::Request& req, httplib::Response& res) {
+    if (absl::StatusOr<std::string> who = Authenticate(req); !who.ok()) {
+      return SendError(who.status(), res);
+    }
+    const absl::StatusOr<const Pipeline*> pipeline =
+        engine_.FindPipeline(req.matches[1].str());
+    if (!pipeline.ok()) return SendError(pipeline.status(), res);
+    res.set_content(ToJson((*pipeline)->description_proto), kJson);
+  }
+
+  void Run(const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1].str();
+    RunClient client{.peer = PeerOf(req)};
+    auto request = std::make_shared<v1::RunRequest>();
+    const absl::Status parsed = [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(client.principal, Authenticate(req));
+      if (req.body.empty()) return absl::OkStatus();  // every default
+      json::JsonParseOptions options;
+      options.ignore_unknown_fields = false;
+      if (const auto status =
+              json::JsonStringToMessage(req.body, request.get(), options);
+          !status.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the body is not a RunRequest in JSON: ",
+                         std::string(status.message())));
+      }
+      if (!request->pipeline().empty() && request->pipeline() != name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the body's pipeline '", request->pipeline(),
+            "' is not the path's '", name, "'"));
+      }
+      return absl::OkStatus();
+    }();
+    if (!parsed.ok()) {
+      engine_.Refuse(parsed, name, request->request_id(), client);
+      return SendError(parsed, res);
+    }
+    request->set_pipeline(name);
+    auto stream = std::make_shared<SseRun>(engine_);
+    absl::StatusOr<std::shared_ptr<loopserve::Run>> run =
+        engine_.StartRun(std::move(request), stream.get(), std::move(client));
+    if (!run.ok()) return SendError(run.status(), res);
+    stream->handle().Set(*std::move(run));
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");  // proxies: do not buffer
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [stream](size_t, httplib::DataSink& sink) {
+          return stream->Serve(sink);
+        },
+        [stream](bool) { stream->Abandon(); });
+  }
+
+  Engine& engine_;
+  Authenticator& auth_;
+  const std::atomic<bool>& ready_;
+  const bool over_tls_;
+};
+
+namespace {
+
+absl::Status CheckReadable(absl::string_view flag, const std::string& path) {
+  if (std::ifstream(path).good()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": cannot read '", path, "'"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
+    Engine& engine, Authenticator& auth, const std::atomic<bool>& ready,
+    const HttpFrontOptions& options) {
+  std::unique_ptr<HttpFront> front(new HttpFront());
+  const bool tls = !options.tls_cert_file.empty();
+  if (tls) {
+    RETURN_IF_ERROR(CheckReadable("--tls_cert_file", options.tls_cert_file));
+    RETURN_IF_ERROR(CheckReadable("--tls_key_file", options.tls_key_file));
+    if (!options.tls_client_ca_file.empty()) {
+      RETURN_IF_ERROR(
+          CheckReadable("--tls_client_ca_file", options.tls_client_ca_file));
+    }
+    front->server_ = std::make_unique<httplib::SSLServer>(
+        options.tls_cert_file.c_str(), options.tls_key_file.c_str(),
+        options.tls_client_ca_file.empty()
+            ? nullptr
+            : options.tls_client_ca_file.c_str());
+  } else {
+    front->server_ = std::make_unique<httplib::Server>();
+  }
+  httplib::Server& server = *front->server_;
+  if (!server.is_valid()) {
+    return absl::InvalidArgumentError(
+        "the HTTP port cannot use --tls_cert_file and --tls_key_file");
+  }
+  const int threads = std::max(1, options.threads);
+  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server.set_payload_max_length(options.max_request_bytes);
+  // An SSE stream writes at least every second; a reader that takes
+  // nothing for this long is gone.
+  server.set_write_timeout(30, 0);
+  front->routes_ = std::make_unique<Routes>(engine, auth, ready, tls);
+  front->routes_->Install(server);
+
+  const std::vector<std::string> parts =
+      absl::StrSplit(options.address, absl::MaxSplits(':', 1));
+  int port = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the HTTP address '", options.address,
+                     "' is not host:port"));
+  }
+  front->port_ = port == 0 ? server.bind_to_any_port(parts[0])
+                           : (server.bind_to_port(parts[0], port) ? port : -1);
+  if (front->port_ <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve HTTP on ", options.address));
+  }
+  front->thread_ = std::thread([front = front.get()] {
+    front->server_->listen_after_bind();
+    front->listening_ended_ = true;
+  });
+  return front;
+}
+
+void HttpFront::Stop() {
+  if (server_ == nullptr) return;
+  // listen_after_bind may not have started its loop yet; stop() then
+  // would not end it.
+  while (!server_->is_running() && !listening_ended_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
+}
+
+HttpFront::HttpFront() = default;
+HttpFront::~HttpFront() { Stop(); }
+
+}  // namespace loopserve

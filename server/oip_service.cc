@@ -1,0 +1,447 @@
+#include "server/oip_service.h"
+
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "blocks/core/status_macros.h"
+#include "server/grpc_status.h"
+#include "server/oip_codec.h"
+#include "server/run_handle.h"
+
+namespace loopserve {
+namespace {
+
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+using inference::ModelStreamInferResponse;
+
+// The RunRequest of one OIP request; NOT_FOUND or INVALID_ARGUMENT.
+absl::StatusOr<std::shared_ptr<v1::RunRequest>> Translate(
+    const Engine& engine, const ModelInferRequest& request) {
+  ASSIGN_OR_RETURN(const Pipeline* pipeline,
+                   FindModel(engine, request.model_name(),
+                             request.model_version()));
+  ASSIGN_OR_RETURN(v1::RunRequest run,
+                   ToRunRequest(request, pipeline->description_proto));
+  return std::make_shared<v1::RunRequest>(std::move(run));
+}
+
+// ModelInfer: one run, answered with its final outputs. The run streams
+// only its last iteration, which is dropped here.
+class InferReactor final : public grpc::ServerUnaryReactor,
+                           public RunEventWriter {
+ public:
+  InferReactor(Engine& engine, grpc::CallbackServerContext* context,
+               const ModelInferRequest& request, ModelInferResponse* response,
+               const absl::StatusOr<std::string>& principal)
+      : engine_(engine), context_(context), response_(response) {
+    RunClient client{.peer = context->peer()};
+    absl::StatusOr<std::shared_ptr<v1::RunRequest>> run_request =
+        principal.ok() ? Translate(engine, request) : principal.status();
+    if (!run_request.ok()) {
+      engine_.Refuse(run_request.status(), request.model_name(), request.id(),
+                     client);
+      ServerUnaryReactor::Finish(ToGrpcStatus(run_request.status()));
+      return;
+    }
+    (*run_request)->mutable_stream()->set_every(
+        std::numeric_limits<uint32_t>::max());
+    response_->set_model_name(request.model_name());
+    response_->set_model_version("1");
+    response_->set_id(request.id());
+    client.principal = *principal;
+    absl::StatusOr<std::shared_ptr<Run>> run =
+        engine_.StartRun(*std::move(run_request), this, std::move(client));
+    if (!run.ok()) {
+      ServerUnaryReactor::Finish(ToGrpcStatus(run.status()));
+      return;
+    }
+    run_.Set(*std::move(run));
+  }
+
+  void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
+    if (event->has_result()) {
+      outputs_ = AppendResult(event->result(), *response_);
+      response_->mutable_parameters()->erase("triton_final_response");
+    }
+    run_.OnWriteDone(true);
+  }
+  void Finish(const absl::Status& status) override {
+    finished_ = status.ok() ? outputs_ : status;
+    ServerUnaryReactor::Finish(ToGrpcStatus(finished_));
+  }
+  void OnCancel() override {
+    run_.Cancel(CancelStatus(*context_, "before the run finished"));
+  }
+  void OnDone() override {
+    if (std::shared_ptr<Run> run = run_.get(); run != nullptr) {
+      engine_.Release(run, context_->IsCancelled() && finished_.ok()
+                               ? CancelStatus(*context_, "at its end")
+                               : finished_);
+    }
+    delete this;
+  }
+
+ private:
+  Engine& engine_;
+  grpc::CallbackServerContext* const context_;
+  ModelInferResponse* const response_;
+  RunHandle run_;
+  absl::Status outputs_;   // whether the result's outputs converted
+  absl::Status finished_;  // what Finish sent
+};
+
+// ModelStreamInfer: any number of runs on one bidirectional stream. Their
+// responses share one write queue; each run has at most one event in it
+// (the engine's one write in flight), told it was written when the last
+// response made from the event is. The stream ends when the client has
+// half-closed and every run is done.
+class StreamInferReactor final
+    : public grpc::ServerBidiReactor<ModelInferRequest,
+                                     ModelStreamInferResponse> {
+ public:
+  StreamInferReactor(Engine& engine, grpc::CallbackServerContext* context,
+                     absl::StatusOr<std::string> principal)
+      : engine_(engine), context_(context) {
+    if (!principal.ok()) {
+      engine_.Refuse(principal.status(), "", "", {.peer = context->peer()});
+      Finish(ToGrpcStatus(principal.status()));
+      return;
+    }
+    principal_ = *std::move(principal);
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      {
+        absl::MutexLock lock(&mu_);
+        reads_done_ = true;
+      }
+      MaybeFinish();
+      return;
+    }
+    const ModelInferRequest request = std::move(request_);
+    request_.Clear();
+    StartRead(&request_);
+    Begin(request);
+  }
+
+  void OnWriteDone(bool ok) override {
+    StreamRun* run;
+    {
+      absl::MutexLock lock(&mu_);
+      run = writing_.run;
+      writing_ = {};
+      writing_active_ = false;
+    }
+    if (run != nullptr) {
+      // A failed write: the call is gone.
+      if (!ok) run->handle.Cancel(CancelStatus(*context_, "mid-stream"));
+      run->handle.OnWriteDone(ok);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      StartNextWriteLocked();
+    }
+    MaybeFinish();
+  }
+
+  void OnCancel() override {
+    std::vector<StreamRun*> runs;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& [run, owned] : runs_) runs.push_back(run);
+    }
+    // Outside the lock: a queued run finishes inside Cancel.
+    for (StreamRun* run : runs) {
+      run->handle.Cancel(CancelStatus(*context_, "before the run finished"));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // One request's run: its writer, which the engine calls.
+  struct StreamRun final : RunEventWriter {
+    StreamInferReactor* stream;
+    std::string model;
+    std::string id;
+    RunHandle handle;
+    // Set once the engine finished the run: released when handle is set.
+    std::optional<absl::Status> finished;
+
+    void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
+      stream->Enqueue(*this, *event);
+    }
+    void Finish(const absl::Status& status) override {
+      stream->RunFinished(*this, status);
+    }
+    // A stalled reader: the stream as a whole stops.
+    void Abort() override { stream->context_->TryCancel(); }
+  };
+
+  struct Written {
+    ModelStreamInferResponse response;
+    // The run whose event this response ends, told when it is written.
+    StreamRun* run = nullptr;
+  };
+
+  void Begin(const ModelInferRequest& request) {
+    RunClient client{.principal = principal_, .peer = context_->peer()};
+    absl::StatusOr<std::shared_ptr<v1::RunRequest>> run_request =
+        Translate(engine_, request);
+    if (!run_request.ok()) {
+      engine_.Refuse(run_request.status(), request.model_name(), request.id(),
+                     client);
+      SendError(request.model_name(), request.id(), run_request.status());
+      return;
+    }
+    auto owned = std::make_unique<StreamRun>();
+    StreamRun* writer = owned.get();
+    writer->stream = this;
+    writer->model = request.model_name();
+    writer->id = request.id();
+    {
+      absl::MutexLock lock(&mu_);
+      runs_[writer] = std::move(owned);
+    }
+    absl::StatusOr<std::shared_ptr<Run>> run =
+        engine_.StartRun(*std::move(run_request), writer, std::move(client));
+    if (!run.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        runs_.erase(writer);
+      }
+      SendError(request.model_name(), request.id(), run.status());
+      return;
+    }
+    writer->handle.Set(*run);
+    std::optional<absl::Status> finished;
+    {
+      absl::MutexLock lock(&mu_);
+      finished = writer->finished;
+    }
+    if (finished.has_value()) Release(*writer, *finished);
+  }
+
+  ModelInferResponse ResponseOf(const StreamRun& run) const {
+    ModelInferResponse response;
+    response.set_model_name(run.model);
+    response.set_model_version("1");
+    response.set_id(run.id);
+    return response;
+  }
+
+  // The responses of one of `run`'s events: one per iteration, one for the
+  // result, none for the start.
+  void Enqueue(StreamRun& run, const v1::RunEvent& event) {
+    std::vector<Written> responses;
+    absl::Status status;
+    if (event.has_iterations()) {
+      for (const v1::Iteration& iteration : event.iterations().items()) {
+        Written& written = responses.emplace_back();
+        *written.response.mutable_infer_response() = ResponseOf(run);
+        status.Update(AppendIteration(
+            iteration, *written.response.mutable_infer_response()));
+      }
+    } else if (event.has_result()) {
+      Written& written = responses.emplace_back();
+      *written.response.mutable_infer_response() = ResponseOf(run);
+      status = AppendResult(event.result(),
+                            *written.response.mutable_infer_response());
+    }
+    if (!status.ok()) {
+      // The run cannot be sent in this protocol: it ends with why.
+      responses.clear();
+      run.handle.Cancel(status);
+    }
+    if (responses.empty()) {
+      run.handle.OnWriteDone(true);
+      return;
+    }
+    responses.back().run = &run;
+    absl::MutexLock lock(&mu_);
+    for (Written& written : responses) queue_.push_back(std::move(written));
+    StartNextWriteLocked();
+  }
+
+  void RunFinished(StreamRun& run, const absl::Status& status) {
+    if (!status.ok()) SendError(run.model, run.id, status);
+    {
+      absl::MutexLock lock(&mu_);
+      if (run.handle.get() == nullptr) {
+        run.finished = status;  // Begin releases it
+        return;
+      }
+    }
+    Release(run, status);
+  }
+
+  void Release(StreamRun& run, const absl::Status& status) {
+    engine_.Release(run.handle.get(),
+                    context_->IsCancelled() && status.ok()
+                        ? CancelStatus(*context_, "at its end")
+                        : status);
+    {
+      absl::MutexLock lock(&mu_);
+      runs_.erase(&run);
+    }
+    MaybeFinish();
+  }
+
+  // An error for one request: the stream goes on.
+  void SendError(const std::string& model, const std::string& id,
+                 const absl::Status& status) {
+    Written written;
+    written.response.set_error_message(status.ToString());
+    ModelInferResponse& response = *written.response.mutable_infer_response();
+    response.set_model_name(model);
+    response.set_id(id);
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(std::move(written));
+    StartNextWriteLocked();
+  }
+
+  void StartNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_active_ || queue_.empty()) return;
+    writing_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_active_ = true;
+    StartWrite(&writing_.response);
+  }
+
+  // Ends the stream once the client half-closed and nothing is left.
+  // Outside the lock, and last: OnDone may delete the reactor at once.
+  void MaybeFinish() ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!reads_done_ || finished_ || !runs_.empty() || !queue_.empty() ||
+          writing_active_) {
+        return;
+      }
+      finished_ = true;
+    }
+    Finish(grpc::Status::OK);
+  }
+
+  Engine& engine_;
+  grpc::CallbackServerContext* const context_;
+  std::string principal_;
+  ModelInferRequest request_;  // the read in flight
+
+  absl::Mutex mu_;
+  std::deque<Written> queue_ ABSL_GUARDED_BY(mu_);
+  Written writing_ ABSL_GUARDED_BY(mu_);
+  bool writing_active_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<StreamRun*, std::unique_ptr<StreamRun>> runs_
+      ABSL_GUARDED_BY(mu_);
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Whether a unary call may go on; if not, `reactor` is finished with
+// UNAUTHENTICATED.
+bool Admit(Authenticator& auth, grpc::CallbackServerContext& context,
+           grpc::ServerUnaryReactor& reactor) {
+  const absl::StatusOr<std::string> principal = auth.Authenticate(context);
+  if (!principal.ok()) reactor.Finish(ToGrpcStatus(principal.status()));
+  return principal.ok();
+}
+
+}  // namespace
+
+absl::StatusOr<const Pipeline*> FindModel(const Engine& engine,
+                                          absl::string_view name,
+                                          absl::string_view version) {
+  if (!version.empty() && version != "1") {
+    return absl::NotFoundError(absl::StrCat(
+        "model '", name, "' has no version '", version,
+        "' (a pipeline has one version, \"1\")"));
+  }
+  return engine.FindPipeline(name);
+}
+
+grpc::ServerUnaryReactor* OipService::ServerLive(
+    grpc::CallbackServerContext* context, const inference::ServerLiveRequest*,
+    inference::ServerLiveResponse* response) {
+  response->set_live(true);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OipService::ServerReady(
+    grpc::CallbackServerContext* context, const inference::ServerReadyRequest*,
+    inference::ServerReadyResponse* response) {
+  response->set_ready(ready_.load());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OipService::ModelReady(
+    grpc::CallbackServerContext* context,
+    const inference::ModelReadyRequest* request,
+    inference::ModelReadyResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(auth_, *context, *reactor)) return reactor;
+  response->set_ready(
+      ready_.load() &&
+      FindModel(engine_, request->name(), request->version()).ok());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OipService::ServerMetadata(
+    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    inference::ServerMetadataResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(auth_, *context, *reactor)) return reactor;
+  response->set_name("loopserve");
+  response->set_version(LOOPSERVE_VERSION);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OipService::ModelMetadata(
+    grpc::CallbackServerContext* context,
+    const inference::ModelMetadataRequest* request,
+    inference::ModelMetadataResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(auth_, *context, *reactor)) return reactor;
+  const absl::StatusOr<const Pipeline*> pipeline =
+      FindModel(engine_, request->name(), request->version());
+  if (!pipeline.ok()) {
+    reactor->Finish(ToGrpcStatus(pipeline.status()));
+    return reactor;
+  }
+  *response = ToModelMetadata((*pipeline)->description_proto);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OipService::ModelInfer(
+    grpc::CallbackServerContext* context,
+    const inference::ModelInferRequest* request,
+    inference::ModelInferResponse* response) {
+  return new InferReactor(engine_, context, *request, response,
+                          auth_.Authenticate(*context));
+}
+
+grpc::ServerBidiReactor<inference::ModelInferRequest,
+                        inference::ModelStreamInferResponse>*
+OipService::ModelStreamInfer(grpc::CallbackServerContext* context) {
+  return new StreamInferReactor(engine_, context, auth_.Authenticate(*context));
+}
+
+}  // namespace loopserve
