@@ -30,9 +30,15 @@ absl::StatusOr<std::shared_ptr<v1::RunRequest>> Translate(
   ASSIGN_OR_RETURN(const Pipeline* pipeline,
                    FindModel(engine, request.model_name(),
                              request.model_version()));
-  ASSIGN_OR_RETURN(v1::RunRequest run,
-                   ToRunRequest(request, pipeline->description_proto));
-  return std::make_shared<v1::RunRequest>(std::move(run));
+  absl::StatusOr<v1::RunRequest> run =
+      ToRunRequest(request, pipeline->description_proto);
+  if (!run.ok()) {
+    // As the engine's own errors read.
+    return absl::Status(run.status().code(),
+                        absl::StrCat("pipeline '", pipeline->name, "': ",
+                                     run.status().message()));
+  }
+  return std::make_shared<v1::RunRequest>(*std::move(run));
 }
 
 // ModelInfer: one run, answered with its final outputs. The run streams

@@ -17,14 +17,20 @@ expect_contains() {  # haystack needle what
   grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in:"$'\n'"$1"
 }
 
+# free_port: prints a port nothing listens on now.
+free_port() {
+  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # start_loopserve BINARY STDERR_FILE ARGS...: starts BINARY in the
-# background on 127.0.0.1 (a free port, no metrics port unless ARGS say),
-# waits for its ready line, and sets server_pid and port (call it again for
-# another server).
+# background on 127.0.0.1 (a free port, no metrics or HTTP port unless ARGS
+# say), waits for its ready line, and sets server_pid, port and http_port
+# (empty without one; call it again for another server).
 start_loopserve() {
   local binary=$1 err=$2
   shift 2
-  "$binary" --host=127.0.0.1 --port=0 --metrics_port=0 "$@" 2>"$err" &
+  "$binary" --host=127.0.0.1 --port=0 --metrics_port=0 --http_port=0 "$@" \
+    2>"$err" &
   server_pid=$!
   server_pids+=("$server_pid")
   for _ in $(seq 300); do
@@ -34,4 +40,5 @@ start_loopserve() {
   done
   port=$(grep "serving" "$err" | grep -o 'on 127.0.0.1:[0-9]*' | cut -d: -f2)
   [ -n "$port" ] || fail "no ready line: $(cat "$err")"
+  http_port=$(grep "serving" "$err" | grep -o 'http on :[0-9]*' | cut -d: -f2 || true)
 }

@@ -92,6 +92,7 @@ class ServerProcess {
         binary,
         "--host=127.0.0.1",
         "--port=0",
+        "--http_port=0",
         absl::StrCat("--metrics_port=", server->metrics_port_),
         "--max_iterations=2000000000000",
         "--shutdown_grace_s=0"};

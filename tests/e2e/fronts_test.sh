@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The fronts beside loopserve.v1, end to end against the real binary: the
+# Open Inference Protocol through stubs generated from our proto, HTTP
+# with server-sent events, the pip-installed Python package, and both under
+# TLS with tokens as the gRPC port.
+#
+#   LOOPSERVE=build/server/loopserve SOURCE_DIR=. \
+#   LOOPSERVE_PYTHON_STUBS=build/python bash tests/e2e/fronts_test.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+e2e="$SOURCE_DIR/tests/e2e"
+
+metrics_port=$(free_port)
+start_loopserve "$LOOPSERVE" "$work/server.err" --http_port="$(free_port)" \
+  --metrics_port="$metrics_port" --max_iterations=2000000000000
+[ -n "$http_port" ] || fail "no HTTP port in the ready line: $(cat "$work/server.err")"
+export LOOPSERVE_GRPC=127.0.0.1:$port LOOPSERVE_HTTP=127.0.0.1:$http_port \
+  LOOPSERVE_METRICS=127.0.0.1:$metrics_port
+
+echo "== Open Inference Protocol"
+/usr/bin/python3 "$e2e/oip_client_test.py" || fail "OIP client"
+
+echo "== HTTP"
+/usr/bin/python3 "$e2e/http_test.py" || fail "HTTP"
+# curl -N shows the events as they come.
+out=$(curl -sN -X POST "http://$LOOPSERVE_HTTP/v1/pipelines/seed-loop:run" \
+  -d '{"inputs": {"num_steps": {"int64_value": "3"}, "x": {"int64_value": "0"}}}')
+expect_contains "$out" "event: started" "curl -N"
+expect_contains "$out" '"x":{"int64_value":"3"}' "curl -N"
+expect_contains "$out" "event: end" "curl -N"
+
+echo "== pip install ./client/python, offline, into a virtual environment"
+/usr/bin/python3 -m venv --system-site-packages "$work/venv"
+# PIP_NO_INDEX: prove that nothing is downloaded.
+PIP_NO_INDEX=1 "$work/venv/bin/pip" install -q "$SOURCE_DIR/client/python" \
+  || fail "pip install ./client/python"
+(cd "$work" && env -u LOOPSERVE_PYTHON_STUBS "$work/venv/bin/python" \
+  "$e2e/remote_pipeline_test.py") || fail "RemotePipeline"
+
+echo "== TLS and tokens: the same on every front"
+bash "$SOURCE_DIR/tests/testing/make_test_certs.sh" "$work/certs"
+printf 'alice s3cret-token\n' > "$work/tokens"
+start_loopserve "$LOOPSERVE" "$work/secure.err" --http_port="$(free_port)" \
+  --tls_cert_file="$work/certs/server.pem" \
+  --tls_key_file="$work/certs/server.key" \
+  --auth_tokens_file="$work/tokens"
+https="https://localhost:$http_port"
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/certs/ca.pem" \
+  "$https/v1/pipelines")
+[ "$code" = 401 ] || fail "HTTPS without a token: $code, not 401"
+out=$(curl -s --cacert "$work/certs/ca.pem" \
+  -H "Authorization: Bearer s3cret-token" "$https/v1/pipelines")
+expect_contains "$out" '"digits-text"' "HTTPS with a token"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/healthz" || true)
+[ "$code" != 200 ] || fail "the TLS server's HTTP port answered plaintext"
+(cd "$work" && "$work/venv/bin/python" - "$port" "$work/certs/ca.pem" <<'PY') \
+  || fail "RemotePipeline over TLS with a token"
+import sys, grpc, loopserve
+port, ca = sys.argv[1], sys.argv[2]
+pipe = loopserve.RemotePipeline(f"localhost:{port}", "seed-loop",
+                                tls_ca_file=ca, token="s3cret-token")
+assert pipe(num_steps=4, x=1)["x"] == 5
+try:
+    loopserve.RemotePipeline(f"localhost:{port}", "seed-loop",
+                             tls_ca_file=ca)(num_steps=1, x=0)
+    raise SystemExit("ran without a token")
+except grpc.RpcError as error:
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+PY
+echo "PASS"

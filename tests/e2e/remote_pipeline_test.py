@@ -1,0 +1,85 @@
+"""The pip-installed loopserve package against a real server: run it from
+a virtual environment where `pip install ./client/python` put it.
+
+    LOOPSERVE_GRPC=127.0.0.1:PORT LOOPSERVE_METRICS=127.0.0.1:PORT \\
+    venv/bin/python remote_pipeline_test.py
+"""
+
+import os
+import re
+import time
+import unittest
+import urllib.request
+
+import grpc
+import numpy as np
+
+import loopserve
+
+TARGET = os.environ["LOOPSERVE_GRPC"]
+PROMPT = "a handwritten seven"
+
+
+def runs_total(code, pipeline):
+    text = urllib.request.urlopen(
+        f"http://{os.environ['LOOPSERVE_METRICS']}/metrics").read().decode()
+    match = re.search(r'loopserve_runs_total\{[^}]*code="%s"[^}]*pipeline='
+                      r'"%s"[^}]*\} (\d+)' % (code, pipeline), text)
+    return int(match.group(1)) if match else 0
+
+
+class RemotePipelineTest(unittest.TestCase):
+    def test_installed_not_borrowed_from_the_source_tree(self):
+        self.assertIn("site-packages", loopserve.__file__)
+        from loopserve.v1 import loopserve_pb2
+        self.assertIn("site-packages", loopserve_pb2.__file__)
+
+    def test_call_and_stream_agree_and_stream_yields_every_step(self):
+        with loopserve.RemotePipeline(TARGET, "digits-text") as pipe:
+            outputs = pipe(prompt=PROMPT, num_inference_steps=6, seed=5)
+            self.assertEqual(outputs["image"].shape, (1, 64, 64, 3))
+            self.assertEqual(outputs["image"].dtype, np.uint8)
+            events = list(pipe.stream(prompt=PROMPT, num_inference_steps=6,
+                                      seed=5))
+        *steps, result = events
+        self.assertTrue(all(isinstance(s, loopserve.Step) for s in steps))
+        self.assertIsInstance(result, loopserve.Result)
+        self.assertEqual([s.index for s in steps], list(range(6)))
+        self.assertTrue(all(s.total == 6 for s in steps))
+        self.assertTrue(all(s.preview.startswith(b"\x89PNG") for s in steps))
+        self.assertEqual(steps[0].values["latents"].shape, (1, 1, 8, 8))
+        np.testing.assert_array_equal(result.outputs["image"],
+                                      outputs["image"])
+        self.assertEqual(result.stats.iterations, 6)
+
+    def test_the_resolved_seed_reproduces_the_run(self):
+        pipe = loopserve.RemotePipeline(TARGET, "digits-text", preview=False)
+        *steps, result = pipe.stream(prompt=PROMPT, num_inference_steps=4)
+        self.assertIsNone(steps[0].preview)
+        seed = result.resolved_inputs["seed"]
+        again = pipe(prompt=PROMPT, num_inference_steps=4, seed=int(seed))
+        np.testing.assert_array_equal(again["image"], result.outputs["image"])
+
+    def test_closing_the_stream_cancels_the_run(self):
+        before = runs_total("CANCELLED", "seed-loop")
+        pipe = loopserve.RemotePipeline(TARGET, "seed-loop", every=100000)
+        stream = pipe.stream(num_steps=10**12, x=0)
+        self.assertEqual(next(stream).index, 99999)
+        stream.close()
+        for _ in range(100):
+            if runs_total("CANCELLED", "seed-loop") > before:
+                break
+            time.sleep(0.1)
+        self.assertEqual(runs_total("CANCELLED", "seed-loop"), before + 1)
+
+    def test_errors_name_the_input(self):
+        pipe = loopserve.RemotePipeline(TARGET, "digits-text")
+        with self.assertRaises(grpc.RpcError) as error:
+            pipe(num_inference_steps=-1)
+        self.assertEqual(error.exception.code(),
+                         grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("num_inference_steps", error.exception.details())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
