@@ -44,6 +44,7 @@ function kinds(param) { return (param.type || "any").split(" | "); }
 function buildForm() {
   const form = $("inputs");
   form.replaceChildren();
+  const tensors = [];
   for (const param of description.inputs || []) {
     const label = document.createElement("label");
     label.title = param.description || "";
@@ -68,10 +69,8 @@ function buildForm() {
       field = document.createElement("input");
       field.type = "text";
     } else {
-      field = document.createElement("input");
-      field.type = "text";
-      field.disabled = true;
-      field.placeholder = "a tensor: send it through the API";
+      tensors.push(param.name);  // set through the API, not a form
+      continue;
     }
     field.name = param.name;
     field.dataset.kinds = k.join(",");
@@ -83,6 +82,12 @@ function buildForm() {
     label.append(document.createElement("br"), field);
     form.append(label);
   }
+  if (tensors.length) {
+    const note = document.createElement("p");
+    note.className = "muted";
+    note.textContent = "Tensor inputs, set through the API: " + tensors.join(", ");
+    form.append(note);
+  }
   $("pipeline-description").textContent = description.description || "";
 }
 
@@ -90,7 +95,6 @@ function buildForm() {
 function collectInputs() {
   const inputs = {};
   for (const field of $("inputs").elements) {
-    if (field.disabled) continue;
     const k = field.dataset.kinds.split(",");
     if (field.type === "checkbox") { inputs[field.name] = { bool_value: field.checked }; continue; }
     const text = field.value.trim();
