@@ -10,9 +10,11 @@
 // TARGET is any gRPC target (dns:///loopserve-headless:50051 reaches every
 // replica); it defaults to $LOOPSERVE_SERVER, else localhost:50051. Exits
 // non-zero, with the server's status on stderr, on any failure.
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -24,6 +26,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -31,6 +34,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "blocks/core/status_macros.h"
@@ -61,7 +65,11 @@ flags (each takes --flag VALUE or --flag=VALUE):
                        localhost:50051
   --lb POLICY          load balancing over TARGET's addresses: pick_first or
                        round_robin; default: pick_first
-  --json               describe: print the description as JSON; default: off
+  --json               describe: the description as JSON; run, resume: one
+                       JSON object per line and event ({"started": ...},
+                       {"iteration": ...}, {"result": ...}, or {"error":
+                       {"code", "message"}}), tensors' bytes in base64;
+                       default: off
   --tls_ca_file FILE   speak TLS, trusting the server certificates this PEM
                        CA bundle signed; default: plaintext
   --tls_cert_file FILE, --tls_key_file FILE
@@ -285,6 +293,62 @@ struct RunArgs {
   std::string checkpoint_dir;
   std::optional<absl::Duration> timeout;
   bool preview_given = false;  // --preview
+  bool json = false;           // --json: one JSON object per event
+};
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  return text;
+}
+
+// One line of --json output: {"KIND": MESSAGE}.
+void PrintJsonEvent(absl::string_view kind,
+                    const google::protobuf::Message& message) {
+  std::cout << "{\"" << kind << "\":" << ToJson(message) << "}\n"
+            << std::flush;
+}
+
+// The --json line of a failed run: {"error": {"code", "message"}}.
+void PrintJsonError(const absl::Status& status) {
+  google::protobuf::Struct error;
+  (*error.mutable_fields())["code"].set_string_value(
+      absl::StatusCodeToString(status.code()));
+  (*error.mutable_fields())["message"].set_string_value(
+      std::string(status.message()));
+  PrintJsonEvent("error", error);
+}
+
+// A terminal's progress line: a bar, the step, steps/s and the time left,
+// measured from the first iteration this client saw.
+class Progress {
+ public:
+  std::string Line(const v1::Iteration& it) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!first_.has_value()) first_ = {it.index(), now};
+    const double seconds =
+        std::chrono::duration<double>(now - first_->second).count();
+    const int64_t done = it.index() - first_->first;
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * (it.index() + 1) / it.total());
+    std::string line = absl::StrCat(
+        "[", std::string(filled, '#'), std::string(kWidth - filled, ' '),
+        "] ", it.index() + 1, "/", it.total());
+    if (done > 0 && seconds > 0) {
+      const double rate = done / seconds;
+      absl::StrAppend(&line, absl::StrFormat("  %.1f steps/s  ETA %.1f s",
+                                             rate,
+                                             (it.total() - it.index() - 1) /
+                                                 rate));
+    }
+    return line;
+  }
+
+ private:
+  std::optional<std::pair<int64_t, std::chrono::steady_clock::time_point>>
+      first_;
 };
 
 absl::Status WriteFile(const std::string& path, const std::string& bytes) {
@@ -359,7 +423,9 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
   }
   absl::Status save_status;
   RunCallbacks callbacks;
+  Progress progress;
   callbacks.on_started = [&](const v1::RunStarted& started) {
+    if (args.json) return PrintJsonEvent("started", started);
     if (!tty) {
       std::cout << "started " << started.run_id() << " (queued "
                 << started.queue_ms() << " ms)\n";
@@ -381,13 +447,11 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
         it.dropped_before() > 0
             ? absl::StrCat(" (", it.dropped_before(), " dropped)")
             : "";
-    if (tty && it.total() > 0) {
-      constexpr int kWidth = 30;
-      const int filled =
-          static_cast<int>(kWidth * (it.index() + 1) / it.total());
-      std::cout << "\r\033[K[" << std::string(filled, '#')
-                << std::string(kWidth - filled, ' ') << "] " << it.index() + 1
-                << "/" << it.total() << "  " << values << std::flush;
+    if (args.json) {
+      PrintJsonEvent("iteration", it);
+    } else if (tty && it.total() > 0) {
+      std::cout << "\r\033[K" << progress.Line(it) << "  " << values
+                << std::flush;
     } else {
       std::cout << "iteration " << it.index() + 1;
       if (it.total() > 0) std::cout << "/" << it.total();
@@ -419,15 +483,22 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
   RunCallOptions options{.timeout = args.timeout};
   absl::StatusOr<v1::RunResult> result =
       client.Run(args.request, callbacks, options);
-  if (tty) std::cout << "\n";
-  if (!result.ok()) return result.status();
-  std::cout << "result  " << FormatValues(result->outputs()) << "\n";
-  const v1::RunStats& s = result->stats();
-  std::cout << "stats   iterations=" << s.iterations()
-            << " sent=" << s.iterations_sent()
-            << " dropped=" << s.iterations_dropped()
-            << " queue_ms=" << s.queue_ms() << " run_ms=" << s.run_ms()
-            << " mean_batch_size=" << s.mean_batch_size() << "\n";
+  if (tty && !args.json) std::cout << "\n";
+  if (!result.ok()) {
+    if (args.json) PrintJsonError(result.status());
+    return result.status();
+  }
+  if (args.json) {
+    PrintJsonEvent("result", *result);
+  } else {
+    std::cout << "result  " << FormatValues(result->outputs()) << "\n";
+    const v1::RunStats& s = result->stats();
+    std::cout << "stats   iterations=" << s.iterations()
+              << " sent=" << s.iterations_sent()
+              << " dropped=" << s.iterations_dropped()
+              << " queue_ms=" << s.queue_ms() << " run_ms=" << s.run_ms()
+              << " mean_batch_size=" << s.mean_batch_size() << "\n";
+  }
   if (!args.save_dir.empty()) {
     for (const auto& [name, value] : result->outputs()) {
       if (save_status.ok()) save_status = SaveValue(args.save_dir, name, value);
@@ -572,6 +643,7 @@ absl::Status Main(std::vector<std::string> args) {
   }
   if (command == "run" && positional.size() == 2) {
     run.request.set_pipeline(positional[1]);
+    run.json = json;
     return Run(*client, run);
   }
   if (command == "resume" && positional.size() == 2) {
@@ -584,6 +656,7 @@ absl::Status Main(std::vector<std::string> args) {
     bytes << file.rdbuf();
     // The pipeline is the checkpoint's.
     run.request.set_resume_from(bytes.str());
+    run.json = json;
     return Run(*client, run);
   }
   if (command == "health" && positional.size() <= 2) {

@@ -138,8 +138,11 @@ class StreamInferReactor final
     }
     const ModelInferRequest request = std::move(request_);
     request_.Clear();
-    StartRead(&request_);
+    // Begin first: the next read's OnReadDone may run at once on another
+    // thread, and must find this request's run in runs_ (or the stream could
+    // end under it).
     Begin(request);
+    StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -183,7 +186,9 @@ class StreamInferReactor final
     std::string model;
     std::string id;
     RunHandle handle;
-    // Set once the engine finished the run: released when handle is set.
+    // Under the stream's mu_: whether Begin has set `handle`, and how the
+    // run finished if it did before that (Begin then releases it).
+    bool started = false;
     std::optional<absl::Status> finished;
 
     void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
@@ -231,10 +236,16 @@ class StreamInferReactor final
       SendError(request.model_name(), request.id(), run.status());
       return;
     }
+    // OnCancel may have run before the run was in runs_.
+    if (context_->IsCancelled()) {
+      writer->handle.Cancel(CancelStatus(*context_, "before the run started"));
+    }
+    // A cancel that came first may finish the run inside Set.
     writer->handle.Set(*run);
     std::optional<absl::Status> finished;
     {
       absl::MutexLock lock(&mu_);
+      writer->started = true;
       finished = writer->finished;
     }
     if (finished.has_value()) Release(*writer, *finished);
@@ -285,7 +296,7 @@ class StreamInferReactor final
     if (!status.ok()) SendError(run.model, run.id, status);
     {
       absl::MutexLock lock(&mu_);
-      if (run.handle.get() == nullptr) {
+      if (!run.started) {
         run.finished = status;  // Begin releases it
         return;
       }
@@ -298,11 +309,15 @@ class StreamInferReactor final
                     context_->IsCancelled() && status.ok()
                         ? CancelStatus(*context_, "at its end")
                         : status);
+    bool finish;
     {
       absl::MutexLock lock(&mu_);
       runs_.erase(&run);
+      finish = ShouldFinishLocked();
     }
-    MaybeFinish();
+    // Nothing after this: the run's thread is not one of gRPC's reactions,
+    // so once the last run is gone OnDone may delete the reactor.
+    if (finish) Finish(grpc::Status::OK);
   }
 
   // An error for one request: the stream goes on.
@@ -329,15 +344,23 @@ class StreamInferReactor final
   // Ends the stream once the client half-closed and nothing is left.
   // Outside the lock, and last: OnDone may delete the reactor at once.
   void MaybeFinish() ABSL_LOCKS_EXCLUDED(mu_) {
+    bool finish;
     {
       absl::MutexLock lock(&mu_);
-      if (!reads_done_ || finished_ || !runs_.empty() || !queue_.empty() ||
-          writing_active_) {
-        return;
-      }
-      finished_ = true;
+      finish = ShouldFinishLocked();
     }
-    Finish(grpc::Status::OK);
+    if (finish) Finish(grpc::Status::OK);
+  }
+
+  // Whether to end the stream now (then it is marked finished): decided in
+  // the same critical section as the change that allows it.
+  bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!reads_done_ || finished_ || !runs_.empty() || !queue_.empty() ||
+        writing_active_) {
+      return false;
+    }
+    finished_ = true;
+    return true;
   }
 
   Engine& engine_;

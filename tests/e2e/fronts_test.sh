@@ -2,13 +2,13 @@
 # The fronts beside loopserve.v1, end to end against the real binary: the
 # Open Inference Protocol through stubs generated from our proto, HTTP
 # with server-sent events, the pip-installed Python package, and both under
-# TLS with tokens as the gRPC port.
+# TLS with tokens as the gRPC port; loopctl's progress bar and --json.
 #
 #   LOOPSERVE=build/server/loopserve SOURCE_DIR=. \
 #   LOOPSERVE_PYTHON_STUBS=build/python bash tests/e2e/fronts_test.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-e2e="$SOURCE_DIR/tests/e2e"
+e2e=$(cd "$(dirname "$0")" && pwd)
 
 metrics_port=$(free_port)
 start_loopserve "$LOOPSERVE" "$work/server.err" --http_port="$(free_port)" \
@@ -28,6 +28,23 @@ out=$(curl -sN -X POST "http://$LOOPSERVE_HTTP/v1/pipelines/seed-loop:run" \
 expect_contains "$out" "event: started" "curl -N"
 expect_contains "$out" '"x":{"int64_value":"3"}' "curl -N"
 expect_contains "$out" "event: end" "curl -N"
+
+echo "== loopctl for people and for scripts"
+out=$("$LOOPCTL" --server "127.0.0.1:$port" run seed-loop -i num_steps=3 -i x=0 --json)
+/usr/bin/python3 - "$out" <<'PY' || fail "loopctl --json: $out"
+import json, sys
+events = [json.loads(line) for line in sys.argv[1].splitlines()]
+assert [next(iter(e)) for e in events] == \
+    ["started", "iteration", "iteration", "iteration", "result"], events
+assert events[-1]["result"]["outputs"]["x"] == {"int64_value": "3"}, events
+PY
+out=$("$LOOPCTL" --server "127.0.0.1:$port" run seed-loop -i num_steps=-1 --json || true)
+expect_contains "$out" '{"error":{' "loopctl --json, refused"
+expect_contains "$out" '"code":"INVALID_ARGUMENT"' "loopctl --json, refused"
+# On a terminal (script(1) gives it one): a bar with steps/s and ETA.
+out=$(script -qc "$LOOPCTL --server 127.0.0.1:$port run digits-text -i num_inference_steps=200 --stream latents" /dev/null)
+grep -qE '\] 200/200  [0-9.]+ steps/s  ETA [0-9.]+ s' <<<"$out" \
+  || fail "no progress bar with steps/s and ETA on a terminal: $out"
 
 echo "== pip install ./client/python, offline, into a virtual environment"
 /usr/bin/python3 -m venv --system-site-packages "$work/venv"
