@@ -1,0 +1,169 @@
+// The OIP and HTTP fronts in process, so that their concurrency (many runs
+// on one bidirectional stream, a stream that ends as a run starts, a
+// connection closed mid-run) runs under the sanitizers too. The end-to-end
+// script tests/e2e/fronts_test.sh drives them as clients do.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/default_pipelines.h"
+#include "inference/grpc_service.grpc.pb.h"
+#include "server/loop_server.h"
+#include "tests/testing/status_matchers.h"
+
+namespace loopserve {
+namespace {
+
+using inference::ModelInferRequest;
+using inference::ModelStreamInferResponse;
+using ::testing::HasSubstr;
+
+ModelInferRequest SeedLoop(const std::string& id, int64_t steps,
+                           int64_t every = 1) {
+  ModelInferRequest request;
+  request.set_model_name("seed-loop");
+  request.set_id(id);
+  for (const auto& [name, value] :
+       std::map<std::string, int64_t>{{"num_steps", steps}, {"x", 0}}) {
+    ModelInferRequest::InferInputTensor* input = request.add_inputs();
+    input->set_name(name);
+    input->set_datatype("INT64");
+    input->add_shape(1);
+    input->mutable_contents()->add_int64_contents(value);
+  }
+  (*request.mutable_parameters())["every"].set_int64_param(every);
+  return request;
+}
+
+class FrontsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LoopServerOptions options;
+    options.address = "127.0.0.1:0";
+    options.http_address = "127.0.0.1:0";
+    options.engine.limits.max_iterations = int64_t{1} << 40;
+    ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                         LoadDefaultPipelines(c10::kCPU));
+    ASSERT_OK_AND_ASSIGN(server_, LoopServer::Start(options, std::move(catalog)));
+    stub_ = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", server_->port()),
+        grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override { server_->Shutdown(absl::Seconds(5)); }
+
+  std::unique_ptr<LoopServer> server_;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
+};
+
+TEST_F(FrontsTest, OneStreamCarriesManyRunsAndTheirErrors) {
+  grpc::ClientContext context;
+  auto stream = stub_->ModelStreamInfer(&context);
+  ModelInferRequest bad = SeedLoop("bad", 2);
+  bad.mutable_inputs(0)->set_datatype("NOPE");
+  ASSERT_TRUE(stream->Write(SeedLoop("a", 3)));
+  ASSERT_TRUE(stream->Write(bad));
+  ASSERT_TRUE(stream->Write(SeedLoop("b", 2)));
+  ASSERT_TRUE(stream->WritesDone());
+  std::map<std::string, std::vector<ModelStreamInferResponse>> by_id;
+  ModelStreamInferResponse response;
+  while (stream->Read(&response)) {
+    by_id[response.infer_response().id()].push_back(response);
+  }
+  ASSERT_OK(absl::Status(static_cast<absl::StatusCode>(
+                             stream->Finish().error_code()),
+                         ""));
+  ASSERT_EQ(by_id["bad"].size(), 1u);
+  EXPECT_THAT(by_id["bad"][0].error_message(),
+              HasSubstr("INVALID_ARGUMENT: pipeline 'seed-loop': input "
+                        "'num_steps': datatype 'NOPE'"));
+  for (const auto& [id, iterations] :
+       std::map<std::string, int>{{"a", 3}, {"b", 2}}) {
+    const std::vector<ModelStreamInferResponse>& responses = by_id[id];
+    ASSERT_EQ(responses.size(), iterations + 1u) << id;
+    for (int i = 0; i < iterations; ++i) {
+      EXPECT_EQ(responses[i].infer_response().parameters().at("iteration")
+                    .int64_param(),
+                i);
+    }
+    const auto& final = responses.back().infer_response();
+    EXPECT_TRUE(final.parameters().at("triton_final_response").bool_param());
+    int64_t x;
+    ASSERT_EQ(final.raw_output_contents(0).size(), sizeof(x));
+    std::memcpy(&x, final.raw_output_contents(0).data(), sizeof(x));
+    EXPECT_EQ(x, iterations) << id;
+  }
+}
+
+// A client that writes one request and half-closes at once: the end of
+// reads races the run's start (a use-after-free once, found by the e2e
+// test); every stream must still end with its final response.
+TEST_F(FrontsTest, AStreamHalfClosedAtOnceStillGetsItsRun) {
+  for (int i = 0; i < 50; ++i) {
+    grpc::ClientContext context;
+    auto stream = stub_->ModelStreamInfer(&context);
+    ASSERT_TRUE(stream->Write(SeedLoop("r", 1)));
+    ASSERT_TRUE(stream->WritesDone());
+    ModelStreamInferResponse response;
+    int responses = 0;
+    bool final = false;
+    while (stream->Read(&response)) {
+      ++responses;
+      final = response.infer_response().parameters().contains(
+          "triton_final_response");
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+    EXPECT_EQ(responses, 2);
+    EXPECT_TRUE(final);
+  }
+}
+
+TEST_F(FrontsTest, CancellingAStreamCancelsItsRuns) {
+  grpc::ClientContext context;
+  auto stream = stub_->ModelStreamInfer(&context);
+  ASSERT_TRUE(stream->Write(SeedLoop("endless", int64_t{1} << 40, 100000)));
+  ASSERT_TRUE(stream->Write(SeedLoop("endless-too", int64_t{1} << 40, 100000)));
+  ModelStreamInferResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  context.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(server_->engine().WaitForIdle(absl::Seconds(10)));
+}
+
+TEST_F(FrontsTest, ClosingAnEventStreamCancelsItsRun) {
+  httplib::Client client("127.0.0.1", server_->http_port());
+  httplib::Request request;
+  request.method = "POST";
+  request.path = "/v1/pipelines/seed-loop:run";
+  request.body =
+      R"({"inputs": {"num_steps": {"int64_value": "1099511627776"},
+                     "x": {"int64_value": "0"}},
+          "stream": {"every": 100000}})";
+  std::string received;
+  request.content_receiver = [&](const char* data, size_t size, uint64_t,
+                                 uint64_t) {
+    received.append(data, size);
+    // Hang up once the first iterations arrived.
+    return received.find("event: iterations") == std::string::npos;
+  };
+  httplib::Response response;
+  httplib::Error error;
+  client.send(request, response, error);
+  EXPECT_THAT(received, HasSubstr("event: started"));
+  EXPECT_THAT(received, HasSubstr(R"("index":"99999")"));
+  EXPECT_TRUE(server_->engine().WaitForIdle(absl::Seconds(10)));
+  // And it serves on.
+  httplib::Result list = client.Get("/v1/pipelines");
+  ASSERT_TRUE(list);
+  EXPECT_THAT(list->body, HasSubstr("digits-text"));
+}
+
+}  // namespace
+}  // namespace loopserve
