@@ -72,7 +72,7 @@ def check_file(path, source, adapter_metrics, doc_anchors):
         m["mountPath"] for m in container.get("volumeMounts", [])
         if any(v["name"] == m["name"] and "secret" in v
                for v in spec.get("volumes", []))}
-    expected_ports = {"grpc", "metrics"} | ({"health"} if tls else set())
+    expected_ports = {"grpc", "http", "metrics"} | ({"health"} if tls else set())
     check(set(ports) == expected_ports,
           f"{where}: container ports are {sorted(ports)}, not {sorted(expected_ports)}")
     probe_port = "health" if tls else "grpc"
@@ -92,6 +92,8 @@ def check_file(path, source, adapter_metrics, doc_anchors):
           f"{where}: --port={flags.get('port')} but the grpc port is {ports['grpc']}")
     check(int(flags.get("metrics_port", 9464)) == ports["metrics"],
           f"{where}: --metrics_port differs from the metrics port")
+    check(int(flags.get("http_port", 8000)) == ports["http"],
+          f"{where}: --http_port differs from the http port")
 
     def port_of(ref):
         return ports.get(ref, ref)
