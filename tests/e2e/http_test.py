@@ -9,9 +9,7 @@ import base64
 import http.client
 import json
 import os
-import re
 import sys
-import time
 import unittest
 import urllib.error
 import urllib.request
@@ -21,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "client", "python"))
 import loopserve  # noqa: E402
+from server_metrics import runs_total, wait_for_runs  # noqa: E402
 
 HTTP = os.environ["LOOPSERVE_HTTP"]
 
@@ -73,12 +72,6 @@ def tensor(value):
         [int(d) for d in t["shape"]])
 
 
-def runs_total(code, pipeline):
-    text = urllib.request.urlopen(
-        f"http://{os.environ['LOOPSERVE_METRICS']}/metrics").read().decode()
-    match = re.search(r'loopserve_runs_total\{[^}]*code="%s"[^}]*pipeline='
-                      r'"%s"[^}]*\} (\d+)' % (code, pipeline), text)
-    return int(match.group(1)) if match else 0
 
 
 class HttpTest(unittest.TestCase):
@@ -146,11 +139,8 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(name, "iterations")
         self.assertEqual(int(data["items"][0]["index"]), 99999)
         connection.close()
-        for _ in range(100):
-            if runs_total("CANCELLED", "seed-loop") > before:
-                break
-            time.sleep(0.1)
-        self.assertEqual(runs_total("CANCELLED", "seed-loop"), before + 1)
+        self.assertEqual(
+            wait_for_runs("CANCELLED", "seed-loop", before + 1), before + 1)
 
     def test_refusals_have_http_statuses(self):
         status, error = post_error("/v1/pipelines/digits-text:run",

@@ -8,12 +8,9 @@ ModelStreamInfer's decoupled responses.
 """
 
 import os
-import re
 import struct
 import sys
-import time
 import unittest
-import urllib.request
 
 import grpc
 import numpy as np
@@ -25,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
 from inference import grpc_service_pb2 as pb  # noqa: E402
 from inference import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 import loopserve  # noqa: E402
+from server_metrics import runs_total, wait_for_runs  # noqa: E402
 
 TARGET = os.environ["LOOPSERVE_GRPC"]
 Input = pb.ModelInferRequest.InferInputTensor
@@ -76,13 +74,6 @@ def outputs(response):
     return result
 
 
-def runs_total(code, pipeline):
-    text = urllib.request.urlopen(
-        f"http://{os.environ['LOOPSERVE_METRICS']}/metrics").read().decode()
-    pattern = (r'loopserve_runs_total\{[^}]*code="%s"[^}]*pipeline="%s"[^}]*\}'
-               r' (\d+)' % (code, pipeline))
-    match = re.search(pattern, text)
-    return int(match.group(1)) if match else 0
 
 
 class OipTest(unittest.TestCase):
@@ -187,11 +178,8 @@ class OipTest(unittest.TestCase):
         first = next(call)
         self.assertEqual(first.infer_response.id, "endless")
         call.cancel()
-        for _ in range(100):
-            if runs_total("CANCELLED", "seed-loop") > before:
-                break
-            time.sleep(0.1)
-        self.assertEqual(runs_total("CANCELLED", "seed-loop"), before + 1)
+        self.assertEqual(
+            wait_for_runs("CANCELLED", "seed-loop", before + 1), before + 1)
         # And the server goes on serving.
         self.assertTrue(self.stub.ModelInfer(digits("after")).outputs)
 

@@ -20,6 +20,7 @@ import time
 import urllib.request
 
 import websocket
+from server_metrics import runs_total, wait_for_runs  # noqa: E402
 
 HTTP = os.environ["LOOPSERVE_HTTP"]
 
@@ -88,12 +89,6 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def runs_total(code, pipeline):
-    text = urllib.request.urlopen(
-        f"http://{os.environ['LOOPSERVE_METRICS']}/metrics").read().decode()
-    match = re.search(r'loopserve_runs_total\{[^}]*code="%s"[^}]*pipeline='
-                      r'"%s"[^}]*\} (\d+)' % (code, pipeline), text)
-    return int(match.group(1)) if match else 0
 
 
 def set_field(browser, name, value):
@@ -173,11 +168,7 @@ def main():
         browser.eval("$('cancel').click()")
         browser.wait_for("$('status').dataset.state === 'cancelled'",
                          "the page to say cancelled")
-        for _ in range(100):
-            if runs_total("CANCELLED", "digits-text") > before:
-                break
-            time.sleep(0.1)
-        else:
+        if wait_for_runs("CANCELLED", "digits-text", before + 1) <= before:
             fail("the server did not cancel the run")
         print("PASS")
     finally:

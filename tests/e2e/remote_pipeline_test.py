@@ -6,26 +6,18 @@ a virtual environment where `pip install ./client/python` put it.
 """
 
 import os
-import re
-import time
 import unittest
-import urllib.request
 
 import grpc
 import numpy as np
 
 import loopserve
+from server_metrics import runs_total, wait_for_runs  # noqa: E402
 
 TARGET = os.environ["LOOPSERVE_GRPC"]
 PROMPT = "a handwritten seven"
 
 
-def runs_total(code, pipeline):
-    text = urllib.request.urlopen(
-        f"http://{os.environ['LOOPSERVE_METRICS']}/metrics").read().decode()
-    match = re.search(r'loopserve_runs_total\{[^}]*code="%s"[^}]*pipeline='
-                      r'"%s"[^}]*\} (\d+)' % (code, pipeline), text)
-    return int(match.group(1)) if match else 0
 
 
 class RemotePipelineTest(unittest.TestCase):
@@ -66,11 +58,8 @@ class RemotePipelineTest(unittest.TestCase):
         stream = pipe.stream(num_steps=10**12, x=0)
         self.assertEqual(next(stream).index, 99999)
         stream.close()
-        for _ in range(100):
-            if runs_total("CANCELLED", "seed-loop") > before:
-                break
-            time.sleep(0.1)
-        self.assertEqual(runs_total("CANCELLED", "seed-loop"), before + 1)
+        self.assertEqual(
+            wait_for_runs("CANCELLED", "seed-loop", before + 1), before + 1)
 
     def test_errors_name_the_input(self):
         pipe = loopserve.RemotePipeline(TARGET, "digits-text")
