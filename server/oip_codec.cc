@@ -187,6 +187,10 @@ absl::StatusOr<v1::Value> ToValue(const ModelInferRequest::InferInputTensor& inp
       value.set_bool_value(bytes[0] != 0);
     } else if ((*type)->is_floating_point) {
       value.set_double_value(ElementAsDouble(datatype, bytes.data(), 0));
+    } else if (datatype == Datatype::kInt64) {
+      int64_t integer;  // not through a double: a seed may exceed 2^53
+      std::memcpy(&integer, bytes.data(), sizeof(integer));
+      value.set_int64_value(integer);
     } else {
       value.set_int64_value(
           static_cast<int64_t>(ElementAsDouble(datatype, bytes.data(), 0)));

@@ -67,7 +67,8 @@ void AddInput(ModelInferRequest& request, const std::string& name,
 TEST(OipCodecTest, OneElementInputsOfScalarParamsAreScalars) {
   ModelInferRequest request;
   request.set_id("r1");
-  AddInput(request, "steps", "INT64", {1}, Raw<int64_t>(20));
+  AddInput(request, "steps", "INT64", {1},
+           Raw<int64_t>((int64_t{1} << 60) + 1));  // beyond a double's 2^53
   AddInput(request, "scale", "FP32", {1}, Raw<float>(7.5f));
   AddInput(request, "prompt", "BYTES", {1}, BytesElement("a seven"));
   AddInput(request, "flag", "BOOL", {}, std::string(1, '\1'));
@@ -76,7 +77,7 @@ TEST(OipCodecTest, OneElementInputsOfScalarParamsAreScalars) {
                        ToRunRequest(request, Pipeline()));
   EXPECT_EQ(run.pipeline(), "p");
   EXPECT_EQ(run.request_id(), "r1");
-  EXPECT_EQ(run.inputs().at("steps").int64_value(), 20);
+  EXPECT_EQ(run.inputs().at("steps").int64_value(), (int64_t{1} << 60) + 1);
   EXPECT_EQ(run.inputs().at("scale").double_value(), 7.5);
   EXPECT_EQ(run.inputs().at("prompt").string_value(), "a seven");
   EXPECT_TRUE(run.inputs().at("flag").bool_value());
