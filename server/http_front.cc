@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "blocks/core/status_macros.h"
+#include "server/certificate_files.h"
 #include "server/run_handle.h"
 #include "server/web_assets.h"
 
@@ -387,24 +388,47 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
   std::unique_ptr<HttpFront> front(new HttpFront());
   const bool tls = !options.tls_cert_file.empty();
   if (tls) {
-    RETURN_IF_ERROR(CheckReadable("--tls_cert_file", options.tls_cert_file));
-    RETURN_IF_ERROR(CheckReadable("--tls_key_file", options.tls_key_file));
     if (!options.tls_client_ca_file.empty()) {
       RETURN_IF_ERROR(
           CheckReadable("--tls_client_ca_file", options.tls_client_ca_file));
     }
+    ASSIGN_OR_RETURN(front->certificate_,
+                     CertificateFiles::Load(options.tls_cert_file,
+                                            options.tls_key_file));
+    CertificateFiles* certificate = front->certificate_.get();
+    const std::string& client_ca = options.tls_client_ca_file;
     front->server_ = std::make_unique<httplib::SSLServer>(
-        options.tls_cert_file.c_str(), options.tls_key_file.c_str(),
-        options.tls_client_ca_file.empty()
-            ? nullptr
-            : options.tls_client_ca_file.c_str());
+        [certificate, &client_ca](SSL_CTX& ctx) {
+          SSL_CTX_set_options(&ctx,
+                              SSL_OP_NO_COMPRESSION |
+                                  SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+          if (SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION) != 1) {
+            return false;
+          }
+          certificate->Install(&ctx);
+          if (client_ca.empty()) return true;
+          // mTLS: a certificate the CA signed, or no handshake.
+          STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca.c_str());
+          if (names == nullptr ||
+              SSL_CTX_load_verify_locations(&ctx, client_ca.c_str(),
+                                            nullptr) != 1) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            return false;
+          }
+          SSL_CTX_set_client_CA_list(&ctx, names);
+          SSL_CTX_set_verify(&ctx,
+                             SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                             nullptr);
+          return true;
+        });
   } else {
     front->server_ = std::make_unique<httplib::Server>();
   }
   httplib::Server& server = *front->server_;
   if (!server.is_valid()) {
-    return absl::InvalidArgumentError(
-        "the HTTP port cannot use --tls_cert_file and --tls_key_file");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the HTTP port cannot use --tls_client_ca_file '",
+        options.tls_client_ca_file, "': no CA certificate in it"));
   }
   const int threads = std::max(1, options.threads);
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

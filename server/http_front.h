@@ -37,11 +37,14 @@ class Server;
 
 namespace loopserve {
 
+class CertificateFiles;
+
 struct HttpFrontOptions {
   // host:port; port 0 picks a free one (see port()).
   std::string address;
-  // PEM files: HTTPS, as the gRPC port's TLS (read once, at start). With a
-  // client CA, clients must present a certificate it signed.
+  // PEM files: HTTPS, as the gRPC port's TLS (the certificate and key are
+  // re-read when they change: server/certificate_files.h). With a client
+  // CA (read at start), clients must present a certificate it signed.
   std::string tls_cert_file{};
   std::string tls_key_file{};
   std::string tls_client_ca_file{};
@@ -69,6 +72,8 @@ class HttpFront {
   class Routes;
   HttpFront();
 
+  // Before server_: its TLS context points at it.
+  std::unique_ptr<CertificateFiles> certificate_;
   std::unique_ptr<httplib::Server> server_;
   std::unique_ptr<Routes> routes_;
   std::thread thread_;

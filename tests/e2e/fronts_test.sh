@@ -57,9 +57,10 @@ PIP_NO_INDEX=1 "$work/venv/bin/pip" install -q "$SOURCE_DIR/client/python" \
 echo "== TLS and tokens: the same on every front"
 bash "$SOURCE_DIR/tests/testing/make_test_certs.sh" "$work/certs"
 printf 'alice s3cret-token\n' > "$work/tokens"
+cp "$work/certs/server.pem" "$work/live.pem"
+cp "$work/certs/server.key" "$work/live.key"
 start_loopserve "$LOOPSERVE" "$work/secure.err" --http_port="$(free_port)" \
-  --tls_cert_file="$work/certs/server.pem" \
-  --tls_key_file="$work/certs/server.key" \
+  --tls_cert_file="$work/live.pem" --tls_key_file="$work/live.key" \
   --auth_tokens_file="$work/tokens"
 https="https://localhost:$http_port"
 code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/certs/ca.pem" \
@@ -84,4 +85,15 @@ try:
 except grpc.RpcError as error:
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
 PY
+# A renewed certificate (another CA's, here) is served without a restart.
+cp "$work/certs/renewed.key" "$work/live.key"  # a moment with a mismatched pair
+cp "$work/certs/renewed.pem" "$work/live.pem"
+for _ in $(seq 50); do
+  curl -s -o /dev/null --cacert "$work/certs/rogue-ca.pem" "$https/healthz" && break
+  sleep 0.2
+done
+curl -sf -o /dev/null --cacert "$work/certs/rogue-ca.pem" "$https/healthz" \
+  || fail "the HTTP port did not serve the renewed certificate"
+! curl -s -o /dev/null --cacert "$work/certs/ca.pem" "$https/healthz" \
+  || fail "the HTTP port still serves the old certificate"
 echo "PASS"

@@ -1,8 +1,10 @@
-// Security (issue #14): bearer tokens from a file that may change, TLS and
-// mTLS from PEM files, and a plaintext health port for probes. Each test
-// runs a real server on port 0 and talks to it as a client would.
+// Security (issue #14; the HTTP port, #17): bearer tokens from a file that
+// may change, TLS and mTLS from PEM files, and a plaintext health port for
+// probes. Each test runs a real server on port 0 and talks to it as a
+// client would.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -263,6 +265,47 @@ TEST_F(SecurityTest, TlsFilesThatCannotBeReadStopTheStart) {
                   .status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("needs --tls_cert_file")));
+}
+
+// The HTTP front takes the same TLS and tokens: HTTPS from the same files,
+// 401 without a token, and a key that is not the certificate's refused at
+// start.
+TEST_F(SecurityTest, TheHttpPortTakesTheSameTlsAndTokens) {
+  const std::string tokens = File("http-tokens");
+  WriteFile(tokens, "alice s3cret-a\n");
+  LoopServerOptions options;
+  options.tls = {.cert_file = File("server.pem"),
+                 .key_file = File("server.key")};
+  options.auth_tokens_file = tokens;
+  options.http_address = "127.0.0.1:0";
+  Start(options);
+  httplib::SSLClient client("127.0.0.1", server_->http_port());
+  client.set_ca_cert_path(File("ca.pem").c_str());
+  client.enable_server_certificate_verification(true);
+  httplib::Result refused = client.Get("/v1/pipelines");
+  ASSERT_TRUE(refused) << httplib::to_string(refused.error());
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_THAT(refused->body, HasSubstr("UNAUTHENTICATED"));
+  httplib::Result listed =
+      client.Get("/v1/pipelines", {{"Authorization", "Bearer s3cret-a"}});
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 200);
+  EXPECT_THAT(listed->body, HasSubstr("digits-text"));
+  EXPECT_EQ(AuthFailures("missing_token"), 1);
+
+  httplib::SSLClient stranger("127.0.0.1", server_->http_port());
+  stranger.set_ca_cert_path(File("rogue-ca.pem").c_str());
+  stranger.enable_server_certificate_verification(true);
+  EXPECT_FALSE(stranger.Get("/healthz"));
+
+  LoopServerOptions mismatched;
+  mismatched.address = "127.0.0.1:0";
+  mismatched.tls = {.cert_file = File("server.pem"),
+                    .key_file = File("renewed.key")};
+  mismatched.http_address = "127.0.0.1:0";
+  EXPECT_THAT(LoopServer::Start(mismatched).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("is not the key of the certificate")));
 }
 
 }  // namespace
