@@ -265,16 +265,23 @@ void PrintParams(
   }
 }
 
+// `message` in protobuf's JSON mapping with the proto's field names; one
+// line unless `indent`.
+std::string ToJson(const google::protobuf::Message& message,
+                   bool indent = false) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = indent;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  return text;
+}
+
 absl::Status Describe(LoopClient& client, const std::string& name, bool json) {
   absl::StatusOr<v1::PipelineDescription> d = client.DescribePipeline(name);
   if (!d.ok()) return d.status();
   if (json) {
-    std::string text;
-    google::protobuf::util::JsonPrintOptions options;
-    options.add_whitespace = true;
-    options.preserve_proto_field_names = true;
-    google::protobuf::util::MessageToJsonString(*d, &text, options);
-    std::cout << text;
+    std::cout << ToJson(*d, /*indent=*/true);
     return absl::OkStatus();
   }
   std::cout << d->name() << ": " << d->description() << "\n\n";
@@ -295,14 +302,6 @@ struct RunArgs {
   bool preview_given = false;  // --preview
   bool json = false;           // --json: one JSON object per event
 };
-
-std::string ToJson(const google::protobuf::Message& message) {
-  std::string text;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
-  return text;
-}
 
 // One line of --json output: {"KIND": MESSAGE}.
 void PrintJsonEvent(absl::string_view kind,

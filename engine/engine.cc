@@ -67,6 +67,17 @@ absl::StatusOr<const PipelineCatalog*> Engine::catalog() const {
   return &catalog_;
 }
 
+absl::StatusOr<v1::ListPipelinesResponse> Engine::ListPipelines() const {
+  ASSIGN_OR_RETURN(const PipelineCatalog* catalog, this->catalog());
+  v1::ListPipelinesResponse response;
+  for (const auto& pipeline : catalog->pipelines()) {
+    v1::PipelineSummary* summary = response.add_pipelines();
+    summary->set_name(pipeline->name);
+    summary->set_description(pipeline->description);
+  }
+  return response;
+}
+
 absl::StatusOr<const Pipeline*> Engine::FindPipeline(
     absl::string_view name) const {
   ASSIGN_OR_RETURN(const PipelineCatalog* catalog, this->catalog());

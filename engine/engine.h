@@ -77,6 +77,9 @@ class Engine {
 
   // The catalog; UNAVAILABLE until Serve.
   absl::StatusOr<const PipelineCatalog*> catalog() const;
+  // Every pipeline's name and description (ListPipelines, on any front);
+  // UNAVAILABLE until Serve.
+  absl::StatusOr<v1::ListPipelinesResponse> ListPipelines() const;
   // The pipeline `name`; UNAVAILABLE until Serve, NOT_FOUND naming the
   // pipelines served.
   absl::StatusOr<const Pipeline*> FindPipeline(absl::string_view name) const;

@@ -9,14 +9,14 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <fstream>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "blocks/core/status_macros.h"
 #include "server/certificate_files.h"
@@ -75,27 +75,16 @@ void SendError(const absl::Status& status, httplib::Response& res) {
   res.set_content(ErrorJson(status), kJson);
 }
 
-// An IterationBatch's JSON, with each preview as a PNG data URL.
+// An IterationBatch's JSON, with each preview as a PNG data URL: the
+// mapping prints preview_png's bytes as base64, so the URL's prefix goes
+// in front of each. The key followed by a quote is only ever that field:
+// the same characters inside a string are escaped (\"), and a value named
+// preview_png is an object.
 std::string IterationsJson(const v1::IterationBatch& batch) {
-  std::string text = ToJson(batch);
-  bool previews = false;
-  for (const v1::Iteration& item : batch.items()) {
-    previews |= !item.preview_png().empty();
-  }
-  if (!previews) return text;
-  google::protobuf::Value value;
-  if (!json::JsonStringToMessage(text, &value).ok()) return text;
-  auto& items = *(*value.mutable_struct_value()->mutable_fields())["items"]
-                     .mutable_list_value()
-                     ->mutable_values();
-  for (google::protobuf::Value& item : items) {
-    auto& fields = *item.mutable_struct_value()->mutable_fields();
-    const auto preview = fields.find("preview_png");
-    if (preview == fields.end()) continue;
-    preview->second.set_string_value(absl::StrCat(
-        "data:image/png;base64,", preview->second.string_value()));
-  }
-  return ToJson(value);
+  constexpr absl::string_view kKey = "\"preview_png\":\"";
+  return absl::StrReplaceAll(
+      ToJson(batch),
+      {{kKey, absl::StrCat(kKey, "data:image/png;base64,")}});
 }
 
 std::string SseEvent(absl::string_view name, absl::string_view data) {
@@ -158,14 +147,17 @@ class SseRun final : public RunEventWriter {
 
   // Writes the run's events to `sink` until it finishes, then `end` or
   // `error`, and releases the run. A comment line every second while the
-  // loop is busy finds a closed connection: the run is then cancelled.
-  bool Serve(httplib::DataSink& sink) {
-    bool connected = true;
-    const auto cancel = [&] {
+  // loop is busy finds a closed connection: the run is then cancelled, and
+  // its remaining events are dropped until it finishes. No sink: the
+  // connection is gone already.
+  bool Serve(httplib::DataSink* sink) {
+    bool connected = sink != nullptr;
+    const auto hang_up = [&] {
       connected = false;
       handle_.Cancel(absl::CancelledError(
           "the client closed the connection before the run finished"));
     };
+    if (!connected) hang_up();
     while (true) {
       std::shared_ptr<const v1::RunEvent> event;
       std::optional<absl::Status> finished;
@@ -183,16 +175,16 @@ class SseRun final : public RunEventWriter {
       if (event != nullptr) {
         const std::string text = ToSse(*event);
         event.reset();
-        const bool ok = connected && sink.write(text.data(), text.size());
-        if (!ok && connected) cancel();
+        const bool ok = connected && sink->write(text.data(), text.size());
+        if (!ok && connected) hang_up();
         handle_.OnWriteDone(ok);
       } else if (finished.has_value()) {
         if (connected) {
           const std::string text =
               finished->ok() ? SseEvent("end", "{}")
                              : SseEvent("error", ErrorJson(*finished));
-          connected = sink.write(text.data(), text.size());
-          if (connected) sink.done();
+          connected = sink->write(text.data(), text.size());
+          if (connected) sink->done();
         }
         Release(connected ? *finished
                           : absl::CancelledError(
@@ -200,7 +192,7 @@ class SseRun final : public RunEventWriter {
         return connected;
       } else if (connected) {
         constexpr absl::string_view kHeartbeat = ":\n\n";
-        if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) cancel();
+        if (!sink->write(kHeartbeat.data(), kHeartbeat.size())) hang_up();
       }
     }
   }
@@ -212,20 +204,7 @@ class SseRun final : public RunEventWriter {
       absl::MutexLock lock(&mu_);
       if (released_) return;
     }
-    handle_.Cancel(absl::CancelledError("the client closed the connection"));
-    while (true) {
-      std::shared_ptr<const v1::RunEvent> event;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &SseRun::Ready));
-        if (pending_.empty()) break;
-        event = std::move(pending_.front());
-        pending_.pop_front();
-      }
-      event.reset();
-      handle_.OnWriteDone(false);
-    }
-    Release(absl::CancelledError("the client closed the connection"));
+    Serve(nullptr);
   }
 
  private:
@@ -302,15 +281,10 @@ class HttpFront::Routes {
     if (absl::StatusOr<std::string> who = Authenticate(req); !who.ok()) {
       return SendError(who.status(), res);
     }
-    const absl::StatusOr<const PipelineCatalog*> catalog = engine_.catalog();
-    if (!catalog.ok()) return SendError(catalog.status(), res);
-    v1::ListPipelinesResponse response;
-    for (const auto& pipeline : (*catalog)->pipelines()) {
-      v1::PipelineSummary* summary = response.add_pipelines();
-      summary->set_name(pipeline->name);
-      summary->set_description(pipeline->description);
-    }
-    res.set_content(ToJson(response), kJson);
+    const absl::StatusOr<v1::ListPipelinesResponse> pipelines =
+        engine_.ListPipelines();
+    if (!pipelines.ok()) return SendError(pipelines.status(), res);
+    res.set_content(ToJson(*pipelines), kJson);
   }
 
   void Describe(const httplib::Request& req, httplib::Response& res) {
@@ -361,7 +335,7 @@ class HttpFront::Routes {
     res.set_chunked_content_provider(
         "text/event-stream",
         [stream](size_t, httplib::DataSink& sink) {
-          return stream->Serve(sink);
+          return stream->Serve(&sink);
         },
         [stream](bool) { stream->Abandon(); });
   }
@@ -372,26 +346,12 @@ class HttpFront::Routes {
   const bool over_tls_;
 };
 
-namespace {
-
-absl::Status CheckReadable(absl::string_view flag, const std::string& path) {
-  if (std::ifstream(path).good()) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(flag, ": cannot read '", path, "'"));
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
     Engine& engine, Authenticator& auth, const std::atomic<bool>& ready,
     const HttpFrontOptions& options) {
   std::unique_ptr<HttpFront> front(new HttpFront());
   const bool tls = !options.tls_cert_file.empty();
   if (tls) {
-    if (!options.tls_client_ca_file.empty()) {
-      RETURN_IF_ERROR(
-          CheckReadable("--tls_client_ca_file", options.tls_client_ca_file));
-    }
     ASSIGN_OR_RETURN(front->certificate_,
                      CertificateFiles::Load(options.tls_cert_file,
                                             options.tls_key_file));
@@ -439,16 +399,20 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
   front->routes_ = std::make_unique<Routes>(engine, auth, ready, tls);
   front->routes_->Install(server);
 
-  const std::vector<std::string> parts =
-      absl::StrSplit(options.address, absl::MaxSplits(':', 1));
+  // host:port, the host perhaps an IPv6 address in brackets ([::]:8000).
+  const size_t colon = options.address.rfind(':');
   int port = 0;
-  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) {
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(absl::string_view(options.address).substr(colon + 1),
+                        &port)) {
     return absl::InvalidArgumentError(
         absl::StrCat("the HTTP address '", options.address,
                      "' is not host:port"));
   }
-  front->port_ = port == 0 ? server.bind_to_any_port(parts[0])
-                           : (server.bind_to_port(parts[0], port) ? port : -1);
+  const std::string host(absl::StripPrefix(
+      absl::StripSuffix(options.address.substr(0, colon), "]"), "["));
+  front->port_ = port == 0 ? server.bind_to_any_port(host)
+                           : (server.bind_to_port(host, port) ? port : -1);
   if (front->port_ <= 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve HTTP on ", options.address));

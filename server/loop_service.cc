@@ -126,17 +126,9 @@ grpc::ServerUnaryReactor* LoopService::ListPipelines(
     v1::ListPipelinesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!Admit(*context, *reactor)) return reactor;
-  const absl::StatusOr<const PipelineCatalog*> catalog = engine_.catalog();
-  if (!catalog.ok()) {
-    reactor->Finish(ToGrpcStatus(catalog.status()));
-    return reactor;
-  }
-  for (const auto& pipeline : (*catalog)->pipelines()) {
-    v1::PipelineSummary* summary = response->add_pipelines();
-    summary->set_name(pipeline->name);
-    summary->set_description(pipeline->description);
-  }
-  reactor->Finish(grpc::Status::OK);
+  absl::StatusOr<v1::ListPipelinesResponse> pipelines = engine_.ListPipelines();
+  if (pipelines.ok()) *response = *std::move(pipelines);
+  reactor->Finish(ToGrpcStatus(pipelines.status()));
   return reactor;
 }
 

@@ -28,12 +28,13 @@ constexpr char kModelVersion[] = "1";
 
 // Host-order bytes of `values` (OIP's raw form is little-endian, as is
 // every host loopserve builds for).
+template <typename T>
+void AppendRaw(T value, std::string& out) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+}
 template <typename To, typename From>
-void AppendRaw(const From& values, std::string& out) {
-  for (const auto value : values) {
-    const To converted = static_cast<To>(value);
-    out.append(reinterpret_cast<const char*>(&converted), sizeof(To));
-  }
+void AppendRawEach(const From& values, std::string& out) {
+  for (const auto value : values) AppendRaw(static_cast<To>(value), out);
 }
 
 // The elements of a BYTES tensor in raw form: each a 4-byte little-endian
@@ -73,28 +74,28 @@ absl::StatusOr<std::string> RawFromContents(const InferTensorContents& contents,
   std::string raw;
   switch (type.datatype) {
     case Datatype::kBool:
-      AppendRaw<uint8_t>(contents.bool_contents(), raw);
+      AppendRawEach<uint8_t>(contents.bool_contents(), raw);
       break;
     case Datatype::kUint8:
-      AppendRaw<uint8_t>(contents.uint_contents(), raw);
+      AppendRawEach<uint8_t>(contents.uint_contents(), raw);
       break;
     case Datatype::kInt8:
-      AppendRaw<int8_t>(contents.int_contents(), raw);
+      AppendRawEach<int8_t>(contents.int_contents(), raw);
       break;
     case Datatype::kInt16:
-      AppendRaw<int16_t>(contents.int_contents(), raw);
+      AppendRawEach<int16_t>(contents.int_contents(), raw);
       break;
     case Datatype::kInt32:
-      AppendRaw<int32_t>(contents.int_contents(), raw);
+      AppendRawEach<int32_t>(contents.int_contents(), raw);
       break;
     case Datatype::kInt64:
-      AppendRaw<int64_t>(contents.int64_contents(), raw);
+      AppendRawEach<int64_t>(contents.int64_contents(), raw);
       break;
     case Datatype::kFp32:
-      AppendRaw<float>(contents.fp32_contents(), raw);
+      AppendRawEach<float>(contents.fp32_contents(), raw);
       break;
     case Datatype::kFp64:
-      AppendRaw<double>(contents.fp64_contents(), raw);
+      AppendRawEach<double>(contents.fp64_contents(), raw);
       break;
     case Datatype::kFp16:
     case Datatype::kBf16:
@@ -277,11 +278,11 @@ bool ScalarRaw(const v1::Value& value, absl::string_view& datatype,
   switch (value.kind_case()) {
     case v1::Value::kInt64Value:
       datatype = "INT64";
-      AppendRaw<int64_t>(std::vector<int64_t>{value.int64_value()}, raw);
+      AppendRaw<int64_t>(value.int64_value(), raw);
       return true;
     case v1::Value::kDoubleValue:
       datatype = "FP64";
-      AppendRaw<double>(std::vector<double>{value.double_value()}, raw);
+      AppendRaw<double>(value.double_value(), raw);
       return true;
     case v1::Value::kBoolValue:
       datatype = "BOOL";

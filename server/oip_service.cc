@@ -4,6 +4,7 @@
 #include <deque>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -149,9 +150,8 @@ class StreamInferReactor final
     StreamRun* run;
     {
       absl::MutexLock lock(&mu_);
-      run = writing_.run;
-      writing_ = {};
-      writing_active_ = false;
+      run = writing_->run;
+      writing_.reset();
     }
     if (run != nullptr) {
       // A failed write: the call is gone.
@@ -334,11 +334,10 @@ class StreamInferReactor final
   }
 
   void StartNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_active_ || queue_.empty()) return;
+    if (writing_.has_value() || queue_.empty()) return;
     writing_ = std::move(queue_.front());
     queue_.pop_front();
-    writing_active_ = true;
-    StartWrite(&writing_.response);
+    StartWrite(&writing_->response);
   }
 
   // Ends the stream once the client half-closed and nothing is left.
@@ -356,7 +355,7 @@ class StreamInferReactor final
   // the same critical section as the change that allows it.
   bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!reads_done_ || finished_ || !runs_.empty() || !queue_.empty() ||
-        writing_active_) {
+        writing_.has_value()) {
       return false;
     }
     finished_ = true;
@@ -370,8 +369,8 @@ class StreamInferReactor final
 
   absl::Mutex mu_;
   std::deque<Written> queue_ ABSL_GUARDED_BY(mu_);
-  Written writing_ ABSL_GUARDED_BY(mu_);
-  bool writing_active_ ABSL_GUARDED_BY(mu_) = false;
+  // The response being written; valid until OnWriteDone.
+  std::optional<Written> writing_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<StreamRun*, std::unique_ptr<StreamRun>> runs_
       ABSL_GUARDED_BY(mu_);
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
