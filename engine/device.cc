@@ -3,6 +3,10 @@
 #include <ATen/Context.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
+#ifdef LOOPSERVE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,6 +33,21 @@ absl::StatusOr<c10::Device> ResolveDevice(absl::string_view flag) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("--device=", flag, ": expected auto, cpu, cuda or cuda:N"));
+}
+
+std::optional<DeviceMemory> DeviceMemoryOf(c10::Device device) {
+#ifdef LOOPSERVE_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        device.has_index() ? device.index() : 0);
+    // [0]: StatType::AGGREGATE, whose namespace moved between torch 1.13
+    // and 2.x.
+    return DeviceMemory{.allocated = stats.allocated_bytes[0].current,
+                        .reserved = stats.reserved_bytes[0].current};
+  }
+#endif
+  (void)device;
+  return std::nullopt;
 }
 
 }  // namespace loopserve

@@ -121,6 +121,13 @@ class Engine {
   const CheckpointKey& checkpoint_key() const { return checkpoint_key_; }
   Metrics& metrics() { return metrics_; }
   const RunExecutor& executor() const { return executor_; }
+  // The options of a run's stream: options().stream, with the engine's
+  // StreamEncoder.
+  RunStreamOptions stream_options() {
+    RunStreamOptions stream = options_.stream;
+    stream.encoder = &encoder_;
+    return stream;
+  }
 
  private:
   void Untrack(const std::shared_ptr<Run>& run);
@@ -138,6 +145,8 @@ class Engine {
   Metrics metrics_;
   PipelineCatalog catalog_;
   std::atomic<bool> serving_{false};
+  // Before the executor: its runs' writes finish here.
+  StreamEncoder encoder_;
   RunExecutor executor_;
 
   absl::Mutex mu_;

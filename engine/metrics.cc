@@ -13,12 +13,9 @@
 
 #include "absl/strings/ascii.h"
 #include "blocks/core/block.h"
+#include "engine/device.h"
 #include "engine/pipeline_catalog.h"
 
-#ifdef LOOPSERVE_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-#endif
 
 namespace loopserve {
 namespace {
@@ -98,26 +95,24 @@ class ProcessCollector final : public prometheus::Collectable {
                                      "Maximum number of open file descriptors.",
                                      static_cast<double>(limit.rlim_cur)));
     }
-#ifdef LOOPSERVE_WITH_CUDA
-    if (device_.rfind("cuda", 0) == 0 && c10::cuda::device_count() > 0) {
-      MetricFamily memory{"loopserve_device_memory_bytes",
-                          "Device memory held by tensors, in bytes.",
+    if (const std::optional<DeviceMemory> memory =
+            DeviceMemoryOf(c10::Device(device_))) {
+      MetricFamily family{"loopserve_device_memory_bytes",
+                          "Device memory of libtorch's caching allocator: "
+                          "in live tensors (allocated), and taken from the "
+                          "driver, live or cached (reserved).",
                           MetricType::Gauge,
                           {}};
-      for (int i = 0; i < c10::cuda::device_count(); ++i) {
-        const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(i);
+      for (const auto& [kind, bytes] :
+           {std::pair{"allocated", memory->allocated},
+            std::pair{"reserved", memory->reserved}}) {
         ClientMetric metric;
-        metric.label = {{"device", "cuda:" + std::to_string(i)}};
-        metric.gauge.value = static_cast<double>(
-            stats
-                .allocated_bytes[static_cast<size_t>(
-                    c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
-                .current);
-        memory.metric.push_back(std::move(metric));
+        metric.label = {{"device", device_}, {"kind", kind}};
+        metric.gauge.value = static_cast<double>(bytes);
+        family.metric.push_back(std::move(metric));
       }
-      families.push_back(std::move(memory));
+      families.push_back(std::move(family));
     }
-#endif
     return families;
   }
 

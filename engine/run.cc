@@ -45,7 +45,7 @@ Run::Run(Engine& engine, std::string id,
       client_(std::move(client)),
       resume_(std::move(resume)),
       stream_(id_, request_->request_id(), std::move(selection),
-              engine.options().stream, this, &metrics),
+              engine.stream_options(), this, &metrics),
       accepted_(accepted) {}
 
 absl::Status Run::Submit(RunExecutor& executor) {

@@ -25,7 +25,10 @@ RunStream::RunStream(std::string run_id, std::string request_id,
       selection_(std::move(selection)),
       options_(options),
       writer_(writer),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      preview_reads_(selection_.preview != nullptr
+                         ? selection_.preview->reads()
+                         : std::vector<std::string>()) {}
 
 bool RunStream::Begin(double queue_ms, v1::RunStarted started) {
   queue_ms_ = queue_ms;
@@ -52,7 +55,8 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   const bool last = index.total > 0 && index.i == index.total - 1;
   if (!last && (index.i + 1) % selection_.every != 0) return absl::OkStatus();
 
-  // Encode outside the lock: this is the copy off the device.
+  // Encode outside the lock (CPU values), or start the copies off the
+  // device (Note [deferred encoding]).
   // Note [iteration reuse]
   // ~~~~~~~~~~~~~~~~~~~~~~
   // Iteration messages come back from the writer once written and are
@@ -64,19 +68,40 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   auto& values = *item.mutable_values();
   int64_t bytes = 0;
   size_t filled = 0;
+  std::unique_ptr<Deferred> deferred;
+  auto defer = [&deferred]() -> Deferred& {
+    if (deferred == nullptr) deferred = std::make_unique<Deferred>();
+    return *deferred;
+  };
   for (const OutputParam& output :
        iteration.loop.signature().intermediate_outputs) {
     if (!Contains(selection_.values, output.name)) continue;
     const c10::IValue* value = iteration.state.Find(output.name);
     if (value == nullptr || value->isNone()) continue;
     v1::Value& encoded = values[output.name];
+    ++filled;
+    if (value->isTensor() &&
+        (!value->toTensor().is_cpu() || options_.defer_cpu_values)) {
+      const at::Tensor& tensor = value->toTensor();
+      // Refused now, as an inline encoding would be: the encoder's
+      // EncodeValue then cannot fail.
+      if (absl::StatusOr<std::string> datatype =
+              DatatypeFromScalarType(tensor.scalar_type());
+          !datatype.ok()) {
+        return absl::Status(datatype.status().code(),
+                            absl::StrCat("iteration output '", output.name,
+                                         "': ", datatype.status().message()));
+      }
+      bytes += static_cast<int64_t>(tensor.nbytes());
+      defer().values.emplace_back(output.name, HostCopy::Start(tensor));
+      continue;
+    }
     if (absl::Status s = EncodeValue(*value, encoded); !s.ok()) {
       return absl::Status(
           s.code(),
           absl::StrCat("iteration output '", output.name, "': ", s.message()));
     }
     bytes += EncodedPayloadBytes(encoded);
-    ++filled;
   }
   if (values.size() != filled) {
     for (auto it = values.begin(); it != values.end();) {
@@ -87,7 +112,18 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
     }
   }
   item.clear_preview_png();
-  if (selection_.preview != nullptr) {
+  if (selection_.preview != nullptr && !preview_reads_.empty()) {
+    Deferred& later = defer();
+    later.preview = true;
+    for (const std::string& name : preview_reads_) {
+      const c10::IValue* value = iteration.state.Find(name);
+      if (value != nullptr && value->isTensor()) {
+        later.preview_inputs.emplace_back(name,
+                                          HostCopy::Start(value->toTensor()));
+      }
+    }
+    ++filled;
+  } else if (selection_.preview != nullptr) {
     absl::StatusOr<std::string> png =
         selection_.preview->RenderPng(iteration.state);
     if (!png.ok()) {
@@ -142,7 +178,7 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
     }
     if (cancelled_) return cancel_status_;
     pending_bytes_ += bytes;
-    pending_.push_back({std::move(next_item_), bytes});
+    pending_.push_back({std::move(next_item_), bytes, std::move(deferred)});
     if (!spare_.empty()) {
       next_item_ = std::move(spare_.back());
       spare_.pop_back();
@@ -292,8 +328,12 @@ RunStream::Action RunStream::Pump() {
     while (!pending_.empty() &&
            (batch->items_size() == 0 ||
             bytes + pending_.front().bytes <= options_.max_batch_bytes)) {
-      bytes += pending_.front().bytes;
-      batch->mutable_items()->AddAllocated(pending_.front().item.release());
+      Pending& next = pending_.front();
+      bytes += next.bytes;
+      if (next.deferred != nullptr) {
+        completing_.push_back({next.item.get(), std::move(next.deferred)});
+      }
+      batch->mutable_items()->AddAllocated(next.item.release());
       pending_.pop_front();
     }
     pending_bytes_ -= bytes;
@@ -328,12 +368,69 @@ void RunStream::Act(const Action& action) {
     case Action::kNone:
       return;
     case Action::kWrite:
-      writer_->StartWrite(current_);
+      if (completing_.empty()) {
+        writer_->StartWrite(current_);
+      } else if (options_.encoder != nullptr) {
+        options_.encoder->Post([this] { CompleteWrite(); });
+      } else {
+        CompleteWrite();
+      }
       return;
     case Action::kFinish:
       writer_->Finish(action.status);
       return;
   }
+}
+
+void RunStream::CompleteWrite() {
+  absl::Status status;
+  for (Completing& completing : completing_) {
+    status = Complete(*completing.item, *completing.deferred);
+    if (!status.ok()) break;
+  }
+  completing_.clear();
+  if (status.ok()) {
+    writer_->StartWrite(current_);
+    return;
+  }
+  // Nothing was written: end the run with the reason, as a failure on the
+  // loop's thread would have.
+  Action action;
+  {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    current_->Clear();
+    if (!cancelled_) {
+      cancelled_ = true;
+      cancel_status_ = std::move(status);
+      cancel_requested_.store(true, std::memory_order_relaxed);
+    }
+    action = Pump();
+  }
+  Act(action);
+}
+
+absl::Status RunStream::Complete(v1::Iteration& item,
+                                 Deferred& deferred) const {
+  auto& values = *item.mutable_values();
+  for (auto& [name, copy] : deferred.values) {
+    RETURN_IF_ERROR(EncodeValue(c10::IValue(copy.Wait()), values[name]));
+  }
+  if (!deferred.preview) return absl::OkStatus();
+  BlockState inputs;
+  for (auto& [name, copy] : deferred.preview_inputs) {
+    inputs.Set(name, copy.Wait());
+  }
+  absl::StatusOr<std::string> png = selection_.preview->RenderPng(inputs);
+  if (!png.ok()) {
+    return absl::Status(png.status().code(),
+                        absl::StrCat("preview: ", png.status().message()));
+  }
+  if (metrics_ != nullptr) {
+    metrics_->stream_bytes->Increment(static_cast<double>(png->size()));
+  }
+  item.set_preview_png(*std::move(png));
+  return absl::OkStatus();
 }
 
 }  // namespace loopserve

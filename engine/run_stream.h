@@ -11,9 +11,10 @@
 //
 // Note [backpressure]
 // ~~~~~~~~~~~~~~~~~~~
-// Between the loop and the writer is a bounded queue of iterations, already
-// encoded (the copy off the device happens on the loop's thread, and only for
-// the values the client asked for, on the iterations it asked for).
+// Between the loop and the writer is a bounded queue of iterations: CPU
+// values already encoded, device values on their way to the host and
+// previews still to render (Note [deferred encoding]). Only the values the
+// client asked for, on the iterations it asked for, are copied at all.
 //   BLOCK (lossless): when the queue is full the loop waits. Whenever the
 //     writer is free it packs every queued iteration, up to max_batch_bytes,
 //     into one IterationBatch, so a fast loop and a slow reader stay
@@ -31,6 +32,20 @@
 // after the run ended with an error, or, for a run cancelled while still
 // queued, at once (its task later sees Begin() return false). The writer
 // (the reactor) therefore outlives every call into it.
+//
+// Note [deferred encoding]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// The loop's thread never waits for the device or draws a preview. For a
+// selected value on a device, OnIteration only starts its HostCopy (Note
+// [copies off the device] in host_copy.h); for a preview whose
+// IterationPreview names what it reads, it starts copies of those values.
+// The item is queued with these, unfinished. When Pump packs such items into
+// the next write, that write is finished first, on the StreamEncoder's
+// thread: wait for each copy, encode it into the item, render the preview
+// from the host copies; then StartWrite. Finishing belongs to the write in
+// flight, so nothing else touches the batch meanwhile, and a run's
+// iterations stay in order. A failure there (a preview that cannot be
+// drawn) ends the run with that status, as it would have on the loop.
 //
 // Thread-safety: as above; all state is under one mutex.
 #pragma once
@@ -50,7 +65,9 @@
 #include "blocks/core/iteration_preview.h"
 #include "blocks/core/run_context.h"
 #include "blocks/core/state.h"
+#include "engine/host_copy.h"
 #include "engine/metrics.h"
+#include "engine/stream_encoder.h"
 #include "loopserve/v1/loopserve.pb.h"
 
 namespace loopserve {
@@ -93,6 +110,15 @@ struct RunStreamOptions {
   // bytes, are queued.
   int64_t max_queued_iterations = 4096;
   int64_t max_queued_bytes = 4 << 20;
+  // Finishes writes whose iterations were deferred (Note [deferred
+  // encoding]); when null, the thread that starts the write does. The
+  // engine sets its own.
+  StreamEncoder* encoder = nullptr;
+  // The engine's StreamEncoder threads (--stream_encoder_threads).
+  int encoder_threads = 4;
+  // Tests: CPU tensors take the device's path too (copied, then encoded by
+  // the encoder), so that path runs where there is no device.
+  bool defer_cpu_values = false;
 };
 
 class RunStream : public IterationObserver {
@@ -148,9 +174,22 @@ class RunStream : public IterationObserver {
 
  private:
   enum class Phase { kQueued, kRunning, kDone };
+  // What is left to do to an item once its copies have arrived.
+  struct Deferred {
+    // Values to encode, by name.
+    std::vector<std::pair<std::string, HostCopy>> values;
+    // The preview's inputs (IterationPreview::reads), when it is deferred.
+    bool preview = false;
+    std::vector<std::pair<std::string, HostCopy>> preview_inputs;
+  };
   struct Pending {
     std::unique_ptr<v1::Iteration> item;
     int64_t bytes = 0;
+    std::unique_ptr<Deferred> deferred;  // null when fully encoded
+  };
+  struct Completing {
+    v1::Iteration* item;  // in current_
+    std::unique_ptr<Deferred> deferred;
   };
   struct Action {
     enum Kind { kNone, kWrite, kFinish } kind = kNone;
@@ -161,6 +200,10 @@ class RunStream : public IterationObserver {
   // unlocking.
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Act(const Action& action);
+  // Finishes the deferred items of the write in flight, then starts it
+  // (Note [deferred encoding]).
+  void CompleteWrite();
+  absl::Status Complete(v1::Iteration& item, Deferred& deferred) const;
   bool QueueHasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Keeps `item` for reuse (Note [iteration reuse]), up to a bound.
   void Recycle(std::unique_ptr<v1::Iteration> item)
@@ -183,6 +226,9 @@ class RunStream : public IterationObserver {
   int64_t iterations_ = 0;
   // The message the next streamed iteration is encoded into.
   std::unique_ptr<v1::Iteration> next_item_;
+  // What the preview reads (IterationPreview::reads); empty: it is drawn on
+  // the run's thread.
+  const std::vector<std::string> preview_reads_;
 
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kQueued;
@@ -205,6 +251,9 @@ class RunStream : public IterationObserver {
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   // Written iterations, for the loop to encode into again.
   std::vector<std::unique_ptr<v1::Iteration>> spare_ ABSL_GUARDED_BY(mu_);
+  // The deferred items of the event being written: filled by Pump, emptied
+  // by CompleteWrite while that write is in flight, before it starts.
+  std::vector<Completing> completing_;
   // The event being written; touched only while no write is in flight, and
   // replaced rather than reused while something else still holds it.
   std::shared_ptr<v1::RunEvent> current_ = std::make_shared<v1::RunEvent>();

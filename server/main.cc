@@ -93,6 +93,9 @@ ABSL_FLAG(int32_t, max_request_bytes, 512 << 20,
           "Largest request message, in bytes");
 ABSL_FLAG(int64_t, max_batch_bytes, 1 << 20,
           "Payload bytes packed into one IterationBatch message");
+ABSL_FLAG(int32_t, stream_encoder_threads, 4,
+          "Threads that finish streamed iterations off the loops' threads: "
+          "wait for values copied off the device, draw previews");
 ABSL_FLAG(double, shutdown_grace_s, 30,
           "Seconds runs in flight get to finish after SIGTERM");
 ABSL_FLAG(int32_t, http_port, 8000,
@@ -222,6 +225,7 @@ absl::Status Serve(const sigset_t& signals) {
   }
   engine.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   engine.stream.max_queued_bytes = 4 * engine.stream.max_batch_bytes;
+  engine.stream.encoder_threads = absl::GetFlag(FLAGS_stream_encoder_threads);
   engine.device = device;
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   if (const int32_t port = absl::GetFlag(FLAGS_metrics_port); port > 0) {

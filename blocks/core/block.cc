@@ -8,7 +8,9 @@
 #include <new>
 #include <stdexcept>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace loopserve {
@@ -230,6 +232,29 @@ absl::Status InternalBlockError(const Block& block, absl::string_view what) {
                     "internal error (the server log has the details)");
 }
 
+// Note [out of device memory]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// A run too large for the device's memory (after the caching allocator
+// freed what it cached and retried) is the client's to shrink or retry
+// later, not a fault: RESOURCE_EXHAUSTED, with the allocation that failed.
+// Its tensors are released as its state unwinds, and other runs go on.
+// libtorch throws c10::OutOfMemoryError; through a TorchScript module it
+// may arrive as a plain c10::Error carrying CUDA's text.
+absl::Status OutOfDeviceMemory(const Block& block, absl::string_view what) {
+  LOG(WARNING) << "block '" << block.path() << "' (" << block.type_name()
+               << ") ran out of device memory: " << what;
+  // "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; ...": up to
+  // the device's own figures.
+  absl::string_view head = what.substr(0, what.find_first_of("(\n"));
+  return BlockError(block, absl::StatusCode::kResourceExhausted,
+                    absl::StrCat("out of device memory: ",
+                                 absl::StripAsciiWhitespace(head)));
+}
+
+bool IsOutOfMemory(absl::string_view what) {
+  return absl::StrContains(what, "out of memory");
+}
+
 }  // namespace
 
 absl::Status StatusFromCurrentException(const Block& block) {
@@ -244,7 +269,12 @@ absl::Status StatusFromCurrentException(const Block& block) {
   } catch (const c10::TypeError& e) {
     return BlockError(block, absl::StatusCode::kInvalidArgument,
                       e.what_without_backtrace());
+  } catch (const c10::OutOfMemoryError& e) {
+    return OutOfDeviceMemory(block, e.what_without_backtrace());
   } catch (const c10::Error& e) {
+    if (IsOutOfMemory(e.what_without_backtrace())) {
+      return OutOfDeviceMemory(block, e.what_without_backtrace());
+    }
     return InternalBlockError(block, e.what());
   } catch (const std::invalid_argument& e) {
     return BlockError(block, absl::StatusCode::kInvalidArgument, e.what());

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -35,11 +36,18 @@ class IterationPreview {
  public:
   virtual ~IterationPreview() = default;
 
-  // A PNG picture of `state`, the loop's shared BlockState after an
-  // iteration; empty when the state holds nothing to show. Called on the
-  // run's thread, so keep it cheap: it runs for every streamed iteration.
+  // A PNG picture of `state` after an iteration; empty when the state holds
+  // nothing to show. It runs for every streamed iteration, so keep it
+  // cheap.
   virtual absl::StatusOr<std::string> RenderPng(
       const BlockState& state) const = 0;
+
+  // The values RenderPng reads. When it names them, the engine copies just
+  // those off the device without waiting, and RenderPng runs on another
+  // thread with a BlockState of their host copies, so the loop goes on
+  // meanwhile (Note [deferred encoding] in engine/run_stream.h). When empty,
+  // RenderPng gets the loop's shared BlockState, on the run's thread.
+  virtual std::vector<std::string> reads() const { return {}; }
 };
 
 }  // namespace loopserve

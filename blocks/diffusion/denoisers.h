@@ -228,6 +228,10 @@ class LatentPreview final : public ImageDecoder, public IterationPreview {
   // latents are not [B, channels, H, W].
   absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const override;
   absl::StatusOr<std::string> RenderPng(const BlockState& state) const override;
+  // The predicted x0, else the latents.
+  std::vector<std::string> reads() const override {
+    return {"denoised", "latents"};
+  }
 
  private:
   int64_t channels_;

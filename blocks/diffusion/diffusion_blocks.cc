@@ -737,7 +737,10 @@ absl::Status PredictNoise::RunStep(const Components& components,
   // diffusers passes the timestep as a tensor on the model's device, one
   // per row of the call.
   const int64_t rows = guided ? 2 * batch : batch;
-  const at::Tensor t = index.t.to(x.device()).reshape({1}).expand({rows});
+  const at::Tensor t =
+      index.t.to(x.device(), index.t.scalar_type(), /*non_blocking=*/true)
+          .reshape({1})
+          .expand({rows});
   if (guided) {
     ASSIGN_OR_RETURN(const at::Tensor both,
                      denoiser->Predict(at::cat({x, x}), t, conditioning));

@@ -335,7 +335,9 @@ UniUpdate UniBase(const Schedule& schedule, const SchedulerConfig& config,
 
 // Σ_k rhos[k] · d1s[:, k], as diffusers contracts it.
 at::Tensor Contract(const at::Tensor& rhos, const at::Tensor& d1s) {
-  return at::einsum("k,bkc...->bc...", {rhos.to(d1s.device()), d1s});
+  return at::einsum(
+      "k,bkc...->bc...",
+      {rhos.to(d1s.device(), rhos.scalar_type(), /*non_blocking=*/true), d1s});
 }
 
 at::Tensor Half(const at::Tensor& like) {
@@ -368,8 +370,8 @@ at::Tensor UniPcMultistepScheduler::Corrector(const Schedule& schedule,
   const at::Tensor& x = schedule.last_sample;
   const UniUpdate u = UniBase(schedule, config_, i - 1, i, x, order);
   const at::Tensor rhos =
-      (order == 1 ? Half(x) : at::linalg_solve(u.r, u.b).to(x.dtype()))
-          .to(x.device());
+      (order == 1 ? Half(x) : at::linalg_solve(u.r, u.b))
+          .to(x.device(), x.scalar_type(), /*non_blocking=*/true);
   at::Tensor correction = rhos[-1] * (model_t - Recent(schedule, 0));
   if (u.d1s.defined()) {
     correction = Contract(rhos.slice(0, 0, -1), u.d1s) + correction;

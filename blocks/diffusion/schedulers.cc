@@ -148,11 +148,12 @@ absl::StatusOr<at::Tensor> Scheduler::DrawNoise(
                           "generator"));
   }
   // Drawn on the CPU, then moved: a seed gives the same noise on every
-  // device.
+  // device. The move does not wait for the device (Note [no host sync per
+  // step] in schedulers.h).
+  const at::ScalarType type = dtype.value_or(like.scalar_type());
   return at::randn(like.sizes(), *options.generator,
-                   at::TensorOptions().dtype(dtype.value_or(
-                       like.scalar_type())))
-      .to(like.device());
+                   at::TensorOptions().dtype(type))
+      .to(like.device(), type, /*non_blocking=*/true);
 }
 
 // ---- DDIM ----

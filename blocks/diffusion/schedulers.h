@@ -152,6 +152,16 @@ struct SchedulerConfig {
   int64_t max_image_seq_len = 4096;
 };
 
+// Note [no host sync per step]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// On a GPU the loop's thread queues a step's kernels and goes on; anything
+// that waits for the device (reading a device value, a blocking copy)
+// drains the queue every step. So a schedule's scalars (sigmas, alphas,
+// timesteps) stay on the host and are read there, step arithmetic with
+// them passes host scalars to device kernels, and the few small tensors a
+// step moves to the device (a timestep, a solver's coefficients, noise drawn
+// on the run's CPU generator) go non-blocking.
+//
 // A Scheduler restores the RunSchedules of its runs from checkpoints.
 class Scheduler : public RunStateRestorer {
  public:

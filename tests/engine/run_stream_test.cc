@@ -1,8 +1,14 @@
 // RunStream without gRPC: a fake writer completes writes when the test says.
 #include "engine/run_stream.h"
 
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "engine/stream_encoder.h"
 
 #include "tests/blocks/core/fake_blocks.h"
 #include "tests/testing/status_matchers.h"
@@ -151,6 +157,112 @@ TEST_F(RunStreamTest, LatestReplacesWhatTheWriterHasNotTaken) {
   EXPECT_EQ(writer_.events[1].iterations().items_size(), 1);
   EXPECT_EQ(item.index(), 4);
   EXPECT_EQ(item.dropped_before(), 4u);
+}
+
+// A preview that names what it reads (so the stream draws it off the
+// loop's thread, from host copies) and draws x's sum as text.
+class SumPreview final : public IterationPreview {
+ public:
+  absl::StatusOr<std::string> RenderPng(
+      const BlockState& state) const override {
+    if (fail) return absl::InvalidArgumentError("x is not an image");
+    // Only what it reads, copied.
+    if (state.size() != 1) return absl::InternalError("more than x");
+    return absl::StrCat("sum=", state.OptionalTensor("x").sum().item<float>());
+  }
+  std::vector<std::string> reads() const override { return {"x"}; }
+  bool fail = false;
+};
+
+// Note [deferred encoding]: the device's path (copy now, encode and draw
+// later) gives the messages the inline path gives.
+TEST_F(RunStreamTest, DeferredValuesAndPreviewsEqualInlineOnes) {
+  SumPreview preview;
+  auto stream_events = [&](bool deferred) {
+    FakeWriter writer;
+    StreamSelection selection = All();
+    selection.preview = &preview;
+    RunStream stream("run-1", "", selection, {.defer_cpu_values = deferred},
+                     &writer);
+    EXPECT_TRUE(stream.Begin(0));
+    BlockState state;
+    at::Tensor x = at::arange(6, at::kFloat).reshape({2, 3});
+    for (int64_t i = 0; i < 3; ++i) {
+      state.Set("x", x);
+      state.Set("y", i);
+      EXPECT_OK(Iterate(stream, i, state));
+      // The loop changes its tensor in place after the iteration: the
+      // stream holds its own copy.
+      x.add_(1);
+    }
+    writer.in_flight = false;
+    stream.OnWriteDone(true);
+    return writer.events;
+  };
+  const std::vector<v1::RunEvent> inline_events = stream_events(false);
+  const std::vector<v1::RunEvent> deferred_events = stream_events(true);
+  ASSERT_EQ(inline_events.size(), 2u);
+  ASSERT_EQ(deferred_events.size(), 2u);
+  const auto& items = deferred_events[1].iterations().items();
+  ASSERT_EQ(items.size(), 3);
+  EXPECT_EQ(items[0].preview_png(), "sum=15");
+  EXPECT_EQ(items[2].preview_png(), "sum=27");
+  EXPECT_EQ(items[2].values().at("x").tensor().shape_size(), 2);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      deferred_events[1], inline_events[1]))
+      << deferred_events[1].DebugString() << "\nvs\n"
+      << inline_events[1].DebugString();
+}
+
+// The loop queues its iterations and goes on while the encoder is busy;
+// the encoder then finishes them, in order.
+TEST_F(RunStreamTest, TheLoopDoesNotWaitForTheEncoder) {
+  absl::Notification encoder_free;
+  auto encoder = std::make_unique<StreamEncoder>(1);
+  encoder->Post([&] { encoder_free.WaitForNotification(); });
+  RunStream stream("run-1", "", All(),
+                   {.encoder = encoder.get(), .defer_cpu_values = true},
+                   &writer_);
+  ASSERT_TRUE(stream.Begin(0));
+  WriteDone(stream);  // started: nothing deferred, written at once
+  BlockState state;
+  for (int64_t i = 0; i < 5; ++i) {
+    state.Set("x", at::full({4}, static_cast<double>(i)));
+    ASSERT_OK(Iterate(stream, i, state));  // returns: nothing waits
+  }
+  EXPECT_EQ(writer_.events.size(), 1u);  // the first batch is still queued
+  encoder_free.Notify();
+  encoder.reset();  // its threads have finished their work
+  ASSERT_EQ(writer_.events.size(), 2u);
+  const auto& items = writer_.events[1].iterations().items();
+  ASSERT_EQ(items.size(), 1);  // taken before the rest were queued
+  EXPECT_EQ(items[0].index(), 0);
+  EXPECT_EQ(items[0].values().at("x").tensor().shape(0), 4);
+}
+
+// A preview that fails on the encoder's thread ends the run with its error,
+// as it would have on the loop's.
+TEST_F(RunStreamTest, APreviewFailingOffTheLoopEndsTheRun) {
+  SumPreview preview;
+  preview.fail = true;
+  StreamSelection selection = All();
+  selection.preview = &preview;
+  RunStream stream("run-1", "", selection, {}, &writer_);
+  ASSERT_TRUE(stream.Begin(0));
+  WriteDone(stream);
+  BlockState state;
+  state.Set("x", at::ones({2}));
+  ASSERT_OK(Iterate(stream, 0, state));  // drawn when the write starts
+  EXPECT_THAT(Iterate(stream, 1, state),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "preview: x is not an image"));
+  EXPECT_FALSE(writer_.finished.has_value());  // the run has not ended
+  stream.End(absl::InvalidArgumentError("preview: x is not an image"),
+             PipelineState(), {});
+  ASSERT_TRUE(writer_.finished.has_value());
+  EXPECT_THAT(*writer_.finished, StatusIs(absl::StatusCode::kInvalidArgument,
+                                          "preview: x is not an image"));
+  EXPECT_EQ(writer_.events.size(), 1u);  // only `started` was written
 }
 
 TEST_F(RunStreamTest, CancelStopsTheLoopAndFinishesOnceItEnds) {

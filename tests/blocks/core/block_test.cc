@@ -17,7 +17,9 @@ using ::loopserve::testing::FakeStep;
 using ::loopserve::testing::Input;
 using ::loopserve::testing::Output;
 using ::loopserve::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 absl::Status RunAlone(const Block& block, PipelineState& state) {
   RunContext context;
@@ -153,6 +155,35 @@ TEST(RunBlockTest, ExceptionsBecomeStatusNamingTheBlock) {
               StatusIs(absl::StatusCode::kInternal,
                        "block 'FakeBlock': internal error (the server log "
                        "has the details)"));
+}
+
+// Note [out of device memory]: the client's to shrink, with the allocation
+// that failed but not the device's figures; whether libtorch threw its
+// OutOfMemoryError or a TorchScript module passed CUDA's text on.
+TEST(RunBlockTest, OutOfDeviceMemoryIsResourceExhausted) {
+  const std::string cuda_text =
+      "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 139.81 GiB "
+      "total capacity; 1.00 GiB already allocated)";
+  FakeBlock oom({}, [&cuda_text](BlockState&) -> absl::Status {
+    throw c10::OutOfMemoryError({__func__, __FILE__, __LINE__}, cuda_text);
+  });
+  oom.SetName("unet");
+  PipelineState state;
+  EXPECT_THAT(RunAlone(oom, state),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "block 'unet' (FakeBlock): out of device memory: CUDA "
+                       "out of memory. Tried to allocate 20.00 GiB"));
+
+  FakeBlock scripted({}, [&cuda_text](BlockState&) -> absl::Status {
+    throw c10::Error({__func__, __FILE__, __LINE__},
+                     "The following operation failed in the TorchScript "
+                     "interpreter. RuntimeError: " + cuda_text);
+  });
+  scripted.SetName("unet");
+  EXPECT_THAT(RunAlone(scripted, state),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("out of device memory"),
+                             Not(HasSubstr("total capacity")))));
 }
 
 TEST(RunBlockTest, ReturnedErrorsAreNamedOnce) {
