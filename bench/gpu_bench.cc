@@ -33,9 +33,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "bench/unet_pipeline.h"
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/status_macros.h"
@@ -43,7 +42,6 @@
 #include "engine/default_pipelines.h"
 #include "engine/device.h"
 #include "engine/host_copy.h"
-#include "engine/pipeline_config.h"
 #include "server/loop_server.h"
 
 ABSL_FLAG(std::string, model, "", "TorchScript UNet (bench/make_unet.py)");
@@ -60,54 +58,10 @@ ABSL_FLAG(std::string, json, "", "Also write the figures here");
 namespace loopserve {
 namespace {
 
-constexpr char kConfig[] = R"pb(
-components {
-  name: "unet"
-  type: "torchscript_denoiser"
-  params { key: "path" value { string_value: "MODEL" } }
-  params { key: "dtype" value { string_value: "DTYPE" } }
-  params { key: "arguments" value { list_value { values { string_value: "sample" } values { string_value: "timestep" } } } }
-}
-components { name: "ddim" type: "ddim_scheduler" }
-pipelines {
-  name: "unet"
-  description: "DDIM on a UNet-like model with random weights"
-  components { key: "scheduler" value: "ddim" }
-  components { key: "denoiser" value: "unet" }
-  blocks {
-    type: "Sequential"
-    blocks { name: "set_timesteps" type: "SetTimesteps" }
-    blocks {
-      name: "prepare_latents"
-      type: "PrepareLatents"
-      params { key: "height" value { int64_value: SIZE } }
-      params { key: "width" value { int64_value: SIZE } }
-    }
-    blocks {
-      name: "denoise"
-      type: "DenoiseLoop"
-      blocks { name: "before_denoiser" type: "ScaleModelInput" }
-      blocks { name: "denoiser" type: "PredictNoise" }
-      blocks { name: "after_denoiser" type: "SchedulerStep" }
-    }
-  }
-}
-)pb";
-
 absl::StatusOr<PipelineCatalog> Load(c10::Device device, int64_t batch) {
-  ConfigSource config{
-      .text = absl::StrReplaceAll(
-          kConfig, {{"MODEL", absl::GetFlag(FLAGS_model)},
-                    {"DTYPE", absl::GetFlag(FLAGS_dtype)},
-                    {"SIZE", absl::StrCat(absl::GetFlag(FLAGS_size))}}),
-      .source = "<gpu_bench>"};
-  BlockRegistry blocks;
-  ComponentRegistry components;
-  RETURN_IF_ERROR(RegisterTypes({}, blocks, components));
-  PipelineCatalog catalog;
-  RETURN_IF_ERROR(LoadServerConfig(config, blocks, components, device,
-                                   catalog, {.max_batch_size = batch}));
-  return catalog;
+  return LoadUnetPipeline(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_dtype),
+                          absl::GetFlag(FLAGS_size), device,
+                          {.max_batch_size = batch});
 }
 
 double Median(std::vector<double> v) {

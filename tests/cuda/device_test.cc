@@ -19,12 +19,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/unet_pipeline.h"
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "client/loop_client.h"
 #include "engine/default_pipelines.h"
 #include "engine/device.h"
-#include "engine/pipeline_config.h"
 #include "engine/tensor_codec.h"
 #include "server/loop_server.h"
 #include "tests/testing/eventually.h"
@@ -162,46 +162,7 @@ absl::StatusOr<PipelineCatalog> LoadUnet(c10::Device device,
                                          const std::string& dtype) {
   const char* path = std::getenv("TEST_UNET");
   if (path == nullptr) return absl::FailedPreconditionError("no $TEST_UNET");
-  ConfigSource config{.text = absl::StrCat(R"pb(
-components {
-  name: "unet"
-  type: "torchscript_denoiser"
-  params { key: "path" value { string_value: ")pb", path, R"pb(" } }
-  params { key: "dtype" value { string_value: ")pb", dtype, R"pb(" } }
-  params { key: "arguments" value { list_value { values { string_value: "sample" } values { string_value: "timestep" } } } }
-}
-components { name: "ddim" type: "ddim_scheduler" }
-pipelines {
-  name: "unet"
-  components { key: "scheduler" value: "ddim" }
-  components { key: "denoiser" value: "unet" }
-  blocks {
-    type: "Sequential"
-    blocks { name: "set_timesteps" type: "SetTimesteps" }
-    blocks {
-      name: "prepare_latents"
-      type: "PrepareLatents"
-      params { key: "height" value { int64_value: 16 } }
-      params { key: "width" value { int64_value: 16 } }
-    }
-    blocks {
-      name: "denoise"
-      type: "DenoiseLoop"
-      blocks { name: "before_denoiser" type: "ScaleModelInput" }
-      blocks { name: "denoiser" type: "PredictNoise" }
-      blocks { name: "after_denoiser" type: "SchedulerStep" }
-    }
-  }
-}
-)pb"),
-                      .source = "<device_test>"};
-  BlockRegistry blocks;
-  ComponentRegistry components;
-  RETURN_IF_ERROR(RegisterTypes({}, blocks, components));
-  PipelineCatalog catalog;
-  RETURN_IF_ERROR(
-      LoadServerConfig(config, blocks, components, device, catalog));
-  return catalog;
+  return LoadUnetPipeline(path, dtype, 16, device);
 }
 
 TEST_F(DeviceTest, HalfPrecisionDenoisers) {
