@@ -16,7 +16,6 @@
 #include "engine/device.h"
 #include "engine/pipeline_catalog.h"
 
-
 namespace loopserve {
 namespace {
 
