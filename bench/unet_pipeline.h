@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,7 +23,9 @@ inline absl::StatusOr<PipelineCatalog> LoadUnetPipeline(
     c10::Device device, const BatchingOptions& batching = {}) {
   ASSIGN_OR_RETURN(ConfigSource config,
                    ReadConfigSource(LOOPSERVE_UNET_PIPELINE));
-  config.text = absl::StrReplaceAll(config.text, {{"@MODEL@", model},
+  // Relative to the caller's directory, not the template's.
+  const std::string model_path = std::filesystem::absolute(model).string();
+  config.text = absl::StrReplaceAll(config.text, {{"@MODEL@", model_path},
                                                   {"@DTYPE@", dtype},
                                                   {"@SIZE@", absl::StrCat(size)}});
   BlockRegistry blocks;
