@@ -26,7 +26,7 @@ Engine::Engine(EngineOptions options)
       metrics_(BuildInfo{.version = LOOPSERVE_VERSION,
                          .torch_version = TORCH_VERSION,
                          .device = options_.device.str()}),
-      encoder_(options_.stream.encoder_threads),
+      encoder_(options_.stream_encoder_threads),
       executor_(options_.executor) {
   if (options_.stream_idle_timeout > absl::ZeroDuration()) {
     watchdog_ = std::thread([this] { WatchForStalledReaders(); });

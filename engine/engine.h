@@ -49,6 +49,8 @@ struct EngineOptions {
   RunLimits limits;
   RunStreamOptions stream;
   RunExecutorOptions executor;
+  // Threads of the engine's StreamEncoder (--stream_encoder_threads).
+  int stream_encoder_threads = 4;
   // Where runs' tensors live: the server's --device.
   c10::Device device = c10::kCPU;
   // A run whose client has taken no message for this long is ended with

@@ -40,8 +40,10 @@ HostCopy HostCopy::Start(const at::Tensor& value) {
     return copy;
   }
 #endif
-  // The CPU (or a device without an asynchronous path): copied now.
-  copy.host_ = value.detach().to(at::kCPU).clone(at::MemoryFormat::Contiguous);
+  // The CPU (or a device without an asynchronous path): copied now, once.
+  copy.host_ = value.detach().to(at::TensorOptions().device(at::kCPU),
+                                 /*non_blocking=*/false, /*copy=*/true,
+                                 at::MemoryFormat::Contiguous);
   return copy;
 }
 

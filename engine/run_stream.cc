@@ -112,9 +112,8 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
     }
   }
   item.clear_preview_png();
-  if (selection_.preview != nullptr && !preview_reads_.empty()) {
+  if (DefersPreviews()) {
     Deferred& later = defer();
-    later.preview = true;
     for (const std::string& name : preview_reads_) {
       const c10::IValue* value = iteration.state.Find(name);
       if (value != nullptr && value->isTensor()) {
@@ -416,7 +415,7 @@ absl::Status RunStream::Complete(v1::Iteration& item,
   for (auto& [name, copy] : deferred.values) {
     RETURN_IF_ERROR(EncodeValue(c10::IValue(copy.Wait()), values[name]));
   }
-  if (!deferred.preview) return absl::OkStatus();
+  if (!DefersPreviews()) return absl::OkStatus();
   BlockState inputs;
   for (auto& [name, copy] : deferred.preview_inputs) {
     inputs.Set(name, copy.Wait());

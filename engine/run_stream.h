@@ -114,8 +114,6 @@ struct RunStreamOptions {
   // encoding]); when null, the thread that starts the write does. The
   // engine sets its own.
   StreamEncoder* encoder = nullptr;
-  // The engine's StreamEncoder threads (--stream_encoder_threads).
-  int encoder_threads = 4;
   // Tests: CPU tensors take the device's path too (copied, then encoded by
   // the encoder), so that path runs where there is no device.
   bool defer_cpu_values = false;
@@ -178,8 +176,8 @@ class RunStream : public IterationObserver {
   struct Deferred {
     // Values to encode, by name.
     std::vector<std::pair<std::string, HostCopy>> values;
-    // The preview's inputs (IterationPreview::reads), when it is deferred.
-    bool preview = false;
+    // The preview's inputs (IterationPreview::reads), when the stream draws
+    // its previews off the loop (DefersPreviews).
     std::vector<std::pair<std::string, HostCopy>> preview_inputs;
   };
   struct Pending {
@@ -229,6 +227,10 @@ class RunStream : public IterationObserver {
   // What the preview reads (IterationPreview::reads); empty: it is drawn on
   // the run's thread.
   const std::vector<std::string> preview_reads_;
+  // Whether previews are drawn off the loop, from copies of preview_reads_.
+  bool DefersPreviews() const {
+    return selection_.preview != nullptr && !preview_reads_.empty();
+  }
 
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kQueued;

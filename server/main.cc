@@ -225,7 +225,7 @@ absl::Status Serve(const sigset_t& signals) {
   }
   engine.stream.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   engine.stream.max_queued_bytes = 4 * engine.stream.max_batch_bytes;
-  engine.stream.encoder_threads = absl::GetFlag(FLAGS_stream_encoder_threads);
+  engine.stream_encoder_threads = absl::GetFlag(FLAGS_stream_encoder_threads);
   engine.device = device;
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   if (const int32_t port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
