@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -13,8 +14,26 @@ namespace loopserve {
 
 // "auto" (CUDA when libtorch has it and a GPU is present, else CPU), "cpu",
 // "cuda" or "cuda:N". INVALID_ARGUMENT for anything else, and
-// FAILED_PRECONDITION for a CUDA device that is not there.
+// FAILED_PRECONDITION for a CUDA device that is not there or a CUDA backend
+// that does not load. Resolving a CUDA device loads libtorch's CUDA backend
+// (Note [the CUDA backend, loaded when wanted] in device.cc); nothing else
+// does. Thread-safe.
 absl::StatusOr<c10::Device> ResolveDevice(absl::string_view flag);
+
+// Loads libtorch's CUDA backend once (later calls return the first call's
+// result): OK once ATen's CUDA kernels and hooks are registered, also on a
+// machine without a GPU. FAILED_PRECONDITION in a build without CUDA or when
+// the library does not load; INTERNAL when ATen was asked about CUDA before
+// (Note [the CUDA backend, loaded when wanted]). Thread-safe.
+absl::Status LoadCudaBackend();
+
+// The CUDA devices this process sees: 0 in a build without CUDA, or on a
+// machine without a GPU or its driver. Cheap, and loads no backend.
+int CudaDeviceCount();
+
+// What this binary was built against, for --version: "libtorch 2.11.0,
+// CUDA 13.0 compiled in, 0 CUDA devices".
+std::string LibtorchDescription();
 
 // What libtorch's caching allocator holds on a device: bytes in live
 // tensors, and bytes it took from the driver (live or cached for reuse).

@@ -332,6 +332,11 @@ int main(int argc, char** argv) {
     return absl::EndsWith(file, "server/main.cc");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
+  // --version: "loopserve 0.1.0" and the libtorch it runs on.
+  usage.version_string = [] {
+    return absl::StrCat("loopserve " LOOPSERVE_VERSION "\n",
+                        loopserve::LibtorchDescription(), "\n");
+  };
   usage.normalize_filename = [](absl::string_view file) {
     const size_t at = file.rfind("server/");
     return std::string(at == absl::string_view::npos ? file : file.substr(at));

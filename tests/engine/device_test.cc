@@ -1,8 +1,17 @@
 #include "engine/device.h"
 
-#include <ATen/Context.h>
+#include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <pthread.h>
+#include <torch/version.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
 
 #include "tests/testing/status_matchers.h"
 
@@ -12,13 +21,23 @@ namespace {
 using ::loopserve::testing::StatusIs;
 using ::testing::HasSubstr;
 
+// Whether a shared library of that file name is mapped into this process.
+bool IsLoaded(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (absl::EndsWith(line, "/" + name)) return true;
+  }
+  return false;
+}
+
 TEST(ResolveDeviceTest, Cpu) {
   ASSERT_OK_AND_ASSIGN(c10::Device device, ResolveDevice("cpu"));
   EXPECT_EQ(device, c10::Device(c10::kCPU));
 }
 
 TEST(ResolveDeviceTest, AutoIsCpuWithoutCuda) {
-  if (at::hasCUDA()) GTEST_SKIP() << "this build has CUDA";
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "this machine has a GPU";
   ASSERT_OK_AND_ASSIGN(c10::Device device, ResolveDevice("auto"));
   EXPECT_EQ(device, c10::Device(c10::kCPU));
   EXPECT_THAT(ResolveDevice("cuda:0"),
@@ -37,9 +56,48 @@ TEST(ResolveDeviceTest, RejectsOtherNames) {
 }
 
 TEST(ResolveDeviceTest, AutoPicksTheFirstGpu_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
   ASSERT_OK_AND_ASSIGN(c10::Device device, ResolveDevice("auto"));
   EXPECT_EQ(device, c10::Device(c10::kCUDA, 0));
+  // The backend it loaded runs kernels there.
+  EXPECT_TRUE(at::hasCUDA());
+  EXPECT_EQ(at::ones({2}, at::Device(c10::kCUDA, 0)).sum().item<float>(), 2);
+}
+
+#ifdef LOOPSERVE_WITH_CUDA
+// Note [the CUDA backend, loaded when wanted]: nothing loads it before a
+// CUDA device is resolved, and once loaded, with or without a GPU, ATen has
+// its CUDA kernels and the threads of this process may still ask for small
+// stacks (civetweb's, for /metrics, ask for 100 KB).
+TEST(LoadCudaBackendTest, RegistersCudaAndLeavesThreadStacksAlone) {
+  EXPECT_FALSE(IsLoaded("libtorch_cuda.so"));
+  ASSERT_OK(LoadCudaBackend());
+  EXPECT_TRUE(IsLoaded("libtorch_cuda.so"));
+  EXPECT_TRUE(at::detail::getCUDAHooks().hasCUDART());
+  EXPECT_EQ(at::hasCUDA(), CudaDeviceCount() > 0);
+  EXPECT_OK(LoadCudaBackend());  // once
+
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  pthread_attr_setstacksize(&attributes, 100 * 1024);
+  pthread_t thread;
+  const int created = pthread_create(
+      &thread, &attributes, [](void*) -> void* { return nullptr; }, nullptr);
+  pthread_attr_destroy(&attributes);
+  ASSERT_EQ(created, 0) << "a thread with a 100 KB stack: "
+                        << std::strerror(created);
+  pthread_join(thread, nullptr);
+}
+#endif
+
+TEST(LibtorchDescriptionTest, NamesTheVersionAndCuda) {
+  const std::string description = LibtorchDescription();
+  EXPECT_THAT(description, HasSubstr("libtorch " TORCH_VERSION));
+#ifdef LOOPSERVE_WITH_CUDA
+  EXPECT_THAT(description, HasSubstr("compiled in"));
+#else
+  EXPECT_THAT(description, HasSubstr("no CUDA"));
+#endif
 }
 
 }  // namespace
