@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """What each front costs a streamed run, side by side in one process:
 loopserve.v1's Run, the Open Inference Protocol's ModelStreamInfer and
 ModelInfer, and HTTP's server-sent events, all from Python against one

@@ -29,7 +29,7 @@ struct Level {
 
 // α_t = 1 / √(σ² + 1), σ_t = σ·α_t: diffusers' _sigma_to_alpha_sigma_t.
 std::pair<float, float> AlphaSigma(float sigma) {
-  const float alpha = 1.0f / std::sqrt(sigma * sigma + 1.0f);
+  const float alpha = 1.0f / internal::TorchSqrt(sigma * sigma + 1.0f);
   return {alpha, sigma * alpha};
 }
 
@@ -207,7 +207,7 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
       const float exp_neg_2h = internal::TorchExp(-2.0f * h);
       x_t = (t.sigma / s0.sigma * exp_neg_h) * sample +
             (t.alpha * (1 - exp_neg_2h)) * m +
-            t.sigma * std::sqrt(1.0f - exp_neg_2h) * noise;
+            t.sigma * internal::TorchSqrt(1.0f - exp_neg_2h) * noise;
     } else {
       x_t = (t.sigma / s0.sigma) * sample - (t.alpha * (exp_neg_h - 1.0f)) * m;
     }
@@ -228,7 +228,7 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
                 ? x_t + 0.5f * d0_scale * d1
                 : x_t + (t.alpha * ((1.0f - exp_neg_2h) / (-2.0f * h) + 1.0f)) *
                             d1;
-      x_t = x_t + t.sigma * std::sqrt(1.0f - exp_neg_2h) * noise;
+      x_t = x_t + t.sigma * internal::TorchSqrt(1.0f - exp_neg_2h) * noise;
     } else {
       const float d0_scale = t.alpha * (exp_neg_h - 1.0f);
       x_t = (t.sigma / s0.sigma) * sample - d0_scale * d0;

@@ -3,7 +3,9 @@
 // solvers are in multistep_schedulers.cc.
 //
 // Scalar arithmetic is float32 where diffusers computes on 0-d float32
-// tensors, double where it computes in numpy float64, in the same order.
+// tensors, through the same libtorch kernels for sqrt, log, exp and expm1
+// (scheduler_internal.h), double where it computes in numpy float64, in the
+// same order.
 #include "blocks/diffusion/schedulers.h"
 
 #include <ATen/ATen.h>
@@ -88,6 +90,7 @@ float OnScalarTensor(float x) {
 
 }  // namespace
 
+float TorchSqrt(float x) { return OnScalarTensor<&at::sqrt>(x); }
 float TorchLog(float x) { return OnScalarTensor<&at::log>(x); }
 float TorchExp(float x) { return OnScalarTensor<&at::exp>(x); }
 float TorchExpm1(float x) { return OnScalarTensor<&at::expm1>(x); }
@@ -95,6 +98,7 @@ float TorchExpm1(float x) { return OnScalarTensor<&at::expm1>(x); }
 }  // namespace internal
 
 using internal::CpuTensor;
+using internal::TorchSqrt;
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(std::move(config)),
@@ -111,8 +115,8 @@ at::Tensor Scheduler::AddNoise(const Schedule& schedule,
   const int64_t t =
       schedule.timesteps.data_ptr<int64_t>()[schedule.begin_index];
   const float alpha_prod = alphas_cumprod_.data_ptr<float>()[t];
-  return std::sqrt(alpha_prod) * original +
-         std::sqrt(1.0f - alpha_prod) * noise;
+  return TorchSqrt(alpha_prod) * original +
+         TorchSqrt(1.0f - alpha_prod) * noise;
 }
 
 absl::Status Scheduler::CheckStepCount(int64_t n) const {
@@ -188,8 +192,8 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
   const float alpha_prod_t = AlphaProd(timestep);
   const float alpha_prod_t_prev = AlphaProd(prev_timestep);
   const float beta_prod_t = 1.0f - alpha_prod_t;
-  const float sqrt_alpha_t = std::sqrt(alpha_prod_t);
-  const float sqrt_beta_t = std::sqrt(beta_prod_t);
+  const float sqrt_alpha_t = TorchSqrt(alpha_prod_t);
+  const float sqrt_beta_t = TorchSqrt(beta_prod_t);
 
   at::Tensor pred_original_sample;
   at::Tensor pred_epsilon;
@@ -212,11 +216,11 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
   const float variance = (beta_prod_t_prev / beta_prod_t) *
                          (1.0f - alpha_prod_t / alpha_prod_t_prev);
   const float std_dev_t =
-      static_cast<float>(options.eta) * std::sqrt(variance);
+      static_cast<float>(options.eta) * TorchSqrt(variance);
   const float direction_scale =
-      std::sqrt(1.0f - alpha_prod_t_prev - std_dev_t * std_dev_t);
+      TorchSqrt(1.0f - alpha_prod_t_prev - std_dev_t * std_dev_t);
   at::Tensor prev_sample =
-      std::sqrt(alpha_prod_t_prev) * pred_original_sample +
+      TorchSqrt(alpha_prod_t_prev) * pred_original_sample +
       direction_scale * pred_epsilon;
 
   if (options.eta > 0) {
@@ -271,7 +275,7 @@ absl::StatusOr<Schedule> EulerScheduler::SetTimesteps(
       (config_.timestep_spacing == "linspace" ||
        config_.timestep_spacing == "trailing")
           ? max_sigma
-          : std::sqrt(max_sigma * max_sigma + 1.0f);
+          : TorchSqrt(max_sigma * max_sigma + 1.0f);
   return schedule;
 }
 
@@ -279,7 +283,7 @@ at::Tensor EulerScheduler::ScaleModelInput(const Schedule& schedule,
                                            const at::Tensor& sample,
                                            int64_t step_index) const {
   const float sigma = schedule.sigmas.data_ptr<float>()[step_index];
-  return sample / std::sqrt(sigma * sigma + 1.0f);
+  return sample / TorchSqrt(sigma * sigma + 1.0f);
 }
 
 at::Tensor EulerScheduler::AddNoise(const Schedule& schedule,
@@ -304,7 +308,7 @@ absl::StatusOr<StepResult> EulerScheduler::Step(
   } else if (config_.prediction_type == "v_prediction") {
     const float s2 = sigma * sigma + 1.0f;
     pred_original_sample =
-        model_output * (-sigma / std::sqrt(s2)) + sample / s2;
+        model_output * (-sigma / TorchSqrt(s2)) + sample / s2;
   } else {  // sample (Euler only)
     pred_original_sample = model_output;
   }
@@ -318,11 +322,11 @@ absl::StatusOr<StepResult> EulerScheduler::Step(
   }
   // Ancestral: step down to sigma_down, then add fresh noise of sigma_up.
   const float sigma_from = sigma;
-  const float sigma_up = std::sqrt(sigma_to * sigma_to *
+  const float sigma_up = TorchSqrt(sigma_to * sigma_to *
                                    (sigma_from * sigma_from -
                                     sigma_to * sigma_to) /
                                    (sigma_from * sigma_from));
-  const float sigma_down = std::sqrt(sigma_to * sigma_to - sigma_up * sigma_up);
+  const float sigma_down = TorchSqrt(sigma_to * sigma_to - sigma_up * sigma_up);
   const float dt = sigma_down - sigma;
   at::Tensor prev_sample = sample + derivative * dt;
   ASSIGN_OR_RETURN(const at::Tensor noise,
@@ -385,17 +389,17 @@ absl::StatusOr<StepResult> LcmScheduler::Step(
                        static_cast<float>(config_.timestep_scaling);
   // Python's `0.25 / tensor` is reciprocal(tensor) * 0.25.
   const float c_skip = (1.0f / (scaled * scaled + 0.25f)) * 0.25f;
-  const float c_out = scaled / std::sqrt(scaled * scaled + 0.25f);
+  const float c_out = scaled / TorchSqrt(scaled * scaled + 0.25f);
 
   at::Tensor x0;
   if (config_.prediction_type == "epsilon") {
-    x0 = (sample - std::sqrt(beta_prod_t) * model_output) /
-         std::sqrt(alpha_prod_t);
+    x0 = (sample - TorchSqrt(beta_prod_t) * model_output) /
+         TorchSqrt(alpha_prod_t);
   } else if (config_.prediction_type == "sample") {
     x0 = model_output;
   } else {  // v_prediction
-    x0 = std::sqrt(alpha_prod_t) * sample -
-         std::sqrt(beta_prod_t) * model_output;
+    x0 = TorchSqrt(alpha_prod_t) * sample -
+         TorchSqrt(beta_prod_t) * model_output;
   }
   if (config_.clip_sample) {
     x0 = x0.clamp(-config_.clip_sample_range, config_.clip_sample_range);
@@ -406,8 +410,8 @@ absl::StatusOr<StepResult> LcmScheduler::Step(
   if (step_index != schedule.size() - 1) {
     ASSIGN_OR_RETURN(const at::Tensor noise,
                      DrawNoise(denoised, options, "LCM"));
-    prev_sample = std::sqrt(alpha_prod_t_prev) * denoised +
-                  std::sqrt(beta_prod_t_prev) * noise;
+    prev_sample = TorchSqrt(alpha_prod_t_prev) * denoised +
+                  TorchSqrt(beta_prod_t_prev) * noise;
   }
   return StepResult{.prev_sample = std::move(prev_sample),
                     .pred_original_sample = std::move(denoised)};

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Streams the seed loop from a running loopserve and prints x each step.
 
     client/python/stream_seed_loop.py --server localhost:50051 --num_steps 5

@@ -47,11 +47,11 @@ fi
 node "$here/validate.cjs" "$work/cpu.yaml" "$work/gpu.yaml" "$work/secure.yaml"
 
 # 3. Consistency.
-/usr/bin/python3 "$here/check_manifests.py" "$SOURCE_DIR" "$work/cpu.yaml" "$work/gpu.yaml" "$work/secure.yaml"
+"$PYTHON" "$here/check_manifests.py" "$SOURCE_DIR" "$work/cpu.yaml" "$work/gpu.yaml" "$work/secure.yaml"
 
 # 4. The ConfigMap's configuration. The image holds deploy/models at
 #    /opt/loopserve/models; here the source tree's copy stands in.
-/usr/bin/python3 - "$work/cpu.yaml" "$SOURCE_DIR/deploy/models" > "$work/pipelines.pbtxt" << 'EOF'
+"$PYTHON" - "$work/cpu.yaml" "$SOURCE_DIR/deploy/models" > "$work/pipelines.pbtxt" << 'EOF'
 import sys, yaml
 for obj in yaml.safe_load_all(open(sys.argv[1])):
     if obj and obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("loopserve-config"):

@@ -35,11 +35,11 @@ expect_contains "$out" "result  x = 5" "run"
 expect_contains "$out" "sent=5 dropped=0" "run"
 
 # A tensor input from NumPy, streamed tensors and the result saved as .npy.
-/usr/bin/python3 -c "import numpy as np; np.save('$work/x.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4))"
+"$PYTHON" -c "import numpy as np; np.save('$work/x.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4))"
 out=$("$LOOPCTL" run seed-loop-2 -i num_steps=4 -i "x=@$work/x.npy" \
   --save-dir "$work/saved" --every 2)
 expect_contains "$out" "result  x = FP32[2,3,4] min=8 max=31" "tensor run"
-/usr/bin/python3 - "$work" <<'PY' || fail "saved .npy files"
+"$PYTHON" - "$work" <<'PY' || fail "saved .npy files"
 import sys, numpy as np
 work = sys.argv[1]
 x0 = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
@@ -94,7 +94,7 @@ expect_contains "$out" "result  x = 5" "loopctl --flag=value"
 expect_contains "$out" "sent=2 dropped=0" "loopctl --every=2"
 
 # The Python client's example.
-out=$(/usr/bin/python3 "$SOURCE_DIR/client/python/stream_seed_loop.py" \
+out=$("$PYTHON" "$SOURCE_DIR/client/python/stream_seed_loop.py" \
   --server "$LOOPSERVE_SERVER" --num_steps 5)
 for i in 1 2 3 4 5; do
   expect_contains "$out" "iteration $i/5: x = $i" "python example"
@@ -102,7 +102,7 @@ done
 expect_contains "$out" "result: x = 5" "python example"
 
 # The Python client with tensors, LATEST and every.
-/usr/bin/python3 - <<PY || fail "python client"
+"$PYTHON" - <<PY || fail "python client"
 import sys
 sys.path.insert(0, "$SOURCE_DIR/client/python")
 import numpy as np
@@ -126,7 +126,7 @@ assert np.array_equal(from_value(result.outputs["x"]), x0 + 20)
 PY
 
 # Server reflection lists the services.
-/usr/bin/python3 - <<PY || fail "reflection"
+"$PYTHON" - <<PY || fail "reflection"
 import sys
 sys.path.insert(0, "$LOOPSERVE_PYTHON_STUBS")
 import grpc
@@ -146,7 +146,7 @@ expect_contains "$out" "image = UINT8[1,64,64,3]" "digits run"
 for f in preview_0.png preview_9.png image.png latents.npy; do
   [ -s "$work/digits/$f" ] || fail "digits run saved no $f"
 done
-/usr/bin/python3 - "$work/digits" <<'PY' || fail "saved PNGs"
+"$PYTHON" - "$work/digits" <<'PY' || fail "saved PNGs"
 import struct, sys
 for name in ("preview_9.png", "image.png"):
     data = open(f"{sys.argv[1]}/{name}", "rb").read()
@@ -163,7 +163,7 @@ out=$("$LOOPCTL" run digits-img2img -i "image_latents=@$work/seven/latents.npy" 
   -i strength=0.9 -i prompt=three -i seed=7 -i num_inference_steps=25 \
   --save-dir "$work/three")
 expect_contains "$out" "resolved " "digits-img2img run"
-/usr/bin/python3 - "$work" "$SOURCE_DIR" <<'PY' || fail "prompted digits"
+"$PYTHON" - "$work" "$SOURCE_DIR" <<'PY' || fail "prompted digits"
 import sys
 import numpy as np
 import torch
@@ -175,7 +175,7 @@ for folder, digit in (("seven", 7), ("three", 3)):
 PY
 
 # The Python client: a denoising run with previews.
-/usr/bin/python3 - <<PY || fail "python denoising"
+"$PYTHON" - <<PY || fail "python denoising"
 import sys
 sys.path.insert(0, "$SOURCE_DIR/client/python")
 import numpy as np
@@ -271,7 +271,7 @@ expect_contains "$(cat "$work/server.err")" "loopserve: stopped" "shutdown"
 bash "$SOURCE_DIR/tests/testing/make_test_certs.sh" "$work/certs"
 printf '# who may run\nalice %s\n' "e2e-token-a" > "$work/tokens"
 echo e2e-token-a > "$work/alice.token"
-health_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+health_port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 start_loopserve "$LOOPSERVE" "$work/secure.err" \
   --tls_cert_file="$work/certs/server.pem" \
   --tls_key_file="$work/certs/server.key" \
@@ -291,7 +291,7 @@ out=$("$LOOPCTL" "${tls[@]}" --token_file "$work/alice.token" run seed-loop -i n
 expect_contains "$out" "result  x = 3" "TLS run with a token"
 out=$("$LOOPCTL" --server "127.0.0.1:$health_port" health)
 expect_contains "$out" "SERVING" "plaintext health port"
-/usr/bin/python3 - <<PY || fail "python client over TLS with a token"
+"$PYTHON" - <<PY || fail "python client over TLS with a token"
 import sys
 sys.path.insert(0, "$SOURCE_DIR/client/python")
 import grpc

@@ -18,10 +18,10 @@ export LOOPSERVE_GRPC=127.0.0.1:$port LOOPSERVE_HTTP=127.0.0.1:$http_port \
   LOOPSERVE_METRICS=127.0.0.1:$metrics_port
 
 echo "== Open Inference Protocol"
-/usr/bin/python3 "$e2e/oip_client_test.py" || fail "OIP client"
+"$PYTHON" "$e2e/oip_client_test.py" || fail "OIP client"
 
 echo "== HTTP"
-/usr/bin/python3 "$e2e/http_test.py" || fail "HTTP"
+"$PYTHON" "$e2e/http_test.py" || fail "HTTP"
 # curl -N shows the events as they come.
 out=$(curl -sN -X POST "http://$LOOPSERVE_HTTP/v1/pipelines/seed-loop:run" \
   -d '{"inputs": {"num_steps": {"int64_value": "3"}, "x": {"int64_value": "0"}}}')
@@ -31,7 +31,7 @@ expect_contains "$out" "event: end" "curl -N"
 
 echo "== loopctl for people and for scripts"
 out=$("$LOOPCTL" --server "127.0.0.1:$port" run seed-loop -i num_steps=3 -i x=0 --json)
-/usr/bin/python3 - "$out" <<'PY' || fail "loopctl --json: $out"
+"$PYTHON" - "$out" <<'PY' || fail "loopctl --json: $out"
 import json, sys
 events = [json.loads(line) for line in sys.argv[1].splitlines()]
 assert [next(iter(e)) for e in events] == \
@@ -47,7 +47,7 @@ grep -qE '\] 200/200  [0-9.]+ steps/s  ETA [0-9.]+ s' <<<"$out" \
   || fail "no progress bar with steps/s and ETA on a terminal: $out"
 
 echo "== pip install ./client/python, offline, into a virtual environment"
-/usr/bin/python3 -m venv --system-site-packages "$work/venv"
+"$PYTHON" -m venv --system-site-packages "$work/venv"
 # PIP_NO_INDEX: prove that nothing is downloaded.
 PIP_NO_INDEX=1 "$work/venv/bin/pip" install -q "$SOURCE_DIR/client/python" \
   || fail "pip install ./client/python"

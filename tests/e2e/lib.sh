@@ -19,7 +19,7 @@ expect_contains() {  # haystack needle what
 
 # free_port: prints a port nothing listens on now.
 free_port() {
-  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # start_loopserve BINARY STDERR_FILE ARGS...: starts BINARY in the

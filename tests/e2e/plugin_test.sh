@@ -49,7 +49,7 @@ expect_contains "$out" "latents" "describe"
 out=$("$loopctl" --server "127.0.0.1:$port" run gmm-ddim-clamped \
   --input=seed=3 -i num_inference_steps=10 --stream=latents --save-dir="$work/out")
 expect_contains "$out" "iteration 10/10 [gmm-ddim-clamped/denoise]" "run"
-/usr/bin/python3 - "$work/out" <<'PY' || fail "latents out of [-1, 1]"
+"$PYTHON" - "$work/out" <<'PY' || fail "latents out of [-1, 1]"
 import sys, glob, numpy as np
 files = sorted(glob.glob(f"{sys.argv[1]}/latents_*.npy"))
 assert len(files) == 10, files

@@ -8,4 +8,4 @@ start_loopserve "$LOOPSERVE" "$work/server.err" --http_port="$(free_port)" \
   --metrics_port="$metrics_port"
 LOOPSERVE_HTTP=127.0.0.1:$http_port LOOPSERVE_METRICS=127.0.0.1:$metrics_port \
   SCREENSHOT="${ARTIFACTS_DIR:-$work}/preview_page.png" \
-  /usr/bin/python3 "$SOURCE_DIR/tests/e2e/preview_page_test.py"
+  "$PYTHON" "$SOURCE_DIR/tests/e2e/preview_page_test.py"

@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 grpc_port=$(free_port)
 metrics_port=$(free_port)
@@ -78,7 +78,7 @@ wait "$long" 2> /dev/null || true
 
 # Ask Prometheus until it has scraped what the runs did.
 query() {
-  /usr/bin/python3 - "$prom_port" "$1" << 'EOF'
+  "$PYTHON" - "$prom_port" "$1" << 'EOF'
 import json, sys, urllib.error, urllib.parse, urllib.request
 port, promql = sys.argv[1], sys.argv[2]
 url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -128,7 +128,7 @@ expect 'time() - process_start_time_seconds{job="loopserve"} < bool 600' 1
 # The alert rules and the prometheus-adapter rule shipped with the manifests
 # are valid, and Prometheus evaluates each of their queries against this
 # server's series.
-/usr/bin/python3 - "$SOURCE_DIR" "$work" << 'EOF'
+"$PYTHON" - "$SOURCE_DIR" "$work" << 'EOF'
 import sys, yaml
 source, work = sys.argv[1], sys.argv[2]
 rule = yaml.safe_load(open(f"{source}/deploy/k8s/base/prometheus-rule.yaml"))
@@ -149,7 +149,7 @@ done < "$work/exprs.txt"
 # The adapter's metric: runs executing plus queued, 0 now.
 expect 'sum by (job) (loopserve_queued_runs{job="loopserve"}) + sum by (job) (loopserve_active_runs{job="loopserve"})' 0
 
-/usr/bin/python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+"$PYTHON" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
   "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt"
 promtool check metrics < "$work/metrics.txt" || fail "promtool check metrics"
 echo "promtool check metrics: OK ($(grep -c '^loopserve_' "$work/metrics.txt") loopserve_ samples)"

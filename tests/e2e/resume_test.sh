@@ -9,7 +9,7 @@ set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
 
-/usr/bin/python3 -c "import secrets; print(secrets.token_hex(32))" > "$work/key"
+"$PYTHON" -c "import secrets; print(secrets.token_hex(32))" > "$work/key"
 start_loopserve "$LOOPSERVE" "$work/a.err" --checkpoint_key_file "$work/key"
 pid_a=$server_pid port_a=$port
 start_loopserve "$LOOPSERVE" "$work/b.err" --checkpoint_key_file "$work/key"
@@ -51,7 +51,7 @@ if out=$("$LOOPCTL" --server "127.0.0.1:$port_b" resume \
 fi
 expect_contains "$out" "INVALID_ARGUMENT" "changed seed"
 expect_contains "$out" "resuming changes 'seed'" "changed seed"
-/usr/bin/python3 - "$work/ckpt/denoise_4.ckpt" "$work/tampered.ckpt" <<'PY'
+"$PYTHON" - "$work/ckpt/denoise_4.ckpt" "$work/tampered.ckpt" <<'PY'
 import sys
 data = bytearray(open(sys.argv[1], "rb").read())
 data[len(data) // 2] ^= 1
@@ -63,7 +63,7 @@ fi
 expect_contains "$out" "INVALID_ARGUMENT: resume_from" "tampered checkpoint"
 
 # The Python client: checkpoints from run(), the rest from resume().
-PYTHONPATH="$SOURCE_DIR/client/python" /usr/bin/python3 - "127.0.0.1:$port_b" <<'PY'
+PYTHONPATH="$SOURCE_DIR/client/python" "$PYTHON" - "127.0.0.1:$port_b" <<'PY'
 import sys
 import numpy as np
 from loopserve_client import LoopClient, from_value
