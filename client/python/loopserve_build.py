@@ -1,63 +1,38 @@
 """A PEP 517 build backend for the loopserve package, in the standard
-library alone, so that `pip install ./client/python` needs no download.
+library alone, so that `pip install ./client/python` needs no build
+download, no protoc and nothing outside this folder.
 
-It writes a wheel of loopserve/ plus the gRPC modules protoc generates from
-the repository's proto/ ($LOOPSERVE_PROTO_DIR overrides where that is), with
-grpc_python_plugin (found on PATH, or $GRPC_PYTHON_PLUGIN).
+It writes a wheel of every module under loopserve/, the gRPC modules
+(loopserve/v1/, generated from the repository's proto/ and checked in)
+among them.
 """
 
 import base64
 import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 import zipfile
 
 NAME = "loopserve"
 VERSION = "0.1.0"
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROTOS = ["loopserve/v1/loopserve.proto"]
-DEPENDENCIES = ["grpcio", "protobuf", "numpy"]
-
-
-def _generate(out):
-    proto_dir = os.environ.get(
-        "LOOPSERVE_PROTO_DIR", os.path.join(HERE, "..", "..", "proto"))
-    plugin = (os.environ.get("GRPC_PYTHON_PLUGIN")
-              or shutil.which("grpc_python_plugin"))
-    protoc = shutil.which("protoc")
-    for proto in PROTOS:
-        if not os.path.exists(os.path.join(proto_dir, proto)):
-            raise RuntimeError(
-                f"loopserve: {proto} is not under {proto_dir}: build from "
-                "the loopserve repository, or set LOOPSERVE_PROTO_DIR")
-    if protoc is None or plugin is None:
-        raise RuntimeError(
-            "loopserve: the build needs protoc and grpc_python_plugin "
-            "(apt-get install protobuf-compiler protobuf-compiler-grpc)")
-    subprocess.run(
-        [protoc, f"--proto_path={proto_dir}", f"--python_out={out}",
-         f"--grpc_out={out}", f"--plugin=protoc-gen-grpc={plugin}", *PROTOS],
-        check=True)
-    for folder in ("loopserve", "loopserve/v1"):
-        open(os.path.join(out, folder, "__init__.py"), "a").close()
+# The generated modules check these at import (protobuf's runtime version
+# check, GRPC_GENERATED_VERSION): the versions of grpcio-tools' protoc that
+# generated them, and the major version after.
+DEPENDENCIES = ["grpcio>=1.81.1", "protobuf>=6.33.5,<7", "numpy"]
+EXTRAS = {"pil": ["pillow"]}
 
 
 def _files():
-    """(path in the wheel, bytes) of every file the package holds."""
+    """(path in the wheel, bytes) of every module the package holds."""
     files = []
-    package = os.path.join(HERE, "loopserve")
-    for name in sorted(os.listdir(package)):
-        if name.endswith(".py"):
-            with open(os.path.join(package, name), "rb") as f:
-                files.append((f"loopserve/{name}", f.read()))
-    with tempfile.TemporaryDirectory() as out:
-        os.makedirs(os.path.join(out, "loopserve"))
-        _generate(out)
-        for name in sorted(os.listdir(os.path.join(out, "loopserve", "v1"))):
-            with open(os.path.join(out, "loopserve", "v1", name), "rb") as f:
-                files.append((f"loopserve/v1/{name}", f.read()))
+    for folder, dirs, names in os.walk(os.path.join(HERE, NAME)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(names):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    files.append((os.path.relpath(path, HERE).replace(
+                        os.sep, "/"), f.read()))
     return files
 
 
@@ -66,6 +41,10 @@ def _metadata():
              "Summary: Python client of loopserve",
              "Requires-Python: >=3.9"]
     lines += [f"Requires-Dist: {d}" for d in DEPENDENCIES]
+    for extra, requirements in EXTRAS.items():
+        lines.append(f"Provides-Extra: {extra}")
+        lines += [f'Requires-Dist: {r}; extra == "{extra}"'
+                  for r in requirements]
     return ("\n".join(lines) + "\n").encode()
 
 

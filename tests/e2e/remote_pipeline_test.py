@@ -18,8 +18,6 @@ TARGET = os.environ["LOOPSERVE_GRPC"]
 PROMPT = "a handwritten seven"
 
 
-
-
 class RemotePipelineTest(unittest.TestCase):
     def test_installed_not_borrowed_from_the_source_tree(self):
         self.assertIn("site-packages", loopserve.__file__)
@@ -43,6 +41,40 @@ class RemotePipelineTest(unittest.TestCase):
         np.testing.assert_array_equal(result.outputs["image"],
                                       outputs["image"])
         self.assertEqual(result.stats.iterations, 6)
+
+    def test_a_call_reports_its_resolved_inputs_and_stats(self):
+        pipe = loopserve.RemotePipeline(TARGET, "digits-text")
+        out = pipe(prompt=PROMPT, num_inference_steps=3)
+        self.assertIsInstance(out, loopserve.PipelineOutput)
+        seed = out.resolved_inputs["seed"]
+        self.assertIsInstance(seed, int)
+        self.assertEqual(out.stats.iterations, 3)
+        self.assertTrue(out.run_id)
+        again = pipe(prompt=PROMPT, num_inference_steps=3, seed=seed)
+        np.testing.assert_array_equal(again["image"], out["image"])
+        # Only what the server filled: this call gave its seed.
+        self.assertNotIn("seed", again.resolved_inputs)
+
+    def test_pil_images_as_diffusers_returns_them(self):
+        from PIL import Image
+        pipe = loopserve.RemotePipeline(TARGET, "digits-text")
+        array = pipe(prompt=PROMPT, num_inference_steps=3, seed=2)
+        out = pipe(prompt=PROMPT, num_inference_steps=3, seed=2,
+                   output_type="pil")
+        self.assertEqual(len(out.images), 1)
+        image = out.images[0]
+        self.assertIsInstance(image, Image.Image)
+        self.assertEqual((image.size, image.mode), ((64, 64), "RGB"))
+        np.testing.assert_array_equal(np.asarray(image), array["image"][0])
+        *_, result = pipe.stream(prompt=PROMPT, num_inference_steps=3,
+                                 seed=2, output_type="pil")
+        np.testing.assert_array_equal(np.asarray(result.outputs["image"][0]),
+                                      array["image"][0])
+        with self.assertRaisesRegex(ValueError, "output_type 'pt'"):
+            pipe(prompt=PROMPT, output_type="pt")
+        with self.assertRaisesRegex(AttributeError, "no 'image' output"):
+            loopserve.RemotePipeline(TARGET, "seed-loop")(
+                num_steps=1, x=0).images
 
     def test_the_resolved_seed_reproduces_the_run(self):
         pipe = loopserve.RemotePipeline(TARGET, "digits-text", preview=False)

@@ -1,8 +1,10 @@
 """RemotePipeline: a pipeline on a loopserve server, called like a local one.
 
     pipe = RemotePipeline("localhost:50051", "digits-text")
-    outputs = pipe(prompt="a handwritten seven", num_inference_steps=20)
-    outputs["image"]                       # a numpy array
+    out = pipe(prompt="a handwritten seven", num_inference_steps=20)
+    out["image"]                           # a numpy array, by output name
+    out.resolved_inputs["seed"]            # the seed the server drew
+    pipe(prompt="seven", seed=3, output_type="pil").images[0]  # PIL image
 
     for event in pipe.stream(prompt="a handwritten seven"):
         if isinstance(event, Step):        # one per iteration
@@ -18,7 +20,61 @@ name the input at fault.
 import dataclasses
 from typing import Dict, Iterator, Optional, Union
 
+import numpy as np
+
 from loopserve.client import LoopClient, from_value
+
+
+OUTPUT_TYPES = ("np", "pil")
+
+
+def _as_images(value):
+    """An image tensor (uint8, batch × height × width × 1, 3 or 4 channels)
+    as a list of PIL images, one per batch element; anything else as it
+    is."""
+    if not (isinstance(value, np.ndarray) and value.dtype == np.uint8 and
+            value.ndim == 4 and value.shape[-1] in (1, 3, 4)):
+        return value
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise ImportError(
+            'output_type="pil" needs Pillow: pip install pillow '
+            '(or "loopserve[pil]")') from error
+    return [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+            for image in value]
+
+
+def _outputs(values, output_type):
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type {output_type!r}: expected one of "
+                         f"{', '.join(OUTPUT_TYPES)}")
+    outputs = {name: from_value(v) for name, v in values.items()}
+    if output_type == "pil":
+        outputs = {name: _as_images(v) for name, v in outputs.items()}
+    return outputs
+
+
+class PipelineOutput(dict):
+    """A run's final outputs by name (numpy arrays for tensors; lists of PIL
+    images for output_type="pil"), and what else the run reported."""
+
+    def __init__(self, outputs, resolved_inputs, stats, run_id):
+        super().__init__(outputs)
+        # Every input the server filled (defaults, the drawn seed): with
+        # the call's own inputs, they reproduce the run bit for bit.
+        self.resolved_inputs = resolved_inputs
+        self.stats = stats        # loopserve.v1.RunStats
+        self.run_id = run_id
+
+    @property
+    def images(self):
+        """The "image" output, as diffusers' pipelines return theirs."""
+        if "image" not in self:
+            raise AttributeError(
+                f"this pipeline has no 'image' output; it has "
+                f"{', '.join(sorted(self)) or 'none'}")
+        return self["image"]
 
 
 @dataclasses.dataclass
@@ -74,18 +130,30 @@ class RemotePipeline:
             self._description = self._client.describe(self.name)
         return self._description
 
-    def __call__(self, **inputs) -> Dict[str, object]:
-        """Runs the pipeline; its final outputs, numpy arrays for tensors."""
-        result = None
+    def __call__(self, *, output_type: str = "np",
+                 **inputs) -> PipelineOutput:
+        """Runs the pipeline: its final outputs (numpy arrays for tensors;
+        output_type="pil": image tensors as lists of PIL images), with the
+        run's resolved inputs and stats."""
+        started = result = None
         # Only the last iteration is sent, and its values are not kept.
         for kind, event in self._client.run(
                 self.name, inputs, every=2**32 - 1, timeout=self._timeout):
-            if kind == "result":
+            if kind == "started":
+                started = event
+            elif kind == "result":
                 result = event
-        return {name: from_value(v) for name, v in result.outputs.items()}
+        return PipelineOutput(
+            _outputs(result.outputs, output_type),
+            resolved_inputs={k: from_value(v)
+                             for k, v in started.resolved_inputs.items()},
+            stats=result.stats, run_id=started.run_id)
 
-    def stream(self, **inputs) -> Iterator[Union[Step, Result]]:
-        """Yields a Step per streamed iteration, then the Result."""
+    def stream(self, *, output_type: str = "np",
+               **inputs) -> Iterator[Union[Step, Result]]:
+        """Yields a Step per streamed iteration, then the Result (its
+        outputs as __call__'s, by output_type)."""
+        _outputs({}, output_type)  # refused before the run starts
         preview = self._preview
         if preview is None:
             preview = self.description.preview
@@ -106,8 +174,7 @@ class RemotePipeline:
                         dropped_before=event.dropped_before)
                 elif kind == "result":
                     yield Result(
-                        outputs={k: from_value(v)
-                                 for k, v in event.outputs.items()},
+                        outputs=_outputs(event.outputs, output_type),
                         stats=event.stats,
                         run_id=started.run_id if started else "",
                         resolved_inputs={
