@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The fronts beside loopserve.v1, end to end against the real binary: the
-# Open Inference Protocol through stubs generated from our proto, HTTP
+# Open Inference Protocol through Triton's client (tritonclient.grpc), HTTP
 # with server-sent events, the pip-installed Python package, and both under
 # TLS with tokens as the gRPC port; loopctl's progress bar and --json.
 #
-#   LOOPSERVE=build/server/loopserve SOURCE_DIR=. \
-#   LOOPSERVE_PYTHON_STUBS=build/python bash tests/e2e/fronts_test.sh
+#   LOOPSERVE=build/server/loopserve LOOPCTL=build/client/loopctl \
+#   SOURCE_DIR=. PYTHON=.venv/bin/python LOOPSERVE_PYTHON_STUBS=build/python \
+#   bash tests/e2e/fronts_test.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 e2e=$(cd "$(dirname "$0")" && pwd)

@@ -1,101 +1,94 @@
-"""The Open Inference Protocol front, as a Triton client drives it: stubs
-generated from proto/inference/grpc_service.proto by Debian's
-grpc_python_plugin (build/python), raw tensors, request parameters, and
-ModelStreamInfer's decoupled responses.
+"""The Open Inference Protocol front, driven by Triton's own Python client
+(tritonclient.grpc, pinned in scripts/requirements.txt): probes, metadata,
+infer, and the decoupled stream (start_stream, async_stream_infer: a
+response per iteration, the last one flagged final). The one request
+tritonclient will not send (a datatype it does not know) goes through the
+stubs tritonclient itself carries (tritonclient.grpc.service_pb2).
 
     LOOPSERVE_GRPC=127.0.0.1:PORT LOOPSERVE_METRICS=127.0.0.1:PORT \\
-    LOOPSERVE_PYTHON_STUBS=build/python python3 oip_client_test.py
+    python oip_client_test.py
 """
 
 import os
+import queue
 import struct
 import sys
 import unittest
 
 import grpc
 import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
 
-sys.path.insert(0, os.environ["LOOPSERVE_PYTHON_STUBS"])
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "client", "python"))
 
-from inference import grpc_service_pb2 as pb  # noqa: E402
-from inference import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
 import loopserve  # noqa: E402
 from server_metrics import runs_total, wait_for_runs  # noqa: E402
 
 TARGET = os.environ["LOOPSERVE_GRPC"]
-Input = pb.ModelInferRequest.InferInputTensor
+PROMPT = "a handwritten seven"
 
 
-def bytes_input(name, text):
-    """A BYTES input in Triton's raw form: 4-byte length, then the bytes."""
-    data = text.encode()
-    return Input(name=name, datatype="BYTES", shape=[1]), \
-        struct.pack("<I", len(data)) + data
+def text(name, value):
+    tensor = triton.InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value.encode()], dtype=np.object_))
+    return tensor
 
 
-def int_input(name, value):
-    return Input(name=name, datatype="INT64", shape=[1]), struct.pack("<q", value)
+def int64(name, value):
+    tensor = triton.InferInput(name, [1], "INT64")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int64))
+    return tensor
 
 
-def request(model, rid, inputs, **parameters):
-    r = pb.ModelInferRequest(model_name=model, id=rid,
-                             inputs=[i for i, _ in inputs],
-                             raw_input_contents=[raw for _, raw in inputs])
-    for key, value in parameters.items():
-        if isinstance(value, bool):
-            r.parameters[key].bool_param = value
-        elif isinstance(value, int):
-            r.parameters[key].int64_param = value
-        else:
-            r.parameters[key].string_param = value
-    return r
+def digits_inputs(steps=4, seed=7):
+    return [text("prompt", PROMPT), int64("num_inference_steps", steps),
+            int64("seed", seed)]
 
 
-def digits(rid, steps=4, seed=7, **parameters):
-    return request("digits-text", rid, [
-        bytes_input("prompt", "a handwritten seven"),
-        int_input("num_inference_steps", steps), int_input("seed", seed)],
-        **parameters)
+class StreamResponses:
+    """start_stream's callback: every response (or error) in order."""
 
+    def __init__(self):
+        self.queue = queue.Queue()
 
-def outputs(response):
-    """{name: numpy array} of a ModelInferResponse's raw outputs."""
-    types = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "UINT8": "|u1"}
-    result = {}
-    for output, raw in zip(response.outputs, response.raw_output_contents):
-        if output.datatype == "BYTES":
-            (length,) = struct.unpack_from("<I", raw)
-            result[output.name] = raw[4:4 + length]
-        else:
-            result[output.name] = np.frombuffer(
-                raw, types[output.datatype]).reshape(tuple(output.shape))
-    return result
+    def __call__(self, result, error):
+        self.queue.put((result, error))
 
-
+    def until_final(self, request_ids, errors=0, timeout=60):
+        """({request id: [result, ...]}, [error, ...]) once each id has had
+        its final response and `errors` errors came. (tritonclient hands
+        an in-band error to the callback without its request's id.)"""
+        by_id, failures, open_ids = {}, [], set(request_ids)
+        while open_ids or len(failures) < errors:
+            result, error = self.queue.get(timeout=timeout)
+            if error is not None:
+                failures.append(error)
+                continue
+            response = result.get_response()
+            by_id.setdefault(response.id, []).append(result)
+            if response.parameters["triton_final_response"].bool_param:
+                open_ids.discard(response.id)
+        return by_id, failures
 
 
 class OipTest(unittest.TestCase):
     def setUp(self):
-        self.channel = grpc.insecure_channel(TARGET)
-        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.client = triton.InferenceServerClient(TARGET)
 
     def tearDown(self):
-        self.channel.close()
+        self.client.close()
 
     def test_probes_and_metadata(self):
-        self.assertTrue(self.stub.ServerLive(pb.ServerLiveRequest()).live)
-        self.assertTrue(self.stub.ServerReady(pb.ServerReadyRequest()).ready)
-        self.assertTrue(self.stub.ModelReady(
-            pb.ModelReadyRequest(name="digits-text")).ready)
-        self.assertFalse(self.stub.ModelReady(
-            pb.ModelReadyRequest(name="no-such-model")).ready)
-        self.assertEqual(
-            self.stub.ServerMetadata(pb.ServerMetadataRequest()).name,
-            "loopserve")
-        metadata = self.stub.ModelMetadata(
-            pb.ModelMetadataRequest(name="digits-text"))
+        self.assertTrue(self.client.is_server_live())
+        self.assertTrue(self.client.is_server_ready())
+        self.assertTrue(self.client.is_model_ready("digits-text"))
+        self.assertFalse(self.client.is_model_ready("no-such-model"))
+        self.assertEqual(self.client.get_server_metadata().name, "loopserve")
+        metadata = self.client.get_model_metadata("digits-text")
         inputs = {t.name: (t.datatype, list(t.shape)) for t in metadata.inputs}
         self.assertEqual(inputs["prompt"], ("BYTES", [1]))
         self.assertEqual(inputs["num_inference_steps"], ("INT64", [1]))
@@ -103,85 +96,123 @@ class OipTest(unittest.TestCase):
         self.assertEqual(inputs["latents"], ("FP32", [-1]))
         self.assertEqual([t.name for t in metadata.outputs],
                          ["latents", "denoised", "image", "preview_png"])
-        with self.assertRaises(grpc.RpcError) as error:
-            self.stub.ModelMetadata(
-                pb.ModelMetadataRequest(name="digits-text", version="2"))
-        self.assertEqual(error.exception.code(), grpc.StatusCode.NOT_FOUND)
+        as_json = self.client.get_model_metadata("digits-text", as_json=True)
+        self.assertEqual(as_json["name"], "digits-text")
+        with self.assertRaises(InferenceServerException) as error:
+            self.client.get_model_metadata("digits-text", model_version="2")
+        self.assertEqual(error.exception.status(), "StatusCode.NOT_FOUND")
 
     def test_infer_returns_what_the_loopserve_api_returns(self):
-        response = self.stub.ModelInfer(digits("one", seed=11))
+        result = self.client.infer("digits-text", digits_inputs(seed=11),
+                                   request_id="one")
+        response = result.get_response()
         self.assertEqual(response.id, "one")
         self.assertEqual(response.parameters["iterations"].int64_param, 4)
-        image = outputs(response)["image"]
-        self.assertEqual(image.shape, (1, 64, 64, 3))
+        image = result.as_numpy("image")
+        self.assertEqual((image.shape, image.dtype),
+                         ((1, 64, 64, 3), np.uint8))
         client = loopserve.LoopClient(TARGET)
-        result = [e for kind, e in client.run(
-            "digits-text", {"prompt": "a handwritten seven",
-                            "num_inference_steps": 4, "seed": 11})
+        expected = [e for kind, e in client.run(
+            "digits-text", {"prompt": PROMPT, "num_inference_steps": 4,
+                            "seed": 11})
             if kind == "result"][0]
         np.testing.assert_array_equal(
-            image, loopserve.from_value(result.outputs["image"]))
+            image, loopserve.from_value(expected.outputs["image"]))
         client.close()
+        # Only the outputs asked for.
+        only = self.client.infer(
+            "digits-text", digits_inputs(steps=2),
+            outputs=[triton.InferRequestedOutput("latents")])
+        self.assertEqual([o.name for o in only.get_response().outputs],
+                         ["latents"])
 
     def test_infer_errors_name_the_input(self):
-        bad = digits("bad")
-        bad.inputs[1].datatype = "NOPE"
-        with self.assertRaises(grpc.RpcError) as error:
-            self.stub.ModelInfer(bad)
-        self.assertEqual(error.exception.code(),
-                         grpc.StatusCode.INVALID_ARGUMENT)
-        self.assertIn("num_inference_steps", error.exception.details())
-        with self.assertRaises(grpc.RpcError) as error:
-            self.stub.ModelInfer(request("digits-text", "x", [
-                int_input("num_inference_steps", -3)]))
-        self.assertEqual(error.exception.code(),
-                         grpc.StatusCode.INVALID_ARGUMENT)
-        self.assertIn("num_inference_steps", error.exception.details())
+        with self.assertRaises(InferenceServerException) as error:
+            self.client.infer("digits-text",
+                              [int64("num_inference_steps", -3)])
+        self.assertEqual(error.exception.status(),
+                         "StatusCode.INVALID_ARGUMENT")
+        self.assertIn("num_inference_steps", error.exception.message())
+        with self.assertRaises(InferenceServerException) as error:
+            self.client.infer("no-such-model", digits_inputs())
+        self.assertEqual(error.exception.status(), "StatusCode.NOT_FOUND")
 
-    def test_stream_interleaves_requests_and_reports_errors_in_band(self):
-        bad = digits("bad")
-        bad.inputs[2].shape[:] = [2]  # one INT64 given for two
-        requests = [digits("a", steps=3, values="latents", preview=True),
-                    bad, digits("b", steps=2, every=2),
-                    pb.ModelInferRequest(model_name="nope", id="c")]
-        by_id = {}
-        for response in self.stub.ModelStreamInfer(iter(requests)):
-            by_id.setdefault(response.infer_response.id, []).append(response)
-        self.assertIn("INVALID_ARGUMENT", by_id["bad"][0].error_message)
-        self.assertIn("seed", by_id["bad"][0].error_message)
-        self.assertIn("NOT_FOUND", by_id["c"][0].error_message)
+    def test_a_datatype_tritonclient_would_not_send(self):
+        # tritonclient checks datatypes before sending; a raw request shows
+        # what the server says of one it does not know.
+        channel = grpc.insecure_channel(TARGET)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        tensor = pb.ModelInferRequest.InferInputTensor(
+            name="num_inference_steps", datatype="NOPE", shape=[1])
+        with self.assertRaises(grpc.RpcError) as error:
+            stub.ModelInfer(pb.ModelInferRequest(
+                model_name="digits-text", inputs=[tensor],
+                raw_input_contents=[struct.pack("<q", 4)]))
+        self.assertEqual(error.exception.code(),
+                         grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("num_inference_steps", error.exception.details())
+        channel.close()
+
+    def test_decoupled_stream_a_response_per_iteration_then_the_final(self):
+        responses = StreamResponses()
+        self.client.start_stream(callback=responses)
+        bad = digits_inputs()
+        bad[2] = triton.InferInput("seed", [2], "INT64")  # two for one
+        bad[2].set_data_from_numpy(np.array([1, 2], dtype=np.int64))
+        self.client.async_stream_infer(
+            "digits-text", digits_inputs(steps=3), request_id="a",
+            parameters={"values": "latents", "preview": True})
+        self.client.async_stream_infer("digits-text", bad, request_id="bad")
+        self.client.async_stream_infer(
+            "digits-text", digits_inputs(steps=2), request_id="b",
+            parameters={"every": 2})
+        by_id, errors = responses.until_final(["a", "b"], errors=1)
+        self.client.stop_stream()
+
+        error, = errors
+        self.assertIn("INVALID_ARGUMENT", str(error))
+        self.assertIn("seed", str(error))
+        self.assertNotIn("bad", by_id)
         for rid, steps, sent in (("a", 3, [0, 1, 2]), ("b", 2, [1])):
-            responses = [r.infer_response for r in by_id[rid]]
-            self.assertTrue(all(not r.error_message for r in by_id[rid]))
-            *iterations, final = responses
+            *iterations, final = by_id[rid]
             self.assertEqual(
-                [r.parameters["iteration"].int64_param for r in iterations],
-                sent)
-            self.assertTrue(all(r.parameters["total"].int64_param == steps
-                                for r in iterations))
-            self.assertTrue(
-                final.parameters["triton_final_response"].bool_param)
-            self.assertEqual(outputs(final)["image"].shape, (1, 64, 64, 3))
-        first = outputs(by_id["a"][0].infer_response)
-        self.assertEqual(sorted(first), ["latents", "preview_png"])
-        self.assertEqual(first["preview_png"][:8], b"\x89PNG\r\n\x1a\n")
-        # The same run as ModelInfer's, bit for bit.
-        final_a = outputs(by_id["a"][-1].infer_response)["image"]
+                [r.get_response().parameters["iteration"].int64_param
+                 for r in iterations], sent)
+            self.assertTrue(all(
+                r.get_response().parameters["total"].int64_param == steps
+                for r in iterations))
+            self.assertTrue(final.get_response().parameters[
+                "triton_final_response"].bool_param)
+            self.assertEqual(final.as_numpy("image").shape, (1, 64, 64, 3))
+        first = by_id["a"][0]
+        self.assertEqual(
+            sorted(o.name for o in first.get_response().outputs),
+            ["latents", "preview_png"])
+        self.assertEqual(first.as_numpy("latents").shape, (1, 1, 8, 8))
+        self.assertEqual(first.as_numpy("preview_png")[0][:8],
+                         b"\x89PNG\r\n\x1a\n")
+        # The same run as infer's, bit for bit.
         np.testing.assert_array_equal(
-            final_a, outputs(self.stub.ModelInfer(digits("again", steps=3)))["image"])
+            by_id["a"][-1].as_numpy("image"),
+            self.client.infer("digits-text",
+                              digits_inputs(steps=3)).as_numpy("image"))
 
     def test_cancelling_the_stream_cancels_its_runs(self):
         before = runs_total("CANCELLED", "seed-loop")
-        endless = request("seed-loop", "endless", [
-            int_input("num_steps", 10**12), int_input("x", 0)], every=100000)
-        call = self.stub.ModelStreamInfer(iter([endless]))
-        first = next(call)
-        self.assertEqual(first.infer_response.id, "endless")
-        call.cancel()
+        responses = StreamResponses()
+        self.client.start_stream(callback=responses)
+        self.client.async_stream_infer(
+            "seed-loop", [int64("num_steps", 10**12), int64("x", 0)],
+            request_id="endless", parameters={"every": 100000})
+        result, error = responses.queue.get(timeout=60)
+        self.assertIsNone(error)
+        self.assertEqual(result.get_response().id, "endless")
+        self.client.stop_stream(cancel_requests=True)
         self.assertEqual(
             wait_for_runs("CANCELLED", "seed-loop", before + 1), before + 1)
         # And the server goes on serving.
-        self.assertTrue(self.stub.ModelInfer(digits("after")).outputs)
+        self.assertTrue(self.client.infer(
+            "digits-text", digits_inputs()).get_response().outputs)
 
 
 if __name__ == "__main__":
