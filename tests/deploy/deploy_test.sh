@@ -68,7 +68,7 @@ for dockerfile in "$SOURCE_DIR"/deploy/docker/Dockerfile*; do
     done
   done
   # The scripts it runs exist and are executable.
-  grep -oP 'RUN .*|^ *&& .*|^ +\S+=.*' "$dockerfile" | grep -oP 'scripts/[a-z_-]+(?![.\w])' | sort -u |
+  grep -vE '^(COPY|#)' "$dockerfile" | grep -oP 'scripts/[a-z_-]+(?![.\w])' | sort -u |
     while read -r script; do
       [ -x "$SOURCE_DIR/$script" ] || fail "$(basename "$dockerfile"): $script is not an executable script"
     done
