@@ -174,6 +174,11 @@ for folder, digit in (("seven", 7), ("three", 3)):
     assert label == digit, (folder, label)
 PY
 
+# diffusers' own DDIMPipeline, driving the shipped model: the same images
+# as digits-ddim, bit for bit, prompted or not.
+LOOPSERVE_GRPC=$LOOPSERVE_SERVER "$PYTHON" "$SOURCE_DIR/tests/e2e/diffusers_pipeline_test.py" \
+  || fail "digits-ddim against diffusers' DDIMPipeline"
+
 # The Python client: a denoising run with previews.
 "$PYTHON" - <<PY || fail "python denoising"
 import sys
