@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Trains loopserve's shipped model: a small class-conditional UNet-style
-denoiser on the 8x8 handwritten digits that python3-sklearn ships, the text
+denoiser on the 8x8 handwritten digits that scikit-learn ships, the text
 encoder that turns prompts into its conditioning, and a small classifier
 that tells whether generated samples are digits. All are saved as
 TorchScript.
 
-    /usr/bin/python3 scripts/train_digits.py --out deploy/models/digits
+    .venv/bin/python scripts/train_digits.py --out deploy/models/digits
 
 CPU only, deterministic (seeded), about half an hour on two cores. The
 denoiser predicts epsilon under diffusers' default DDPM schedule (1000
@@ -24,6 +24,7 @@ figures this script prints.
 """
 import argparse
 import math
+import os
 import time
 
 import numpy as np
@@ -195,6 +196,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label_dropout", type=float, default=0.2)
     args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)  # before the half hour, not after
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
