@@ -46,6 +46,10 @@ struct ReferenceCase {
   // Image-to-image cases: the image's latents and the strength.
   std::vector<double> image_latents{};
   std::optional<double> strength{};
+  // Base + refiner cases: where the base stops and the refiner starts, and
+  // the base's last latents.
+  std::optional<double> split{};
+  std::vector<double> base_final{};
   double init_noise_sigma = 0;
   double eta = 0;
   int64_t seed = 0;
@@ -111,6 +115,8 @@ std::vector<ReferenceCase> LoadReference() {
           current.request.num_inference_steps = current.steps;
         } else if (kv.first == "strength") {
           current.strength = std::stod(kv.second);
+        } else if (kv.first == "split") {
+          current.split = std::stod(kv.second);
         } else if (kv.first == "mu") {
           current.request.mu = std::stod(kv.second);
         } else if (kv.first == "image_seq_len") {
@@ -135,6 +141,8 @@ std::vector<ReferenceCase> LoadReference() {
       current.unit_noise = ParseNumbers(w);
     } else if (key == "image_latents") {
       current.image_latents = ParseNumbers(w);
+    } else if (key == "base_final") {
+      current.base_final = ParseNumbers(w);
     } else if (key == "final") {
       current.final = ParseNumbers(w);
     } else if (key == "denoised") {
@@ -214,6 +222,11 @@ class SchedulerParityTest : public ::testing::Test {
                            return c.strength.has_value();
                          });
   }
+  static size_t SplitCases() {
+    return std::count_if(
+        cases_->begin(), cases_->end(),
+        [](const ReferenceCase& c) { return c.split.has_value(); });
+  }
   static std::vector<ReferenceCase>* cases_;
 };
 std::vector<ReferenceCase>* SchedulerParityTest::cases_ = nullptr;
@@ -266,7 +279,8 @@ TEST_F(SchedulerParityTest, Trajectories) {
   int exact = 0;
   std::vector<std::string> inexact;
   for (const ReferenceCase& c : *cases_) {
-    if (c.strength.has_value()) continue;  // ImageToImageThroughTheBlocks
+    // ImageToImageThroughTheBlocks, BaseAndRefinerThroughTheBlocks
+    if (c.strength.has_value() || c.split.has_value()) continue;
     SCOPED_TRACE(c.name);
     auto scheduler = MakeScheduler(c);
     ASSERT_NE(scheduler, nullptr);
@@ -300,7 +314,7 @@ TEST_F(SchedulerParityTest, Trajectories) {
     worst_relative_error = std::max(before, worst_relative_error);
   }
   std::cout << "trajectories equal to the reference bit for bit: " << exact
-            << " of " << cases_->size() - ImageToImageCases()
+            << " of " << cases_->size() - ImageToImageCases() - SplitCases()
             << "; largest error relative to the tensor's scale: "
             << worst_relative_error << "\n";
   if (!inexact.empty()) {
@@ -376,6 +390,44 @@ TEST_F(SchedulerParityTest, ImageToImageThroughTheBlocks) {
   }
   std::cout << "image-to-image runs equal to the reference bit for bit: "
             << exact << " of " << ImageToImageCases() << "\n";
+}
+
+// SDXL's base + refiner through loopserve's blocks: a base run with
+// denoising_end hands its latents to a refiner run with denoising_start and
+// image_latents, against diffusers' split (StableDiffusionXLPipeline's
+// cutoff, StableDiffusionXLImg2ImgPipeline.get_timesteps) of the same
+// schedulers: both runs' latents, bit for bit.
+TEST_F(SchedulerParityTest, BaseAndRefinerThroughTheBlocks) {
+  ASSERT_GE(SplitCases(), 10u);
+  for (const ReferenceCase& c : *cases_) {
+    if (!c.split.has_value()) continue;
+    SCOPED_TRACE(c.name);
+    Components components;
+    ASSERT_OK(components.Add<Scheduler>("scheduler", MakeScheduler(c)));
+    ASSERT_OK(components.Add<Denoiser>(
+        "denoiser", std::make_shared<const ReferenceModel>()));
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Block> root, DenoisingPipeline());
+    ASSERT_OK(BindComponents(*root, components));
+    auto run = [&](const char* where, const c10::IValue& latents) {
+      PipelineState state;
+      state.SetInput("num_inference_steps", c.steps);
+      state.SetInput("seed", c.seed);
+      state.SetInput(where, *c.split);
+      if (!latents.isNone()) state.SetInput("image_latents", latents);
+      RunContext context;
+      EXPECT_OK(RunBlock(*root, components, state, context));
+      return state;
+    };
+    PipelineState base = run("denoising_end", c10::IValue());
+    const at::Tensor handed_over =
+        base.GetIntermediate("latents")->toTensor();
+    ExpectClose(handed_over, c.base_final, Tolerance(c), "base latents");
+    PipelineState refined = run("denoising_start", handed_over);
+    ExpectClose(refined.GetIntermediate("latents")->toTensor(), c.final,
+                Tolerance(c), "refined latents");
+    ExpectClose(refined.GetIntermediate("denoised")->toTensor(), c.denoised,
+                Tolerance(c), "refined denoised");
+  }
 }
 
 }  // namespace

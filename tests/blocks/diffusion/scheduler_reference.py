@@ -8,7 +8,9 @@ its denoising loop: the initial noise drawn from a torch.Generator seeded
 1234, scaled by init_noise_sigma, then scale_model_input, the model, and
 step(..., generator=) for every timestep. Image-to-image cases take their
 timesteps from StableDiffusionImg2ImgPipeline.get_timesteps and start from
-scheduler.add_noise, as that pipeline does.
+scheduler.add_noise, as that pipeline does; base + refiner cases split a run
+as StableDiffusionXLPipeline (denoising_end) and
+StableDiffusionXLImg2ImgPipeline.get_timesteps (denoising_start) do.
 
     scheduler_reference.py OUT_FILE
 """
@@ -157,6 +159,20 @@ IMG2IMG_CASES = [
 ]
 
 
+# SDXL's base + refiner: the base runs the steps at or above its
+# denoising_end cutoff and hands over its latents; the refiner continues
+# from them (denoising_start, no noise added) on its own scheduler.
+# (type, config, fraction), at SPLIT_STEPS, deterministic samplers.
+SPLIT_STEPS = (10, 25)
+SPLIT_CASES = [
+    ("ddim_scheduler", dict(clip_sample=False), 0.8),
+    ("euler_scheduler", dict(), 0.7),
+    ("dpm_solver_multistep_scheduler", dict(), 0.8),
+    ("dpm_solver_multistep_scheduler", dict(use_karras_sigmas=True), 0.6),
+    ("unipc_multistep_scheduler", dict(), 0.7),
+]
+
+
 def model(x, t):
     """The fixed analytic 'model' both sides use."""
     return torch.sin(x) * 0.3 + t.to(torch.float32) / 1000 * 0.1
@@ -299,6 +315,44 @@ def main():
             generator = torch.Generator().manual_seed(1234)
             noise = randn_tensor((1, 4, 8, 8), generator=generator)
             x = s.add_noise(image, noise, timesteps[:1])
+            for t in timesteps:
+                eps = model(scale_model_input(s, x, t), t)
+                x, denoised = step(s, eps, t, x, 0.0, generator)
+            out.append("final " + fmt(x.flatten()))
+            out.append("denoised " + fmt(denoised.flatten()))
+            out.append("end")
+
+    refiner = diffusers.StableDiffusionXLImg2ImgPipeline
+    for index, (kind, cfg, fraction) in enumerate(SPLIT_CASES):
+        for n in SPLIT_STEPS:
+            out.append(f"case split-{index}/{kind}/{n}")
+            out.append(config_line(kind, cfg))
+            out.append(f"request steps={n} split={fraction!r}")
+            # The base: StableDiffusionXLPipeline.__call__'s denoising_end
+            # (inline there, no function of its own to call).
+            base = KINDS[kind](**cfg)
+            base.set_timesteps(n)
+            train = base.config.num_train_timesteps
+            cutoff = int(round(train - fraction * train))
+            kept = len(list(filter(lambda ts: ts >= cutoff, base.timesteps)))
+            out += schedule_lines(base)
+            out.append("eta 0.0")
+            out.append("seed 1234")
+            generator = torch.Generator().manual_seed(1234)
+            x = randn_tensor((1, 4, 8, 8), generator=generator) * \
+                init_noise_sigma(base)
+            for t in base.timesteps[:kept]:
+                eps = model(scale_model_input(base, x, t), t)
+                x, _ = step(base, eps, t, x, 0.0, generator)
+            out.append("base_final " + fmt(x.flatten()))
+            # The refiner: its own scheduler, timesteps from
+            # StableDiffusionXLImg2ImgPipeline.get_timesteps.
+            s = KINDS[kind](**cfg)
+            s.set_timesteps(n)
+            timesteps, _ = refiner.get_timesteps(
+                types.SimpleNamespace(scheduler=s), n, 0.3, "cpu",
+                denoising_start=fraction)
+            generator = torch.Generator().manual_seed(1234)
             for t in timesteps:
                 eps = model(scale_model_input(s, x, t), t)
                 x, denoised = step(s, eps, t, x, 0.0, generator)
