@@ -5,7 +5,7 @@ ModelInfer, and HTTP's server-sent events, all from Python against one
 running server, interleaved, the same run each time.
 
     build/server/loopserve --http_port=8000 &
-    LOOPSERVE_PYTHON_STUBS=build/python /usr/bin/python3 bench/fronts_bench.py \\
+    LOOPSERVE_PYTHON_STUBS=build/python .venv/bin/python bench/fronts_bench.py \\
         --grpc localhost:50051 --http localhost:8000 --steps 50 --repeats 9
 
 Prints, per front, the median time to the first streamed iteration and to

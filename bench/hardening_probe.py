@@ -12,7 +12,7 @@ prints what each costs now:
 
     build/server/loopserve --port=50061 --metrics_port=0 \\
         --max_concurrent_runs=4 --max_queued_runs=0 --stream_idle_timeout_s=2
-    /usr/bin/python3 bench/hardening_probe.py --server localhost:50061
+    .venv/bin/python bench/hardening_probe.py --server localhost:50061
 
 Needs the Python stubs the build generates (build/python).
 """
@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "client", "python"))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
-from loopserve_client import pb, pb_grpc  # noqa: E402
+from loopserve.v1 import loopserve_pb2 as pb  # noqa: E402
+from loopserve.v1 import loopserve_pb2_grpc as pb_grpc  # noqa: E402
 
 
 def seed_run(steps, x):
