@@ -12,8 +12,11 @@ CUDA 12 or later) or of another version, so the environment carries one:
 NVIDIA's wheels, `cuda-toolkit[nvcc,crt,nvvm,cccl]` at the version torch
 requires, unpacked together under site-packages/nvidia/cu<major>/ as bin/,
 include/ and lib/. Those wheels are made for loading, not linking: the
-libraries are there only as libX.so.N. --prepare adds the libX.so links a
--dev package would, so that CMake's FindCUDA and FindCUDAToolkit find them.
+libraries are there only as libX.so.N, and nvcc links its programs from
+lib64/, which they lack. --prepare adds the libX.so links a -dev package
+would and lib64 as a link to lib, so that nvcc, CMake's FindCUDA and
+FindCUDAToolkit find them (a machine's own toolkit in the linker's default
+path can hide that neither is there: check on one without).
 Nothing here runs CUDA code; loopserve compiles no .cu file, and a machine
 without a GPU or driver runs the same binaries on the CPU.
 """
@@ -39,6 +42,9 @@ def prepare(root):
     if not os.path.exists(os.path.join(root, "bin", "nvcc")):
         sys.exit(f"cuda_toolkit.py: no nvcc under {root}: the lock must hold "
                  f"cuda-toolkit[nvcc] for torch's CUDA {torch.version.cuda}")
+    lib64 = os.path.join(root, "lib64")
+    if not os.path.lexists(lib64):
+        os.symlink("lib", lib64)
     for library in glob.glob(os.path.join(root, "lib", "lib*.so.*")):
         match = re.fullmatch(r"(lib.+\.so)\.\d+", os.path.basename(library))
         if not match:

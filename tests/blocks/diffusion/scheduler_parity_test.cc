@@ -354,6 +354,33 @@ absl::StatusOr<std::unique_ptr<Block>> DenoisingPipeline() {
   return root;
 }
 
+// DenoisingPipeline with the case's scheduler and the reference's model;
+// Run() runs it on one state's inputs.
+struct ReferencePipeline {
+  Components components;
+  std::unique_ptr<Block> root;
+
+  static absl::StatusOr<ReferencePipeline> For(const ReferenceCase& c) {
+    ReferencePipeline pipeline;
+    RETURN_IF_ERROR(pipeline.components.Add<Scheduler>("scheduler",
+                                                       MakeScheduler(c)));
+    RETURN_IF_ERROR(pipeline.components.Add<Denoiser>(
+        "denoiser", std::make_shared<const ReferenceModel>()));
+    ASSIGN_OR_RETURN(pipeline.root, DenoisingPipeline());
+    RETURN_IF_ERROR(BindComponents(*pipeline.root, pipeline.components));
+    return pipeline;
+  }
+
+  absl::StatusOr<PipelineState> Run(
+      const std::map<std::string, c10::IValue>& inputs) const {
+    PipelineState state;
+    for (const auto& [name, value] : inputs) state.SetInput(name, value);
+    RunContext context;
+    RETURN_IF_ERROR(RunBlock(*root, components, state, context));
+    return state;
+  }
+};
+
 // Image-to-image through loopserve's own blocks (SetTimesteps' strength,
 // PrepareLatents' add_noise from the run's generator, the steps from the
 // begin index) against the reference's img2img pipeline, for DDIM, Euler,
@@ -364,21 +391,16 @@ TEST_F(SchedulerParityTest, ImageToImageThroughTheBlocks) {
   for (const ReferenceCase& c : *cases_) {
     if (!c.strength.has_value()) continue;
     SCOPED_TRACE(c.name);
-    Components components;
-    ASSERT_OK(components.Add<Scheduler>("scheduler", MakeScheduler(c)));
-    ASSERT_OK(components.Add<Denoiser>(
-        "denoiser", std::make_shared<const ReferenceModel>()));
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Block> root, DenoisingPipeline());
-    ASSERT_OK(BindComponents(*root, components));
-    PipelineState state;
-    state.SetInput("num_inference_steps", c.steps);
-    state.SetInput("strength", *c.strength);
-    state.SetInput("seed", c.seed);
-    state.SetInput("image_latents", at::tensor(c.image_latents)
-                                        .to(at::kFloat)
-                                        .reshape({1, 4, 8, 8}));
-    RunContext context;
-    ASSERT_OK(RunBlock(*root, components, state, context));
+    ASSERT_OK_AND_ASSIGN(const ReferencePipeline pipeline,
+                         ReferencePipeline::For(c));
+    ASSERT_OK_AND_ASSIGN(
+        const PipelineState state,
+        pipeline.Run({{"num_inference_steps", c.steps},
+                      {"strength", *c.strength},
+                      {"seed", c.seed},
+                      {"image_latents", at::tensor(c.image_latents)
+                                            .to(at::kFloat)
+                                            .reshape({1, 4, 8, 8})}}));
     const double before = worst_relative_error;
     worst_relative_error = 0;
     ExpectClose(state.GetIntermediate("latents")->toTensor(), c.final,
@@ -402,27 +424,20 @@ TEST_F(SchedulerParityTest, BaseAndRefinerThroughTheBlocks) {
   for (const ReferenceCase& c : *cases_) {
     if (!c.split.has_value()) continue;
     SCOPED_TRACE(c.name);
-    Components components;
-    ASSERT_OK(components.Add<Scheduler>("scheduler", MakeScheduler(c)));
-    ASSERT_OK(components.Add<Denoiser>(
-        "denoiser", std::make_shared<const ReferenceModel>()));
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Block> root, DenoisingPipeline());
-    ASSERT_OK(BindComponents(*root, components));
-    auto run = [&](const char* where, const c10::IValue& latents) {
-      PipelineState state;
-      state.SetInput("num_inference_steps", c.steps);
-      state.SetInput("seed", c.seed);
-      state.SetInput(where, *c.split);
-      if (!latents.isNone()) state.SetInput("image_latents", latents);
-      RunContext context;
-      EXPECT_OK(RunBlock(*root, components, state, context));
-      return state;
-    };
-    PipelineState base = run("denoising_end", c10::IValue());
+    ASSERT_OK_AND_ASSIGN(const ReferencePipeline pipeline,
+                         ReferencePipeline::For(c));
+    ASSERT_OK_AND_ASSIGN(const PipelineState base,
+                         pipeline.Run({{"num_inference_steps", c.steps},
+                                       {"seed", c.seed},
+                                       {"denoising_end", *c.split}}));
     const at::Tensor handed_over =
         base.GetIntermediate("latents")->toTensor();
     ExpectClose(handed_over, c.base_final, Tolerance(c), "base latents");
-    PipelineState refined = run("denoising_start", handed_over);
+    ASSERT_OK_AND_ASSIGN(const PipelineState refined,
+                         pipeline.Run({{"num_inference_steps", c.steps},
+                                       {"seed", c.seed},
+                                       {"denoising_start", *c.split},
+                                       {"image_latents", handed_over}}));
     ExpectClose(refined.GetIntermediate("latents")->toTensor(), c.final,
                 Tolerance(c), "refined latents");
     ExpectClose(refined.GetIntermediate("denoised")->toTensor(), c.denoised,

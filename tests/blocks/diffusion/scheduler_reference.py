@@ -248,6 +248,27 @@ def schedule_lines(s):
             f"init_noise_sigma {float(init_noise_sigma(s))!r}"]
 
 
+def denoise(s, timesteps, x, eta, generator):
+    """A pipeline's denoising loop over `timesteps`: the last latents and
+    the last step's x0."""
+    denoised = None
+    for t in timesteps:
+        eps = model(scale_model_input(s, x, t), t)
+        x, denoised = step(s, eps, t, x, eta, generator)
+    return x, denoised
+
+
+def header(name, kind, cfg, request, s, eta=0.0):
+    """A case's lines before its inputs and results."""
+    return [f"case {name}", config_line(kind, cfg), "request " + request,
+            *schedule_lines(s), f"eta {eta!r}", "seed 1234"]
+
+
+def results(x, denoised):
+    return ["final " + fmt(x.flatten()), "denoised " + fmt(denoised.flatten()),
+            "end"]
+
+
 def main():
     out = [f"# diffusers {diffusers.__version__}, torch {torch.__version__}"]
     for index, (kind, cfg, request, eta) in enumerate(CASES):
@@ -270,8 +291,6 @@ def main():
             if sigmas is not None:
                 extra["sigmas"] = sigmas
             s.set_timesteps(None if sigmas is not None else n, **extra)
-            out.append(f"case {index}/{kind}/{n}")
-            out.append(config_line(kind, cfg))
             req = [f"steps={n}"]
             if "mu" in request:
                 req.append(f"mu={request['mu']!r}")
@@ -280,21 +299,14 @@ def main():
             if sigmas is not None:
                 req.append("sigmas=" + ",".join(repr(float(v))
                                                 for v in sigmas))
-            out.append("request " + " ".join(req))
-            out += schedule_lines(s)
+            out += header(f"{index}/{kind}/{n}", kind, cfg, " ".join(req), s,
+                          eta)
             generator = torch.Generator().manual_seed(1234)
             unit = randn_tensor((1, 4, 8, 8), generator=generator,
                                 dtype=torch.float32)
-            out.append(f"eta {eta!r}")
-            out.append("seed 1234")
             out.append("unit_noise " + fmt(unit.flatten()))
-            x = unit * init_noise_sigma(s)
-            for t in s.timesteps:
-                eps = model(scale_model_input(s, x, t), t)
-                x, denoised = step(s, eps, t, x, eta, generator)
-            out.append("final " + fmt(x.flatten()))
-            out.append("denoised " + fmt(denoised.flatten()))
-            out.append("end")
+            out += results(*denoise(s, s.timesteps, unit * init_noise_sigma(s),
+                                    eta, generator))
 
     img2img = diffusers.StableDiffusionImg2ImgPipeline
     for index, (kind, cfg, strength) in enumerate(IMG2IMG_CASES):
@@ -305,29 +317,17 @@ def main():
                 types.SimpleNamespace(scheduler=s), n, strength, "cpu")
             image = torch.randn((1, 4, 8, 8),
                                 generator=torch.Generator().manual_seed(99))
-            out.append(f"case img2img-{index}/{kind}/{n}")
-            out.append(config_line(kind, cfg))
-            out.append(f"request steps={n} strength={strength!r}")
-            out += schedule_lines(s)
-            out.append("eta 0.0")
-            out.append("seed 1234")
+            out += header(f"img2img-{index}/{kind}/{n}", kind, cfg,
+                          f"steps={n} strength={strength!r}", s)
             out.append("image_latents " + fmt(image.flatten()))
             generator = torch.Generator().manual_seed(1234)
             noise = randn_tensor((1, 4, 8, 8), generator=generator)
             x = s.add_noise(image, noise, timesteps[:1])
-            for t in timesteps:
-                eps = model(scale_model_input(s, x, t), t)
-                x, denoised = step(s, eps, t, x, 0.0, generator)
-            out.append("final " + fmt(x.flatten()))
-            out.append("denoised " + fmt(denoised.flatten()))
-            out.append("end")
+            out += results(*denoise(s, timesteps, x, 0.0, generator))
 
     refiner = diffusers.StableDiffusionXLImg2ImgPipeline
     for index, (kind, cfg, fraction) in enumerate(SPLIT_CASES):
         for n in SPLIT_STEPS:
-            out.append(f"case split-{index}/{kind}/{n}")
-            out.append(config_line(kind, cfg))
-            out.append(f"request steps={n} split={fraction!r}")
             # The base: StableDiffusionXLPipeline.__call__'s denoising_end
             # (inline there, no function of its own to call).
             base = KINDS[kind](**cfg)
@@ -335,30 +335,22 @@ def main():
             train = base.config.num_train_timesteps
             cutoff = int(round(train - fraction * train))
             kept = len(list(filter(lambda ts: ts >= cutoff, base.timesteps)))
-            out += schedule_lines(base)
-            out.append("eta 0.0")
-            out.append("seed 1234")
+            out += header(f"split-{index}/{kind}/{n}", kind, cfg,
+                          f"steps={n} split={fraction!r}", base)
             generator = torch.Generator().manual_seed(1234)
             x = randn_tensor((1, 4, 8, 8), generator=generator) * \
                 init_noise_sigma(base)
-            for t in base.timesteps[:kept]:
-                eps = model(scale_model_input(base, x, t), t)
-                x, _ = step(base, eps, t, x, 0.0, generator)
+            x, _ = denoise(base, base.timesteps[:kept], x, 0.0, generator)
             out.append("base_final " + fmt(x.flatten()))
             # The refiner: its own scheduler, timesteps from
-            # StableDiffusionXLImg2ImgPipeline.get_timesteps.
+            # StableDiffusionXLImg2ImgPipeline.get_timesteps, no noise added.
             s = KINDS[kind](**cfg)
             s.set_timesteps(n)
             timesteps, _ = refiner.get_timesteps(
                 types.SimpleNamespace(scheduler=s), n, 0.3, "cpu",
                 denoising_start=fraction)
             generator = torch.Generator().manual_seed(1234)
-            for t in timesteps:
-                eps = model(scale_model_input(s, x, t), t)
-                x, denoised = step(s, eps, t, x, 0.0, generator)
-            out.append("final " + fmt(x.flatten()))
-            out.append("denoised " + fmt(denoised.flatten()))
-            out.append("end")
+            out += results(*denoise(s, timesteps, x, 0.0, generator))
 
     with open(sys.argv[1], "w") as f:
         f.write("\n".join(out) + "\n")
