@@ -28,6 +28,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "engine/device.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -48,6 +49,8 @@ ABSL_FLAG(int64_t, steps, 20, "num_inference_steps of every run");
 ABSL_FLAG(double, seconds, 3,
           "How long each client count runs, per mode and round");
 ABSL_FLAG(int, rounds, 2, "Rounds per client count, alternating the modes");
+ABSL_FLAG(int32_t, intra_op_threads, 1,
+          "As loopserve's --intra_op_threads (0: one per core)");
 ABSL_FLAG(int64_t, max_batch_size, 16, "The batched server's rows per call");
 ABSL_FLAG(double, window_ms, 1, "The batched server's --batch_window_ms");
 ABSL_FLAG(int32_t, batch_lanes, 2, "The batched server's --batch_lanes");
@@ -262,6 +265,12 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status status = loopserve::SetIntraOpThreads(
+          absl::GetFlag(FLAGS_intra_op_threads));
+      !status.ok()) {
+    std::cerr << status << std::endl;
+    return 2;
+  }
   loopserve::TuneMallocForStreaming();
   if (absl::Status status = loopserve::Main(); !status.ok()) {
     std::cerr << status << std::endl;

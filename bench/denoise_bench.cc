@@ -16,6 +16,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "engine/device.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "blocks/builtin_blocks.h"
@@ -29,6 +30,8 @@ ABSL_FLAG(std::string, pipeline, "digits-ddim", "Pipeline to run");
 ABSL_FLAG(int64_t, steps, 50, "num_inference_steps");
 ABSL_FLAG(int64_t, batch, 1, "batch_size");
 ABSL_FLAG(int, repeats, 21, "Paired runs; medians are reported");
+ABSL_FLAG(int32_t, intra_op_threads, 1,
+          "As loopserve's --intra_op_threads (0: one per core)");
 
 namespace loopserve {
 namespace {
@@ -135,6 +138,12 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status status = loopserve::SetIntraOpThreads(
+          absl::GetFlag(FLAGS_intra_op_threads));
+      !status.ok()) {
+    std::cerr << status << std::endl;
+    return 2;
+  }
   loopserve::TuneMallocForStreaming();
   if (absl::Status s = loopserve::Main(); !s.ok()) {
     std::cerr << "denoise_bench: " << s << std::endl;

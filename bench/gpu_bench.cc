@@ -53,6 +53,8 @@ ABSL_FLAG(std::vector<std::string>, batches,
           std::vector<std::string>({"1", "2", "4", "8", "16", "32"}),
           "Concurrent runs for the batching figures");
 ABSL_FLAG(int, repeats, 5, "Runs per figure; the median is reported");
+ABSL_FLAG(int32_t, intra_op_threads, 1,
+          "As loopserve's --intra_op_threads (0: one per core)");
 ABSL_FLAG(std::string, json, "", "Also write the figures here");
 
 namespace loopserve {
@@ -266,6 +268,12 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status status = loopserve::SetIntraOpThreads(
+          absl::GetFlag(FLAGS_intra_op_threads));
+      !status.ok()) {
+    std::cerr << status << std::endl;
+    return 2;
+  }
   if (absl::Status status = loopserve::Main(); !status.ok()) {
     std::cerr << status << std::endl;
     return 1;

@@ -31,6 +31,12 @@ absl::Status LoadCudaBackend();
 // machine without a GPU or its driver. Cheap, and loads no backend.
 int CudaDeviceCount();
 
+// How many threads libtorch's CPU kernels use within one op, for the whole
+// process (Note [one thread per op] in device.cc): n >= 1, or 0 for
+// libtorch's default, one per core. Call it before any run starts.
+// INVALID_ARGUMENT naming --intra_op_threads for a negative count.
+absl::Status SetIntraOpThreads(int threads);
+
 // What this binary was built against, for --version: "libtorch 2.11.0,
 // CUDA 13.0 compiled in, 0 CUDA devices".
 std::string LibtorchDescription();

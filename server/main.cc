@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int32_t, port, 50051, "Port to listen on; 0 picks a free one");
 ABSL_FLAG(std::string, device, "auto",
           "Where pipelines run: auto, cpu, cuda or cuda:N");
+ABSL_FLAG(int32_t, intra_op_threads, 1,
+          "Threads libtorch's CPU kernels use within one op (0: one per "
+          "core); runs and batched rows are loopserve's parallelism");
 ABSL_FLAG(std::string, config, "",
           "Server configuration (ServerConfig, protobuf text format); empty "
           "serves the embedded default");
@@ -177,6 +180,7 @@ absl::Status CheckConfig(const std::string& path) {
 absl::Status Serve(const sigset_t& signals) {
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
+  RETURN_IF_ERROR(SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads)));
 
   LoopServerOptions options;
   options.address =

@@ -1,6 +1,7 @@
 #include "engine/device.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <pthread.h>
 #include <torch/version.h>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 
@@ -89,6 +91,24 @@ TEST(LoadCudaBackendTest, RegistersCudaAndLeavesThreadStacksAlone) {
   pthread_join(thread, nullptr);
 }
 #endif
+
+TEST(SetIntraOpThreadsTest, SetsThreadsPerOpOrRefusesANegativeCount) {
+  ASSERT_OK(SetIntraOpThreads(1));
+  EXPECT_EQ(at::get_num_threads(), 1);
+  // A thread started afterwards runs its ops with as many.
+  int in_thread = 0;
+  std::thread([&] {
+    at::parallel_for(0, 1 << 20, 1, [&](int64_t, int64_t) {});
+    in_thread = at::get_num_threads();
+  }).join();
+  EXPECT_EQ(in_thread, 1);
+  ASSERT_OK(SetIntraOpThreads(0));
+  EXPECT_EQ(at::get_num_threads(),
+            static_cast<int>(std::thread::hardware_concurrency()));
+  EXPECT_THAT(SetIntraOpThreads(-1),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--intra_op_threads must be >= 0")));
+}
 
 TEST(LibtorchDescriptionTest, NamesTheVersionAndCuda) {
   const std::string description = LibtorchDescription();
