@@ -13,7 +13,6 @@
 #endif
 
 #include <filesystem>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -137,10 +136,10 @@ absl::Status SetIntraOpThreads(int threads) {
         "--intra_op_threads must be >= 0 (0: one per core), got ", threads));
   }
   // at::set_num_threads also sets every later thread's OpenMP team size
-  // when it first runs a parallel op.
+  // when it first runs a parallel op. libtorch's default heeds
+  // OMP_NUM_THREADS and counts physical cores.
   at::set_num_threads(threads > 0 ? threads
-                                  : static_cast<int>(
-                                        std::thread::hardware_concurrency()));
+                                  : at::intraop_default_num_threads());
   return absl::OkStatus();
 }
 

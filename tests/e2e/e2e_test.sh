@@ -131,9 +131,13 @@ import sys
 sys.path.insert(0, "$LOOPSERVE_PYTHON_STUBS")
 import grpc
 from loopserve.testing import reflection_pb2 as r, reflection_pb2_grpc as rg
-stub = rg.ServerReflectionStub(grpc.insecure_channel("$LOOPSERVE_SERVER"))
-responses = stub.ServerReflectionInfo(iter([r.ServerReflectionRequest(list_services="")]))
-names = {s.name for s in next(responses).list_services_response.service}
+# The channel is closed before the interpreter exits: that cancels the
+# stream left open here while grpc's threads still run (an open call
+# finalised at exit can wait forever for a lock a stopped thread held).
+with grpc.insecure_channel("$LOOPSERVE_SERVER") as channel:
+    stub = rg.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([r.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in next(responses).list_services_response.service}
 assert {"loopserve.v1.LoopPipelineService", "grpc.health.v1.Health"} <= names, names
 PY
 

@@ -103,8 +103,7 @@ TEST(SetIntraOpThreadsTest, SetsThreadsPerOpOrRefusesANegativeCount) {
   }).join();
   EXPECT_EQ(in_thread, 1);
   ASSERT_OK(SetIntraOpThreads(0));
-  EXPECT_EQ(at::get_num_threads(),
-            static_cast<int>(std::thread::hardware_concurrency()));
+  EXPECT_EQ(at::get_num_threads(), at::intraop_default_num_threads());
   EXPECT_THAT(SetIntraOpThreads(-1),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--intra_op_threads must be >= 0")));

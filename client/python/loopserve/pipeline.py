@@ -45,10 +45,13 @@ def _as_images(value):
             for image in value]
 
 
-def _outputs(values, output_type):
+def _check_output_type(output_type):
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type {output_type!r}: expected one of "
                          f"{', '.join(OUTPUT_TYPES)}")
+
+
+def _outputs(values, output_type):
     outputs = {name: from_value(v) for name, v in values.items()}
     if output_type == "pil":
         outputs = {name: _as_images(v) for name, v in outputs.items()}
@@ -135,6 +138,7 @@ class RemotePipeline:
         """Runs the pipeline: its final outputs (numpy arrays for tensors;
         output_type="pil": image tensors as lists of PIL images), with the
         run's resolved inputs and stats."""
+        _check_output_type(output_type)
         started = result = None
         # Only the last iteration is sent, and its values are not kept.
         for kind, event in self._client.run(
@@ -153,7 +157,7 @@ class RemotePipeline:
                **inputs) -> Iterator[Union[Step, Result]]:
         """Yields a Step per streamed iteration, then the Result (its
         outputs as __call__'s, by output_type)."""
-        _outputs({}, output_type)  # refused before the run starts
+        _check_output_type(output_type)
         preview = self._preview
         if preview is None:
             preview = self.description.preview
