@@ -1,5 +1,6 @@
 #include "server/oip_service.h"
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -112,6 +113,17 @@ class InferReactor final : public grpc::ServerUnaryReactor,
 // (the engine's one write in flight), told it was written when the last
 // response made from the event is. The stream ends when the client has
 // half-closed and every run is done.
+//
+// Note [who owns a stream]. The reactor is called from gRPC's threads (its
+// reactions) and from the runs' threads (their writers), and is freed only
+// when both are done with it: it counts holds, one for gRPC (dropped in
+// OnDone) and one for each run it started (dropped at the very end of that
+// run's Release, after any Finish). A run's StreamRun is shared: runs_
+// holds it until Release, and OnCancel holds what it cancels, so a run
+// that finishes on its own thread while the cancel walks the runs frees
+// nothing the cancel still uses. (Once OnCancel took raw pointers and a
+// run released meanwhile was used after it was freed; the cancel storm in
+// tests/server/fronts_test.cc.)
 class StreamInferReactor final
     : public grpc::ServerBidiReactor<ModelInferRequest,
                                      ModelStreamInferResponse> {
@@ -166,18 +178,18 @@ class StreamInferReactor final
   }
 
   void OnCancel() override {
-    std::vector<StreamRun*> runs;
+    std::vector<std::shared_ptr<StreamRun>> runs;
     {
       absl::MutexLock lock(&mu_);
-      for (auto& [run, owned] : runs_) runs.push_back(run);
+      for (auto& [key, run] : runs_) runs.push_back(run);
     }
     // Outside the lock: a queued run finishes inside Cancel.
-    for (StreamRun* run : runs) {
+    for (const std::shared_ptr<StreamRun>& run : runs) {
       run->handle.Cancel(CancelStatus(*context_, "before the run finished"));
     }
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override { Unhold(); }
 
  private:
   // One request's run: its writer, which the engine calls.
@@ -203,7 +215,8 @@ class StreamInferReactor final
 
   struct Written {
     ModelStreamInferResponse response;
-    // The run whose event this response ends, told when it is written.
+    // The run whose event this response ends, told when it is written. A
+    // run is not released with a write in flight, so this stays valid.
     StreamRun* run = nullptr;
   };
 
@@ -217,11 +230,12 @@ class StreamInferReactor final
       SendError(request.model_name(), request.id(), run_request.status());
       return;
     }
-    auto owned = std::make_unique<StreamRun>();
+    auto owned = std::make_shared<StreamRun>();
     StreamRun* writer = owned.get();
     writer->stream = this;
     writer->model = request.model_name();
     writer->id = request.id();
+    holds_.fetch_add(1, std::memory_order_relaxed);  // the run's
     {
       absl::MutexLock lock(&mu_);
       runs_[writer] = std::move(owned);
@@ -233,6 +247,7 @@ class StreamInferReactor final
         absl::MutexLock lock(&mu_);
         runs_.erase(writer);
       }
+      Unhold();  // gRPC's hold remains: this is a reaction
       SendError(request.model_name(), request.id(), run.status());
       return;
     }
@@ -312,12 +327,16 @@ class StreamInferReactor final
     bool finish;
     {
       absl::MutexLock lock(&mu_);
-      runs_.erase(&run);
+      runs_.erase(&run);  // `run` may be freed from here on
       finish = ShouldFinishLocked();
     }
-    // Nothing after this: the run's thread is not one of gRPC's reactions,
-    // so once the last run is gone OnDone may delete the reactor.
     if (finish) Finish(grpc::Status::OK);
+    Unhold();  // the run's; last (Note [who owns a stream])
+  }
+
+  // Drops one hold; the last frees the reactor.
+  void Unhold() {
+    if (holds_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
   // An error for one request: the stream goes on.
@@ -340,8 +359,8 @@ class StreamInferReactor final
     StartWrite(&writing_->response);
   }
 
-  // Ends the stream once the client half-closed and nothing is left.
-  // Outside the lock, and last: OnDone may delete the reactor at once.
+  // Ends the stream once the client half-closed and nothing is left; from
+  // a reaction (gRPC's hold keeps the reactor until it returns).
   void MaybeFinish() ABSL_LOCKS_EXCLUDED(mu_) {
     bool finish;
     {
@@ -371,8 +390,10 @@ class StreamInferReactor final
   std::deque<Written> queue_ ABSL_GUARDED_BY(mu_);
   // The response being written; valid until OnWriteDone.
   std::optional<Written> writing_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<StreamRun*, std::unique_ptr<StreamRun>> runs_
+  absl::flat_hash_map<StreamRun*, std::shared_ptr<StreamRun>> runs_
       ABSL_GUARDED_BY(mu_);
+  // gRPC's, until OnDone, and one for each run until its Release ends.
+  std::atomic<int> holds_{1};
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -43,13 +45,22 @@ ModelInferRequest SeedLoop(const std::string& id, int64_t steps,
   return request;
 }
 
+LoopServerOptions TestOptions() {
+  LoopServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.http_address = "127.0.0.1:0";
+  options.engine.limits.max_iterations = int64_t{1} << 40;
+  return options;
+}
+
 class FrontsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    LoopServerOptions options;
-    options.address = "127.0.0.1:0";
-    options.http_address = "127.0.0.1:0";
-    options.engine.limits.max_iterations = int64_t{1} << 40;
+  void SetUp() override { StartServer(TestOptions()); }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(5));
+  }
+
+  void StartServer(const LoopServerOptions& options) {
     ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
                          LoadDefaultPipelines(c10::kCPU));
     ASSERT_OK_AND_ASSIGN(server_, LoopServer::Start(options, std::move(catalog)));
@@ -57,7 +68,6 @@ class FrontsTest : public ::testing::Test {
         absl::StrCat("127.0.0.1:", server_->port()),
         grpc::InsecureChannelCredentials()));
   }
-  void TearDown() override { server_->Shutdown(absl::Seconds(5)); }
 
   std::unique_ptr<LoopServer> server_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
@@ -136,6 +146,91 @@ TEST_F(FrontsTest, CancellingAStreamCancelsItsRuns) {
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(server_->engine().WaitForIdle(absl::Seconds(10)));
 }
+
+// The cancel storm: many streams, each with many long runs, cancelled by
+// their clients mid-stream, over and over. The cancel races every other
+// event of a stream: runs starting and finishing, runs refused (the queue
+// is full), a write in flight, the client's half-close, and the idle
+// watchdog aborting a stalled reader. Once a use-after-free: OnCancel held
+// runs that their own threads freed. LOOPSERVE_STORM_ROUNDS repeats it.
+struct StormFlags {
+  std::string name;
+  int max_concurrent_runs;
+  int max_queued_runs;
+  absl::Duration stream_idle_timeout;
+};
+
+class CancelStormTest : public FrontsTest,
+                        public ::testing::WithParamInterface<StormFlags> {
+ protected:
+  void SetUp() override {
+    LoopServerOptions options = TestOptions();
+    options.engine.executor = {
+        .max_concurrent_runs = GetParam().max_concurrent_runs,
+        .max_queued_runs = GetParam().max_queued_runs};
+    options.engine.stream_idle_timeout = GetParam().stream_idle_timeout;
+    StartServer(options);
+  }
+};
+
+TEST_P(CancelStormTest, CancelledStreamsLeaveTheServerServing) {
+  constexpr int kStreams = 20;
+  constexpr int kRunsPerStream = 20;
+  const char* rounds_env = std::getenv("LOOPSERVE_STORM_ROUNDS");
+  const int rounds = rounds_env != nullptr ? std::atoi(rounds_env) : 3;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::thread> clients;
+    for (int s = 0; s < kStreams; ++s) {
+      clients.emplace_back([&, s] {
+        grpc::ClientContext context;
+        auto stream = stub_->ModelStreamInfer(&context);
+        for (int r = 0; r < kRunsPerStream; ++r) {
+          if (!stream->Write(SeedLoop(absl::StrCat(s, "-", r), 1'000'000,
+                                      1000))) {
+            break;
+          }
+        }
+        // Some streams half-close first: the end of reads races too.
+        if (s % 4 == 0) stream->WritesDone();
+        ModelStreamInferResponse response;
+        for (int i = 0; i < 10 + s % 3 && stream->Read(&response); ++i) {
+        }
+        context.TryCancel();
+        stream->Finish();
+      });
+    }
+    for (std::thread& client : clients) client.join();
+    ASSERT_TRUE(server_->engine().WaitForIdle(absl::Seconds(30)))
+        << "round " << round;
+  }
+  // And it serves on: a stream after the storm gets its run.
+  grpc::ClientContext context;
+  auto stream = stub_->ModelStreamInfer(&context);
+  ASSERT_TRUE(stream->Write(SeedLoop("after", 2)));
+  ASSERT_TRUE(stream->WritesDone());
+  ModelStreamInferResponse response;
+  int responses = 0;
+  while (stream->Read(&response)) {
+    EXPECT_EQ(response.error_message(), "");
+    ++responses;
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(responses, 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Flags, CancelStormTest,
+    ::testing::Values(
+        // The server's defaults: most runs are refused (the queue is full),
+        // their errors written while others are cancelled.
+        StormFlags{"defaults", 32, 64, absl::ZeroDuration()},
+        // Every run accepted: queued runs finish inside the cancel.
+        StormFlags{"wide", 16, 512, absl::ZeroDuration()},
+        // Stalled readers aborted by the watchdog while clients cancel.
+        StormFlags{"idle_timeout", 8, 128, absl::Milliseconds(20)}),
+    [](const ::testing::TestParamInfo<StormFlags>& info) {
+      return info.param.name;
+    });
 
 TEST_F(FrontsTest, ClosingAnEventStreamCancelsItsRun) {
   httplib::Client client("127.0.0.1", server_->http_port());
