@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/grpc_handoff.h"
 #include "server/grpc_status.h"
 #include "server/run_event_wire.h"
 
@@ -60,10 +61,12 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
     SerializeRunEvent(event, &buffer_);
+    HandOffToGrpc(this);
     ServerWriteReactor::StartWrite(&buffer_);
   }
   void Finish(const absl::Status& status) override {
     finished_ = status;
+    HandOffToGrpc(this);
     ServerWriteReactor::Finish(ToGrpcStatus(status));
   }
   // Note [stalled readers]: the write in flight then fails, and the run,
@@ -71,6 +74,7 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   void Abort() override { context_->TryCancel(); }
 
   void OnWriteDone(bool ok) override {
+    TakeOverFromGrpc(this);
     buffer_.Clear();  // our references to the event's slices
     // A failed write: the call is gone, often before OnCancel says why.
     if (!ok) run_->Cancel(CancelStatus("before the run finished"));
@@ -78,10 +82,12 @@ class RunReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
   void OnCancel() override {
+    TakeOverFromGrpc(this);
     if (run_ != nullptr) run_->Cancel(CancelStatus("before the run finished"));
   }
 
   void OnDone() override {
+    TakeOverFromGrpc(this);
     if (run_ != nullptr) engine_.Release(run_, WhatTheClientSaw());
     delete this;
   }
@@ -151,7 +157,10 @@ grpc::ServerUnaryReactor* LoopService::DescribePipeline(
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* LoopService::Run(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  return new RunReactor(engine_, context, *request, auth_.Authenticate(*context));
+  auto* reactor =
+      new RunReactor(engine_, context, *request, auth_.Authenticate(*context));
+  HandOffToGrpc(reactor);
+  return reactor;
 }
 
 }  // namespace loopserve

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "blocks/core/status_macros.h"
+#include "server/grpc_handoff.h"
 #include "server/grpc_status.h"
 #include "server/oip_codec.h"
 #include "server/run_handle.h"
@@ -85,12 +86,15 @@ class InferReactor final : public grpc::ServerUnaryReactor,
   }
   void Finish(const absl::Status& status) override {
     finished_ = status.ok() ? outputs_ : status;
+    HandOffToGrpc(this);
     ServerUnaryReactor::Finish(ToGrpcStatus(finished_));
   }
   void OnCancel() override {
+    TakeOverFromGrpc(this);
     run_.Cancel(CancelStatus(*context_, "before the run finished"));
   }
   void OnDone() override {
+    TakeOverFromGrpc(this);
     if (std::shared_ptr<Run> run = run_.get(); run != nullptr) {
       engine_.Release(run, context_->IsCancelled() && finished_.ok()
                                ? CancelStatus(*context_, "at its end")
@@ -141,6 +145,7 @@ class StreamInferReactor final
   }
 
   void OnReadDone(bool ok) override {
+    TakeOverFromGrpc(this);
     if (!ok) {
       {
         absl::MutexLock lock(&mu_);
@@ -155,10 +160,12 @@ class StreamInferReactor final
     // thread, and must find this request's run in runs_ (or the stream could
     // end under it).
     Begin(request);
+    HandOffToGrpc(this);
     StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
+    TakeOverFromGrpc(this);
     StreamRun* run;
     {
       absl::MutexLock lock(&mu_);
@@ -178,6 +185,7 @@ class StreamInferReactor final
   }
 
   void OnCancel() override {
+    TakeOverFromGrpc(this);
     std::vector<std::shared_ptr<StreamRun>> runs;
     {
       absl::MutexLock lock(&mu_);
@@ -189,7 +197,10 @@ class StreamInferReactor final
     }
   }
 
-  void OnDone() override { Unhold(); }
+  void OnDone() override {
+    TakeOverFromGrpc(this);
+    Unhold();
+  }
 
  private:
   // One request's run: its writer, which the engine calls.
@@ -330,7 +341,10 @@ class StreamInferReactor final
       runs_.erase(&run);  // `run` may be freed from here on
       finish = ShouldFinishLocked();
     }
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) {
+      HandOffToGrpc(this);
+      Finish(grpc::Status::OK);
+    }
     Unhold();  // the run's; last (Note [who owns a stream])
   }
 
@@ -356,6 +370,7 @@ class StreamInferReactor final
     if (writing_.has_value() || queue_.empty()) return;
     writing_ = std::move(queue_.front());
     queue_.pop_front();
+    HandOffToGrpc(this);
     StartWrite(&writing_->response);
   }
 
@@ -367,7 +382,10 @@ class StreamInferReactor final
       absl::MutexLock lock(&mu_);
       finish = ShouldFinishLocked();
     }
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) {
+      HandOffToGrpc(this);
+      Finish(grpc::Status::OK);
+    }
   }
 
   // Whether to end the stream now (then it is marked finished): decided in
@@ -483,14 +501,19 @@ grpc::ServerUnaryReactor* OipService::ModelInfer(
     grpc::CallbackServerContext* context,
     const inference::ModelInferRequest* request,
     inference::ModelInferResponse* response) {
-  return new InferReactor(engine_, context, *request, response,
-                          auth_.Authenticate(*context));
+  auto* reactor = new InferReactor(engine_, context, *request, response,
+                                   auth_.Authenticate(*context));
+  HandOffToGrpc(reactor);
+  return reactor;
 }
 
 grpc::ServerBidiReactor<inference::ModelInferRequest,
                         inference::ModelStreamInferResponse>*
 OipService::ModelStreamInfer(grpc::CallbackServerContext* context) {
-  return new StreamInferReactor(engine_, context, auth_.Authenticate(*context));
+  auto* reactor =
+      new StreamInferReactor(engine_, context, auth_.Authenticate(*context));
+  HandOffToGrpc(reactor);
+  return reactor;
 }
 
 }  // namespace loopserve
