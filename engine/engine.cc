@@ -42,8 +42,8 @@ void Engine::WatchForStalledReaders() {
       std::min(options_.stream_idle_timeout / 4, absl::Seconds(1));
   absl::MutexLock lock(&mu_);
   while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), tick)) {
-    const std::vector<std::shared_ptr<Run>> runs(active_.begin(),
-                                                 active_.end());
+    std::vector<std::shared_ptr<Run>> runs;
+    for (const auto& [run, bytes] : active_) runs.push_back(run);
     mu_.Unlock();
     const absl::Time now = absl::Now();
     for (const auto& run : runs) {
@@ -135,6 +135,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
                                            *request, options_.device));
   }
   const std::string key = client.Key();
+  // What the run holds until Release: its request, kept for its life.
+  const auto request_bytes = static_cast<int64_t>(request->ByteSizeLong());
   uint64_t number;
   {
     absl::MutexLock lock(&mu_);
@@ -149,7 +151,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
           " runs queued or running, the server's limit per client "
           "(--max_runs_per_client=", max, "); retry when one ends"));
     }
-    // Counted now, under the same lock as the check (Untrack uncounts).
+    RETURN_IF_ERROR(AddRequestBytesLocked(request_bytes));
+    // Counted now, under the same lock as the checks (Untrack uncounts).
     ++runs_by_client_[key];
     number = ++next_run_;
   }
@@ -159,7 +162,7 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
       std::move(resume));
   {
     absl::MutexLock lock(&mu_);
-    active_.insert(run);
+    active_.emplace(run, request_bytes);
   }
   if (absl::Status status = run->Submit(executor_); !status.ok()) {
     Untrack(run);
@@ -186,11 +189,63 @@ void Engine::Release(const std::shared_ptr<Run>& run,
 
 void Engine::Untrack(const std::shared_ptr<Run>& run) {
   absl::MutexLock lock(&mu_);
-  if (active_.erase(run) == 0) return;
+  const auto active = active_.find(run);
+  if (active == active_.end()) return;
+  request_bytes_ -= active->second;
+  active_.erase(active);
   const auto count = runs_by_client_.find(run->client().Key());
   if (count != runs_by_client_.end() && --count->second == 0) {
     runs_by_client_.erase(count);
   }
+}
+
+absl::Status Engine::AddRequestBytesLocked(int64_t bytes) {
+  const int64_t max = options_.max_request_bytes_in_flight;
+  if (max > 0 && request_bytes_ + bytes > max) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server holds ", request_bytes_, " bytes of requests in flight; "
+        "this request's ", bytes, " would pass its bound "
+        "(--max_request_bytes_in_flight=", max, "); retry when runs end"));
+  }
+  request_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+void Engine::ReleaseRequestBytes(int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  request_bytes_ -= bytes;
+}
+
+absl::StatusOr<RequestBytesHold> Engine::HoldRequestBytes(int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(AddRequestBytesLocked(bytes));
+  return RequestBytesHold(this, bytes);
+}
+
+int64_t Engine::request_bytes_in_flight() const {
+  absl::MutexLock lock(&mu_);
+  return request_bytes_;
+}
+
+RequestBytesHold& RequestBytesHold::operator=(
+    RequestBytesHold&& other) noexcept {
+  if (this != &other) {
+    if (engine_ != nullptr) engine_->ReleaseRequestBytes(bytes_);
+    engine_ = std::exchange(other.engine_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+RequestBytesHold::~RequestBytesHold() {
+  if (engine_ != nullptr) engine_->ReleaseRequestBytes(bytes_);
+}
+
+absl::Status RequestBytesHold::Grow(int64_t more) {
+  absl::MutexLock lock(&engine_->mu_);
+  RETURN_IF_ERROR(engine_->AddRequestBytesLocked(more));
+  bytes_ += more;
+  return absl::OkStatus();
 }
 
 void Engine::StartDraining() {
@@ -202,7 +257,7 @@ bool Engine::WaitForIdle(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(
       absl::Condition(
-          +[](absl::flat_hash_set<std::shared_ptr<Run>>* active) {
+          +[](absl::flat_hash_map<std::shared_ptr<Run>, int64_t>* active) {
             return active->empty();
           },
           &active_),
@@ -213,7 +268,7 @@ void Engine::CancelAll(const absl::Status& status) {
   std::vector<std::shared_ptr<Run>> runs;
   {
     absl::MutexLock lock(&mu_);
-    runs.assign(active_.begin(), active_.end());
+    for (const auto& [run, bytes] : active_) runs.push_back(run);
   }
   for (const auto& run : runs) run->Cancel(status);
 }

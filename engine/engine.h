@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -63,6 +64,34 @@ struct EngineOptions {
   // Signs and checks checkpoints (--checkpoint_key_file); when unset, a
   // random key: checkpoints then resume only in this process.
   std::optional<CheckpointKey> checkpoint_key{};
+  // Most request bytes the server holds at once (--max_request_bytes_in_
+  // flight): the requests of runs queued or running, and bodies the HTTP
+  // front is reading. Past it a request is RESOURCE_EXHAUSTED. 0: no bound.
+  int64_t max_request_bytes_in_flight = int64_t{1} << 30;
+};
+
+// A hold on request bytes under EngineOptions::max_request_bytes_in_flight
+// (Engine::HoldRequestBytes), given back when destroyed.
+class RequestBytesHold {
+ public:
+  RequestBytesHold() = default;
+  RequestBytesHold(RequestBytesHold&& other) noexcept
+      : engine_(std::exchange(other.engine_, nullptr)),
+        bytes_(std::exchange(other.bytes_, 0)) {}
+  RequestBytesHold& operator=(RequestBytesHold&& other) noexcept;
+  ~RequestBytesHold();
+
+  // Holds `more` bytes too; RESOURCE_EXHAUSTED (holding what it held) past
+  // the bound.
+  absl::Status Grow(int64_t more);
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  friend class Engine;
+  RequestBytesHold(Engine* engine, int64_t bytes)
+      : engine_(engine), bytes_(bytes) {}
+  Engine* engine_ = nullptr;
+  int64_t bytes_ = 0;
 };
 
 class Engine {
@@ -109,6 +138,13 @@ class Engine {
   // Counts and logs it (Run::Report).
   void Release(const std::shared_ptr<Run>& run, const absl::Status& seen);
 
+  // A hold on `bytes` of a request being received (the HTTP front's body),
+  // or RESOURCE_EXHAUSTED naming the bound. Runs hold their requests' own
+  // bytes from StartRun to Release.
+  absl::StatusOr<RequestBytesHold> HoldRequestBytes(int64_t bytes);
+  // Request bytes held now.
+  int64_t request_bytes_in_flight() const;
+
   // From now on, new runs get UNAVAILABLE.
   void StartDraining();
   // Waits until no run is in flight, or `timeout` passes; true when none is.
@@ -132,7 +168,12 @@ class Engine {
   }
 
  private:
+  friend class RequestBytesHold;
   void Untrack(const std::shared_ptr<Run>& run);
+  // Adds `bytes` to request_bytes_, or RESOURCE_EXHAUSTED past the bound.
+  absl::Status AddRequestBytesLocked(int64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseRequestBytes(int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   // StartRun's work; the refusal is reported by StartRun.
   absl::StatusOr<std::shared_ptr<Run>> CreateRun(
       std::shared_ptr<const v1::RunRequest> request,
@@ -151,9 +192,12 @@ class Engine {
   StreamEncoder encoder_;
   RunExecutor executor_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_set<std::shared_ptr<Run>> active_ ABSL_GUARDED_BY(mu_);
+  // Runs queued or running, and the request bytes each holds.
+  absl::flat_hash_map<std::shared_ptr<Run>, int64_t> active_
+      ABSL_GUARDED_BY(mu_);
+  int64_t request_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Runs queued or running, by RunClient::Key (with max_runs_per_client).
   absl::flat_hash_map<std::string, int> runs_by_client_ ABSL_GUARDED_BY(mu_);
   uint64_t next_run_ ABSL_GUARDED_BY(mu_) = 0;

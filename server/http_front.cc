@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "blocks/core/status_macros.h"
 #include "server/certificate_files.h"
+#include "server/http_connection.h"
 #include "server/run_handle.h"
 #include "server/web_assets.h"
 
@@ -233,10 +234,37 @@ class SseRun final : public RunEventWriter {
 class HttpFront::Routes {
  public:
   Routes(Engine& engine, Authenticator& auth, const std::atomic<bool>& ready,
-         bool over_tls)
-      : engine_(engine), auth_(auth), ready_(ready), over_tls_(over_tls) {}
+         bool over_tls, size_t max_request_bytes)
+      : engine_(engine),
+        auth_(auth),
+        ready_(ready),
+        over_tls_(over_tls),
+        max_request_bytes_(max_request_bytes) {}
 
   void Install(httplib::Server& server) {
+    // Note [headers before bodies]
+    // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    // httplib calls this once a request's headers are in, before it reads
+    // the body: a request that will be refused is refused here, without
+    // taking its body into memory (before, a token-less client could make
+    // the server hold --max_request_bytes per connection). Its body is
+    // never read, so its connection closes (Note [bounded connections] in
+    // server/http_connection.h).
+    server.set_pre_routing_handler(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          HttpConnection* connection = HttpConnection::Current();
+          const absl::Status status = Screen(req);
+          if (status.ok()) {
+            if (connection != nullptr) connection->HeadersJudged();
+            return httplib::Server::HandlerResponse::Unhandled;
+          }
+          SendError(status, res);
+          if (status.code() == absl::StatusCode::kResourceExhausted) {
+            res.status = 413;  // Payload Too Large
+          }
+          CloseAfterResponse(res);
+          return httplib::Server::HandlerResponse::Handled;
+        });
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("ok\n", "text/plain");
     });
@@ -261,13 +289,115 @@ class HttpFront::Routes {
                [this](const httplib::Request& req, httplib::Response& res) {
                  Describe(req, res);
                });
-    server.Post(R"(/v1/pipelines/([^/:]+):run)",
-                [this](const httplib::Request& req, httplib::Response& res) {
-                  Run(req, res);
-                });
+    // A run's body is read here, under a hold on the server's request
+    // bytes (Engine::HoldRequestBytes); a run without one gets defaults.
+    constexpr char kRun[] = R"(/v1/pipelines/([^/:]+):run)";
+    server.Post(kRun, [this](const httplib::Request& req,
+                             httplib::Response& res,
+                             const httplib::ContentReader& reader) {
+      RunWithBody(req, res, reader);
+    });
+    server.Post(kRun, [this](const httplib::Request& req,
+                             httplib::Response& res) { Run(req, res, ""); });
   }
 
  private:
+  // What may be refused from the headers alone (Note [headers before
+  // bodies]): the API's requests must frame their body one way, be
+  // authenticated, and declare a length within --max_request_bytes.
+  absl::Status Screen(const httplib::Request& req) {
+    if (!absl::StartsWith(req.path, "/v1/")) return absl::OkStatus();
+    const size_t lengths = req.get_header_value_count("Content-Length");
+    if (lengths > 0 && req.has_header("Transfer-Encoding")) {
+      return absl::InvalidArgumentError(
+          "the request has both Content-Length and Transfer-Encoding");
+    }
+    for (size_t i = 1; i < lengths; ++i) {
+      if (req.get_header_value("Content-Length", i) !=
+          req.get_header_value("Content-Length", 0)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the request has conflicting Content-Length headers ('",
+            req.get_header_value("Content-Length", 0), "' and '",
+            req.get_header_value("Content-Length", i), "')"));
+      }
+    }
+    // Who asks, before how much: a stranger learns nothing of the limits.
+    RETURN_IF_ERROR(Authenticate(req).status());
+    if (lengths > 0) {
+      uint64_t length;
+      if (!absl::SimpleAtoi(req.get_header_value("Content-Length"), &length)) {
+        return absl::InvalidArgumentError(
+            "the request's Content-Length is not a number");
+      }
+      if (length > max_request_bytes_) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the request's body of ", length, " bytes is larger than the "
+            "server takes (--max_request_bytes=", max_request_bytes_, ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The body, read as it arrives under a hold on the server's request
+  // bytes: its declared length first, what a chunked body adds as it
+  // comes.
+  void RunWithBody(const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& reader) {
+    uint64_t declared = 0;
+    if (req.has_header("Content-Length")) {
+      (void)absl::SimpleAtoi(req.get_header_value("Content-Length"),
+                             &declared);  // checked by Screen
+    }
+    absl::StatusOr<RequestBytesHold> hold =
+        engine_.HoldRequestBytes(static_cast<int64_t>(declared));
+    if (!hold.ok()) {
+      RefuseBody(req, hold.status(), res);
+      return;
+    }
+    std::string body;
+    body.reserve(declared);
+    absl::Status read;
+    const bool complete = reader([&](const char* data, size_t size) {
+      if (body.size() + size > max_request_bytes_) {
+        read = absl::ResourceExhaustedError(absl::StrCat(
+            "the request's body is larger than the server takes "
+            "(--max_request_bytes=", max_request_bytes_, ")"));
+        return false;
+      }
+      if (static_cast<int64_t>(body.size() + size) > hold->bytes()) {
+        read = hold->Grow(static_cast<int64_t>(body.size() + size) -
+                          hold->bytes());
+        if (!read.ok()) return false;
+      }
+      body.append(data, size);
+      return true;
+    });
+    if (!read.ok() || !complete) {
+      RefuseBody(req,
+                 read.ok() ? absl::InvalidArgumentError(
+                                 "the request's body ended early")
+                           : read,
+                 res);
+      return;
+    }
+    Run(req, res, std::move(body));
+  }
+
+  // A run refused before its body was read whole: its connection closes.
+  void RefuseBody(const httplib::Request& req, const absl::Status& status,
+                  httplib::Response& res) {
+    engine_.Refuse(status, req.matches[1].str(), "", {.peer = PeerOf(req)});
+    SendError(status, res);
+    CloseAfterResponse(res);
+  }
+
+  static void CloseAfterResponse(httplib::Response& res) {
+    res.set_header("Connection", "close");
+    if (HttpConnection* connection = HttpConnection::Current()) {
+      connection->CloseAfterResponse();
+    }
+  }
+
   absl::StatusOr<std::string> Authenticate(const httplib::Request& req) {
     Authenticator::CallCredentials call{
         .over_tls = over_tls_, .verified_common_name = CommonNameOf(req)};
@@ -297,18 +427,21 @@ class HttpFront::Routes {
     res.set_content(ToJson((*pipeline)->description_proto), kJson);
   }
 
-  void Run(const httplib::Request& req, httplib::Response& res) {
+  void Run(const httplib::Request& req, httplib::Response& res,
+           std::string body) {
     const std::string name = req.matches[1].str();
     RunClient client{.peer = PeerOf(req)};
     auto request = std::make_shared<v1::RunRequest>();
     const absl::Status parsed = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(client.principal, Authenticate(req));
-      if (req.body.empty()) return absl::OkStatus();  // every default
+      if (body.empty()) return absl::OkStatus();  // every default
       json::JsonParseOptions options;
       options.ignore_unknown_fields = false;
-      if (const auto status =
-              json::JsonStringToMessage(req.body, request.get(), options);
-          !status.ok()) {
+      const auto status =
+          json::JsonStringToMessage(body, request.get(), options);
+      // The body is not needed past here.
+      std::string().swap(body);
+      if (!status.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("the body is not a RunRequest in JSON: ",
                          std::string(status.message())));
@@ -344,6 +477,7 @@ class HttpFront::Routes {
   Authenticator& auth_;
   const std::atomic<bool>& ready_;
   const bool over_tls_;
+  const size_t max_request_bytes_;
 };
 
 absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
@@ -357,7 +491,8 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
                                             options.tls_key_file));
     CertificateFiles* certificate = front->certificate_.get();
     const std::string& client_ca = options.tls_client_ca_file;
-    front->server_ = std::make_unique<httplib::SSLServer>(
+    front->server_ = std::make_unique<BoundedHttpServer<httplib::SSLServer>>(
+        HttpConnectionLimits{},
         [certificate, &client_ca](SSL_CTX& ctx) {
           SSL_CTX_set_options(&ctx,
                               SSL_OP_NO_COMPRESSION |
@@ -382,7 +517,9 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
           return true;
         });
   } else {
-    front->server_ = std::make_unique<httplib::Server>();
+    front->server_ =
+        std::make_unique<BoundedHttpServer<httplib::Server>>(
+            HttpConnectionLimits{});
   }
   httplib::Server& server = *front->server_;
   if (!server.is_valid()) {
@@ -392,11 +529,14 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
   }
   const int threads = std::max(1, options.threads);
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server.set_payload_max_length(options.max_request_bytes);
+  // A run's body is read by its own handler, within max_request_bytes;
+  // httplib reads only the bodies nothing asks for (a GET's), up to this.
+  server.set_payload_max_length(64 << 10);
   // An SSE stream writes at least every second; a reader that takes
   // nothing for this long is gone.
   server.set_write_timeout(30, 0);
-  front->routes_ = std::make_unique<Routes>(engine, auth, ready, tls);
+  front->routes_ = std::make_unique<Routes>(engine, auth, ready, tls,
+                                            options.max_request_bytes);
   front->routes_->Install(server);
 
   // host:port, the host perhaps an IPv6 address in brackets ([::]:8000).
