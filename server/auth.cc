@@ -167,6 +167,34 @@ absl::StatusOr<std::string> Authenticator::Authenticate(
   return Authenticate(call);
 }
 
+grpc::Status AuthProcessor::Process(const InputMetadata& auth_metadata,
+                                    grpc::AuthContext* context,
+                                    OutputMetadata* /*consumed*/,
+                                    OutputMetadata* /*response*/) {
+  const auto path = auth_metadata.find(":path");
+  if (path != auth_metadata.end()) {
+    const absl::string_view method(path->second.data(), path->second.size());
+    if (absl::StartsWith(method, "/grpc.health.v1.Health/") ||
+        absl::StartsWith(method, "/grpc.reflection.")) {
+      return grpc::Status::OK;
+    }
+  }
+  // This port speaks TLS (the processor is only on its credentials).
+  Authenticator::CallCredentials call{.over_tls = true};
+  if (const auto header = auth_metadata.find("authorization");
+      header != auth_metadata.end()) {
+    call.authorization =
+        std::string(header->second.data(), header->second.size());
+  }
+  if (context != nullptr && context->IsPeerAuthenticated()) {
+    call.verified_common_name = PropertyOf(*context, GRPC_X509_CN_PROPERTY_NAME);
+  }
+  const absl::StatusOr<std::string> principal = auth_.Authenticate(call);
+  if (principal.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      std::string(principal.status().message()));
+}
+
 absl::StatusOr<std::string> Authenticator::Authenticate(
     const CallCredentials& call) {
   if (options_.require_tls && !call.over_tls) {

@@ -24,6 +24,7 @@
 // Thread-safety: Authenticate from any thread.
 #pragma once
 
+#include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/server_context.h>
 
 #include <memory>
@@ -96,6 +97,29 @@ class Authenticator {
   int64_t loaded_mtime_ns_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t loaded_size_ ABSL_GUARDED_BY(mu_) = -1;
   absl::Time checked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+// The Authenticator as gRPC's AuthMetadataProcessor, for the TLS port:
+// gRPC calls it with a call's metadata before it reads the call's
+// messages, so a call it refuses (UNAUTHENTICATED) never has its request
+// received; without it, a token-less client's request (up to
+// --max_request_bytes) was read whole before the service refused it.
+// Health checks and reflection stay open, as in the services. gRPC lets
+// only secure credentials carry a processor: on a plaintext port with
+// tokens the services refuse, after the message.
+class AuthProcessor final : public grpc::AuthMetadataProcessor {
+ public:
+  explicit AuthProcessor(Authenticator& auth) : auth_(auth) {}
+
+  // Quick (a lookup, a file's stat once a second): on gRPC's thread.
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata& auth_metadata,
+                       grpc::AuthContext* context,
+                       OutputMetadata* consumed_auth_metadata,
+                       OutputMetadata* response_metadata) override;
+
+ private:
+  Authenticator& auth_;
 };
 
 }  // namespace loopserve

@@ -83,6 +83,10 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
                        {.tokens_file = options.auth_tokens_file,
                         .require_tls = !options.tls.cert_file.empty()},
                        &server->metrics()));
+  if (!options.tls.cert_file.empty()) {
+    credentials->SetAuthMetadataProcessor(
+        std::make_shared<AuthProcessor>(*server->auth_));
+  }
   server->service_ =
       std::make_unique<LoopService>(server->engine_, *server->auth_);
   server->oip_service_ = std::make_unique<OipService>(

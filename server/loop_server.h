@@ -68,8 +68,8 @@ struct LoopServerOptions {
   // --auth_tokens_file (server/auth.h); empty: no tokens asked for.
   std::string auth_tokens_file{};
   EngineOptions engine{};
-  // Largest request accepted, in bytes.
-  int max_receive_message_bytes = 256 << 20;
+  // Largest request accepted (a gRPC message, an HTTP body), in bytes.
+  int max_receive_message_bytes = 64 << 20;
   // host:port of the Prometheus endpoint (/metrics); empty: none. Port 0
   // picks a free one (see metrics_port()).
   std::string metrics_address{};

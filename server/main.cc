@@ -92,8 +92,12 @@ ABSL_FLAG(int64_t, max_string_bytes, 64 << 10,
 ABSL_FLAG(bool, allow_non_finite_inputs, false,
           "Accept NaN and Inf in floating-point inputs (refused by default: "
           "they make NaN images)");
-ABSL_FLAG(int32_t, max_request_bytes, 512 << 20,
-          "Largest request message, in bytes");
+ABSL_FLAG(int32_t, max_request_bytes, 64 << 20,
+          "Largest request (a gRPC message, an HTTP body), in bytes");
+ABSL_FLAG(int64_t, max_request_bytes_in_flight, int64_t{1} << 30,
+          "Most request bytes the server holds at once: the requests of "
+          "runs queued or running and HTTP bodies being read; past it a "
+          "request is RESOURCE_EXHAUSTED (0: no bound)");
 ABSL_FLAG(int64_t, max_batch_bytes, 1 << 20,
           "Payload bytes packed into one IterationBatch message");
 ABSL_FLAG(int32_t, stream_encoder_threads, 4,
@@ -199,6 +203,12 @@ absl::Status Serve(const sigset_t& signals) {
       .max_concurrent_runs = absl::GetFlag(FLAGS_max_concurrent_runs),
       .max_queued_runs = absl::GetFlag(FLAGS_max_queued_runs)};
   engine.limits.max_iterations = absl::GetFlag(FLAGS_max_iterations);
+  engine.max_request_bytes_in_flight =
+      absl::GetFlag(FLAGS_max_request_bytes_in_flight);
+  if (engine.max_request_bytes_in_flight < 0) {
+    return absl::InvalidArgumentError(
+        "--max_request_bytes_in_flight must be >= 0");
+  }
   engine.max_runs_per_client = absl::GetFlag(FLAGS_max_runs_per_client);
   engine.stream_idle_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_stream_idle_timeout_s));

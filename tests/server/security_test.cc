@@ -207,6 +207,40 @@ TEST_F(SecurityTest, TlsServerRefusesPlaintextAndKeepsHealthOpen) {
   EXPECT_EQ(AuthFailures("plaintext"), 1);
 }
 
+// Over TLS the token is checked on the call's metadata, before its
+// message is received (AuthProcessor): a token-less request larger than
+// the server takes is UNAUTHENTICATED, not read and found too large; with
+// a token, the same request is RESOURCE_EXHAUSTED. Health stays open.
+TEST_F(SecurityTest, TlsCallsAreAuthenticatedBeforeTheirMessageIsRead) {
+  const std::string tokens = File("early-tokens");
+  WriteFile(tokens, "alice s3cret-a\n");
+  LoopServerOptions options;
+  options.tls = {.cert_file = File("server.pem"),
+                 .key_file = File("server.key")};
+  options.auth_tokens_file = tokens;
+  options.max_receive_message_bytes = 1 << 20;
+  Start(options);
+  v1::RunRequest large = SeedRun();
+  (*large.mutable_inputs())["x"].mutable_tensor()->set_raw_contents(
+      std::string(2 << 20, '\0'));
+
+  std::unique_ptr<LoopClient> anonymous =
+      Connect({.tls_ca_file = File("ca.pem")});
+  EXPECT_THAT(anonymous->Run(large).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       HasSubstr("the server requires a token")));
+  EXPECT_THAT(anonymous->ListPipelines().status(),
+              StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
+  EXPECT_EQ(AuthFailures("missing_token"), 2);
+  EXPECT_EQ(*anonymous->Health(""), HealthStatus::SERVING);
+
+  std::unique_ptr<LoopClient> alice =
+      Connect({.tls_ca_file = File("ca.pem"), .token = "s3cret-a"});
+  EXPECT_THAT(alice->Run(large).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, ::testing::_));
+  EXPECT_OK(alice->Run(SeedRun()).status());
+}
+
 // mTLS: only a certificate the client CA signed gets in, and its common
 // name is the principal.
 TEST_F(SecurityTest, MutualTlsTakesOnlyCertificatesItsCaSigned) {
