@@ -1,11 +1,19 @@
 #include "engine/run.h"
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "loopserve/v1/user_text.h"
 
 #include "blocks/core/block.h"
+#include "blocks/core/loop.h"
 #include "blocks/core/run_scope.h"
 #include "engine/engine.h"
 #include "engine/run_log.h"
@@ -17,6 +25,80 @@ namespace {
 double Seconds(Run::Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
+
+// A request's inputs for an error message: numbers and text as given,
+// tensors by datatype and shape; sorted.
+std::string DescribeInputs(
+    const google::protobuf::Map<std::string, v1::Value>& inputs) {
+  std::vector<std::string> parts;
+  for (const auto& [name, value] : inputs) {
+    std::string text;
+    switch (value.kind_case()) {
+      case v1::Value::kInt64Value:
+        text = absl::StrCat(value.int64_value());
+        break;
+      case v1::Value::kDoubleValue:
+        text = absl::StrCat(value.double_value());
+        break;
+      case v1::Value::kBoolValue:
+        text = value.bool_value() ? "true" : "false";
+        break;
+      case v1::Value::kStringValue:
+        text = QuoteUserText(value.string_value());
+        break;
+      case v1::Value::kTensor:
+        text = absl::StrCat("a ", value.tensor().datatype(), " [",
+                            absl::StrJoin(value.tensor().shape(), ","),
+                            "] tensor");
+        break;
+      default:
+        text = "a list";
+    }
+    parts.push_back(absl::StrCat(QuoteUserText(name), "=", text));
+  }
+  std::sort(parts.begin(), parts.end());
+  return absl::StrJoin(parts, ", ");
+}
+
+// Note [diverged runs]
+// ~~~~~~~~~~~~~~~~~~~~
+// A run whose loop carries NaN or Inf (guidance too strong, latents too
+// large, a model that overflows) would go on to the end and return a
+// constant image with OK. After each iteration the floating-point values
+// the loop carries are checked, and a run that diverged ends with
+// INVALID_ARGUMENT naming the loop, the iteration, the value and the
+// inputs that led there. One fused reduction per carried tensor: on the
+// CPU digits-ddim's step costs the same within noise (docs/performance.md);
+// on a GPU it reads one flag back per step.
+class DivergenceGuard final : public IterationObserver {
+ public:
+  DivergenceGuard(IterationObserver& next,
+                  const google::protobuf::Map<std::string, v1::Value>& inputs)
+      : next_(next), inputs_(inputs) {}
+
+  absl::Status OnIteration(const LoopIteration& iteration) override {
+    for (const OutputParam& output :
+         iteration.loop.signature().intermediate_outputs) {
+      const c10::IValue* value = iteration.state.Find(output.name);
+      if (value == nullptr || !value->isTensor()) continue;
+      const at::Tensor& tensor = value->toTensor();
+      if (!tensor.defined() || !at::isFloatingType(tensor.scalar_type()) ||
+          at::isfinite(tensor).all().item<bool>()) {
+        continue;
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the run diverged: after iteration ", iteration.index.i,
+          " of loop '", iteration.loop.path(), "', '", output.name,
+          "' holds NaN or Inf; the inputs that led there: ",
+          DescribeInputs(inputs_)));
+    }
+    return next_.OnIteration(iteration);
+  }
+
+ private:
+  IterationObserver& next_;
+  const google::protobuf::Map<std::string, v1::Value>& inputs_;
+};
 
 }  // namespace
 
@@ -98,10 +180,15 @@ void Run::Execute() {
       return checkpoints->Make(it, *state);
     });
   }
+  // What the divergence guard names: the request's inputs and the ones
+  // the server filled in.
+  google::protobuf::Map<std::string, v1::Value> inputs = request_->inputs();
+  for (const auto& [name, value] : resolved) inputs[name] = value;
+  DivergenceGuard guard(stream_, inputs);
   if (status.ok()) {
     RunRecorder recorder(metrics_, accepted_);
     RunContext context{
-        .observer = &stream_, .device = options.device, .timer = &recorder};
+        .observer = &guard, .device = options.device, .timer = &recorder};
     // Ends with the block tree, so that no batch waits for this run while
     // it streams its result.
     RunScope scope(&engine_.metrics());

@@ -98,6 +98,25 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
                                        absl::StrJoin(param->choices, ", "),
                                        "; got ", QuoteUserText(value.string_value())));
     }
+    if ((param->minimum.has_value() || param->maximum.has_value()) &&
+        (*kind == ValueKind::kInt || *kind == ValueKind::kDouble)) {
+      const double number = *kind == ValueKind::kInt
+                                ? static_cast<double>(value.int64_value())
+                                : value.double_value();
+      if ((param->minimum.has_value() && !(number >= *param->minimum)) ||
+          (param->maximum.has_value() && !(number <= *param->maximum))) {
+        return error(field, absl::StrCat(
+                                "must be in [",
+                                param->minimum.has_value()
+                                    ? absl::StrCat(*param->minimum)
+                                    : "-inf",
+                                ", ",
+                                param->maximum.has_value()
+                                    ? absl::StrCat(*param->maximum)
+                                    : "inf",
+                                "], got ", number));
+      }
+    }
     for (const std::string& other : param->excluded_by) {
       if (request.inputs().contains(other)) {
         return error(field, absl::StrCat("cannot be given with input '", other,

@@ -126,6 +126,10 @@ struct InputParam {
   // height): a request giving this input with any of them is refused
   // rather than one of the two silently ignored.
   std::vector<std::string> excluded_by{};
+  // A number input's documented range, both ends included: a request
+  // outside it is refused naming the range (ValidateRun).
+  std::optional<double> minimum{};
+  std::optional<double> maximum{};
 };
 
 // A value a block writes into the pipeline state's intermediates.

@@ -336,7 +336,10 @@ std::vector<InputParam> PrepareLatents::inputs() const {
           {.name = "batch_size",
            .type_hint = TypeHint::Int(),
            .default_value = int64_t{1},
-           .description = "Samples per run"},
+           .description = "Samples per run, in [1, 1024]; with latents or "
+                          "image_latents, 1 or their batch",
+           .minimum = 1.0,
+           .maximum = 1024.0},
           ImageLatentsInput(),
           DenoisingStartInput()};
 }
@@ -440,6 +443,13 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
           "input 'latents' must be a floating-point [B,", options_.channels,
           ",H,W] tensor, got ", c10::toString(latents.scalar_type()), " ",
           ShapeString(latents)));
+    }
+    ASSIGN_OR_RETURN(const int64_t batch,
+                     block_state.Get<int64_t>("batch_size"));
+    if (batch != 1 && batch != latents.size(0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input 'batch_size' (", batch, ") must be 1 or the batch of "
+          "'latents' (", latents.size(0), ")"));
     }
     latents = latents.to(context.device, at::kFloat);
   } else {
@@ -549,7 +559,10 @@ std::vector<InputParam> PredictNoise::inputs() const {
       {.name = "guidance_scale",
        .type_hint = TypeHint::Double(),
        .default_value = default_guidance_scale_,
-       .description = "Classifier-free guidance scale; > 1 enables it"}};
+       .description = "Classifier-free guidance scale; > 1 enables it; in "
+                      "[0, 100]",
+       .minimum = 0.0,
+       .maximum = 100.0}};
   for (const ModelArgument& argument : conditioning_) {
     inputs.push_back(
         {.name = argument.name,
@@ -764,8 +777,10 @@ std::vector<InputParam> SchedulerStep::inputs() const {
   return {{.name = "eta",
            .type_hint = TypeHint::Double(),
            .default_value = 0.0,
-           .description = "DDIM's eta: 0 deterministic, 1 DDPM-like noise "
-                          "(other schedulers ignore it)"}};
+           .description = "DDIM's eta, in [0, 1]: 0 deterministic, 1 "
+                          "DDPM-like noise (other schedulers ignore it)",
+           .minimum = 0.0,
+           .maximum = 1.0}};
 }
 
 std::vector<InputParam> SchedulerStep::intermediate_inputs() const {

@@ -80,12 +80,22 @@ std::vector<InputParam> EncodePrompt::inputs() const {
       {.name = "batch_size",
        .type_hint = TypeHint::Int(),
        .default_value = int64_t{1},
-       .description = "Samples per run; a list of n prompts makes it n"}};
+       .description = "Samples per run, in [1, 1024]; a list of n prompts "
+                      "makes it n",
+       .minimum = 1.0,
+       .maximum = 1024.0}};
+  // Conditioning given as tensors replaces the prompts', so a request
+  // giving both is refused (as diffusers refuses prompt with
+  // prompt_embeds), naming the two.
+  for (const std::string& name : outputs_) {
+    inputs[0].excluded_by.push_back(name);
+    inputs[1].excluded_by.push_back(absl::StrCat("negative_", name));
+  }
   for (const std::string& name : outputs_) {
     inputs.push_back({.name = name,
                       .type_hint = TypeHint::Tensor(),
                       .description = "Conditioning, given instead of the "
-                                     "prompt's (takes precedence)"});
+                                     "prompt (not with it)"});
     inputs.push_back({.name = absl::StrCat("negative_", name),
                       .type_hint = TypeHint::Tensor(),
                       .description = "Unconditional conditioning, given "

@@ -235,6 +235,90 @@ TEST_F(LoopServiceTest, TensorXRoundTrips) {
       at::equal(*DecodeTensor(result.outputs().at("x").tensor(), {}), x0 + 4));
 }
 
+// Inputs outside their documented range are refused, and a run whose
+// loop carries NaN or Inf ends with INVALID_ARGUMENT naming the iteration
+// and its inputs (Note [diverged runs]) rather than finishing OK with a
+// constant image. So are inputs that contradict each other.
+TEST_F(LoopServiceTest, DivergingAndContradictoryRunsAreRefused) {
+  StartServer();
+  auto request = [](const std::string& pipeline,
+                    const std::vector<std::pair<std::string, v1::Value>>&
+                        inputs) {
+    v1::RunRequest r;
+    r.set_pipeline(pipeline);
+    r.set_request_id("probe");
+    for (const auto& [name, value] : inputs) {
+      (*r.mutable_inputs())[name] = value;
+    }
+    return r;
+  };
+  auto number = [](double d) {
+    v1::Value v;
+    v.set_double_value(d);
+    return v;
+  };
+  auto integer = [](int64_t i) {
+    v1::Value v;
+    v.set_int64_value(i);
+    return v;
+  };
+  auto tensor = [](const at::Tensor& t) {
+    v1::Value v;
+    EXPECT_OK(EncodeTensor(t, *v.mutable_tensor()));
+    return v;
+  };
+  const auto refused = [&](const v1::RunRequest& r) {
+    return client_->Run(r).status();
+  };
+  using ::testing::AllOf;
+  const auto invalid = [](auto... parts) {
+    return StatusIs(absl::StatusCode::kInvalidArgument,
+                    AllOf(HasSubstr(parts)...));
+  };
+
+  EXPECT_THAT(refused(request("digits-text",
+                              {{"guidance_scale", number(1e308)}})),
+              invalid("input 'guidance_scale': must be in [0, 100], got "
+                      "1e+308"));
+  EXPECT_THAT(refused(request("gmm-ddim", {{"eta", number(1e308)}})),
+              invalid("input 'eta': must be in [0, 1], got 1e+308"));
+  for (const char* pipeline : {"gmm-ddim", "gmm-euler"}) {
+    EXPECT_THAT(
+        refused(request(pipeline,
+                        {{"latents", tensor(at::full({1, 4, 64, 64}, 1e30))},
+                         {"num_inference_steps", integer(4)}})),
+        invalid(absl::StrCat("the run diverged: after iteration 0 of loop '",
+                             pipeline, "/denoise'"),
+                "holds NaN or Inf",
+                "'latents'=a FP32 [1,4,64,64] tensor",
+                "'num_inference_steps'=4"))
+        << pipeline;
+  }
+  EXPECT_THAT(refused(request("digits-ddim",
+                              {{"latents", tensor(at::full({1, 1, 8, 8}, 1e30))}})),
+              invalid("the run diverged: after iteration 0 of loop "
+                      "'digits-ddim/denoise'"));
+
+  for (int64_t batch : {0, -1}) {
+    EXPECT_THAT(refused(request("gmm-ddim", {{"batch_size", integer(batch)}})),
+                invalid("input 'batch_size': must be in [1, 1024]"));
+  }
+  EXPECT_THAT(refused(request("gmm-ddim",
+                              {{"batch_size", integer(2)},
+                               {"latents", tensor(at::zeros({1, 4, 8, 8}))}})),
+              invalid("input 'batch_size' (2) must be 1 or the batch of "
+                      "'latents' (1)"));
+  v1::Value prompt;
+  prompt.set_string_value("a seven");
+  EXPECT_THAT(refused(request("digits-text",
+                              {{"prompt", prompt},
+                               {"encoder_hidden_states",
+                                tensor(at::zeros({1, 4, 8}))}})),
+              invalid("input 'prompt': cannot be given with input "
+                      "'encoder_hidden_states'"));
+  ExpectStillServing();
+}
+
 TEST_F(LoopServiceTest, LatestWithASlowReaderDropsAndCounts) {
   StartServer();
   // 1 MiB tensors fill the transport's windows at once; the reader then
