@@ -27,6 +27,39 @@ using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 using inference::ModelStreamInferResponse;
 
+// Note [raw OIP methods]
+// ~~~~~~~~~~~~~~~~~~~~~~
+// ModelInfer and ModelStreamInfer take their messages as bytes and parse
+// them here: when gRPC parses, a message that does not parse ends a unary
+// call with UNIMPLEMENTED and an empty message, and a stream with OK, its
+// later requests dropped unsaid. Parsed here, the first is INVALID_ARGUMENT
+// saying so, and the second an error response, then the stream's end with
+// INVALID_ARGUMENT once its runs are done.
+
+// `buffer` parsed as a ModelInferRequest; INVALID_ARGUMENT naming `what`.
+absl::StatusOr<ModelInferRequest> ParseRequest(const grpc::ByteBuffer& buffer,
+                                               absl::string_view what) {
+  ModelInferRequest request;
+  grpc::ByteBuffer copy(buffer);  // shares the slices; Deserialize takes it
+  if (!grpc::SerializationTraits<ModelInferRequest>::Deserialize(&copy,
+                                                                 &request)
+           .ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " does not parse as an inference.ModelInferRequest"));
+  }
+  return request;
+}
+
+// A message's wire bytes.
+template <typename Message>
+grpc::ByteBuffer Serialized(const Message& message) {
+  grpc::ByteBuffer buffer;
+  bool own_buffer;
+  (void)grpc::SerializationTraits<Message>::Serialize(message, &buffer,
+                                                      &own_buffer);
+  return buffer;
+}
+
 // The RunRequest of one OIP request; NOT_FOUND or INVALID_ARGUMENT.
 absl::StatusOr<std::shared_ptr<v1::RunRequest>> Translate(
     const Engine& engine, const ModelInferRequest& request) {
@@ -50,12 +83,18 @@ class InferReactor final : public grpc::ServerUnaryReactor,
                            public RunEventWriter {
  public:
   InferReactor(Engine& engine, grpc::CallbackServerContext* context,
-               const ModelInferRequest& request, ModelInferResponse* response,
+               const grpc::ByteBuffer& raw_request, grpc::ByteBuffer* response,
                const absl::StatusOr<std::string>& principal)
-      : engine_(engine), context_(context), response_(response) {
+      : engine_(engine), context_(context), response_buffer_(response) {
     RunClient client{.peer = context->peer()};
+    // Who asks first; then what (Note [raw OIP methods]).
+    absl::StatusOr<ModelInferRequest> parsed =
+        principal.ok() ? ParseRequest(raw_request, "the request")
+                       : principal.status();
+    const ModelInferRequest& request =
+        parsed.ok() ? *parsed : ModelInferRequest::default_instance();
     absl::StatusOr<std::shared_ptr<v1::RunRequest>> run_request =
-        principal.ok() ? Translate(engine, request) : principal.status();
+        parsed.ok() ? Translate(engine, request) : parsed.status();
     if (!run_request.ok()) {
       engine_.Refuse(run_request.status(), request.model_name(), request.id(),
                      client);
@@ -64,9 +103,9 @@ class InferReactor final : public grpc::ServerUnaryReactor,
     }
     (*run_request)->mutable_stream()->set_every(
         std::numeric_limits<uint32_t>::max());
-    response_->set_model_name(request.model_name());
-    response_->set_model_version("1");
-    response_->set_id(request.id());
+    response_.set_model_name(request.model_name());
+    response_.set_model_version("1");
+    response_.set_id(request.id());
     client.principal = *principal;
     absl::StatusOr<std::shared_ptr<Run>> run =
         engine_.StartRun(*std::move(run_request), this, std::move(client));
@@ -79,13 +118,14 @@ class InferReactor final : public grpc::ServerUnaryReactor,
 
   void StartWrite(std::shared_ptr<const v1::RunEvent> event) override {
     if (event->has_result()) {
-      outputs_ = AppendResult(event->result(), *response_);
-      response_->mutable_parameters()->erase("triton_final_response");
+      outputs_ = AppendResult(event->result(), response_);
+      response_.mutable_parameters()->erase("triton_final_response");
     }
     run_.OnWriteDone(true);
   }
   void Finish(const absl::Status& status) override {
     finished_ = status.ok() ? outputs_ : status;
+    if (finished_.ok()) *response_buffer_ = Serialized(response_);
     HandOffToGrpc(this);
     ServerUnaryReactor::Finish(ToGrpcStatus(finished_));
   }
@@ -106,7 +146,8 @@ class InferReactor final : public grpc::ServerUnaryReactor,
  private:
   Engine& engine_;
   grpc::CallbackServerContext* const context_;
-  ModelInferResponse* const response_;
+  grpc::ByteBuffer* const response_buffer_;
+  ModelInferResponse response_;
   RunHandle run_;
   absl::Status outputs_;   // whether the result's outputs converted
   absl::Status finished_;  // what Finish sent
@@ -129,8 +170,7 @@ class InferReactor final : public grpc::ServerUnaryReactor,
 // run released meanwhile was used after it was freed; the cancel storm in
 // tests/server/fronts_test.cc.)
 class StreamInferReactor final
-    : public grpc::ServerBidiReactor<ModelInferRequest,
-                                     ModelStreamInferResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StreamInferReactor(Engine& engine, grpc::CallbackServerContext* context,
                      absl::StatusOr<std::string> principal)
@@ -154,12 +194,28 @@ class StreamInferReactor final
       MaybeFinish();
       return;
     }
-    const ModelInferRequest request = std::move(request_);
+    ++messages_;
+    absl::StatusOr<ModelInferRequest> request = ParseRequest(
+        request_, absl::StrCat("message ", messages_, " of the stream"));
     request_.Clear();
+    if (!request.ok()) {
+      // Nothing after it can be trusted: no more reads; the stream ends
+      // with the error once its runs are done.
+      engine_.Refuse(request.status(), "", "", {.principal = principal_,
+                                                .peer = context_->peer()});
+      SendError("", "", request.status());
+      {
+        absl::MutexLock lock(&mu_);
+        reads_done_ = true;
+        end_ = ToGrpcStatus(request.status());
+      }
+      MaybeFinish();
+      return;
+    }
     // Begin first: the next read's OnReadDone may run at once on another
     // thread, and must find this request's run in runs_ (or the stream could
     // end under it).
-    Begin(request);
+    Begin(*request);
     HandOffToGrpc(this);
     StartRead(&request_);
   }
@@ -225,7 +281,7 @@ class StreamInferReactor final
   };
 
   struct Written {
-    ModelStreamInferResponse response;
+    grpc::ByteBuffer response;
     // The run whose event this response ends, told when it is written. A
     // run is not released with a write in flight, so this stays valid.
     StreamRun* run = nullptr;
@@ -290,18 +346,18 @@ class StreamInferReactor final
   void Enqueue(StreamRun& run, const v1::RunEvent& event) {
     std::vector<Written> responses;
     absl::Status status;
+    ModelStreamInferResponse response;
     if (event.has_iterations()) {
       for (const v1::Iteration& iteration : event.iterations().items()) {
-        Written& written = responses.emplace_back();
-        *written.response.mutable_infer_response() = ResponseOf(run);
-        status.Update(AppendIteration(
-            iteration, *written.response.mutable_infer_response()));
+        *response.mutable_infer_response() = ResponseOf(run);
+        status.Update(
+            AppendIteration(iteration, *response.mutable_infer_response()));
+        responses.push_back({.response = Serialized(response)});
       }
     } else if (event.has_result()) {
-      Written& written = responses.emplace_back();
-      *written.response.mutable_infer_response() = ResponseOf(run);
-      status = AppendResult(event.result(),
-                            *written.response.mutable_infer_response());
+      *response.mutable_infer_response() = ResponseOf(run);
+      status = AppendResult(event.result(), *response.mutable_infer_response());
+      responses.push_back({.response = Serialized(response)});
     }
     if (!status.ok()) {
       // The run cannot be sent in this protocol: it ends with why.
@@ -335,15 +391,15 @@ class StreamInferReactor final
                     context_->IsCancelled() && status.ok()
                         ? CancelStatus(*context_, "at its end")
                         : status);
-    bool finish;
+    std::optional<grpc::Status> end;
     {
       absl::MutexLock lock(&mu_);
       runs_.erase(&run);  // `run` may be freed from here on
-      finish = ShouldFinishLocked();
+      end = TakeEndLocked();
     }
-    if (finish) {
+    if (end.has_value()) {
       HandOffToGrpc(this);
-      Finish(grpc::Status::OK);
+      Finish(*end);
     }
     Unhold();  // the run's; last (Note [who owns a stream])
   }
@@ -356,11 +412,11 @@ class StreamInferReactor final
   // An error for one request: the stream goes on.
   void SendError(const std::string& model, const std::string& id,
                  const absl::Status& status) {
-    Written written;
-    written.response.set_error_message(status.ToString());
-    ModelInferResponse& response = *written.response.mutable_infer_response();
-    response.set_model_name(model);
-    response.set_id(id);
+    ModelStreamInferResponse response;
+    response.set_error_message(status.ToString());
+    response.mutable_infer_response()->set_model_name(model);
+    response.mutable_infer_response()->set_id(id);
+    Written written{.response = Serialized(response)};
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(written));
     StartNextWriteLocked();
@@ -377,32 +433,35 @@ class StreamInferReactor final
   // Ends the stream once the client half-closed and nothing is left; from
   // a reaction (gRPC's hold keeps the reactor until it returns).
   void MaybeFinish() ABSL_LOCKS_EXCLUDED(mu_) {
-    bool finish;
+    std::optional<grpc::Status> end;
     {
       absl::MutexLock lock(&mu_);
-      finish = ShouldFinishLocked();
+      end = TakeEndLocked();
     }
-    if (finish) {
+    if (end.has_value()) {
       HandOffToGrpc(this);
-      Finish(grpc::Status::OK);
+      Finish(*end);
     }
   }
 
-  // Whether to end the stream now (then it is marked finished): decided in
-  // the same critical section as the change that allows it.
-  bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // The status to end the stream with now, if it may end (then it is
+  // marked finished): decided in the same critical section as the change
+  // that allows it.
+  std::optional<grpc::Status> TakeEndLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!reads_done_ || finished_ || !runs_.empty() || !queue_.empty() ||
         writing_.has_value()) {
-      return false;
+      return std::nullopt;
     }
     finished_ = true;
-    return true;
+    return end_;
   }
 
   Engine& engine_;
   grpc::CallbackServerContext* const context_;
   std::string principal_;
-  ModelInferRequest request_;  // the read in flight
+  grpc::ByteBuffer request_;  // the read in flight
+  int64_t messages_ = 0;       // read so far; on gRPC's reactions only
 
   absl::Mutex mu_;
   std::deque<Written> queue_ ABSL_GUARDED_BY(mu_);
@@ -414,6 +473,8 @@ class StreamInferReactor final
   std::atomic<int> holds_{1};
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // What the stream ends with: OK, or why it stopped reading.
+  grpc::Status end_ ABSL_GUARDED_BY(mu_);
 };
 
 // Whether a unary call may go on; if not, `reactor` is finished with
@@ -498,17 +559,15 @@ grpc::ServerUnaryReactor* OipService::ModelMetadata(
 }
 
 grpc::ServerUnaryReactor* OipService::ModelInfer(
-    grpc::CallbackServerContext* context,
-    const inference::ModelInferRequest* request,
-    inference::ModelInferResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
   auto* reactor = new InferReactor(engine_, context, *request, response,
                                    auth_.Authenticate(*context));
   HandOffToGrpc(reactor);
   return reactor;
 }
 
-grpc::ServerBidiReactor<inference::ModelInferRequest,
-                        inference::ModelStreamInferResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 OipService::ModelStreamInfer(grpc::CallbackServerContext* context) {
   auto* reactor =
       new StreamInferReactor(engine_, context, auth_.Authenticate(*context));

@@ -14,7 +14,10 @@
 //                              many requests on one stream, told apart by
 //                              `id`; a request's error comes back in
 //                              error_message and the stream goes on;
-//                              cancelling the call cancels its runs
+//                              cancelling the call cancels its runs; a
+//                              message that does not parse gets an error
+//                              response and ends the stream with
+//                              INVALID_ARGUMENT
 //
 // Every call but the probes is authenticated as LoopService's are
 // (server/auth.h). Validation, limits, metrics and logs are the engine's.
@@ -33,8 +36,19 @@
 
 namespace loopserve {
 
-class OipService final
-    : public inference::GRPCInferenceService::CallbackService {
+namespace oip_internal {
+using Grpc = inference::GRPCInferenceService;
+// CallbackService, with the two inference methods raw.
+using Base = Grpc::WithCallbackMethod_ServerLive<
+    Grpc::WithCallbackMethod_ServerReady<Grpc::WithCallbackMethod_ModelReady<
+        Grpc::WithCallbackMethod_ServerMetadata<
+            Grpc::WithCallbackMethod_ModelMetadata<
+                Grpc::WithRawCallbackMethod_ModelInfer<
+                    Grpc::WithRawCallbackMethod_ModelStreamInfer<
+                        Grpc::Service>>>>>>>;
+}  // namespace oip_internal
+
+class OipService final : public oip_internal::Base {
  public:
   OipService(Engine& engine, Authenticator& auth,
              const std::atomic<bool>& ready)
@@ -60,12 +74,11 @@ class OipService final
       grpc::CallbackServerContext* context,
       const inference::ModelMetadataRequest* request,
       inference::ModelMetadataResponse* response) override;
-  grpc::ServerUnaryReactor* ModelInfer(
-      grpc::CallbackServerContext* context,
-      const inference::ModelInferRequest* request,
-      inference::ModelInferResponse* response) override;
-  grpc::ServerBidiReactor<inference::ModelInferRequest,
-                          inference::ModelStreamInferResponse>*
+  // Raw: their messages are parsed here (Note [raw OIP methods]).
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
   ModelStreamInfer(grpc::CallbackServerContext* context) override;
 
  private:

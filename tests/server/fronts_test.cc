@@ -4,6 +4,8 @@
 // script tests/e2e/fronts_test.sh drives them as clients do.
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/client_unary_call.h>
+#include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -145,6 +147,82 @@ TEST_F(FrontsTest, CancellingAStreamCancelsItsRuns) {
   context.TryCancel();
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(server_->engine().WaitForIdle(absl::Seconds(10)));
+}
+
+// Note [raw OIP methods]: a message that does not parse is named, on a
+// unary call (INVALID_ARGUMENT, not gRPC's UNIMPLEMENTED with no message)
+// and on a stream (an error response, then the stream's end with
+// INVALID_ARGUMENT, not OK with the later requests dropped unsaid).
+TEST_F(FrontsTest, OipMessagesThatDoNotParseAreNamed) {
+  auto channel = grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->port()),
+      grpc::InsecureChannelCredentials());
+  // Field 1 (model_name), length-delimited, with a length past the end.
+  const std::string garbage("\x0a\xff\xff\xff\xff\x0f", 6);
+  grpc::Slice slice(garbage);
+  const grpc::ByteBuffer bad(&slice, 1);
+  {
+    grpc::ClientContext context;
+    grpc::ByteBuffer response;
+    const grpc::Status status =
+        grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+            channel.get(),
+            grpc::internal::RpcMethod(
+                "/inference.GRPCInferenceService/ModelInfer",
+                grpc::internal::RpcMethod::NORMAL_RPC),
+            &context, bad, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(),
+                HasSubstr("the request does not parse as an "
+                          "inference.ModelInferRequest"));
+  }
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>
+      stream(grpc::internal::ClientReaderWriterFactory<
+             grpc::ByteBuffer, grpc::ByteBuffer>::
+                 Create(channel.get(),
+                        grpc::internal::RpcMethod(
+                            "/inference.GRPCInferenceService/ModelStreamInfer",
+                            grpc::internal::RpcMethod::BIDI_STREAMING),
+                        &context));
+  auto bytes = [](const ModelInferRequest& request) {
+    grpc::ByteBuffer buffer;
+    bool own;
+    (void)grpc::SerializationTraits<ModelInferRequest>::Serialize(
+        request, &buffer, &own);
+    return buffer;
+  };
+  ASSERT_TRUE(stream->Write(bytes(SeedLoop("before", 2))));
+  ASSERT_TRUE(stream->Write(bad));
+  stream->Write(bytes(SeedLoop("after", 2)));
+  stream->WritesDone();
+  std::vector<ModelStreamInferResponse> responses;
+  grpc::ByteBuffer buffer;
+  while (stream->Read(&buffer)) {
+    ModelStreamInferResponse response;
+    ASSERT_TRUE(grpc::SerializationTraits<ModelStreamInferResponse>::
+                    Deserialize(&buffer, &response)
+                        .ok());
+    responses.push_back(response);
+  }
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("message 2 of the stream does not parse"));
+  int before = 0;
+  int errors = 0;
+  for (const ModelStreamInferResponse& response : responses) {
+    EXPECT_NE(response.infer_response().id(), "after");
+    if (response.infer_response().id() == "before") ++before;
+    if (!response.error_message().empty()) {
+      ++errors;
+      EXPECT_THAT(response.error_message(),
+                  HasSubstr("INVALID_ARGUMENT: message 2 of the stream does "
+                            "not parse"));
+    }
+  }
+  EXPECT_EQ(before, 3);  // its two iterations and its result
+  EXPECT_EQ(errors, 1);
 }
 
 // The cancel storm: many streams, each with many long runs, cancelled by
