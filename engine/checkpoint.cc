@@ -413,14 +413,20 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
 absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
                                const DecodeLimits& limits, c10::Device device,
                                PipelineState& state) {
-  // The server computed these: finite or not, they are what it had.
-  DecodeLimits state_limits = limits;
-  state_limits.allow_non_finite = true;
+  // The intermediates the blocks before the loop made may hold Inf (a
+  // schedule's first sigma): what the server computed. The carried values
+  // may not: a run that carried NaN or Inf ended (Note [diverged runs] in
+  // engine/run.cc) before its checkpoint was made, so a checkpoint holding
+  // one was forged (Note [a checkpoint is a request too] in
+  // engine/engine.cc). Those are checked as inputs are.
+  DecodeLimits computed_limits = limits;
+  computed_limits.allow_non_finite = true;
   const v1::Checkpoint& checkpoint = spec.checkpoint;
-  auto decode = [&](const std::string& name,
-                    const v1::StateValue& value) -> absl::StatusOr<c10::IValue> {
+  auto decode = [&](const std::string& name, const v1::StateValue& value,
+                    const DecodeLimits& value_limits)
+      -> absl::StatusOr<c10::IValue> {
     absl::StatusOr<c10::IValue> decoded =
-        DecodeStateValue(value, pipeline.components, state_limits, device);
+        DecodeStateValue(value, pipeline.components, value_limits, device);
     if (!decoded.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "pipeline '", pipeline.name, "': resume_from: value '", name,
@@ -429,7 +435,8 @@ absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
     return decoded;
   };
   for (const auto& [name, value] : checkpoint.intermediates()) {
-    ASSIGN_OR_RETURN(c10::IValue decoded, decode(name, value));
+    ASSIGN_OR_RETURN(c10::IValue decoded,
+                     decode(name, value, computed_limits));
     state.SetIntermediate(name, std::move(decoded));
   }
   LoopResume resume{.loop = checkpoint.loop(),
@@ -438,7 +445,7 @@ absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
                     .carried_names = spec.carried_names,
                     .changed = spec.changed};
   for (const auto& [name, value] : checkpoint.carried()) {
-    ASSIGN_OR_RETURN(c10::IValue decoded, decode(name, value));
+    ASSIGN_OR_RETURN(c10::IValue decoded, decode(name, value, limits));
     resume.carried.Set(name, std::move(decoded));
   }
   state.SetResume(std::move(resume));

@@ -94,6 +94,52 @@ absl::StatusOr<const Pipeline*> Engine::FindPipeline(
                    " is not served; available: ", absl::StrJoin(names, ", ")));
 }
 
+namespace {
+
+// Note [a checkpoint is a request too]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// A checkpoint's signature says this server's key made it, not that what
+// it holds is sound: a leaked key forges any content. So the run a resume
+// asks for, the checkpoint's inputs with the request's over them, is
+// validated as a request is (ValidateRun: known inputs, types, ranges,
+// --max_iterations), and the iteration it continues after must lie inside
+// the loop's count; its carried values must be finite (RestoreCheckpoint).
+absl::Status CheckCheckpointRun(const Pipeline& pipeline,
+                                const v1::Checkpoint& checkpoint,
+                                const v1::RunRequest& request,
+                                const RunLimits& limits) {
+  v1::RunRequest run;
+  run.set_pipeline(pipeline.name);
+  *run.mutable_inputs() = checkpoint.inputs();
+  for (const auto& [name, value] : request.inputs()) {
+    (*run.mutable_inputs())[name] = value;
+  }
+  if (absl::Status valid = ValidateRun(pipeline, run, limits).status();
+      !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resume_from: the checkpoint's run is not one this server takes: ",
+        valid.message()));
+  }
+  for (const InputParam& param : pipeline.inputs) {
+    if (!param.iteration_count) continue;
+    const auto count = run.inputs().find(param.name);
+    const int64_t total = count != run.inputs().end() &&
+                                  count->second.kind_case() ==
+                                      v1::Value::kInt64Value
+                              ? count->second.int64_value()
+                              : limits.max_iterations;
+    if (checkpoint.iteration() >= total) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "resume_from: the checkpoint's iteration ", checkpoint.iteration(),
+          " is past the loop's last (input '", param.name, "' is ", total,
+          ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<Run>> Engine::StartRun(
     std::shared_ptr<const v1::RunRequest> request, RunEventWriter* writer,
     RunClient client) {
@@ -131,6 +177,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
                    ValidateRun(*pipeline, *request, options_.limits));
   std::optional<ResumeSpec> resume;
   if (checkpoint.has_value()) {
+    RETURN_IF_ERROR(CheckCheckpointRun(*pipeline, *checkpoint, *request,
+                                       options_.limits));
     ASSIGN_OR_RETURN(resume, PrepareResume(*pipeline, *std::move(checkpoint),
                                            *request, options_.device));
   }

@@ -6,6 +6,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -315,6 +319,54 @@ TEST_F(CheckpointTest, RefusesWhatCannotResume) {
 
   // The server is unharmed: the checkpoint still resumes.
   EXPECT_OK(a_.client->Run(Resume(checkpoint), {}).status());
+}
+
+// Note [a checkpoint is a request too]: with the key (leaked), anything
+// can be signed; what a checkpoint holds is checked as a request is.
+TEST_F(CheckpointTest, AForgedCheckpointIsCheckedAsARequestIs) {
+  ASSERT_OK_AND_ASSIGN(
+      Seen whole,
+      RunOn(*a_.client, Request("gmm-ddim", {{"num_inference_steps", Int(5)},
+                                             {"seed", Int(1)}})));
+  ASSERT_OK_AND_ASSIGN(const CheckpointKey key, CheckpointKey::FromBytes(kKey));
+  ASSERT_OK_AND_ASSIGN(const v1::Checkpoint real,
+                       key.Open(whole.iterations[1].checkpoint()));
+  const auto forged = [&](const std::function<void(v1::Checkpoint&)>& edit) {
+    v1::Checkpoint checkpoint = real;
+    edit(checkpoint);
+    return Resume(key.Sign(checkpoint.SerializeAsString()));
+  };
+
+  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
+                c.set_iteration(1'000'000'000);
+              }), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("the checkpoint's iteration 1000000000 is "
+                                 "past the loop's last (input "
+                                 "'num_inference_steps' is 5)")));
+  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
+                (*c.mutable_inputs())["bogus"].set_int64_value(1);
+              }), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("the checkpoint's run is not one this "
+                                       "server takes"),
+                             HasSubstr("input 'bogus': unknown input"))));
+  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
+                (*c.mutable_inputs())["eta"].set_double_value(1e308);
+              }), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'eta': must be in [0, 1]")));
+  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
+                v1::StateValue& latents = (*c.mutable_carried())["latents"];
+                ASSERT_OK(EncodeStateValue(
+                    at::full({1, 4, 64, 64}, std::nan("")), latents));
+              }), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("value 'latents'"),
+                             HasSubstr("NaN or Inf"))));
+  // The real one still resumes.
+  EXPECT_OK(a_.client->Run(Resume(whole.iterations[1].checkpoint()), {})
+                .status());
 }
 
 TEST_F(CheckpointTest, AnotherConfigurationOfThePipelineIsAFailedPrecondition) {
