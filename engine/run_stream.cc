@@ -286,10 +286,14 @@ bool RunStream::CancelIfStalled(absl::Time now, absl::Duration timeout) {
     }
     aborting_ = true;
   }
+  // What was measured: how long the write in flight has been going, not
+  // whether the client read any of it (a slow reader of a large message is
+  // as stalled as one that reads nothing).
   Cancel(absl::DeadlineExceededError(absl::StrCat(
-      "the client took no message for ", absl::FormatDuration(timeout),
-      " (the server's --stream_idle_timeout_s); the run was ended to free "
-      "its slot")));
+      "the message being sent to the client did not finish within ",
+      absl::FormatDuration(timeout),
+      " (the server's --stream_idle_timeout_s): the client read too slowly "
+      "or not at all; the run was ended to free its slot")));
   writer_->Abort();
   Action action;
   {

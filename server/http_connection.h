@@ -38,8 +38,11 @@ class HttpConnection {
   void HeadersJudged() { headers_judged_ = true; }
   // The request's body will not be read: close once the response is out.
   void CloseAfterResponse() { close_ = true; }
+  // The connection's socket (to shut down under a stalled write).
+  virtual int socket() const = 0;
 
  protected:
+  ~HttpConnection() = default;
   bool headers_judged_ = false;
   bool close_ = false;
 };

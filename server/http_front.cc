@@ -5,6 +5,7 @@
 #include <httplib.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -143,8 +144,17 @@ class SseRun final : public RunEventWriter {
     absl::MutexLock lock(&mu_);
     finished_ = status;
   }
+  // Note [stalled readers]: the write in flight blocks in the socket; the
+  // connection is shut down under it, so that it fails now rather than at
+  // the write timeout, and the run's slot is freed.
+  void Abort() override {
+    if (socket_ >= 0) shutdown(socket_, SHUT_RDWR);
+  }
 
   RunHandle& handle() { return handle_; }
+  // The connection's socket, for Abort; from the connection's thread,
+  // before the run can write.
+  void set_socket(int socket) { socket_ = socket; }
 
   // Writes the run's events to `sink` until it finishes, then `end` or
   // `error`, and releases the run. A comment line every second while the
@@ -187,9 +197,15 @@ class SseRun final : public RunEventWriter {
           connected = sink->write(text.data(), text.size());
           if (connected) sink->done();
         }
-        Release(connected ? *finished
-                          : absl::CancelledError(
-                                "the client closed the connection"));
+        // As the gRPC fronts count: a run the server ended for its
+        // client (the idle timeout's DEADLINE_EXCEEDED) is counted so,
+        // though the connection is gone by then.
+        const bool ours_is_a_cancel =
+            finished->code() == absl::StatusCode::kCancelled ||
+            finished->code() == absl::StatusCode::kDeadlineExceeded;
+        Release(connected || ours_is_a_cancel
+                    ? *finished
+                    : absl::CancelledError("the client closed the connection"));
         return connected;
       } else if (connected) {
         constexpr absl::string_view kHeartbeat = ":\n\n";
@@ -223,6 +239,7 @@ class SseRun final : public RunEventWriter {
 
   Engine& engine_;
   RunHandle handle_;
+  int socket_ = -1;
   absl::Mutex mu_;
   std::deque<std::shared_ptr<const v1::RunEvent>> pending_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> finished_ ABSL_GUARDED_BY(mu_);
@@ -459,6 +476,9 @@ class HttpFront::Routes {
     }
     request->set_pipeline(name);
     auto stream = std::make_shared<SseRun>(engine_);
+    if (HttpConnection* connection = HttpConnection::Current()) {
+      stream->set_socket(connection->socket());
+    }
     absl::StatusOr<std::shared_ptr<loopserve::Run>> run =
         engine_.StartRun(std::move(request), stream.get(), std::move(client));
     if (!run.ok()) return SendError(run.status(), res);

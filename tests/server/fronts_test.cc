@@ -9,6 +9,11 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -21,6 +26,8 @@
 #include "engine/default_pipelines.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/loop_server.h"
+#include "tests/testing/eventually.h"
+#include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
@@ -309,6 +316,50 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<StormFlags>& info) {
       return info.param.name;
     });
+
+// Note [stalled readers] on HTTP: a client that stops reading its event
+// stream has its run ended by the idle timeout, its connection shut under
+// the stalled write, and the run counted DEADLINE_EXCEEDED, as on gRPC
+// (once it counted CANCELLED, as if the client had hung up).
+class HttpIdleTimeoutTest : public FrontsTest {
+ protected:
+  void SetUp() override {
+    LoopServerOptions options = TestOptions();
+    options.engine.stream_idle_timeout = absl::Milliseconds(200);
+    StartServer(options);
+  }
+};
+
+TEST_F(HttpIdleTimeoutTest, AStalledReaderIsCountedDeadlineExceeded) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int small = 4096;  // the server's writes stall soon
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(server_->http_port()));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address),
+                    sizeof(address)),
+            0);
+  const std::string body =
+      R"({"inputs": {"num_steps": {"int64_value": "1099511627776"},
+                     "x": {"int64_value": "0"}}})";
+  const std::string request = absl::StrCat(
+      "POST /v1/pipelines/seed-loop:run HTTP/1.1\r\nHost: localhost\r\n"
+      "Content-Length: ",
+      body.size(), "\r\n\r\n", body);
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  // Never read: the run is ended for it.
+  EXPECT_TRUE(server_->engine().WaitForIdle(absl::Seconds(30)));
+  EXPECT_TRUE(loopserve::testing::Eventually([&] {
+    return loopserve::testing::MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") ==
+           1;
+  })) << server_->metrics().Scrape();
+  close(fd);
+}
 
 TEST_F(FrontsTest, ClosingAnEventStreamCancelsItsRun) {
   httplib::Client client("127.0.0.1", server_->http_port());
