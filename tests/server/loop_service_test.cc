@@ -444,6 +444,7 @@ TEST_F(LoopServiceTest, AStalledReaderLosesItsRunAndFreesTheSlot) {
   options.engine.limits.max_iterations = int64_t{1} << 40;
   options.engine.stream_idle_timeout = absl::Milliseconds(300);
   StartServer(options);
+  CapturedLog log;
 
   // 1 MB an iteration: the stream's flow-control windows fill at once.
   v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
@@ -464,6 +465,12 @@ TEST_F(LoopServiceTest, AStalledReaderLosesItsRunAndFreesTheSlot) {
                        R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") == 1;
   }));
   ASSERT_TRUE(Eventually([&] { return server_->executor().running() == 0; }));
+  // It says what was measured: the write in flight, not what was read.
+  EXPECT_TRUE(Eventually([&] {
+    return !log.RunLines("the message being sent to the client did not "
+                         "finish within 300ms")
+                .empty();
+  }));
   ASSERT_OK_AND_ASSIGN(v1::RunResult result,
                        client_->Run(SeedRequest("seed-loop", 3)));
   EXPECT_EQ(result.outputs().at("x").int64_value(), 3);
