@@ -320,12 +320,15 @@ class HttpFront::Routes {
 
  private:
   // What may be refused from the headers alone (Note [headers before
-  // bodies]): the API's requests must frame their body one way, be
-  // authenticated, and declare a length within --max_request_bytes.
+  // bodies]), on every path: a body framed one way; only a run may carry
+  // more than kSmallBody, and no more than --max_request_bytes; and on the
+  // API, a caller who authenticates (asked before how much: a stranger
+  // learns nothing of the limits).
+  static constexpr uint64_t kSmallBody = 64 << 10;
   absl::Status Screen(const httplib::Request& req) {
-    if (!absl::StartsWith(req.path, "/v1/")) return absl::OkStatus();
     const size_t lengths = req.get_header_value_count("Content-Length");
-    if (lengths > 0 && req.has_header("Transfer-Encoding")) {
+    const bool chunked = req.has_header("Transfer-Encoding");
+    if (lengths > 0 && chunked) {
       return absl::InvalidArgumentError(
           "the request has both Content-Length and Transfer-Encoding");
     }
@@ -338,19 +341,25 @@ class HttpFront::Routes {
             req.get_header_value("Content-Length", i), "')"));
       }
     }
-    // Who asks, before how much: a stranger learns nothing of the limits.
-    RETURN_IF_ERROR(Authenticate(req).status());
-    if (lengths > 0) {
-      uint64_t length;
-      if (!absl::SimpleAtoi(req.get_header_value("Content-Length"), &length)) {
-        return absl::InvalidArgumentError(
-            "the request's Content-Length is not a number");
-      }
-      if (length > max_request_bytes_) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the request's body of ", length, " bytes is larger than the "
-            "server takes (--max_request_bytes=", max_request_bytes_, ")"));
-      }
+    uint64_t length = 0;
+    if (lengths > 0 &&
+        !absl::SimpleAtoi(req.get_header_value("Content-Length"), &length)) {
+      return absl::InvalidArgumentError(
+          "the request's Content-Length is not a number");
+    }
+    const bool run = req.method == "POST" && absl::StartsWith(req.path, "/v1/") &&
+                     absl::EndsWith(req.path, ":run");
+    if (!run && (chunked || length > kSmallBody)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "only a run takes a body larger than ", kSmallBody, " bytes"));
+    }
+    if (absl::StartsWith(req.path, "/v1/")) {
+      RETURN_IF_ERROR(Authenticate(req).status());
+    }
+    if (length > max_request_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the request's body of ", length, " bytes is larger than the "
+          "server takes (--max_request_bytes=", max_request_bytes_, ")"));
     }
     return absl::OkStatus();
   }
@@ -549,9 +558,9 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
   }
   const int threads = std::max(1, options.threads);
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // A run's body is read by its own handler, within max_request_bytes;
-  // httplib reads only the bodies nothing asks for (a GET's), up to this.
-  server.set_payload_max_length(64 << 10);
+  // httplib's own bound on what it reads of a body (a run's, through its
+  // content reader, too); Screen has refused larger ones already.
+  server.set_payload_max_length(options.max_request_bytes);
   // An SSE stream writes at least every second; a reader that takes
   // nothing for this long is gone.
   server.set_write_timeout(30, 0);

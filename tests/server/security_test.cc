@@ -421,7 +421,32 @@ TEST_F(SecurityTest, HttpRefusesFromTheHeadersWithoutReadingTheBody) {
   // end and answered 414).
   EXPECT_EQ(HttpExchange(port, "GET /" + std::string(1 << 20, 'a'), ""), "");
 
-  // And a good one runs.
+  // Only a run takes a body of any size.
+  answer = HttpExchange(port,
+                        "GET /v1/pipelines HTTP/1.1\r\nHost: localhost\r\n" +
+                            alice + "Content-Length: 100000\r\n",
+                        "{");
+  EXPECT_THAT(answer, HasSubstr("HTTP/1.1 413"));
+  EXPECT_THAT(answer, HasSubstr("only a run takes a body larger than 65536"));
+
+  // A run's body well past that runs (512 KiB of tensor in base64: once,
+  // httplib's bound on bodies cut it at 64 KiB).
+  const std::string tensor_body = absl::StrCat(
+      R"({"inputs": {"num_steps": {"int64_value": "1"},
+                     "x": {"tensor": {"datatype": "FP32",
+                                      "shape": ["131072"],
+                                      "raw_contents": ")",
+      std::string((512 << 10) / 3 * 4, 'A'), R"(AAA="}}}})");
+  answer = HttpExchange(
+      port,
+      run + alice +
+          absl::StrCat("Content-Length: ", tensor_body.size(), "\r\n") +
+          "Connection: close\r\n",
+      tensor_body);
+  EXPECT_THAT(answer, HasSubstr("HTTP/1.1 200"));
+  EXPECT_THAT(answer, HasSubstr("event: end"));
+
+  // And a small one runs.
   const std::string body =
       R"({"inputs": {"num_steps": {"int64_value": "2"},
                      "x": {"int64_value": "0"}}})";
