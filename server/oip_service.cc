@@ -159,7 +159,9 @@ class InferReactor final : public grpc::ServerUnaryReactor,
 // response made from the event is. The stream ends when the client has
 // half-closed and every run is done.
 //
-// Note [who owns a stream]. The reactor is called from gRPC's threads (its
+// Note [who owns a stream]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// The reactor is called from gRPC's threads (its
 // reactions) and from the runs' threads (their writers), and is freed only
 // when both are done with it: it counts holds, one for gRPC (dropped in
 // OnDone) and one for each run it started (dropped at the very end of that
