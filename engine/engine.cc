@@ -99,35 +99,42 @@ namespace {
 // Note [a checkpoint is a request too]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 // A checkpoint's signature says this server's key made it, not that what
-// it holds is sound: a leaked key forges any content. So the run a resume
-// asks for, the checkpoint's inputs with the request's over them, is
-// validated as a request is (ValidateRun: known inputs, types, ranges,
-// --max_iterations), and the iteration it continues after must lie inside
-// the loop's count; its carried values must be finite (RestoreCheckpoint).
+// it holds is sound: a leaked key forges any content. So its inputs are
+// validated as a request's are (ValidateRun: known inputs, types, ranges,
+// --max_iterations; the resuming request's own were, already), the
+// iteration it continues after must lie inside the loop's count, and its
+// carried values must be finite (RestoreCheckpoint).
 absl::Status CheckCheckpointRun(const Pipeline& pipeline,
-                                const v1::Checkpoint& checkpoint,
+                                v1::Checkpoint& checkpoint,
                                 const v1::RunRequest& request,
                                 const RunLimits& limits) {
+  // The checkpoint's inputs, lent to a request for ValidateRun and given
+  // back (no copy on the front's thread). The request's own inputs, which
+  // replace some of them, were validated already.
   v1::RunRequest run;
   run.set_pipeline(pipeline.name);
-  *run.mutable_inputs() = checkpoint.inputs();
-  for (const auto& [name, value] : request.inputs()) {
-    (*run.mutable_inputs())[name] = value;
-  }
-  if (absl::Status valid = ValidateRun(pipeline, run, limits).status();
-      !valid.ok()) {
+  run.mutable_inputs()->swap(*checkpoint.mutable_inputs());
+  const absl::Status valid = ValidateRun(pipeline, run, limits).status();
+  run.mutable_inputs()->swap(*checkpoint.mutable_inputs());
+  if (!valid.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "resume_from: the checkpoint's run is not one this server takes: ",
         valid.message()));
   }
   for (const InputParam& param : pipeline.inputs) {
     if (!param.iteration_count) continue;
-    const auto count = run.inputs().find(param.name);
-    const int64_t total = count != run.inputs().end() &&
-                                  count->second.kind_case() ==
-                                      v1::Value::kInt64Value
-                              ? count->second.int64_value()
-                              : limits.max_iterations;
+    // The request's count (a fork may change it), else the checkpoint's.
+    const v1::Value* count = nullptr;
+    for (const auto* inputs : {&request.inputs(), &checkpoint.inputs()}) {
+      if (const auto it = inputs->find(param.name); it != inputs->end()) {
+        count = &it->second;
+        break;
+      }
+    }
+    const int64_t total =
+        count != nullptr && count->kind_case() == v1::Value::kInt64Value
+            ? count->int64_value()
+            : limits.max_iterations;
     if (checkpoint.iteration() >= total) {
       return absl::InvalidArgumentError(absl::StrCat(
           "resume_from: the checkpoint's iteration ", checkpoint.iteration(),

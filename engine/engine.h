@@ -74,7 +74,6 @@ struct EngineOptions {
 // (Engine::HoldRequestBytes), given back when destroyed.
 class RequestBytesHold {
  public:
-  RequestBytesHold() = default;
   RequestBytesHold(RequestBytesHold&& other) noexcept
       : engine_(std::exchange(other.engine_, nullptr)),
         bytes_(std::exchange(other.bytes_, 0)) {}

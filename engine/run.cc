@@ -26,12 +26,14 @@ double Seconds(Run::Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-// A request's inputs for an error message: numbers and text as given,
-// tensors by datatype and shape; sorted.
+// A run's inputs for an error message: the request's and those the server
+// filled in (`resolved`); numbers and text as given, tensors by datatype
+// and shape; sorted.
 std::string DescribeInputs(
-    const google::protobuf::Map<std::string, v1::Value>& inputs) {
+    const google::protobuf::Map<std::string, v1::Value>& given,
+    const google::protobuf::Map<std::string, v1::Value>& resolved) {
   std::vector<std::string> parts;
-  for (const auto& [name, value] : inputs) {
+  auto describe = [&parts](const std::string& name, const v1::Value& value) {
     std::string text;
     switch (value.kind_case()) {
       case v1::Value::kInt64Value:
@@ -55,6 +57,10 @@ std::string DescribeInputs(
         text = "a list";
     }
     parts.push_back(absl::StrCat(QuoteUserText(name), "=", text));
+  };
+  for (const auto& [name, value] : given) describe(name, value);
+  for (const auto& [name, value] : resolved) {
+    if (!given.contains(name)) describe(name, value);
   }
   std::sort(parts.begin(), parts.end());
   return absl::StrJoin(parts, ", ");
@@ -67,14 +73,16 @@ std::string DescribeInputs(
 // constant image with OK. After each iteration the floating-point values
 // the loop carries are checked, and a run that diverged ends with
 // INVALID_ARGUMENT naming the loop, the iteration, the value and the
-// inputs that led there. One fused reduction per carried tensor: on the
-// CPU digits-ddim's step costs the same within noise (docs/performance.md);
-// on a GPU it reads one flag back per step.
+// inputs that led there (described only then). One reduction per carried
+// tensor, read back at once: about 3 % of a digits-ddim step on the CPU,
+// nothing beside a UNet's (docs/performance.md); on a GPU it is a
+// synchronisation per step.
 class DivergenceGuard final : public IterationObserver {
  public:
   DivergenceGuard(IterationObserver& next,
-                  const google::protobuf::Map<std::string, v1::Value>& inputs)
-      : next_(next), inputs_(inputs) {}
+                  const google::protobuf::Map<std::string, v1::Value>& given,
+                  const google::protobuf::Map<std::string, v1::Value>& resolved)
+      : next_(next), given_(given), resolved_(resolved) {}
 
   absl::Status OnIteration(const LoopIteration& iteration) override {
     for (const OutputParam& output :
@@ -90,14 +98,15 @@ class DivergenceGuard final : public IterationObserver {
           "the run diverged: after iteration ", iteration.index.i,
           " of loop '", iteration.loop.path(), "', '", output.name,
           "' holds NaN or Inf; the inputs that led there: ",
-          DescribeInputs(inputs_)));
+          DescribeInputs(given_, resolved_)));
     }
     return next_.OnIteration(iteration);
   }
 
  private:
   IterationObserver& next_;
-  const google::protobuf::Map<std::string, v1::Value>& inputs_;
+  const google::protobuf::Map<std::string, v1::Value>& given_;
+  const google::protobuf::Map<std::string, v1::Value>& resolved_;
 };
 
 }  // namespace
@@ -180,11 +189,7 @@ void Run::Execute() {
       return checkpoints->Make(it, *state);
     });
   }
-  // What the divergence guard names: the request's inputs and the ones
-  // the server filled in.
-  google::protobuf::Map<std::string, v1::Value> inputs = request_->inputs();
-  for (const auto& [name, value] : resolved) inputs[name] = value;
-  DivergenceGuard guard(stream_, inputs);
+  DivergenceGuard guard(stream_, request_->inputs(), resolved);
   if (status.ok()) {
     RunRecorder recorder(metrics_, accepted_);
     RunContext context{

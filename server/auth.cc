@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "absl/container/flat_hash_set.h"
@@ -144,17 +145,20 @@ absl::Status Authenticator::Refuse(absl::string_view reason,
   return absl::UnauthenticatedError(message);
 }
 
-absl::StatusOr<std::string> Authenticator::Authenticate(
-    const grpc::ServerContextBase& context) {
-  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+namespace {
+
+// What a gRPC call presents: its connection's security (`auth` may be null
+// on a plaintext port) and its metadata.
+Authenticator::CallCredentials GrpcCredentials(
+    const grpc::AuthContext* auth,
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   const std::string transport =
       auth == nullptr
           ? ""
           : PropertyOf(*auth, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
-  CallCredentials call{.over_tls =
-                           transport == GRPC_SSL_TRANSPORT_SECURITY_TYPE ||
-                           transport == GRPC_TLS_TRANSPORT_SECURITY_TYPE};
-  const auto& metadata = context.client_metadata();
+  Authenticator::CallCredentials call{
+      .over_tls = transport == GRPC_SSL_TRANSPORT_SECURITY_TYPE ||
+                  transport == GRPC_TLS_TRANSPORT_SECURITY_TYPE};
   if (const auto header = metadata.find("authorization");
       header != metadata.end()) {
     call.authorization = std::string(header->second.data(),
@@ -164,7 +168,15 @@ absl::StatusOr<std::string> Authenticator::Authenticate(
   if (auth != nullptr && auth->IsPeerAuthenticated()) {
     call.verified_common_name = PropertyOf(*auth, GRPC_X509_CN_PROPERTY_NAME);
   }
-  return Authenticate(call);
+  return call;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Authenticator::Authenticate(
+    const grpc::ServerContextBase& context) {
+  return Authenticate(GrpcCredentials(context.auth_context().get(),
+                                      context.client_metadata()));
 }
 
 grpc::Status AuthProcessor::Process(const InputMetadata& auth_metadata,
@@ -179,17 +191,8 @@ grpc::Status AuthProcessor::Process(const InputMetadata& auth_metadata,
       return grpc::Status::OK;
     }
   }
-  // This port speaks TLS (the processor is only on its credentials).
-  Authenticator::CallCredentials call{.over_tls = true};
-  if (const auto header = auth_metadata.find("authorization");
-      header != auth_metadata.end()) {
-    call.authorization =
-        std::string(header->second.data(), header->second.size());
-  }
-  if (context != nullptr && context->IsPeerAuthenticated()) {
-    call.verified_common_name = PropertyOf(*context, GRPC_X509_CN_PROPERTY_NAME);
-  }
-  const absl::StatusOr<std::string> principal = auth_.Authenticate(call);
+  const absl::StatusOr<std::string> principal =
+      auth_.Authenticate(GrpcCredentials(context, auth_metadata));
   if (principal.ok()) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                       std::string(principal.status().message()));

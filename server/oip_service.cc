@@ -393,16 +393,11 @@ class StreamInferReactor final
                     context_->IsCancelled() && status.ok()
                         ? CancelStatus(*context_, "at its end")
                         : status);
-    std::optional<grpc::Status> end;
     {
       absl::MutexLock lock(&mu_);
       runs_.erase(&run);  // `run` may be freed from here on
-      end = TakeEndLocked();
     }
-    if (end.has_value()) {
-      HandOffToGrpc(this);
-      Finish(*end);
-    }
+    MaybeFinish();
     Unhold();  // the run's; last (Note [who owns a stream])
   }
 
@@ -432,8 +427,8 @@ class StreamInferReactor final
     StartWrite(&writing_->response);
   }
 
-  // Ends the stream once the client half-closed and nothing is left; from
-  // a reaction (gRPC's hold keeps the reactor until it returns).
+  // Ends the stream once the client half-closed and nothing is left. From
+  // a reaction or a run's Release: either holds the reactor meanwhile.
   void MaybeFinish() ABSL_LOCKS_EXCLUDED(mu_) {
     std::optional<grpc::Status> end;
     {
@@ -447,8 +442,7 @@ class StreamInferReactor final
   }
 
   // The status to end the stream with now, if it may end (then it is
-  // marked finished): decided in the same critical section as the change
-  // that allows it.
+  // marked finished, so that only one caller ends it).
   std::optional<grpc::Status> TakeEndLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!reads_done_ || finished_ || !runs_.empty() || !queue_.empty() ||
