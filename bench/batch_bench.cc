@@ -32,12 +32,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/denoisers.h"
 #include "client/loop_client.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "server/loop_server.h"
-#include "server/malloc_tuning.h"
+#include "util/malloc_tuning.h"
 
 ABSL_FLAG(std::vector<std::string>, pipelines,
           std::vector<std::string>({"digits-ddim", "digits-text"}),

@@ -24,9 +24,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/loop_client.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "server/loop_server.h"
-#include "server/malloc_tuning.h"
+#include "util/malloc_tuning.h"
 
 ABSL_FLAG(int64_t, steps, 50, "Iterations of each run");
 ABSL_FLAG(int, repeats, 7, "Runs per figure; the median is reported");

@@ -20,11 +20,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "blocks/builtin_blocks.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "client/loop_client.h"
 #include "server/loop_server.h"
-#include "server/malloc_tuning.h"
-#include "engine/default_pipelines.h"
+#include "util/malloc_tuning.h"
+#include "app/default_pipelines.h"
 
 ABSL_FLAG(std::string, pipeline, "digits-ddim", "Pipeline to run");
 ABSL_FLAG(int64_t, steps, 50, "num_inference_steps");

@@ -4,7 +4,7 @@ loopserve.v1's Run, the Open Inference Protocol's ModelStreamInfer and
 ModelInfer, and HTTP's server-sent events, all from Python against one
 running server, interleaved, the same run each time.
 
-    build/server/loopserve --http_port=8000 &
+    build/app/loopserve --http_port=8000 &
     LOOPSERVE_PYTHON_STUBS=build/python .venv/bin/python bench/fronts_bench.py \\
         --grpc localhost:50051 --http localhost:8000 --steps 50 --repeats 9
 

@@ -10,7 +10,7 @@ prints what each costs now:
   3. a 1 MB pipeline name and a 4 MB request_id: the code and the size of
      the message that comes back.
 
-    build/server/loopserve --port=50061 --metrics_port=0 \\
+    build/app/loopserve --port=50061 --metrics_port=0 \\
         --max_concurrent_runs=4 --max_queued_runs=0 --stream_idle_timeout_s=2
     .venv/bin/python bench/hardening_probe.py --server localhost:50061
 

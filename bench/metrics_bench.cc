@@ -22,7 +22,7 @@
 #include "blocks/core/block.h"
 #include "engine/metrics.h"
 #include "engine/pipeline_catalog.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 
 ABSL_FLAG(int32_t, repeats, 21, "Pairs of runs per case");
 

@@ -5,7 +5,7 @@ send it: N streams (ModelStreamInfer), each with R long seed-loop runs
 0.2 s; repeated A times. Prints how many attempts the server survived
 (it is alive when ServerLive answers after the attempt).
 
-    build/server/loopserve --port=50071 --metrics_port=0 --http_port=0 &
+    build/app/loopserve --port=50071 --metrics_port=0 --http_port=0 &
     .venv/bin/python bench/oip_cancel_storm.py --server localhost:50071
 """
 

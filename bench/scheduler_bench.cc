@@ -19,11 +19,11 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "blocks/builtin_blocks.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/schedulers.h"
-#include "engine/default_pipelines.h"
-#include "server/malloc_tuning.h"
+#include "app/default_pipelines.h"
+#include "util/malloc_tuning.h"
 
 ABSL_FLAG(int64_t, size, 128, "Latent height and width");
 ABSL_FLAG(int64_t, steps, 50, "num_inference_steps");

@@ -5,7 +5,7 @@ without a token, over HTTP (a body of --size MB to POST .../seed-loop:run)
 or gRPC (a loopserve.v1 RunRequest of --size MB, over TLS with --ca). Prints
 the server's peak RSS (VmHWM) before and after, and what each client got.
 
-    build/server/loopserve --http_port=18090 --auth_tokens_file=tokens ...
+    build/app/loopserve --http_port=18090 --auth_tokens_file=tokens ...
     python3 bench/token_less_requests.py --pid PID --http 127.0.0.1:18090
     .venv/bin/python bench/token_less_requests.py --pid PID \\
         --grpc localhost:50051 --ca ca.pem --size 60

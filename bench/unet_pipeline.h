@@ -10,8 +10,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "blocks/core/status_macros.h"
-#include "engine/default_pipelines.h"
+#include "util/status_macros.h"
+#include "app/default_pipelines.h"
 #include "engine/pipeline_config.h"
 
 namespace loopserve {

@@ -1,12 +1,11 @@
 #include "blocks/builtin_blocks.h"
 
 #include "blocks/core/composite.h"
-#include "blocks/core/status_macros.h"
-#include "blocks/diffusion/denoisers.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/diffusion_blocks.h"
 #include "blocks/diffusion/encode_blocks.h"
-#include "blocks/diffusion/encoders.h"
-#include "blocks/diffusion/schedulers.h"
+#include "blocks/diffusion/model_registration.h"
+#include "blocks/diffusion/scheduler_config.h"
 #include "blocks/examples/seed_blocks.h"
 
 namespace loopserve {
@@ -20,8 +19,7 @@ absl::Status RegisterBuiltinBlocks(BlockRegistry& registry) {
 
 absl::Status RegisterBuiltinComponents(ComponentRegistry& registry) {
   RETURN_IF_ERROR(RegisterSchedulers(registry));
-  RETURN_IF_ERROR(RegisterModels(registry));
-  return RegisterEncoders(registry);
+  return RegisterModels(registry);
 }
 
 }  // namespace loopserve

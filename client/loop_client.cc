@@ -1,12 +1,12 @@
 #include "client/loop_client.h"
 
+#include <optional>
 #include <google/protobuf/arena.h>
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
+#include "util/file.h"
 
 namespace loopserve {
 
@@ -49,14 +49,12 @@ namespace {
 
 absl::StatusOr<std::string> ReadFile(absl::string_view what,
                                      const std::string& path) {
-  std::ifstream file(path);
-  if (!file) {
+  std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": cannot read '", path, "'"));
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
+  return *std::move(text);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(

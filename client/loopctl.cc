@@ -37,12 +37,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "blocks/core/status_macros.h"
-#include "blocks/diffusion/png.h"
+#include "util/status_macros.h"
+#include "util/png.h"
 #include "client/loop_client.h"
 #include "client/npy.h"
 #include "loopserve/v1/datatype.h"
-#include "server/malloc_tuning.h"
+#include "util/malloc_tuning.h"
+#include "util/file.h"
 
 namespace loopserve {
 namespace {
@@ -109,14 +110,12 @@ pick_first uses one.
 
 // The token a --token_file holds: its text without surrounding whitespace.
 absl::StatusOr<std::string> ReadToken(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) {
+  const std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) {
     return absl::InvalidArgumentError(
         absl::StrCat("--token_file: cannot read '", path, "'"));
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(text.str()));
+  std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--token_file: '", path, "' is empty"));
@@ -518,15 +517,28 @@ absl::Status Health(LoopClient& client, const std::string& service) {
   return absl::OkStatus();
 }
 
-absl::Status Main(std::vector<std::string> args) {
-  const char* env = std::getenv("LOOPSERVE_SERVER");
-  std::string server = env != nullptr ? env : "localhost:50051";
-  const char* token_env = std::getenv("LOOPSERVE_TOKEN_FILE");
-  std::string token_file = token_env != nullptr ? token_env : "";
-  std::vector<std::string> positional;
-  bool json = false;
+// What a loopctl command line asks for.
+struct Invocation {
+  std::string server;
+  std::string token_file;
   ConnectOptions connect;
+  bool json = false;
+  // --help: print the usage and do nothing else.
+  bool help = false;
+  // The command and its arguments.
+  std::vector<std::string> positional;
   RunArgs run;
+};
+
+// The command line, parsed (flags may come anywhere); INVALID_ARGUMENT
+// with the usage for a malformed one. $LOOPSERVE_SERVER and
+// $LOOPSERVE_TOKEN_FILE are the defaults of --server and --token_file.
+absl::StatusOr<Invocation> ParseArgs(const std::vector<std::string>& args) {
+  Invocation in;
+  const char* env = std::getenv("LOOPSERVE_SERVER");
+  in.server = env != nullptr ? env : "localhost:50051";
+  const char* token_env = std::getenv("LOOPSERVE_TOKEN_FILE");
+  in.token_file = token_env != nullptr ? token_env : "";
   for (size_t i = 0; i < args.size(); ++i) {
     // --flag=value is --flag value.
     std::string arg = args[i];
@@ -567,27 +579,27 @@ absl::Status Main(std::vector<std::string> args) {
     std::string v;
     if (arg == "-h" || arg == "--help") {
       if (!on) continue;
-      std::cout << kUsage;
-      return absl::OkStatus();
+      in.help = true;
+      return in;
     } else if (arg == "--server") {
-      if (auto s = take(arg, server); !s.ok()) return s;
+      if (auto s = take(arg, in.server); !s.ok()) return s;
     } else if (arg == "--lb") {
-      if (auto s = take(arg, connect.lb_policy); !s.ok()) return s;
+      if (auto s = take(arg, in.connect.lb_policy); !s.ok()) return s;
     } else if (arg == "--tls_ca_file") {
-      if (auto s = take(arg, connect.tls_ca_file); !s.ok()) return s;
+      if (auto s = take(arg, in.connect.tls_ca_file); !s.ok()) return s;
     } else if (arg == "--tls_cert_file") {
-      if (auto s = take(arg, connect.tls_cert_file); !s.ok()) return s;
+      if (auto s = take(arg, in.connect.tls_cert_file); !s.ok()) return s;
     } else if (arg == "--tls_key_file") {
-      if (auto s = take(arg, connect.tls_key_file); !s.ok()) return s;
+      if (auto s = take(arg, in.connect.tls_key_file); !s.ok()) return s;
     } else if (arg == "--token_file") {
-      if (auto s = take(arg, token_file); !s.ok()) return s;
+      if (auto s = take(arg, in.token_file); !s.ok()) return s;
     } else if (arg == "--json") {
-      json = on;
+      in.json = on;
     } else if (arg == "--preview") {
-      run.request.mutable_stream()->set_preview(on);
-      run.preview_given = true;
+      in.run.request.mutable_stream()->set_preview(on);
+      in.run.preview_given = true;
     } else if (arg == "--latest") {
-      run.request.mutable_stream()->set_backpressure(
+      in.run.request.mutable_stream()->set_backpressure(
           on ? v1::StreamOptions::LATEST : v1::StreamOptions::BLOCK);
     } else if (arg == "-i" || arg == "--input") {
       if (auto s = take(arg, v); !s.ok()) return s;
@@ -597,71 +609,85 @@ absl::Status Main(std::vector<std::string> args) {
       }
       absl::StatusOr<v1::Value> parsed = ParseInputValue(v.substr(eq + 1));
       if (!parsed.ok()) return parsed.status();
-      (*run.request.mutable_inputs())[v.substr(0, eq)] = *std::move(parsed);
+      (*in.run.request.mutable_inputs())[v.substr(0, eq)] = *std::move(parsed);
     } else if (arg == "--stream") {
       if (auto s = take(arg, v); !s.ok()) return s;
-      run.request.mutable_stream()->add_values(v);
+      in.run.request.mutable_stream()->add_values(v);
     } else if (arg == "--output") {
       if (auto s = take(arg, v); !s.ok()) return s;
-      run.request.add_outputs(v);
+      in.run.request.add_outputs(v);
     } else if (arg == "--every") {
       if (auto s = take(arg, v); !s.ok()) return s;
       uint32_t every;
       if (!absl::SimpleAtoi(v, &every)) return Usage("--every takes a count");
-      run.request.mutable_stream()->set_every(every);
+      in.run.request.mutable_stream()->set_every(every);
     } else if (arg == "--save-dir") {
-      if (auto s = take(arg, run.save_dir); !s.ok()) return s;
+      if (auto s = take(arg, in.run.save_dir); !s.ok()) return s;
     } else if (arg == "--checkpoint-dir") {
-      if (auto s = take(arg, run.checkpoint_dir); !s.ok()) return s;
+      if (auto s = take(arg, in.run.checkpoint_dir); !s.ok()) return s;
     } else if (arg == "--timeout") {
       if (auto s = take(arg, v); !s.ok()) return s;
       double seconds;
       if (!absl::SimpleAtod(v, &seconds) || seconds <= 0) {
         return Usage("--timeout takes seconds");
       }
-      run.timeout = absl::Seconds(seconds);
+      in.run.timeout = absl::Seconds(seconds);
     } else if (arg == "--request-id") {
       if (auto s = take(arg, v); !s.ok()) return s;
-      run.request.set_request_id(v);
+      in.run.request.set_request_id(v);
     } else if (absl::StartsWith(arg, "-")) {
       return Usage(absl::StrCat("unknown option ", arg));
     } else {
-      positional.push_back(arg);
+      in.positional.push_back(arg);
     }
   }
+  return in;
+}
+
+// Connects and carries out the command.
+absl::Status Execute(Invocation& in) {
+  const std::vector<std::string>& positional = in.positional;
   if (positional.empty()) return Usage("no command");
-  if (!token_file.empty()) {
-    ASSIGN_OR_RETURN(connect.token, ReadToken(token_file));
+  if (!in.token_file.empty()) {
+    ASSIGN_OR_RETURN(in.connect.token, ReadToken(in.token_file));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<LoopClient> client,
-                   LoopClient::Connect(server, connect));
+                   LoopClient::Connect(in.server, in.connect));
+  RunArgs& run = in.run;
   const std::string& command = positional[0];
   if (command == "list" && positional.size() == 1) return List(*client);
   if (command == "describe" && positional.size() == 2) {
-    return Describe(*client, positional[1], json);
+    return Describe(*client, positional[1], in.json);
   }
   if (command == "run" && positional.size() == 2) {
     run.request.set_pipeline(positional[1]);
-    run.json = json;
+    run.json = in.json;
     return Run(*client, run);
   }
   if (command == "resume" && positional.size() == 2) {
-    std::ifstream file(positional[1], std::ios::binary);
-    if (!file) {
+    std::optional<std::string> bytes = ReadWholeFile(positional[1]);
+    if (!bytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("resume: cannot read '", positional[1], "'"));
     }
-    std::stringstream bytes;
-    bytes << file.rdbuf();
     // The pipeline is the checkpoint's.
-    run.request.set_resume_from(bytes.str());
-    run.json = json;
+    run.request.set_resume_from(*std::move(bytes));
+    run.json = in.json;
     return Run(*client, run);
   }
   if (command == "health" && positional.size() <= 2) {
     return Health(*client, positional.size() == 2 ? positional[1] : "");
   }
   return Usage(absl::StrCat("bad command: ", absl::StrJoin(positional, " ")));
+}
+
+absl::Status Main(const std::vector<std::string>& args) {
+  ASSIGN_OR_RETURN(Invocation in, ParseArgs(args));
+  if (in.help) {
+    std::cout << kUsage;
+    return absl::OkStatus();
+  }
+  return Execute(in);
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 #include "client/npy.h"
 
+#include <optional>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "loopserve/v1/datatype.h"
+#include "util/file.h"
 
 namespace loopserve {
 namespace {
@@ -184,11 +185,9 @@ absl::StatusOr<std::string> SerializeNpy(const v1::Tensor& tensor) {
 }
 
 absl::StatusOr<v1::Tensor> ReadNpyFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream contents;
-  contents << in.rdbuf();
-  absl::StatusOr<v1::Tensor> tensor = ParseNpy(contents.str());
+  const std::optional<std::string> contents = ReadWholeFile(path);
+  if (!contents) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  absl::StatusOr<v1::Tensor> tensor = ParseNpy(*contents);
   if (!tensor.ok()) {
     return absl::Status(tensor.status().code(),
                         absl::StrCat(path, ": ", tensor.status().message()));

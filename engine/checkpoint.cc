@@ -1,35 +1,22 @@
 #include "engine/checkpoint.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <openssl/core_names.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 
-#include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/resume.h"
 #include "blocks/core/run_state.h"
-#include "blocks/core/status_macros.h"
 #include "engine/digest.h"
+#include "engine/state_codec.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
-
-constexpr uint32_t kFormatVersion = 1;
-// What the MAC covers besides the body: the format, so that a MAC made for
-// anything else under the same key never passes.
-constexpr absl::string_view kMacContext("loopserve checkpoint v1\0", 24);
 
 std::string DeviceType(c10::Device device) {
   return c10::DeviceTypeName(device.type(), /*lower_case=*/true);
@@ -54,241 +41,6 @@ absl::Status EncodeValues(const Values& values, Keep keep,
 }
 
 }  // namespace
-
-// ---- CheckpointKey ----
-
-absl::StatusOr<CheckpointKey> CheckpointKey::FromBytes(std::string key) {
-  if (key.size() < kMinBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a checkpoint key must have at least ", kMinBytes,
-                     " bytes, got ", key.size()));
-  }
-  return CheckpointKey(key);
-}
-
-absl::StatusOr<CheckpointKey> CheckpointKey::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read --checkpoint_key_file '", path, "'"));
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string key = text.str();
-  key.erase(std::find_if(key.rbegin(), key.rend(),
-                         [](unsigned char c) { return !absl::ascii_isspace(c); })
-                .base(),
-            key.end());
-  absl::StatusOr<CheckpointKey> made = FromBytes(std::move(key));
-  if (!made.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--checkpoint_key_file '", path, "': ",
-                     made.status().message(),
-                     " (make one with: openssl rand -hex 32 > FILE)"));
-  }
-  return made;
-}
-
-CheckpointKey CheckpointKey::Random() {
-  std::string key(32, '\0');
-  RAND_bytes(reinterpret_cast<unsigned char*>(key.data()),
-             static_cast<int>(key.size()));
-  return CheckpointKey(key);
-}
-
-std::string CheckpointKey::Mac(absl::string_view body) const {
-  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  EVP_MAC_CTX* context = EVP_MAC_CTX_new(mac);
-  char digest[] = "SHA256";
-  const OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_end()};
-  unsigned char out[EVP_MAX_MD_SIZE];
-  size_t size = 0;
-  EVP_MAC_init(context, key_.data(), key_.size(), params);
-  EVP_MAC_update(context,
-                 reinterpret_cast<const unsigned char*>(kMacContext.data()),
-                 kMacContext.size());
-  EVP_MAC_update(context, reinterpret_cast<const unsigned char*>(body.data()),
-                 body.size());
-  EVP_MAC_final(context, out, &size, sizeof(out));
-  EVP_MAC_CTX_free(context);
-  EVP_MAC_free(mac);
-  return std::string(reinterpret_cast<const char*>(out), size);
-}
-
-std::string CheckpointKey::Sign(std::string serialized_checkpoint) const {
-  v1::SignedCheckpoint signed_checkpoint;
-  signed_checkpoint.set_version(kFormatVersion);
-  signed_checkpoint.set_hmac_sha256(Mac(serialized_checkpoint));
-  signed_checkpoint.set_checkpoint(std::move(serialized_checkpoint));
-  return signed_checkpoint.SerializeAsString();
-}
-
-absl::StatusOr<v1::Checkpoint> CheckpointKey::Open(
-    absl::string_view signed_bytes) const {
-  v1::SignedCheckpoint signed_checkpoint;
-  if (!signed_checkpoint.ParseFromArray(signed_bytes.data(),
-                                        static_cast<int>(signed_bytes.size()))) {
-    return absl::InvalidArgumentError("is not a checkpoint (it does not parse)");
-  }
-  if (signed_checkpoint.version() != kFormatVersion) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "is a checkpoint of format version ", signed_checkpoint.version(),
-        "; this server reads version ", kFormatVersion));
-  }
-  const std::string expected = Mac(signed_checkpoint.checkpoint());
-  const std::string& given = signed_checkpoint.hmac_sha256();
-  if (given.size() != expected.size() ||
-      CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0) {
-    return absl::InvalidArgumentError(
-        "fails its signature check: it was altered, or made by a server "
-        "with another --checkpoint_key_file");
-  }
-  v1::Checkpoint checkpoint;
-  if (!checkpoint.ParseFromString(signed_checkpoint.checkpoint())) {
-    return absl::InvalidArgumentError("is signed but does not parse");
-  }
-  return checkpoint;
-}
-
-// ---- Values ----
-
-absl::Status EncodeStateValue(const c10::IValue& value, v1::StateValue& out) {
-  if (value.isNone()) {
-    out.set_none(true);
-  } else if (value.isTensor()) {
-    const at::Tensor& tensor = value.toTensor();
-    v1::StateTensor* state_tensor = out.mutable_tensor();
-    state_tensor->set_on_device(!tensor.device().is_cpu());
-    RETURN_IF_ERROR(EncodeTensor(tensor, *state_tensor->mutable_tensor()));
-  } else if (value.isInt()) {
-    out.set_int64_value(value.toInt());
-  } else if (value.isDouble()) {
-    out.set_double_value(value.toDouble());
-  } else if (value.isBool()) {
-    out.set_bool_value(value.toBool());
-  } else if (value.isString()) {
-    out.set_string_value(value.toStringRef());
-  } else if (value.isList()) {
-    v1::StateList* list = out.mutable_list();
-    for (const c10::IValue& item : value.toListRef()) {
-      RETURN_IF_ERROR(EncodeStateValue(item, *list->add_values()));
-    }
-  } else if (value.isGenericDict()) {
-    v1::StateDict* dict = out.mutable_dict();
-    for (const auto& entry : value.toGenericDict()) {
-      if (!entry.key().isString()) {
-        return absl::FailedPreconditionError(
-            "a dict with keys other than strings has no checkpoint form");
-      }
-      RETURN_IF_ERROR(EncodeStateValue(
-          entry.value(), (*dict->mutable_entries())[entry.key().toStringRef()]));
-    }
-  } else if (value.isGenerator()) {
-    const at::Generator& generator = value.toGenerator();
-    if (!generator.device().is_cpu()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "a ", generator.device().str(),
-          " generator has no checkpoint form; draw on the CPU, as diffusers' "
-          "randn_tensor does"));
-    }
-    const at::Tensor state = generator.get_state();
-    out.set_cpu_generator(std::string(
-        static_cast<const char*>(state.data_ptr()), state.nbytes()));
-  } else if (const RunState* run_state = AsRunState(value)) {
-    v1::ComponentState* component = out.mutable_component_state();
-    const RunStateOwner owner = run_state->owner();
-    component->set_role(owner.role);
-    component->set_choice(owner.choice);
-    ASSIGN_OR_RETURN(const c10::IValue saved, run_state->Save());
-    RETURN_IF_ERROR(EncodeStateValue(saved, *component->mutable_saved()));
-  } else {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "a value of type ", value.tagKind(),
-        " has no checkpoint form (blocks/core/run_state.h says how to give "
-        "per-run state one)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<c10::IValue> DecodeStateValue(const v1::StateValue& value,
-                                             const Components& components,
-                                             const DecodeLimits& limits,
-                                             c10::Device device) {
-  switch (value.kind_case()) {
-    case v1::StateValue::kNone:
-      return c10::IValue();
-    case v1::StateValue::kTensor: {
-      ASSIGN_OR_RETURN(at::Tensor tensor,
-                       DecodeTensor(value.tensor().tensor(), limits));
-      if (value.tensor().on_device() && !device.is_cpu()) {
-        tensor = tensor.to(device);
-      }
-      return tensor;
-    }
-    case v1::StateValue::kInt64Value:
-      return value.int64_value();
-    case v1::StateValue::kDoubleValue:
-      return value.double_value();
-    case v1::StateValue::kBoolValue:
-      return value.bool_value();
-    case v1::StateValue::kStringValue:
-      return value.string_value();
-    case v1::StateValue::kList: {
-      c10::impl::GenericList list(c10::AnyType::get());
-      for (const v1::StateValue& item : value.list().values()) {
-        ASSIGN_OR_RETURN(c10::IValue decoded,
-                         DecodeStateValue(item, components, limits, device));
-        list.push_back(std::move(decoded));
-      }
-      return list;
-    }
-    case v1::StateValue::kDict: {
-      c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
-      for (const auto& [key, item] : value.dict().entries()) {
-        ASSIGN_OR_RETURN(c10::IValue decoded,
-                         DecodeStateValue(item, components, limits, device));
-        dict.insert(key, std::move(decoded));
-      }
-      return dict;
-    }
-    case v1::StateValue::kCpuGenerator: {
-      const std::string& bytes = value.cpu_generator();
-      at::Generator generator = at::detail::createCPUGenerator();
-      try {
-        at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())},
-                                     at::kByte);
-        std::copy(bytes.begin(), bytes.end(),
-                  static_cast<char*>(state.data_ptr()));
-        generator.set_state(state);
-      } catch (const c10::Error&) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "a generator state of ", bytes.size(), " bytes does not load"));
-      }
-      return generator;
-    }
-    case v1::StateValue::kComponentState: {
-      const v1::ComponentState& state = value.component_state();
-      absl::StatusOr<const RunStateRestorer*> restorer =
-          components.Get<RunStateRestorer>(state.role(), state.choice());
-      if (!restorer.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "no component bound as '", state.role(), "' ('", state.choice(),
-            "') restores its run state: ", restorer.status().message()));
-      }
-      ASSIGN_OR_RETURN(
-          c10::IValue saved,
-          DecodeStateValue(state.saved(), components, limits, device));
-      ASSIGN_OR_RETURN(c10::intrusive_ptr<RunState> restored,
-                       (*restorer)->RestoreRunState(
-                           saved, {.role = state.role(), .choice = state.choice()}));
-      return RunStateValue(std::move(restored));
-    }
-    default:
-      return absl::InvalidArgumentError("a value of no kind");
-  }
-}
 
 // ---- CheckpointWriter ----
 

@@ -52,40 +52,13 @@
 #include "absl/strings/string_view.h"
 #include "blocks/core/run_context.h"
 #include "blocks/core/state.h"
+#include "engine/checkpoint_key.h"
 #include "engine/pipeline_catalog.h"
 #include "engine/tensor_codec.h"
 #include "loopserve/v1/checkpoint.pb.h"
 #include "loopserve/v1/loopserve.pb.h"
 
 namespace loopserve {
-
-// The key checkpoints are signed and checked with.
-class CheckpointKey {
- public:
-  // The least key length accepted, in bytes.
-  static constexpr size_t kMinBytes = 16;
-
-  // `key` as given; INVALID_ARGUMENT when shorter than kMinBytes.
-  static absl::StatusOr<CheckpointKey> FromBytes(std::string key);
-  // --checkpoint_key_file: the file's bytes without trailing whitespace
-  // (`openssl rand -hex 32 > key` makes one). NOT_FOUND when it cannot be
-  // read; INVALID_ARGUMENT, naming it, when too short.
-  static absl::StatusOr<CheckpointKey> FromFile(const std::string& path);
-  // 32 random bytes: checkpoints then resume only in this process.
-  static CheckpointKey Random();
-
-  // `checkpoint`, serialized and signed: what Iteration.checkpoint holds.
-  std::string Sign(std::string serialized_checkpoint) const;
-  // The Checkpoint `signed_bytes` holds, once its version and MAC check.
-  // INVALID_ARGUMENT saying which check failed.
-  absl::StatusOr<v1::Checkpoint> Open(absl::string_view signed_bytes) const;
-
- private:
-  explicit CheckpointKey(absl::string_view key) : key_(key.begin(), key.end()) {}
-  std::string Mac(absl::string_view body) const;
-
-  std::vector<unsigned char> key_;
-};
 
 // Makes a run's checkpoints.
 class CheckpointWriter {
@@ -142,13 +115,5 @@ absl::Status RestoreCheckpoint(const ResumeSpec& spec,
                                const Pipeline& pipeline,
                                const DecodeLimits& limits, c10::Device device,
                                PipelineState& state);
-
-// One value of a run's state to its checkpoint form, and back (tensors onto
-// `device` when they were on the run's device). For tests and tools.
-absl::Status EncodeStateValue(const c10::IValue& value, v1::StateValue& out);
-absl::StatusOr<c10::IValue> DecodeStateValue(const v1::StateValue& value,
-                                             const Components& components,
-                                             const DecodeLimits& limits,
-                                             c10::Device device);
 
 }  // namespace loopserve

@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "engine/run_log.h"
-#include "loopserve/v1/user_text.h"
+#include "util/user_text.h"
 
 #ifndef LOOPSERVE_VERSION
 #define LOOPSERVE_VERSION "unknown"
@@ -211,8 +211,13 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
     ++runs_by_client_[key];
     number = ++next_run_;
   }
+  const RunEnvironment environment{.metrics = metrics_,
+                                   .stream = stream_options(),
+                                   .limits = options_.limits.decode,
+                                   .device = options_.device,
+                                   .checkpoint_key = checkpoint_key_};
   auto run = std::make_shared<Run>(
-      *this, absl::StrCat("run-", number), std::move(request), *pipeline,
+      environment, absl::StrCat("run-", number), std::move(request), *pipeline,
       series, std::move(selection), writer, accepted, std::move(client),
       std::move(resume));
   {

@@ -70,6 +70,8 @@ struct EngineOptions {
   int64_t max_request_bytes_in_flight = int64_t{1} << 30;
 };
 
+class Engine;
+
 // A hold on request bytes under EngineOptions::max_request_bytes_in_flight
 // (Engine::HoldRequestBytes), given back when destroyed.
 class RequestBytesHold {

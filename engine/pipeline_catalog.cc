@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/iteration_preview.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "engine/digest.h"
 #include "engine/tensor_codec.h"
 

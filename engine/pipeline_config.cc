@@ -1,12 +1,11 @@
 #include "engine/pipeline_config.h"
 
+#include <optional>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -15,11 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "blocks/core/composite.h"
-#include "blocks/core/sorted_keys.h"
-#include "blocks/core/status_macros.h"
+#include "util/sorted_keys.h"
+#include "util/status_macros.h"
 #include "engine/digest.h"
 #include "engine/tensor_codec.h"
 #include "loopserve/v1/config.pb.h"
+#include "util/file.h"
 
 namespace loopserve {
 namespace {
@@ -123,14 +123,17 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
   absl::StatusOr<std::unique_ptr<Block>> block =
       registry.Create(config.type(), *params);
   if (!block.ok()) return fail(block.status());
-  if (config.blocks().empty()) return block;
-
   auto* composite = dynamic_cast<CompositeBlock*>(block->get());
-  if (composite == nullptr) {
+  if (composite == nullptr && !config.blocks().empty()) {
     return fail(absl::InvalidArgumentError(
         absl::StrCat("block type '", config.type(), "' holds no blocks, but ",
                      config.blocks_size(), " are given")));
   }
+  if (composite == nullptr ||
+      (config.blocks().empty() && composite->default_sub_blocks().empty())) {
+    return block;
+  }
+
   const auto* blocks_field = FieldOf(v1::BlockConfig::descriptor(), "blocks");
   std::vector<SubBlock> children;
   for (int i = 0; i < config.blocks_size(); ++i) {
@@ -151,7 +154,12 @@ absl::StatusOr<std::unique_ptr<Block>> BuildBlock(
             child_where, source, pipeline, registry));
     children.push_back({.name = child.name(), .block = std::move(built)});
   }
-  if (absl::Status s = composite->SetSubBlocks(std::move(children)); !s.ok()) {
+  // Note [default sub-blocks]: the configuration says what differs.
+  absl::StatusOr<std::vector<SubBlock>> sub_blocks =
+      WithDefaultSubBlocks(*composite, registry, std::move(children));
+  if (!sub_blocks.ok()) return fail(sub_blocks.status());
+  if (absl::Status s = composite->SetSubBlocks(*std::move(sub_blocks));
+      !s.ok()) {
     return fail(s);
   }
   return block;
@@ -188,45 +196,50 @@ std::string ConfigDigest(const v1::ServerConfig& config,
   return Sha256(digest);
 }
 
-}  // namespace
+// A parsed configuration, and where each of its fields was in the text.
+struct ParsedConfig {
+  explicit ParsedConfig(const std::string& source) : source(source) {}
 
-absl::Status LoadServerConfig(const ConfigSource& config,
-                              const BlockRegistry& blocks,
-                              const ComponentRegistry& components,
-                              c10::Device device, PipelineCatalog& catalog,
-                              const BatchingOptions& batching) {
-  v1::ServerConfig server_config;
+  const std::string& source;
+  v1::ServerConfig config;
   ParseInfoTree tree;
+  const google::protobuf::FieldDescriptor* components_field =
+      FieldOf(v1::ServerConfig::descriptor(), "components");
+  const google::protobuf::FieldDescriptor* pipelines_field =
+      FieldOf(v1::ServerConfig::descriptor(), "pipelines");
+  const google::protobuf::FieldDescriptor* root_field =
+      FieldOf(v1::PipelineConfig::descriptor(), "blocks");
+};
+
+absl::Status Parse(const ConfigSource& config, ParsedConfig& parsed) {
   FirstErrorCollector errors;
   TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  parser.WriteLocationsTo(&tree);
-  if (!parser.ParseFromString(config.text, &server_config)) {
+  parser.WriteLocationsTo(&parsed.tree);
+  if (!parser.ParseFromString(config.text, &parsed.config)) {
     return absl::InvalidArgumentError(
         absl::StrCat(config.source, ":", errors.error()));
   }
-  const std::string& source = config.source;
-  const auto* components_field =
-      FieldOf(v1::ServerConfig::descriptor(), "components");
-  const auto* pipelines_field =
-      FieldOf(v1::ServerConfig::descriptor(), "pipelines");
-  const auto* root_field = FieldOf(v1::PipelineConfig::descriptor(), "blocks");
+  return absl::OkStatus();
+}
 
-  // Components first: pipelines refer to them by name.
-  std::vector<std::string> notes;
-  const ComponentContext context{.device = device,
-                                 .base_dir = config.base_dir,
-                                 .notes = &notes,
-                                 .batching = batching};
+// Every component of the configuration, created through `registry`; what
+// they note goes to the catalog's notes, each saying where it came from.
+absl::StatusOr<Components> LoadComponents(const ParsedConfig& parsed,
+                                          const ComponentRegistry& registry,
+                                          const ComponentContext& context,
+                                          std::vector<std::string>& notes,
+                                          PipelineCatalog& catalog) {
   Components loaded;
-  for (int i = 0; i < server_config.components_size(); ++i) {
-    const v1::ComponentConfig& component = server_config.components(i);
+  for (int i = 0; i < parsed.config.components_size(); ++i) {
+    const v1::ComponentConfig& component = parsed.config.components(i);
     const std::string label = absl::StrCat(
         "component '", component.name(), "' (",
         component.type().empty() ? "no type" : component.type(), ")");
+    const std::string where =
+        Where(parsed.source, &parsed.tree, parsed.components_field, i);
     auto fail = [&](const absl::Status& status) {
-      return ConfigError(Where(source, &tree, components_field, i), label,
-                         status);
+      return ConfigError(where, label, status);
     };
     if (component.name().empty()) {
       return fail(absl::InvalidArgumentError("name is missing"));
@@ -239,102 +252,137 @@ absl::Status LoadServerConfig(const ConfigSource& config,
     }
     absl::StatusOr<BlockParams> params = DecodeParams(component.params());
     if (!params.ok()) return fail(params.status());
-    if (absl::Status s = components.Create(component.type(), component.name(),
-                                           *params, context, loaded);
+    if (absl::Status s = registry.Create(component.type(), component.name(),
+                                         *params, context, loaded);
         !s.ok()) {
       return fail(s);
     }
     for (const std::string& note : notes) {
-      catalog.AddNote(absl::StrCat(Where(source, &tree, components_field, i),
-                                   label, ": ", note));
+      catalog.AddNote(absl::StrCat(where, label, ": ", note));
     }
     notes.clear();
   }
+  return loaded;
+}
 
-  for (int i = 0; i < server_config.pipelines_size(); ++i) {
-    const v1::PipelineConfig& pipeline = server_config.pipelines(i);
-    const std::string label = absl::StrCat("pipeline '", pipeline.name(), "'");
-    const ParseInfoTree* pipeline_tree =
-        tree.GetTreeForNested(pipelines_field, i);
+// A pipeline's roles, bound to the loaded components they name ("a", or
+// "a | b | c": a choice, the first the default).
+absl::StatusOr<Components> BindRoles(const ParsedConfig& parsed,
+                                     const v1::PipelineConfig& pipeline,
+                                     const ParseInfoTree* pipeline_tree,
+                                     const std::string& label,
+                                     const Components& loaded) {
+  Components bound;
+  for (const auto& entry : pipeline.components()) {
+    // Not a structured binding: clang 14 (the fuzz build's) cannot
+    // capture one in the lambda below.
+    const std::string& role = entry.first;
+    const std::string& value = entry.second;
+    std::vector<std::string> names = absl::StrSplit(value, '|');
+    for (std::string& name : names) {
+      name = std::string(absl::StripAsciiWhitespace(name));
+    }
     auto fail = [&](const absl::Status& status) {
-      return ConfigError(Where(source, &tree, pipelines_field, i), label,
-                         status);
+      return ConfigError(RoleWhere(parsed.source, pipeline_tree, pipeline, role),
+                         label, status);
     };
-    if (pipeline.name().empty()) {
-      return fail(absl::InvalidArgumentError("name is missing"));
-    }
-    if (!pipeline.has_blocks()) {
-      return fail(absl::InvalidArgumentError("blocks are missing"));
-    }
-    Components bound;
-    for (const auto& entry : pipeline.components()) {
-      // Not a structured binding: clang 14 (the fuzz build's) cannot
-      // capture one in the lambda below.
-      const std::string& role = entry.first;
-      const std::string& value = entry.second;
-      // "a" binds one component; "a | b | c" offers a run the choice, the
-      // first the default.
-      std::vector<std::string> names = absl::StrSplit(value, '|');
-      for (std::string& name : names) {
-        name = std::string(absl::StripAsciiWhitespace(name));
-      }
-      auto fail = [&](const absl::Status& status) {
-        return ConfigError(RoleWhere(source, pipeline_tree, pipeline, role),
-                           label, status);
-      };
-      for (const std::string& name : names) {
-        if (!loaded.Contains(name)) {
-          return fail(absl::InvalidArgumentError(
-              absl::StrCat("role '", role, "' names component '", name,
-                           "', which is not defined")));
-        }
-      }
-      if (absl::Status s = bound.AddChoices(role, loaded, names); !s.ok()) {
-        return fail(s);
+    for (const std::string& name : names) {
+      if (!loaded.Contains(name)) {
+        return fail(absl::InvalidArgumentError(
+            absl::StrCat("role '", role, "' names component '", name,
+                         "', which is not defined")));
       }
     }
-    ASSIGN_OR_RETURN(
-        std::unique_ptr<Block> root,
-        BuildBlock(pipeline.blocks(), "",
-                   pipeline_tree == nullptr
-                       ? nullptr
-                       : pipeline_tree->GetTreeForNested(root_field, -1),
-                   Where(source, pipeline_tree, root_field, -1), source,
-                   pipeline.name(), blocks));
-    // Every role a block expects must be bound, to a component of the
-    // interface it declares; a wrong one is reported where it is bound.
-    const std::string digest =
-        ConfigDigest(server_config, pipeline, context);
-    std::string role;
-    if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
-                                     std::move(root), std::move(bound), &role);
-        !s.ok()) {
-      if (!role.empty()) {
-        return ConfigError(
-            pipeline.components().contains(role)
-                ? RoleWhere(source, pipeline_tree, pipeline, role)
-                : Where(source, &tree, pipelines_field, i),
-            absl::StrCat(label, ", role '", role, "'"), s);
-      }
-      // The catalog's errors name the pipeline already.
-      return absl::InvalidArgumentError(
-          absl::StrCat(Where(source, &tree, pipelines_field, i), s.message()));
+    if (absl::Status s = bound.AddChoices(role, loaded, names); !s.ok()) {
+      return fail(s);
     }
-    RETURN_IF_ERROR(catalog.AddToFingerprint(pipeline.name(), digest));
+  }
+  return bound;
+}
+
+// The configuration's pipeline `i`: its block tree, built through
+// `blocks`, bound to its roles and added to `catalog`.
+absl::Status BuildPipeline(const ParsedConfig& parsed, int i,
+                           const BlockRegistry& blocks,
+                           const Components& loaded,
+                           const ComponentContext& context,
+                           PipelineCatalog& catalog) {
+  const std::string& source = parsed.source;
+  const v1::PipelineConfig& pipeline = parsed.config.pipelines(i);
+  const std::string label = absl::StrCat("pipeline '", pipeline.name(), "'");
+  const ParseInfoTree* pipeline_tree =
+      parsed.tree.GetTreeForNested(parsed.pipelines_field, i);
+  const std::string where =
+      Where(source, &parsed.tree, parsed.pipelines_field, i);
+  if (pipeline.name().empty()) {
+    return ConfigError(where, label,
+                       absl::InvalidArgumentError("name is missing"));
+  }
+  if (!pipeline.has_blocks()) {
+    return ConfigError(where, label,
+                       absl::InvalidArgumentError("blocks are missing"));
+  }
+  ASSIGN_OR_RETURN(Components bound,
+                   BindRoles(parsed, pipeline, pipeline_tree, label, loaded));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Block> root,
+      BuildBlock(pipeline.blocks(), "",
+                 pipeline_tree == nullptr
+                     ? nullptr
+                     : pipeline_tree->GetTreeForNested(parsed.root_field, -1),
+                 Where(source, pipeline_tree, parsed.root_field, -1), source,
+                 pipeline.name(), blocks));
+  // Every role a block expects must be bound, to a component of the
+  // interface it declares; a wrong one is reported where it is bound.
+  const std::string digest = ConfigDigest(parsed.config, pipeline, context);
+  std::string role;
+  if (absl::Status s = catalog.Add(pipeline.name(), pipeline.description(),
+                                   std::move(root), std::move(bound), &role);
+      !s.ok()) {
+    if (!role.empty()) {
+      return ConfigError(
+          pipeline.components().contains(role)
+              ? RoleWhere(source, pipeline_tree, pipeline, role)
+              : where,
+          absl::StrCat(label, ", role '", role, "'"), s);
+    }
+    // The catalog's errors name the pipeline already.
+    return absl::InvalidArgumentError(absl::StrCat(where, s.message()));
+  }
+  return catalog.AddToFingerprint(pipeline.name(), digest);
+}
+
+}  // namespace
+
+absl::Status LoadServerConfig(const ConfigSource& config,
+                              const BlockRegistry& blocks,
+                              const ComponentRegistry& components,
+                              c10::Device device, PipelineCatalog& catalog,
+                              const BatchingOptions& batching) {
+  ParsedConfig parsed(config.source);
+  RETURN_IF_ERROR(Parse(config, parsed));
+  std::vector<std::string> notes;
+  const ComponentContext context{.device = device,
+                                 .base_dir = config.base_dir,
+                                 .notes = &notes,
+                                 .batching = batching};
+  // Components first: pipelines refer to them by name.
+  ASSIGN_OR_RETURN(const Components loaded,
+                   LoadComponents(parsed, components, context, notes, catalog));
+  for (int i = 0; i < parsed.config.pipelines_size(); ++i) {
+    RETURN_IF_ERROR(BuildPipeline(parsed, i, blocks, loaded, context, catalog));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<ConfigSource> ReadConfigSource(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
+  std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) {
     return absl::NotFoundError(
         absl::StrCat("cannot read configuration file '", path, "'"));
   }
-  std::stringstream text;
-  text << in.rdbuf();
   return ConfigSource{
-      .text = text.str(),
+      .text = *std::move(text),
       .source = path,
       .base_dir = std::filesystem::path(path).parent_path().string()};
 }

@@ -9,7 +9,7 @@
 //                                    catalog));
 //
 // The registries say which block and component types exist: the built-in
-// ones and plugins' (engine/default_pipelines.h puts them together).
+// ones and plugins' (app/default_pipelines.h puts them together).
 //
 // Every error names the source, the line and the field:
 //   "pipelines.pbtxt:14:7: pipeline 'gmm-ddim', block 'denoise/denoiser':

@@ -10,12 +10,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "loopserve/v1/user_text.h"
+#include "util/user_text.h"
 
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/run_scope.h"
-#include "engine/engine.h"
+#include "engine/metrics.h"
 #include "engine/run_log.h"
 #include "engine/run_request.h"
 
@@ -121,13 +121,13 @@ std::string RunClient::Key() const {
   return std::string(host);
 }
 
-Run::Run(Engine& engine, std::string id,
+Run::Run(const RunEnvironment& environment, std::string id,
          std::shared_ptr<const v1::RunRequest> request,
          const Pipeline& pipeline, PipelineMetrics& metrics,
          StreamSelection selection, RunEventWriter* front,
          Clock::time_point accepted, RunClient client,
          std::optional<ResumeSpec> resume)
-    : engine_(engine),
+    : environment_(environment),
       id_(std::move(id)),
       request_(std::move(request)),
       pipeline_(pipeline),
@@ -136,11 +136,11 @@ Run::Run(Engine& engine, std::string id,
       client_(std::move(client)),
       resume_(std::move(resume)),
       stream_(id_, request_->request_id(), std::move(selection),
-              engine.stream_options(), this, &metrics),
+              environment.stream, this, &metrics),
       accepted_(accepted) {}
 
 absl::Status Run::Submit(RunExecutor& executor) {
-  prometheus::Gauge& queued = engine_.metrics().queued_runs();
+  prometheus::Gauge& queued = environment_.metrics.queued_runs();
   queued.Increment();
   absl::Status status =
       executor.Submit([self = shared_from_this()] { self->Execute(); });
@@ -149,7 +149,7 @@ absl::Status Run::Submit(RunExecutor& executor) {
 }
 
 void Run::Execute() {
-  engine_.metrics().queued_runs().Decrement();
+  environment_.metrics.queued_runs().Decrement();
   const Clock::time_point start = Clock::now();
   // A resumed run's inputs the request leaves out are its checkpoint's.
   const google::protobuf::Map<std::string, v1::Value> resolved =
@@ -171,20 +171,20 @@ void Run::Execute() {
   metrics_.active_runs->Increment();
 
   // The inputs' one copy happens here, on the run's thread.
-  const EngineOptions& options = engine_.options();
+  const c10::Device device = environment_.device;
   absl::StatusOr<PipelineState> state =
-      DecodeInputs(*request_, resolved, options.limits.decode, options.device);
+      DecodeInputs(*request_, resolved, environment_.limits, device);
   absl::Status status = state.status();
   if (status.ok() && resume_.has_value()) {
-    status = RestoreCheckpoint(*resume_, pipeline_, options.limits.decode,
-                               options.device, *state);
+    status = RestoreCheckpoint(*resume_, pipeline_, environment_.limits,
+                               device, *state);
   }
   std::optional<CheckpointWriter> checkpoints;
   if (status.ok() && request_->stream().checkpoints()) {
     google::protobuf::Map<std::string, v1::Value> inputs = request_->inputs();
     for (const auto& [name, value] : resolved) inputs[name] = value;
-    checkpoints.emplace(pipeline_, engine_.checkpoint_key(), id_,
-                        std::move(inputs), options.device);
+    checkpoints.emplace(pipeline_, environment_.checkpoint_key, id_,
+                        std::move(inputs), device);
     stream_.set_checkpointer([&checkpoints, &state](const LoopIteration& it) {
       return checkpoints->Make(it, *state);
     });
@@ -193,10 +193,10 @@ void Run::Execute() {
   if (status.ok()) {
     RunRecorder recorder(metrics_, accepted_);
     RunContext context{
-        .observer = &guard, .device = options.device, .timer = &recorder};
+        .observer = &guard, .device = device, .timer = &recorder};
     // Ends with the block tree, so that no batch waits for this run while
     // it streams its result.
-    RunScope scope(&engine_.metrics());
+    RunScope scope(&environment_.metrics);
     status = RunBlock(*pipeline_.root, pipeline_.components, *state, context);
     mean_batch_size_ = scope.mean_batch_rows();
   }
@@ -229,7 +229,7 @@ void Run::Finish(const absl::Status& status) {
 
 void Run::Report(const absl::Status& seen) {
   ReportOutcome(
-      engine_.metrics(),
+      environment_.metrics,
       {.pipeline = &metrics_,
        .run_id = id_,
        .request_id = request_->request_id(),

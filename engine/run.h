@@ -42,7 +42,18 @@
 
 namespace loopserve {
 
-class Engine;
+class Metrics;
+
+// What a run uses of the engine that made it, fixed for the engine's life
+// (Engine::StartRun fills it): the server's metrics, its streams' options,
+// its input limits and device, and the key its checkpoints are signed with.
+struct RunEnvironment {
+  Metrics& metrics;
+  RunStreamOptions stream;
+  const DecodeLimits& limits;
+  c10::Device device;
+  const CheckpointKey& checkpoint_key;
+};
 
 // Who sent a run: what --max_runs_per_client counts by, and what its log
 // line names.
@@ -65,7 +76,7 @@ class Run final : public std::enable_shared_from_this<Run>,
   // A validated run of `pipeline`, streaming to `front`. `accepted`: when
   // its front took the request. `resume`: where a resumed run continues
   // (PrepareResume).
-  Run(Engine& engine, std::string id,
+  Run(const RunEnvironment& environment, std::string id,
       std::shared_ptr<const v1::RunRequest> request, const Pipeline& pipeline,
       PipelineMetrics& metrics, StreamSelection selection,
       RunEventWriter* front, Clock::time_point accepted,
@@ -105,7 +116,7 @@ class Run final : public std::enable_shared_from_this<Run>,
     return std::chrono::duration<double, std::milli>(d).count();
   }
 
-  Engine& engine_;
+  const RunEnvironment environment_;
   const std::string id_;
   const std::shared_ptr<const v1::RunRequest> request_;
   const Pipeline& pipeline_;

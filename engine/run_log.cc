@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "loopserve/v1/user_text.h"
+#include "util/user_text.h"
 #include "blocks/core/block.h"
 
 namespace loopserve {

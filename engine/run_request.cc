@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/iteration_preview.h"
-#include "blocks/core/status_macros.h"
-#include "loopserve/v1/user_text.h"
+#include "util/status_macros.h"
+#include "util/user_text.h"
 
 namespace loopserve {
 namespace {

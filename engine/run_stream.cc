@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "blocks/core/loop.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "engine/tensor_codec.h"
 
 namespace loopserve {
@@ -55,8 +55,6 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   const bool last = index.total > 0 && index.i == index.total - 1;
   if (!last && (index.i + 1) % selection_.every != 0) return absl::OkStatus();
 
-  // Encode outside the lock (CPU values), or start the copies off the
-  // device (Note [deferred encoding]).
   // Note [iteration reuse]
   // ~~~~~~~~~~~~~~~~~~~~~~
   // Iteration messages come back from the writer once written and are
@@ -64,15 +62,30 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   // its byte buffer, so a streamed iteration costs no allocation once the
   // stream is warm. Keys this iteration does not set are erased.
   if (next_item_ == nullptr) next_item_ = std::make_unique<v1::Iteration>();
-  v1::Iteration& item = *next_item_;
-  auto& values = *item.mutable_values();
-  int64_t bytes = 0;
+  Filling filling{.item = *next_item_};
+  RETURN_IF_ERROR(FillValues(iteration, filling));
+  RETURN_IF_ERROR(FillPreview(iteration, filling));
+  RETURN_IF_ERROR(FillCheckpoint(iteration, filling));
+  if (filling.filled == 0) return absl::OkStatus();  // nothing asked of this loop
+  v1::Iteration& item = filling.item;
+  item.set_index(index.i);
+  item.set_total(index.total);
+  item.set_loop(iteration.loop.path());
+  item.set_dropped_before(0);
+  return Enqueue(filling.bytes, std::move(filling.deferred));
+}
+
+RunStream::Deferred& RunStream::Filling::Defer() {
+  if (deferred == nullptr) deferred = std::make_unique<Deferred>();
+  return *deferred;
+}
+
+absl::Status RunStream::FillValues(const LoopIteration& iteration,
+                                   Filling& filling) {
+  // Encoded here (CPU values), or their copies off the device started
+  // (Note [deferred encoding]).
+  auto& values = *filling.item.mutable_values();
   size_t filled = 0;
-  std::unique_ptr<Deferred> deferred;
-  auto defer = [&deferred]() -> Deferred& {
-    if (deferred == nullptr) deferred = std::make_unique<Deferred>();
-    return *deferred;
-  };
   for (const OutputParam& output :
        iteration.loop.signature().intermediate_outputs) {
     if (!Contains(selection_.values, output.name)) continue;
@@ -92,8 +105,8 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
                             absl::StrCat("iteration output '", output.name,
                                          "': ", datatype.status().message()));
       }
-      bytes += static_cast<int64_t>(tensor.nbytes());
-      defer().values.emplace_back(output.name, HostCopy::Start(tensor));
+      filling.bytes += static_cast<int64_t>(tensor.nbytes());
+      filling.Defer().values.emplace_back(output.name, HostCopy::Start(tensor));
       continue;
     }
     if (absl::Status s = EncodeValue(*value, encoded); !s.ok()) {
@@ -101,8 +114,10 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
           s.code(),
           absl::StrCat("iteration output '", output.name, "': ", s.message()));
     }
-    bytes += EncodedPayloadBytes(encoded);
+    filling.bytes += EncodedPayloadBytes(encoded);
   }
+  // Note [iteration reuse]: what an earlier iteration set and this one did
+  // not is erased.
   if (values.size() != filled) {
     for (auto it = values.begin(); it != values.end();) {
       const c10::IValue* value = iteration.state.Find(it->first);
@@ -111,9 +126,15 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
       it = set ? std::next(it) : values.erase(it);
     }
   }
-  item.clear_preview_png();
+  filling.filled += filled;
+  return absl::OkStatus();
+}
+
+absl::Status RunStream::FillPreview(const LoopIteration& iteration,
+                                    Filling& filling) {
+  filling.item.clear_preview_png();
   if (DefersPreviews()) {
-    Deferred& later = defer();
+    Deferred& later = filling.Defer();
     for (const std::string& name : preview_reads_) {
       const c10::IValue* value = iteration.state.Find(name);
       if (value != nullptr && value->isTensor()) {
@@ -121,7 +142,7 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
                                           HostCopy::Start(value->toTensor()));
       }
     }
-    ++filled;
+    ++filling.filled;
   } else if (selection_.preview != nullptr) {
     absl::StatusOr<std::string> png =
         selection_.preview->RenderPng(iteration.state);
@@ -129,32 +150,36 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
       return absl::Status(png.status().code(),
                           absl::StrCat("preview: ", png.status().message()));
     }
-    bytes += static_cast<int64_t>(png->size());
+    filling.bytes += static_cast<int64_t>(png->size());
     if (!png->empty()) {
-      item.set_preview_png(*std::move(png));
-      ++filled;
+      filling.item.set_preview_png(*std::move(png));
+      ++filling.filled;
     }
   }
-  item.clear_checkpoint();
-  if (checkpointer_) {
-    absl::StatusOr<std::string> checkpoint = checkpointer_(iteration);
-    if (!checkpoint.ok()) {
-      return absl::Status(
-          checkpoint.status().code(),
-          absl::StrCat("checkpoint of iteration ", index.i, " of loop '",
-                       iteration.loop.path(),
-                       "': ", checkpoint.status().message()));
-    }
-    bytes += static_cast<int64_t>(checkpoint->size());
-    item.set_checkpoint(*std::move(checkpoint));
-    ++filled;
-  }
-  if (filled == 0) return absl::OkStatus();  // nothing asked of this loop
-  item.set_index(index.i);
-  item.set_total(index.total);
-  item.set_loop(iteration.loop.path());
-  item.set_dropped_before(0);
+  return absl::OkStatus();
+}
 
+absl::Status RunStream::FillCheckpoint(const LoopIteration& iteration,
+                                       Filling& filling) {
+  filling.item.clear_checkpoint();
+  if (!checkpointer_) return absl::OkStatus();
+  absl::StatusOr<std::string> checkpoint = checkpointer_(iteration);
+  if (!checkpoint.ok()) {
+    return absl::Status(
+        checkpoint.status().code(),
+        absl::StrCat("checkpoint of iteration ", iteration.index.i,
+                     " of loop '", iteration.loop.path(),
+                     "': ", checkpoint.status().message()));
+  }
+  filling.bytes += static_cast<int64_t>(checkpoint->size());
+  filling.item.set_checkpoint(*std::move(checkpoint));
+  ++filling.filled;
+  return absl::OkStatus();
+}
+
+absl::Status RunStream::Enqueue(int64_t bytes,
+                                std::unique_ptr<Deferred> deferred) {
+  v1::Iteration& item = *next_item_;
   Action action;
   {
     absl::MutexLock lock(&mu_);

@@ -194,6 +194,25 @@ class RunStream : public IterationObserver {
     absl::Status status;
   };
 
+  // OnIteration's steps: what one streamed iteration is filled with (its
+  // values, preview and checkpoint, each counted in `filled` when present),
+  // then its place in the queue.
+  struct Filling {
+    v1::Iteration& item;  // next_item_
+    int64_t bytes = 0;
+    size_t filled = 0;
+    std::unique_ptr<Deferred> deferred{};
+    Deferred& Defer();
+  };
+  absl::Status FillValues(const LoopIteration& iteration, Filling& filling);
+  absl::Status FillPreview(const LoopIteration& iteration, Filling& filling);
+  absl::Status FillCheckpoint(const LoopIteration& iteration,
+                              Filling& filling);
+  // Queues next_item_ (Note [backpressure]: waits for room under BLOCK,
+  // replaces what is pending under LATEST) and starts the next write.
+  absl::Status Enqueue(int64_t bytes, std::unique_ptr<Deferred> deferred)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // Decides the next write or the Finish; the caller carries it out after
   // unlocking.
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "loopserve/v1/datatype.h"
 
 namespace loopserve {
@@ -280,15 +280,8 @@ absl::StatusOr<ValueKind> CheckValue(const v1::Value& value,
 absl::Status EncodeValue(const c10::IValue& value, v1::Value& out) {
   if (value.isTensor())
     return EncodeTensor(value.toTensor(), *out.mutable_tensor());
-  if (value.isInt()) {
-    out.set_int64_value(value.toInt());
-  } else if (value.isDouble()) {
-    out.set_double_value(value.toDouble());
-  } else if (value.isBool()) {
-    out.set_bool_value(value.toBool());
-  } else if (value.isString()) {
-    out.set_string_value(value.toStringRef());
-  } else if (value.isList()) {
+  if (EncodeScalar(value, out)) return absl::OkStatus();
+  if (value.isList()) {
     v1::ValueList* list = out.mutable_list_value();
     list->clear_values();  // `out` may be a reused message
     for (const c10::IValue& item : value.toListRef()) {

@@ -77,6 +77,27 @@ absl::StatusOr<ValueKind> CheckValue(const v1::Value& value,
                                      const DecodeLimits& limits);
 absl::Status EncodeValue(const c10::IValue& value, v1::Value& out);
 
+// Sets the field of `out` an int, double, bool or string `value` goes in;
+// false, and `out` untouched, for any other kind. The one encoding of
+// scalars both value forms share: the wire's (v1::Value, EncodeValue) and a
+// checkpoint's (v1::StateValue, EncodeStateValue), whose fields are named
+// alike.
+template <typename Message>
+bool EncodeScalar(const c10::IValue& value, Message& out) {
+  if (value.isInt()) {
+    out.set_int64_value(value.toInt());
+  } else if (value.isDouble()) {
+    out.set_double_value(value.toDouble());
+  } else if (value.isBool()) {
+    out.set_bool_value(value.toBool());
+  } else if (value.isString()) {
+    out.set_string_value(value.toStringRef());
+  } else {
+    return false;
+  }
+  return true;
+}
+
 // Payload bytes `value` takes on the wire (tensor bytes, string bytes, 8 for
 // a scalar); for batching by size.
 int64_t EncodedPayloadBytes(const v1::Value& value);

@@ -1,19 +1,19 @@
 #include "server/auth.h"
 
+#include <optional>
 #include <glog/logging.h>
 #include <grpc/grpc_security_constants.h>
 #include <grpcpp/security/auth_context.h>
 #include <sys/stat.h>
 
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "util/file.h"
 
 namespace loopserve {
 namespace {
@@ -90,12 +90,10 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(
 
 absl::Status Authenticator::Load() {
   const FileStamp stamp = StampOf(options_.tokens_file);
-  std::ifstream file(options_.tokens_file);
-  if (!file) return absl::NotFoundError("cannot read the file");
-  std::stringstream text;
-  text << file.rdbuf();
+  const std::optional<std::string> text = ReadWholeFile(options_.tokens_file);
+  if (!text) return absl::NotFoundError("cannot read the file");
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> tokens =
-      ParseTokens(text.str());
+      ParseTokens(*text);
   absl::MutexLock lock(&mu_);
   // Whatever happens, this version of the file is not read again.
   loaded_mtime_ns_ = stamp.mtime_ns;

@@ -19,7 +19,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "server/certificate_files.h"
 #include "server/http_connection.h"
 #include "server/run_handle.h"

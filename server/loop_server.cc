@@ -11,7 +11,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

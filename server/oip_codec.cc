@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "loopserve/v1/datatype.h"
 
 namespace loopserve {

@@ -14,7 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "server/grpc_handoff.h"
 #include "server/grpc_status.h"
 #include "server/oip_codec.h"

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "blocks/core/sorted_keys.h"
+#include "util/sorted_keys.h"
 
 namespace loopserve {
 

@@ -38,7 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/params.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

@@ -1,5 +1,7 @@
 #include "blocks/core/composite.h"
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "blocks/core/resume.h"
@@ -155,6 +157,53 @@ absl::StatusOr<std::vector<SubBlock>> ResolveBlockEntries(
     sub_blocks.push_back({entry.name, *std::move(block)});
   }
   return sub_blocks;
+}
+
+absl::StatusOr<std::vector<SubBlock>> WithDefaultSubBlocks(
+    const CompositeBlock& composite, const BlockRegistry& registry,
+    std::vector<SubBlock> listed) {
+  const std::vector<std::pair<std::string, std::string>> defaults =
+      composite.default_sub_blocks();
+  if (defaults.empty()) return listed;
+  auto is_default = [&defaults](absl::string_view name) {
+    return std::any_of(defaults.begin(), defaults.end(),
+                       [name](const auto& d) { return d.first == name; });
+  };
+  // A listed extra before a default's name would not run where it is listed.
+  const SubBlock* extra = nullptr;
+  for (const SubBlock& sub : listed) {
+    if (!is_default(sub.name)) {
+      if (extra == nullptr) extra = &sub;
+    } else if (extra != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sub-block '", extra->name, "' is listed before '", sub.name,
+          "', one of ", composite.type_name(),
+          "'s standard sub-blocks; other sub-blocks run after the standard "
+          "ones, so list it after them"));
+    }
+  }
+  std::vector<SubBlock> merged;
+  merged.reserve(defaults.size() + listed.size());
+  for (const auto& [name, type] : defaults) {
+    auto given = std::find_if(listed.begin(), listed.end(),
+                              [&](const SubBlock& s) { return s.name == name; });
+    if (given != listed.end()) {
+      merged.push_back(std::move(*given));
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<Block>> block = registry.Create(type, {});
+    if (!block.ok()) {
+      return absl::Status(block.status().code(),
+                          absl::StrCat("standard sub-block '", name, "': ",
+                                       block.status().message()));
+    }
+    merged.push_back({.name = name, .block = *std::move(block)});
+  }
+  for (SubBlock& sub : listed) {
+    // Those taken above were moved from: their blocks are null.
+    if (sub.block != nullptr) merged.push_back(std::move(sub));
+  }
+  return merged;
 }
 
 }  // namespace loopserve

@@ -32,7 +32,7 @@
 #include "absl/status/statusor.h"
 #include "blocks/core/block.h"
 #include "blocks/core/registry.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 
@@ -44,6 +44,14 @@ class CompositeBlock : public Block {
   std::vector<InputParam> intermediate_inputs() const override;
   std::vector<OutputParam> intermediate_outputs() const override;
   std::vector<ComponentSpec> expected_components() const override;
+
+  // The sub-blocks this type has unless told otherwise, in order: (name,
+  // registered type) pairs a configuration need not repeat (Note [default
+  // sub-blocks]). Empty by default.
+  virtual std::vector<std::pair<std::string, std::string>>
+  default_sub_blocks() const {
+    return {};
+  }
 
   // Places the sub-blocks, once, before the block is run or described.
   // INVALID_ARGUMENT for an empty name, a name with '/', a null block or a
@@ -71,6 +79,27 @@ class CompositeBlock : public Block {
  private:
   std::vector<SubBlock> sub_blocks_;
 };
+
+// Note [default sub-blocks]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~
+// A composite type whose sub-blocks are nearly always the same (DenoiseLoop:
+// ScaleModelInput, PredictNoise, SchedulerStep) names them in
+// default_sub_blocks(), and a configuration says only what differs:
+//   - no sub-blocks listed: the defaults, each created with no params;
+//   - a listed sub-block with a default's name takes its place (another
+//     type, or params);
+//   - the other listed sub-blocks run after the defaults, in the order
+//     listed; listing one before a default's name is refused, since it
+//     would not run there.
+// WithDefaultSubBlocks applies these rules; SetSubBlocks and FromBlocks do
+// not (code that assembles a block names every sub-block).
+
+// `listed` (built from a configuration) merged with `composite`'s defaults,
+// those created through `registry`: Note [default sub-blocks].
+// INVALID_ARGUMENT naming a listed sub-block out of place.
+absl::StatusOr<std::vector<SubBlock>> WithDefaultSubBlocks(
+    const CompositeBlock& composite, const BlockRegistry& registry,
+    std::vector<SubBlock> listed);
 
 // Runs its sub-blocks in order on the pipeline state: diffusers'
 // SequentialPipelineBlocks. Registered as "Sequential". A resumed run skips

@@ -1,7 +1,7 @@
 #include "blocks/core/loop.h"
 
 #include "absl/strings/str_cat.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

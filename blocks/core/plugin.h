@@ -42,7 +42,7 @@
 #include "blocks/core/component_registry.h"
 #include "blocks/core/plugin_abi.h"
 #include "blocks/core/registry.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

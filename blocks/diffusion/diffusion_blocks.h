@@ -34,6 +34,8 @@
 
 namespace loopserve {
 
+class RunSchedule;  // schedulers.h
+
 // The component roles the blocks use.
 inline constexpr absl::string_view kSchedulerRole = "scheduler";
 inline constexpr absl::string_view kDenoiserRole = "denoiser";
@@ -126,6 +128,11 @@ class DenoiseLoop final : public LoopBlocks {
   absl::string_view type_name() const override { return kTypeName; }
   std::string description() const override;
   std::vector<InputParam> loop_intermediate_inputs() const override;
+  // before_denoiser (ScaleModelInput), denoiser (PredictNoise),
+  // after_denoiser (SchedulerStep): a configuration lists only what differs
+  // (Note [default sub-blocks] in blocks/core/composite.h).
+  std::vector<std::pair<std::string, std::string>> default_sub_blocks()
+      const override;
   absl::Status Run(const Components& components, PipelineState& state,
                    RunContext& context) const override;
 };
@@ -239,7 +246,16 @@ class Preview final : public LatentsToImage {
   std::string description() const override;
 };
 
-// Registers every block above (with their params' factories).
+// Shared by the blocks above: the scheduler role's spec, and the run's
+// schedule as SetTimesteps left it in a block state (FAILED_PRECONDITION
+// when it did not run).
+ComponentSpec SchedulerSpec();
+absl::StatusOr<RunSchedule*> RunScheduleFrom(const BlockState& state);
+
+// Registers every block above (diffusion_blocks.cc: the blocks' params are
+// read there). The blocks are defined by where they run:
+// schedule_blocks.cc (before the loop), loop_blocks.cc (the loop and its
+// interior), decode_blocks.cc (after it).
 absl::Status RegisterDiffusionBlocks(BlockRegistry& registry);
 
 }  // namespace loopserve

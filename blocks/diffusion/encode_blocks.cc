@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/encoders.h"
 #include "blocks/diffusion/torchscript_module.h"
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/torchscript_module.h"
 
 namespace loopserve {
@@ -132,52 +132,6 @@ absl::StatusOr<at::Tensor> IdentityEncoder::Encode(
         "images have ", channels_));
   }
   return image;
-}
-
-// ---- registration ----
-
-absl::Status RegisterEncoders(ComponentRegistry& registry) {
-  RETURN_IF_ERROR(registry.Register<TextEncoder>(
-      std::string(TorchScriptTextEncoder::kTypeName),
-      [](const BlockParams& raw, const ComponentContext& context)
-          -> absl::StatusOr<std::shared_ptr<const TextEncoder>> {
-        ParamReader params(raw);
-        ASSIGN_OR_RETURN(auto options,
-                         ReadModelOptions<TorchScriptTextEncoder::Options>(
-                             params, context));
-        ASSIGN_OR_RETURN(options.outputs,
-                         params.StringList("outputs", options.outputs));
-        RETURN_IF_ERROR(params.CheckAllRead());
-        return TorchScriptTextEncoder::Load(options);
-      }));
-  RETURN_IF_ERROR(registry.Register<ImageEncoder>(
-      std::string(TorchScriptEncoder::kTypeName),
-      [](const BlockParams& raw, const ComponentContext& context)
-          -> absl::StatusOr<std::shared_ptr<const ImageEncoder>> {
-        ParamReader params(raw);
-        ASSIGN_OR_RETURN(
-            auto options,
-            ReadModelOptions<TorchScriptEncoder::Options>(params, context));
-        ASSIGN_OR_RETURN(options.scaling_factor,
-                         params.Double("scaling_factor", 1.0));
-        if (!(options.scaling_factor > 0)) {
-          return ParamError("scaling_factor", "must be > 0");
-        }
-        ASSIGN_OR_RETURN(options.moments, params.Bool("moments", false));
-        ASSIGN_OR_RETURN(options.output, params.String("output", ""));
-        RETURN_IF_ERROR(params.CheckAllRead());
-        return TorchScriptEncoder::Load(options);
-      }));
-  return registry.Register<ImageEncoder>(
-      std::string(IdentityEncoder::kTypeName),
-      [](const BlockParams& raw, const ComponentContext&)
-          -> absl::StatusOr<std::shared_ptr<const ImageEncoder>> {
-        ParamReader params(raw);
-        ASSIGN_OR_RETURN(const int64_t channels, params.Int("channels", 0));
-        RETURN_IF_ERROR(params.CheckAllRead());
-        if (channels < 0) return ParamError("channels", "must be >= 0");
-        return std::make_shared<const IdentityEncoder>(channels);
-      });
 }
 
 }  // namespace loopserve

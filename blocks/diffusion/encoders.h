@@ -125,8 +125,4 @@ class IdentityEncoder final : public ImageEncoder {
   int64_t channels_;
 };
 
-// Registers torchscript_text_encoder (as TextEncoder), torchscript_encoder
-// and identity_encoder (as ImageEncoder).
-absl::Status RegisterEncoders(ComponentRegistry& registry);
-
 }  // namespace loopserve

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/scheduler_internal.h"
 #include "blocks/diffusion/schedulers.h"
 

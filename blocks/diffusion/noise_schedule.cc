@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

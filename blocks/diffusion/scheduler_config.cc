@@ -1,18 +1,20 @@
 #include "blocks/diffusion/scheduler_config.h"
 
+#include <optional>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
+#include <memory>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
+#include "util/file.h"
 
 namespace loopserve {
 namespace {
@@ -242,16 +244,14 @@ std::string QuoteNonFiniteNumbers(absl::string_view text) {
 }
 
 absl::StatusOr<google::protobuf::Struct> ReadJsonFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
+  const std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) {
     return absl::NotFoundError(
         absl::StrCat("param 'config_file': cannot read '", path, "'"));
   }
-  std::stringstream text;
-  text << in.rdbuf();
   google::protobuf::Struct json;
   if (auto status = google::protobuf::util::JsonStringToMessage(
-          QuoteNonFiniteNumbers(text.str()), &json);
+          QuoteNonFiniteNumbers(*text), &json);
       !status.ok()) {
     return ParamError("config_file",
                       absl::StrCat("'", path, "' is not a JSON object: ",
@@ -525,6 +525,76 @@ absl::StatusOr<SchedulerKind> SchedulerKindOfFile(
                    absl::StrJoin(served, ", "),
                    " (give one of their types this file as config_file: its "
                    "shared keys apply)"));
+}
+
+// ---- registration ----
+
+namespace {
+
+std::shared_ptr<const Scheduler> Make(SchedulerKind kind,
+                                      SchedulerConfig config) {
+  switch (kind) {
+    case SchedulerKind::kDdim:
+      return std::make_shared<const DdimScheduler>(std::move(config));
+    case SchedulerKind::kEuler:
+      return std::make_shared<const EulerScheduler>(std::move(config), false);
+    case SchedulerKind::kEulerAncestral:
+      return std::make_shared<const EulerScheduler>(std::move(config), true);
+    case SchedulerKind::kDpmSolverMultistep:
+      return std::make_shared<const DpmSolverMultistepScheduler>(
+          std::move(config));
+    case SchedulerKind::kUniPcMultistep:
+      return std::make_shared<const UniPcMultistepScheduler>(
+          std::move(config));
+    case SchedulerKind::kLcm:
+      return std::make_shared<const LcmScheduler>(std::move(config));
+    case SchedulerKind::kFlowMatchEuler:
+      return std::make_shared<const FlowMatchEulerScheduler>(
+          std::move(config));
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<const Scheduler>> Create(
+    SchedulerKind kind, const BlockParams& params,
+    const ComponentContext& context) {
+  ASSIGN_OR_RETURN(ReadConfig read,
+                   ReadSchedulerConfig(kind, params, context));
+  if (!read.unused_keys.empty() && context.notes != nullptr) {
+    context.notes->push_back(absl::StrCat(
+        "config_file keys that ",
+        [kind] {
+          for (const SchedulerType& type : SchedulerTypes()) {
+            if (type.kind == kind) return type.diffusers_class;
+          }
+          return absl::string_view("this scheduler");
+        }(),
+        " does not use: ", absl::StrJoin(read.unused_keys, ", ")));
+  }
+  return Make(kind, std::move(read.config));
+}
+
+}  // namespace
+
+absl::Status RegisterSchedulers(ComponentRegistry& registry) {
+  for (const SchedulerType& type : SchedulerTypes()) {
+    // As a RunStateRestorer too: checkpoints restore its RunSchedules.
+    absl::Status registered = registry.Register<Scheduler, RunStateRestorer>(
+        std::string(type.type_name),
+        [kind = type.kind](const BlockParams& params,
+                           const ComponentContext& context) {
+          return Create(kind, params, context);
+        });
+    RETURN_IF_ERROR(registered);
+  }
+  return registry.Register<Scheduler, RunStateRestorer>(
+      "diffusers_scheduler",
+      [](const BlockParams& params, const ComponentContext& context)
+          -> absl::StatusOr<std::shared_ptr<const Scheduler>> {
+        ASSIGN_OR_RETURN(const SchedulerKind kind,
+                         SchedulerKindOfFile(params, context));
+        return Create(kind, params, context);
+      });
 }
 
 }  // namespace loopserve

@@ -16,6 +16,9 @@
 //   - a key no diffusers scheduler knows is an error with a did-you-mean.
 // Params given in the configuration itself apply over the file and must be
 // keys the class reads.
+//
+// The schedulers are registered here, from their configuration: schedulers.h
+// knows no registry.
 #pragma once
 
 #include <string>
@@ -66,5 +69,10 @@ absl::StatusOr<ReadConfig> ReadSchedulerConfig(SchedulerKind kind,
 // when it names another, or when the file has no `_class_name`.
 absl::StatusOr<SchedulerKind> SchedulerKindOfFile(
     const BlockParams& params, const ComponentContext& context);
+
+// Registers every scheduler of SchedulerTypes() under its type name, and
+// `diffusers_scheduler` (the kind its config_file names), each as Scheduler
+// and as RunStateRestorer (checkpoints restore its RunSchedules).
+absl::Status RegisterSchedulers(ComponentRegistry& registry);
 
 }  // namespace loopserve

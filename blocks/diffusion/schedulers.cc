@@ -15,9 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "blocks/core/status_macros.h"
-#include "blocks/diffusion/scheduler_config.h"
+#include "util/status_macros.h"
 #include "blocks/diffusion/scheduler_internal.h"
 
 namespace loopserve {
@@ -532,55 +530,6 @@ absl::StatusOr<StepResult> FlowMatchEulerScheduler::Step(
       .pred_original_sample = sample - sigma * model_output};
 }
 
-// ---- registration ----
-
-namespace {
-
-std::shared_ptr<const Scheduler> Make(SchedulerKind kind,
-                                      SchedulerConfig config) {
-  switch (kind) {
-    case SchedulerKind::kDdim:
-      return std::make_shared<const DdimScheduler>(std::move(config));
-    case SchedulerKind::kEuler:
-      return std::make_shared<const EulerScheduler>(std::move(config), false);
-    case SchedulerKind::kEulerAncestral:
-      return std::make_shared<const EulerScheduler>(std::move(config), true);
-    case SchedulerKind::kDpmSolverMultistep:
-      return std::make_shared<const DpmSolverMultistepScheduler>(
-          std::move(config));
-    case SchedulerKind::kUniPcMultistep:
-      return std::make_shared<const UniPcMultistepScheduler>(
-          std::move(config));
-    case SchedulerKind::kLcm:
-      return std::make_shared<const LcmScheduler>(std::move(config));
-    case SchedulerKind::kFlowMatchEuler:
-      return std::make_shared<const FlowMatchEulerScheduler>(
-          std::move(config));
-  }
-  return nullptr;
-}
-
-absl::StatusOr<std::shared_ptr<const Scheduler>> Create(
-    SchedulerKind kind, const BlockParams& params,
-    const ComponentContext& context) {
-  ASSIGN_OR_RETURN(ReadConfig read,
-                   ReadSchedulerConfig(kind, params, context));
-  if (!read.unused_keys.empty() && context.notes != nullptr) {
-    context.notes->push_back(absl::StrCat(
-        "config_file keys that ",
-        [kind] {
-          for (const SchedulerType& type : SchedulerTypes()) {
-            if (type.kind == kind) return type.diffusers_class;
-          }
-          return absl::string_view("this scheduler");
-        }(),
-        " does not use: ", absl::StrJoin(read.unused_keys, ", ")));
-  }
-  return Make(kind, std::move(read.config));
-}
-
-}  // namespace
-
 // ---- Checkpoints: RunSchedule's state ----
 
 absl::StatusOr<c10::IValue> RunSchedule::Save() const {
@@ -655,27 +604,6 @@ absl::StatusOr<c10::intrusive_ptr<RunState>> Scheduler::RestoreRunState(
   }
   return c10::intrusive_ptr<RunState>(
       c10::make_intrusive<RunSchedule>(this, owner, std::move(schedule)));
-}
-
-absl::Status RegisterSchedulers(ComponentRegistry& registry) {
-  for (const SchedulerType& type : SchedulerTypes()) {
-    // As a RunStateRestorer too: checkpoints restore its RunSchedules.
-    absl::Status registered = registry.Register<Scheduler, RunStateRestorer>(
-        std::string(type.type_name),
-        [kind = type.kind](const BlockParams& params,
-                           const ComponentContext& context) {
-          return Create(kind, params, context);
-        });
-    RETURN_IF_ERROR(registered);
-  }
-  return registry.Register<Scheduler, RunStateRestorer>(
-      "diffusers_scheduler",
-      [](const BlockParams& params, const ComponentContext& context)
-          -> absl::StatusOr<std::shared_ptr<const Scheduler>> {
-        ASSIGN_OR_RETURN(const SchedulerKind kind,
-                         SchedulerKindOfFile(params, context));
-        return Create(kind, params, context);
-      });
 }
 
 }  // namespace loopserve

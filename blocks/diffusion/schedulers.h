@@ -43,7 +43,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "blocks/core/component_registry.h"
 #include "blocks/core/run_state.h"
 #include "blocks/diffusion/noise_schedule.h"
 
@@ -390,8 +389,5 @@ class FlowMatchEulerScheduler final : public Scheduler {
   double sigma_max_;
   double sigma_min_;
 };
-
-// Registers every scheduler above, as Scheduler.
-absl::Status RegisterSchedulers(ComponentRegistry& registry);
 
 }  // namespace loopserve

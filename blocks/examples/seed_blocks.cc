@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {

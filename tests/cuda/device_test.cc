@@ -23,7 +23,7 @@
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "client/loop_client.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "engine/device.h"
 #include "engine/tensor_codec.h"
 #include "server/loop_server.h"

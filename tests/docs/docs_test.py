@@ -2,9 +2,10 @@
 
 - Every fenced block marked `<!-- file: PATH -->` in docs/*.md is PATH's
   whole text (docs/writing-blocks.md shows the example plugin's files so).
-- The layers include only what is below them: server/ (the gRPC front) and
-  engine/ (the run engine) include no model family, engine/ no gRPC, and
-  blocks/ neither of them (docs/architecture.md, "Layers").
+- The layers include only what is below them (docs/architecture.md,
+  "Layers"): every folder of the tree, without exemptions. app/ (the
+  composition root) alone names both the engine and the model families;
+  client/ includes only util/ and the API.
 
 Usage: docs_test.py SOURCE_DIR
 """
@@ -36,19 +37,42 @@ def includes(folder, skip=()):
                 yield source.relative_to(root), header
 
 
-model_families = ("blocks/diffusion/", "blocks/examples/", "blocks/builtin_blocks.h")
-for source, header in includes("server"):
-    if header.startswith(model_families):
-        failures.append(f"{source} includes {header}: the front names no model family")
-# default_pipelines is the engine's one link to the built-in types.
-for source, header in includes("engine", skip=("default_pipelines.cc",)):
-    if header.startswith(model_families):
-        failures.append(f"{source} includes {header}: the engine names no model family")
+# What each folder may include of the project (the layer picture of
+# docs/architecture.md): a folder includes itself and the folders named here,
+# nothing else of the tree; "loopserve/" is the API's generated messages.
+allowed = {
+    "util": ("util/",),
+    "proto": ("util/", "loopserve/"),
+    "blocks/core": ("blocks/core/", "util/"),
+    "blocks/examples": ("blocks/examples/", "blocks/core/", "util/"),
+    "blocks/diffusion": ("blocks/diffusion/", "blocks/core/", "util/", "loopserve/"),
+    "blocks": ("blocks/", "util/", "loopserve/"),
+    "engine": ("engine/", "blocks/core/", "util/", "loopserve/"),
+    "server": ("server/", "engine/", "blocks/core/", "util/", "loopserve/", "inference/",
+               "grpc/health/"),
+    "client": ("client/", "util/", "loopserve/", "grpc/health/"),
+    "app": ("app/", "server/", "engine/", "blocks/", "util/", "loopserve/"),
+}
+project = ("util/", "proto/", "blocks/", "engine/", "server/", "client/", "app/",
+           "loopserve/", "inference/", "grpc/health/")
+checked = set()
+for folder in sorted(allowed, key=len, reverse=True):  # blocks/core before blocks
+    for source, header in includes(folder):
+        if source in checked:
+            continue
+        if header.startswith(project) and not header.startswith(allowed[folder]):
+            failures.append(f"{source} includes {header}: {folder}/ may include only "
+                            + ", ".join(allowed[folder]))
+    checked.update(s for s, _ in includes(folder))
+# The engine and the fronts know no gRPC below them: the engine links the
+# API's messages, never its stubs.
+for source, header in includes("engine"):
     if header.startswith("grpc") or ".grpc.pb.h" in header:
         failures.append(f"{source} includes {header}: the engine knows no gRPC")
-for source, header in includes("blocks"):
-    if header.startswith(("engine/", "server/", "grpc")):
-        failures.append(f"{source} includes {header}: blocks/ is below the engine")
+for folder in ("blocks", "util", "proto"):
+    for source, header in includes(folder):
+        if header.startswith("grpc") or ".grpc.pb.h" in header:
+            failures.append(f"{source} includes {header}: {folder}/ knows no gRPC")
 
 for failure in failures:
     print("FAIL:", failure)

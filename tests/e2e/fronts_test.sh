@@ -4,7 +4,7 @@
 # with server-sent events, the pip-installed Python package, and both under
 # TLS with tokens as the gRPC port; loopctl's progress bar and --json.
 #
-#   LOOPSERVE=build/server/loopserve LOOPCTL=build/client/loopctl \
+#   LOOPSERVE=build/app/loopserve LOOPCTL=build/client/loopctl \
 #   SOURCE_DIR=. PYTHON=.venv/bin/python LOOPSERVE_PYTHON_STUBS=build/python \
 #   bash tests/e2e/fronts_test.sh
 set -euo pipefail

@@ -26,7 +26,7 @@
 #include "blocks/core/loop.h"
 #include "blocks/core/run_scope.h"
 #include "blocks/diffusion/batched_denoiser.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {

@@ -18,9 +18,10 @@
 #include "absl/strings/str_cat.h"
 #include "blocks/builtin_blocks.h"
 #include "blocks/core/run_scope.h"
+#include "blocks/diffusion/decoders.h"
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/diffusion_blocks.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {

@@ -11,7 +11,7 @@
 #include "absl/strings/str_replace.h"
 #include "blocks/builtin_blocks.h"
 #include "blocks/diffusion/schedulers.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "engine/pipeline_config.h"
 #include "tests/testing/status_matchers.h"
 
@@ -230,6 +230,75 @@ TEST_F(PipelineConfigTest, ALeafCannotHoldBlocks) {
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr("block type 'SetTimesteps' holds no blocks, but 1 "
                          "are given")));
+}
+
+// Note [default sub-blocks]: a DenoiseLoop lists what differs.
+TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise) {
+  auto loop_blocks = [](const Pipeline& p) {
+    const Block& loop = *p.root->sub_blocks()[2].block;
+    std::vector<std::string> names;
+    for (const SubBlock& sub : loop.sub_blocks()) {
+      names.push_back(absl::StrCat(sub.name, ":", sub.block->type_name()));
+    }
+    return names;
+  };
+  const std::string standard =
+      R"pb(      blocks { name: "before_denoiser" type: "ScaleModelInput" }
+      blocks { name: "denoiser" type: "PredictNoise" }
+      blocks { name: "after_denoiser" type: "SchedulerStep" }
+)pb";
+  // None listed: the three, and the pipeline runs as kGood's does.
+  ASSERT_OK(Load(Good(standard, "")));
+  const Pipeline* p = catalog_.Find("p");
+  ASSERT_NE(p, nullptr);
+  EXPECT_THAT(loop_blocks(*p),
+              ::testing::ElementsAre("before_denoiser:ScaleModelInput",
+                                     "denoiser:PredictNoise",
+                                     "after_denoiser:SchedulerStep"));
+  PipelineState state;
+  state.SetInput("num_inference_steps", int64_t{3});
+  state.SetInput("seed", int64_t{1});
+  RunContext context;
+  ASSERT_OK(RunBlock(*p->root, p->components, state, context));
+  EXPECT_EQ(state.GetIntermediate("latents")->toTensor().sizes(),
+            (std::vector<int64_t>{1, 4, 64, 64}));
+
+  // One listed by a standard name takes that one's place, with its params;
+  // another runs after the standard ones.
+  ASSERT_OK(Load(Good(standard, R"pb(
+      blocks {
+        name: "denoiser"
+        type: "PredictNoise"
+        params { key: "guidance_scale" value { double_value: 2 } }
+      }
+      blocks { name: "extra" type: "ScaleModelInput" }
+)pb")));
+  p = catalog_.Find("p");
+  ASSERT_NE(p, nullptr);
+  EXPECT_THAT(loop_blocks(*p),
+              ::testing::ElementsAre("before_denoiser:ScaleModelInput",
+                                     "denoiser:PredictNoise",
+                                     "after_denoiser:SchedulerStep",
+                                     "extra:ScaleModelInput"));
+  const Block& denoiser = *p->root->sub_blocks()[2].block->sub_blocks()[1].block;
+  bool found = false;
+  for (const InputParam& input : denoiser.signature().inputs) {
+    if (input.name != "guidance_scale") continue;
+    found = true;
+    EXPECT_EQ(input.default_value.toDouble(), 2);
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(PipelineConfigTest, ABlockListedBeforeAStandardOneIsRefused) {
+  EXPECT_THAT(
+      Load(Good(R"pb(blocks { name: "denoiser" type: "PredictNoise" })pb",
+                R"pb(blocks { name: "extra" type: "ScaleModelInput" }
+      blocks { name: "denoiser" type: "PredictNoise" })pb")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("block 'denoise': sub-block 'extra' is listed "
+                         "before 'denoiser', one of DenoiseLoop's standard "
+                         "sub-blocks")));
 }
 
 TEST_F(PipelineConfigTest, MissingModelFileIsNamed) {

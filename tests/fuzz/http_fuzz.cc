@@ -21,7 +21,7 @@
 
 #include <google/protobuf/stubs/logging.h>
 
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "server/loop_server.h"
 
 namespace loopserve {

@@ -14,7 +14,7 @@
 #include <google/protobuf/stubs/logging.h>
 
 #include "absl/strings/match.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "engine/run_request.h"
 #include "engine/tensor_codec.h"
 #include "loopserve/v1/loopserve.pb.h"

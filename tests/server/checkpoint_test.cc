@@ -15,10 +15,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "client/loop_client.h"
 #include "engine/checkpoint.h"
-#include "engine/default_pipelines.h"
+#include "engine/state_codec.h"
+#include "app/default_pipelines.h"
 #include "engine/digest.h"
 #include "loopserve/v1/checkpoint.pb.h"
 #include "server/loop_server.h"

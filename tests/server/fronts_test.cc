@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/loop_server.h"
 #include "tests/testing/eventually.h"

@@ -20,7 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/loop_client.h"
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 #include "server/auth.h"
 #include "server/loop_server.h"
 #include "tests/testing/captured_log.h"

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "blocks/core/block.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace clamp_plugin {
 

@@ -3,14 +3,14 @@
 // loop block ClampLatents and the component type clamp_range, whose params
 // `min` and `max` (defaults -1 and 1) say the range.
 //
-//   loopserve --plugin=build/blocks/examples/clamp_plugin/libclamp_plugin.so \
-//             --config=blocks/examples/clamp_plugin/clamp.pbtxt
+//   loopserve --config=blocks/examples/clamp_plugin/clamp.pbtxt
+//             --plugin=build/blocks/examples/clamp_plugin/libclamp_plugin.so
 #include <memory>
 #include <string>
 
 #include "blocks/core/param_reader.h"
 #include "blocks/core/plugin.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "clamp_latents.h"
 
 namespace clamp_plugin {

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "loopserve/v1/user_text.h"
+#include "util/user_text.h"
 
 namespace loopserve {
 namespace {

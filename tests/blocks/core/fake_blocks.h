@@ -8,7 +8,7 @@
 
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 
 namespace loopserve::testing {
 

@@ -1,7 +1,7 @@
 // The pipelines a loopserve binary serves: the built-in block and component
 // types, those of the plugins it is given (--plugin), and the configuration
 // it is given (--config) or else the embedded default one
-// (engine/default_config.pbtxt: seed-loop, seed-loop-2, gmm-ddim, gmm-euler
+// (app/default_config.pbtxt: seed-loop, seed-loop-2, gmm-ddim, gmm-euler
 // and digits-ddim).
 //
 //   ASSIGN_OR_RETURN(PipelineCatalog catalog,

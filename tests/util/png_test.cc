@@ -1,4 +1,4 @@
-#include "blocks/diffusion/png.h"
+#include "util/png.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

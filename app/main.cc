@@ -6,7 +6,7 @@
 //   loopserve --check_config=pipelines.pbtxt   # validate, then exit
 //
 // Without --config it serves the embedded default configuration
-// (engine/default_config.pbtxt), its models from --model_dir. Each --plugin
+// (app/default_config.pbtxt), its models from --model_dir. Each --plugin
 // adds a shared library's block and component types (blocks/core/plugin.h).
 //
 // It listens at once, with readiness (health) NOT_SERVING while it loads its
@@ -36,12 +36,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "blocks/core/status_macros.h"
-#include "engine/default_pipelines.h"
+#include "util/status_macros.h"
+#include "app/default_pipelines.h"
 #include "engine/device.h"
 #include "engine/run_log.h"
 #include "server/loop_server.h"
-#include "server/malloc_tuning.h"
+#include "util/malloc_tuning.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int32_t, port, 50051, "Port to listen on; 0 picks a free one");
@@ -181,11 +181,9 @@ absl::Status CheckConfig(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::Status Serve(const sigset_t& signals) {
-  ASSIGN_OR_RETURN(const c10::Device device,
-                   ResolveDevice(absl::GetFlag(FLAGS_device)));
-  RETURN_IF_ERROR(SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads)));
-
+// The server's options, from the flags; INVALID_ARGUMENT naming the flag
+// out of range.
+absl::StatusOr<LoopServerOptions> OptionsFromFlags(c10::Device device) {
   LoopServerOptions options;
   options.address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
@@ -259,6 +257,39 @@ absl::Status Serve(const sigset_t& signals) {
         "--max_concurrent_runs must be >= 1 and --max_queued_runs >= 0");
   }
 
+  return options;
+}
+
+// The line that says the server is ready, and where it listens.
+void PrintReady(const LoopServer& server, const LoopServerOptions& options,
+                size_t pipelines, c10::Device device) {
+  std::cerr << "loopserve: serving " << pipelines << " pipelines on "
+            << absl::GetFlag(FLAGS_host) << ":" << server.port() << " (device "
+            << device.str() << ")";
+  if (!options.tls.cert_file.empty()) {
+    std::cerr << (options.tls.client_ca_file.empty() ? " over TLS"
+                                                     : " over mTLS");
+  }
+  if (!options.auth_tokens_file.empty()) std::cerr << " with tokens";
+  if (server.health_port() != 0) {
+    std::cerr << ", health on :" << server.health_port();
+  }
+  if (server.http_port() != 0) {
+    std::cerr << ", http on :" << server.http_port();
+  }
+  if (server.metrics_port() != 0) {
+    std::cerr << ", metrics on :" << server.metrics_port() << "/metrics";
+  }
+  std::cerr << std::endl;
+}
+
+absl::Status Serve(const sigset_t& signals) {
+  ASSIGN_OR_RETURN(const c10::Device device,
+                   ResolveDevice(absl::GetFlag(FLAGS_device)));
+  RETURN_IF_ERROR(SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads)));
+  ASSIGN_OR_RETURN(const LoopServerOptions options, OptionsFromFlags(device));
+  ASSIGN_OR_RETURN(const BatchingOptions batching, Batching());
+
   // Listen first, not ready, so that probes see a live process while the
   // pipelines load.
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
@@ -266,7 +297,6 @@ absl::Status Serve(const sigset_t& signals) {
   std::cerr << "loopserve: loading pipelines (listening on "
             << absl::GetFlag(FLAGS_host) << ":" << server->port() << ")"
             << std::endl;
-  ASSIGN_OR_RETURN(const BatchingOptions batching, Batching());
   ASSIGN_OR_RETURN(
       PipelineCatalog catalog,
       LoadPipelines(Sources(absl::GetFlag(FLAGS_config)), device, batching));
@@ -275,24 +305,7 @@ absl::Status Serve(const sigset_t& signals) {
   }
   const size_t pipelines = catalog.pipelines().size();
   server->Serve(std::move(catalog));
-  std::cerr << "loopserve: serving " << pipelines << " pipelines on "
-            << absl::GetFlag(FLAGS_host) << ":" << server->port() << " (device "
-            << device.str() << ")";
-  if (!options.tls.cert_file.empty()) {
-    std::cerr << (options.tls.client_ca_file.empty() ? " over TLS"
-                                                     : " over mTLS");
-  }
-  if (!options.auth_tokens_file.empty()) std::cerr << " with tokens";
-  if (server->health_port() != 0) {
-    std::cerr << ", health on :" << server->health_port();
-  }
-  if (server->http_port() != 0) {
-    std::cerr << ", http on :" << server->http_port();
-  }
-  if (server->metrics_port() != 0) {
-    std::cerr << ", metrics on :" << server->metrics_port() << "/metrics";
-  }
-  std::cerr << std::endl;
+  PrintReady(*server, options, pipelines, device);
 
   int signal = 0;
   sigwait(&signals, &signal);
@@ -343,7 +356,7 @@ int main(int argc, char** argv) {
   // after the program, and finds none).
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/main.cc");
+    return absl::EndsWith(file, "app/main.cc");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   // --version: "loopserve 0.1.0" and the libtorch it runs on.
@@ -352,7 +365,7 @@ int main(int argc, char** argv) {
                         loopserve::LibtorchDescription(), "\n");
   };
   usage.normalize_filename = [](absl::string_view file) {
-    const size_t at = file.rfind("server/");
+    const size_t at = file.rfind("app/");
     return std::string(at == absl::string_view::npos ? file : file.substr(at));
   };
   absl::SetFlagsUsageConfig(usage);

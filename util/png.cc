@@ -1,4 +1,4 @@
-#include "blocks/diffusion/png.h"
+#include "util/png.h"
 
 #include <png.h>
 

@@ -1,7 +1,7 @@
-#include "engine/default_pipelines.h"
+#include "app/default_pipelines.h"
 
 #include "blocks/builtin_blocks.h"
-#include "blocks/core/status_macros.h"
+#include "util/status_macros.h"
 #include "engine/plugin_loader.h"
 
 namespace loopserve {
