@@ -162,6 +162,8 @@ class ServerProcess {
 constexpr char kSeedRunsOk[] =
     R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})";
 constexpr char kSeedActive[] = R"(loopserve_active_runs{pipeline="seed-loop"})";
+constexpr char kWarmUpRunsOk[] =
+    R"(loopserve_runs_total{code="OK",pipeline="seed-loop-2"})";
 
 v1::RunRequest SeedRequest(int64_t num_steps) {
   v1::RunRequest request;
@@ -185,9 +187,20 @@ TEST(ScaleOutTest, RoundRobinSpreadsRunsAndOutlivesAStoppedServer) {
       std::unique_ptr<LoopClient> client,
       LoopClient::Connect(absl::StrCat("ipv4:", absl::StrJoin(addresses, ",")),
                           {.lb_policy = "round_robin"}));
-  // Let the channel reach every server before counting.
+  // Before counting, the channel reaches every server: warm-up runs of
+  // another pipeline (counted apart) until each server has served one.
   ASSERT_OK(client->ListPipelines().status());
-  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_TRUE(Eventually([&] {
+    v1::RunRequest warm_up = SeedRequest(1);
+    warm_up.set_pipeline("seed-loop-2");
+    if (!client->Run(warm_up, {}, {.timeout = absl::Seconds(30)}).ok()) {
+      return false;
+    }
+    for (const auto& server : servers) {
+      if (server->Metric(kWarmUpRunsOk) < 1) return false;
+    }
+    return true;
+  })) << "the channel did not reach every server";
 
   // 1. Thirty runs, one at a time: every server takes its turn.
   const RunCallOptions bounded{.timeout = absl::Seconds(30)};

@@ -6,8 +6,11 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "engine/stream_encoder.h"
 
 #include "tests/blocks/core/fake_blocks.h"
@@ -157,6 +160,46 @@ TEST_F(RunStreamTest, LatestReplacesWhatTheWriterHasNotTaken) {
   EXPECT_EQ(writer_.events[1].iterations().items_size(), 1);
   EXPECT_EQ(item.index(), 4);
   EXPECT_EQ(item.dropped_before(), 4u);
+}
+
+// Note [backpressure]: under BLOCK a full queue holds the loop until the
+// writer takes what is queued; nothing is dropped.
+TEST_F(RunStreamTest, BlockMakesTheLoopWaitForRoom) {
+  RunStream stream("run-1", "", All(), {.max_queued_iterations = 2},
+                   &writer_);
+  ASSERT_TRUE(stream.Begin(0));  // `started` in flight: nothing is taken
+  BlockState state;
+  for (int64_t i = 0; i < 2; ++i) {
+    state.Set("x", i);
+    ASSERT_OK(Iterate(stream, i, state));
+  }
+  // The queue is full: the third iteration waits.
+  absl::Notification returned;
+  std::thread loop([&] {
+    BlockState third;
+    third.Set("x", int64_t{2});
+    EXPECT_OK(Iterate(stream, 2, third));
+    returned.Notify();
+  });
+  // With an unbounded queue it would return at once.
+  EXPECT_FALSE(returned.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
+  EXPECT_EQ(writer_.events.size(), 1u);
+  WriteDone(stream);  // `started` written; the two queued go out: room
+  loop.join();
+  EXPECT_TRUE(returned.HasBeenNotified());
+  ASSERT_EQ(writer_.events.size(), 2u);
+  WriteDone(stream);
+  ASSERT_EQ(writer_.events.size(), 3u);
+  std::vector<int64_t> sent;
+  for (size_t e = 1; e < writer_.events.size(); ++e) {
+    for (const v1::Iteration& item : writer_.events[e].iterations().items()) {
+      sent.push_back(item.values().at("x").int64_value());
+      EXPECT_EQ(item.dropped_before(), 0u);
+    }
+  }
+  EXPECT_THAT(sent, ElementsAre(0, 1, 2));
+  WriteDone(stream);
+  stream.End(absl::CancelledError("done"), PipelineState(), {});
 }
 
 // A preview that names what it reads (so the stream draws it off the

@@ -104,7 +104,7 @@ struct Stopped {
   int64_t x = 0;
 };
 
-Stopped RunUntil(const Block& root, int64_t k, Counts& counts) {
+Stopped RunUntil(const Block& root, int64_t k) {
   Stopped stopped{.state = Inputs(1, 2)};
   RecordingObserver observer;
   observer.stop_at = k;
@@ -128,7 +128,7 @@ TEST(ResumeTest, ResumedRunSkipsTheBlocksBeforeTheLoopAndEndsTheSame) {
   for (int64_t k : {0, 2, 4}) {
     Counts before;
     std::unique_ptr<Block> stopped_root = MakePipeline(before);
-    Stopped stopped = RunUntil(*stopped_root, k, before);
+    Stopped stopped = RunUntil(*stopped_root, k);
     EXPECT_EQ(stopped.x, all.seen[k].x.toInt());
 
     // A new process: the inputs and the intermediates made before the loop,
