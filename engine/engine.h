@@ -1,9 +1,10 @@
 // Engine: loopserve's run engine, between the block model (blocks/) and the
-// fronts that speak a protocol (server/: gRPC). It holds the pipelines
-// served, admits and runs requests on its executor, and counts and logs
-// every run; a front only translates its protocol to and from it. No gRPC
-// here: a second front (HTTP, OIP) would drive the same Engine and get the
-// same validation, limits, metrics and logs.
+// fronts that speak a protocol (server/: loopserve.v1 and the Open Inference
+// Protocol over gRPC, and HTTP). It holds the pipelines served, admits and
+// runs requests on its executor, and counts and logs every run; a front
+// only translates its protocol to and from it. No protocol here: every
+// front drives the same Engine and gets the same validation, limits,
+// metrics and logs.
 //
 //   Engine engine(options);                 // not serving yet: UNAVAILABLE
 //   engine.Serve(std::move(catalog));       // the pipelines; series created

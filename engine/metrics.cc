@@ -143,7 +143,7 @@ class ProcessCollector final : public prometheus::Collectable {
   const std::string device_;
 };
 
-absl::string_view RejectReason(absl::StatusCode code) {
+absl::string_view RefuseReason(absl::StatusCode code) {
   switch (code) {
     case absl::StatusCode::kInvalidArgument:
       return "invalid_argument";
@@ -210,7 +210,7 @@ Metrics::Metrics(const BuildInfo& build)
                 .Name("loopserve_runs_total")
                 .Help("Run calls ended, by pipeline and gRPC status code")
                 .Register(*registry_)),
-      rejected_(BuildCounter()
+      refused_(BuildCounter()
                     .Name("loopserve_rejected_runs_total")
                     .Help("Runs refused before they were queued, by reason")
                     .Register(*registry_)),
@@ -335,8 +335,8 @@ void Metrics::OnBatchWait(absl::string_view component, double seconds) {
       .Observe(seconds);
 }
 
-void Metrics::RunRejected(absl::StatusCode code) {
-  rejected_.Add({{"reason", std::string(RejectReason(code))}}).Increment();
+void Metrics::RunRefused(absl::StatusCode code) {
+  refused_.Add({{"reason", std::string(RefuseReason(code))}}).Increment();
 }
 
 void Metrics::AuthFailed(absl::string_view reason) {

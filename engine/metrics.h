@@ -99,10 +99,10 @@ class Metrics final : public RunScope::Observer {
   PipelineMetrics& For(absl::string_view name);
 
   // A Run call ended with `code` (loopserve_runs_total). Refusals before
-  // the run was queued count here too, and in RunRejected.
+  // the run was queued count here too, and in RunRefused.
   void RunFinished(PipelineMetrics& pipeline, absl::StatusCode code);
   // A run was refused before it was queued (loopserve_rejected_runs_total).
-  void RunRejected(absl::StatusCode code);
+  void RunRefused(absl::StatusCode code);
   // A call was refused as UNAUTHENTICATED (loopserve_auth_failures_total):
   // `reason` is missing_token, unknown_token or plaintext.
   void AuthFailed(absl::string_view reason);
@@ -131,7 +131,7 @@ class Metrics final : public RunScope::Observer {
   const std::shared_ptr<prometheus::Registry> registry_;
   const std::shared_ptr<prometheus::Collectable> process_;
   prometheus::Family<prometheus::Counter>& runs_;
-  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Counter>& refused_;
   prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Histogram>& run_duration_;
   prometheus::Family<prometheus::Histogram>& queue_duration_;

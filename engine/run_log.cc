@@ -100,7 +100,7 @@ std::string FormatOutcome(const RunOutcome& outcome) {
 
 void ReportOutcome(Metrics& metrics, const RunOutcome& outcome) {
   metrics.RunFinished(*outcome.pipeline, outcome.status.code());
-  if (outcome.refused) metrics.RunRejected(outcome.status.code());
+  if (outcome.refused) metrics.RunRefused(outcome.status.code());
   if (outcome.status.ok()) {
     VLOG(1) << FormatOutcome(outcome);
   } else if (IsServerFault(outcome.status.code())) {

@@ -57,10 +57,12 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
 
   // Note [iteration reuse]
   // ~~~~~~~~~~~~~~~~~~~~~~
-  // Iteration messages come back from the writer once written and are
-  // encoded into again: their values map keeps its nodes, and a tensor keeps
-  // its byte buffer, so a streamed iteration costs no allocation once the
-  // stream is warm. Keys this iteration does not set are erased.
+  // Iteration messages come back from the writer once written (when no
+  // slice of the wire holds them: Note [zero-copy tensors]) and are encoded
+  // into again: their values map keeps its nodes, and a tensor keeps its
+  // byte buffer, so a streamed CPU value costs no allocation once the
+  // stream is warm; a device value's host copy and its Deferred record are
+  // made per iteration. Keys this iteration does not set are erased.
   if (next_item_ == nullptr) next_item_ = std::make_unique<v1::Iteration>();
   Filling filling{.item = *next_item_};
   RETURN_IF_ERROR(FillValues(iteration, filling));

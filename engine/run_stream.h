@@ -1,5 +1,6 @@
 // RunStream: one run's events, between its loop and the front that writes
-// them (the gRPC reactor), owned by the run (engine/run.h).
+// them (a gRPC reactor, an HTTP event stream), owned by the run
+// (engine/run.h).
 //
 // The loop side (an executor thread) calls Begin, then OnIteration after
 // every iteration (RunStream is the run's IterationObserver), then End. The
@@ -72,7 +73,8 @@
 
 namespace loopserve {
 
-// Where a run's events go: a front (the gRPC reactor), or a test's fake.
+// Where a run's events go: a front (a gRPC reactor, an HTTP event stream),
+// or a test's fake.
 class RunEventWriter {
  public:
   virtual ~RunEventWriter() = default;
@@ -149,7 +151,7 @@ class RunStream : public IterationObserver {
   void End(const absl::Status& status, const PipelineState& state,
            const v1::RunStats& stats);
 
-  // ---- The gRPC side. ----
+  // ---- The front's side. ----
 
   void OnWriteDone(bool ok);
   // Stops the run at its next iteration boundary (or before it starts); the

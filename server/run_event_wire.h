@@ -4,8 +4,9 @@
 //
 // Note [zero-copy tensors]
 // ~~~~~~~~~~~~~~~~~~~~~~~~
-// The loop's thread already made the one copy a streamed tensor needs, off
-// the device into the Iteration message. gRPC's protobuf serialiser would
+// The run already made the one copy a streamed tensor needs into the
+// Iteration message: the loop's thread for a CPU value, a StreamEncoder
+// thread from the host copy for a device value (Note [deferred encoding]). gRPC's protobuf serialiser would
 // copy those bytes again into its own buffers; here the surrounding fields
 // are encoded into small slices and the tensor bytes are referenced where
 // they lie. Each such slice holds a reference to `event`, so the message

@@ -312,7 +312,7 @@ absl::Status CheckExpectedComponents(const Block& root,
   for (const ComponentSpec& spec : root.signature().expected_components) {
     if (absl::Status s = CheckComponent(spec, components, root.Label());
         !s.ok()) {
-      if (role != nullptr) *role = spec.name;
+      if (role != nullptr) *role = spec.role;
       return s;
     }
   }

@@ -167,18 +167,18 @@ std::vector<std::string> Components::Names() const {
 absl::Status CheckComponent(const ComponentSpec& spec,
                             const Components& components,
                             absl::string_view owner) {
-  if (!components.Contains(spec.name)) {
+  if (!components.Contains(spec.role)) {
     return absl::NotFoundError(absl::StrCat(
-        owner, " expects component '", spec.name, "'",
+        owner, " expects component '", spec.role, "'",
         spec.type.empty() ? "" : absl::StrCat(" (", spec.type, ")"),
         ", which is not loaded"));
   }
-  if (!components.Provides(spec.name, spec.interface)) {
+  if (!components.Provides(spec.role, spec.interface)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        owner, " expects component '", spec.name, "' to be a ",
+        owner, " expects component '", spec.role, "' to be a ",
         spec.interface.Name(),
         spec.type.empty() ? "" : absl::StrCat(" (", spec.type, ")"),
-        ", but it is ", components.Describe(spec.name, spec.interface)));
+        ", but it is ", components.Describe(spec.role, spec.interface)));
   }
   return absl::OkStatus();
 }

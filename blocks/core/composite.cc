@@ -26,7 +26,7 @@ std::vector<ComponentSpec> CompositeBlock::expected_components() const {
   for (const SubBlock& sub : sub_blocks_) {
     for (const ComponentSpec& spec :
          sub.block->signature().expected_components) {
-      if (seen.insert(spec.name).second) merged.push_back(spec);
+      if (seen.insert(spec.role).second) merged.push_back(spec);
     }
   }
   return merged;

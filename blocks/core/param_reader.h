@@ -6,7 +6,7 @@
 //   ASSIGN_OR_RETURN(std::string schedule,
 //                    params.Choice("beta_schedule", "linear",
 //                              {"linear", "scaled_linear"}));
-//   RETURN_IF_ERROR(params.CheckAllRead());  // rejects unknown params
+//   RETURN_IF_ERROR(params.CheckAllRead());  // refuses unknown params
 //
 // Every error is INVALID_ARGUMENT and starts "param 'NAME': ". The caller
 // (the configuration loader) adds where the param came from.

@@ -172,8 +172,9 @@ class ComponentInterface {
 //  .type = "ddim_scheduler | euler_scheduler",
 //  .interface = ComponentInterface::Of<Scheduler>()}.
 struct ComponentSpec {
-  // The role: the name the block Gets it by.
-  std::string name{};
+  // The role the block Gets it by ("denoiser"): a pipeline binds a
+  // component to it.
+  std::string role{};
   // The component types that fit, for people (DescribePipeline).
   std::string type{};
   std::string description{};

@@ -44,7 +44,7 @@ std::vector<std::string> BlockRegistry::TypeNames() const {
   return SortedKeys(factories_);
 }
 
-absl::Status RejectParams(absl::string_view type_name,
+absl::Status RefuseParams(absl::string_view type_name,
                           const BlockParams& params) {
   if (params.empty()) return absl::OkStatus();
   std::vector<std::string> names;

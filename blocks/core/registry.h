@@ -42,7 +42,7 @@ class BlockRegistry {
   absl::Status Register(std::string type_name, BlockFactory factory);
 
   // Registers a default-constructible block type under T::kTypeName. Its
-  // factory rejects any params with INVALID_ARGUMENT.
+  // factory refuses any params with INVALID_ARGUMENT.
   template <typename T>
   absl::Status Register();
 
@@ -61,7 +61,7 @@ class BlockRegistry {
 
 // INVALID_ARGUMENT naming the first param when `params` is not empty: for
 // block types that take none.
-absl::Status RejectParams(absl::string_view type_name,
+absl::Status RefuseParams(absl::string_view type_name,
                           const BlockParams& params);
 
 template <typename T>
@@ -70,7 +70,7 @@ absl::Status BlockRegistry::Register() {
   return Register(
       std::string(T::kTypeName),
       [](const BlockParams& params) -> absl::StatusOr<std::unique_ptr<Block>> {
-        if (absl::Status s = RejectParams(T::kTypeName, params); !s.ok()) {
+        if (absl::Status s = RefuseParams(T::kTypeName, params); !s.ok()) {
           return s;
         }
         return std::make_unique<T>();

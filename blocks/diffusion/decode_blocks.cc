@@ -24,7 +24,7 @@ std::vector<OutputParam> LatentsToImage::intermediate_outputs() const {
 }
 
 std::vector<ComponentSpec> LatentsToImage::expected_components() const {
-  return {{.name = std::string(spec_.role),
+  return {{.role = std::string(spec_.role),
            .type = std::string(spec_.component_types),
            .description = "Latents -> UINT8 [B,H,W,3] images",
            .interface = ComponentInterface::Of<ImageDecoder>()}};

@@ -124,7 +124,7 @@ std::vector<OutputParam> EncodePrompt::intermediate_outputs() const {
 }
 
 std::vector<ComponentSpec> EncodePrompt::expected_components() const {
-  return {{.name = std::string(kTextEncoderRole),
+  return {{.role = std::string(kTextEncoderRole),
            .type = std::string(TorchScriptTextEncoder::kTypeName),
            .description = "Prompts -> conditioning",
            .interface = ComponentInterface::Of<TextEncoder>()}};
@@ -224,7 +224,7 @@ std::vector<OutputParam> EncodeImage::intermediate_outputs() const {
 }
 
 std::vector<ComponentSpec> EncodeImage::expected_components() const {
-  return {{.name = std::string(kEncoderRole),
+  return {{.role = std::string(kEncoderRole),
            .type = "torchscript_encoder | identity_encoder",
            .description = "Images -> latents",
            .interface = ComponentInterface::Of<ImageEncoder>()}};

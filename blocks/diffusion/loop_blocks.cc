@@ -160,7 +160,7 @@ std::vector<OutputParam> PredictNoise::intermediate_outputs() const {
 }
 
 std::vector<ComponentSpec> PredictNoise::expected_components() const {
-  return {{.name = std::string(kDenoiserRole),
+  return {{.role = std::string(kDenoiserRole),
            .type = "torchscript_denoiser | gaussian_mixture_denoiser",
            .description = "The model",
            .interface = ComponentInterface::Of<Denoiser>()}};

@@ -22,7 +22,7 @@ ComponentSpec SchedulerSpec() {
   for (const SchedulerType& type : SchedulerTypes()) {
     types.emplace_back(type.type_name);
   }
-  return {.name = std::string(kSchedulerRole),
+  return {.role = std::string(kSchedulerRole),
           .type = absl::StrJoin(types, " | "),
           .description = "Turns the model's predictions into the next latents",
           .interface = ComponentInterface::Of<Scheduler>()};

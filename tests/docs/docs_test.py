@@ -2,10 +2,11 @@
 
 - Every fenced block marked `<!-- file: PATH -->` in docs/*.md is PATH's
   whole text (docs/writing-blocks.md shows the example plugin's files so).
-- The layers include only what is below them (docs/architecture.md,
-  "Layers"): every folder of the tree, without exemptions. app/ (the
-  composition root) alone names both the engine and the model families;
-  client/ includes only util/ and the API.
+- Every folder includes only the folders drawn below it in the layer
+  picture of docs/architecture.md ("Layers"), without exemptions: app/
+  (the composition root) alone names both the engine and the model
+  families; engine/ and server/ name no model family; client/ includes
+  only util/ and the API; util/ nothing of the project.
 
 Usage: docs_test.py SOURCE_DIR
 """
@@ -37,39 +38,63 @@ def includes(folder, skip=()):
                 yield source.relative_to(root), header
 
 
-# What each folder may include of the project (the layer picture of
-# docs/architecture.md): a folder includes itself and the folders named here,
-# nothing else of the tree; "loopserve/" is the API's generated messages.
-allowed = {
-    "util": ("util/",),
-    "proto": ("util/", "loopserve/"),
-    "blocks/core": ("blocks/core/", "util/"),
-    "blocks/examples": ("blocks/examples/", "blocks/core/", "util/"),
-    "blocks/diffusion": ("blocks/diffusion/", "blocks/core/", "util/", "loopserve/"),
-    "blocks": ("blocks/", "util/", "loopserve/"),
-    "engine": ("engine/", "blocks/core/", "util/", "loopserve/"),
-    "server": ("server/", "engine/", "blocks/core/", "util/", "loopserve/", "inference/",
-               "grpc/health/"),
-    "client": ("client/", "util/", "loopserve/", "grpc/health/"),
-    "app": ("app/", "server/", "engine/", "blocks/", "util/", "loopserve/"),
+# The layer picture of docs/architecture.md ("## Layers"): each line's
+# label (columns 1-12) starts a layer, its folder (column 13) belongs to it.
+# A folder includes only itself and the folders of the layers drawn below
+# it, less the exclusions below; the API's generated headers are proto/'s.
+arch = (root / "docs" / "architecture.md").read_text()
+picture = re.search(r"## Layers\n\n```\n(.*?)\n```", arch, re.S)
+layers = []  # [(label, [folders])], top to bottom
+for line in picture.group(1).splitlines() if picture else []:
+    label, rest = line[1:13].strip(), line[13:].split()
+    if label:
+        layers.append((label, []))
+    if rest and rest[0].endswith("/") and layers:
+        layers[-1][1].append(rest[0])
+if not layers:
+    failures.append("docs/architecture.md has no layer picture under '## Layers'")
+row = {folder: i for i, (_, folders) in enumerate(layers) for folder in folders}
+generated = {"loopserve/": "proto/", "inference/": "proto/", "grpc/health/": "proto/"}
+model_families = ("blocks/", "blocks/diffusion/", "blocks/examples/")
+# What a layer's place alone would allow, and is not so.
+excluded = {
+    "engine/": model_families,  # the engine names no model family
+    "server/": model_families,  # nor does a front
+    "client/": tuple(f for f in row if f not in ("client/", "util/", "proto/")),
 }
-project = ("util/", "proto/", "blocks/", "engine/", "server/", "client/", "app/",
-           "loopserve/", "inference/", "grpc/health/")
-checked = set()
-for folder in sorted(allowed, key=len, reverse=True):  # blocks/core before blocks
-    for source, header in includes(folder):
-        if source in checked:
+
+
+def folder_of(path):
+    """The picture's folder holding `path` (longest prefix), or None."""
+    for prefix, folder in generated.items():
+        if path.startswith(prefix):
+            return folder
+    best = None
+    for folder in row:
+        if path.startswith(folder) and (best is None or len(folder) > len(best)):
+            best = folder
+    return best
+
+
+for folder in sorted(row):
+    for source, header in includes(folder.rstrip("/")):
+        if folder_of(str(source)) != folder:
+            continue  # a deeper folder's file: checked there
+        target = folder_of(header)
+        if target is None or target == folder:
             continue
-        if header.startswith(project) and not header.startswith(allowed[folder]):
-            failures.append(f"{source} includes {header}: {folder}/ may include only "
-                            + ", ".join(allowed[folder]))
-    checked.update(s for s, _ in includes(folder))
-# The engine and the fronts know no gRPC below them: the engine links the
-# API's messages, never its stubs.
-for source, header in includes("engine"):
-    if header.startswith("grpc") or ".grpc.pb.h" in header:
-        failures.append(f"{source} includes {header}: the engine knows no gRPC")
-for folder in ("blocks", "util", "proto"):
+        if row[target] <= row[folder] or target in excluded.get(folder, ()):
+            failures.append(f"{source} includes {header}: {folder} may not include "
+                            f"{target} (docs/architecture.md, \"Layers\")")
+for source in sorted(p for p in root.glob("*/") if p.is_dir()):
+    name = source.name + "/"
+    if name.startswith((".", "build")) or name in ("tests/", "bench/", "deploy/"):
+        continue  # not the product's code (bench/ and tests/ use every layer)
+    if any(source.rglob("*.cc")) and name not in row:
+        failures.append(f"{name} holds C++ but is not in the layer picture")
+# The engine, the blocks and the utilities know no gRPC: the engine links
+# the API's messages, never its stubs.
+for folder in ("engine", "blocks", "util", "proto"):
     for source, header in includes(folder):
         if header.startswith("grpc") or ".grpc.pb.h" in header:
             failures.append(f"{source} includes {header}: {folder}/ knows no gRPC")

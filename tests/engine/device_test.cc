@@ -48,7 +48,7 @@ TEST(ResolveDeviceTest, AutoIsCpuWithoutCuda) {
                                  "device(s)")));
 }
 
-TEST(ResolveDeviceTest, RejectsOtherNames) {
+TEST(ResolveDeviceTest, RefusesOtherNames) {
   EXPECT_THAT(ResolveDevice("tpu"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("expected auto, cpu, cuda or cuda:N")));

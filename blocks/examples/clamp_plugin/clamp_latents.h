@@ -67,7 +67,7 @@ class ClampLatents final : public loopserve::LoopStepBlock {
              .description = "The latents, clamped"}};
   }
   std::vector<ComponentSpec> expected_components() const override {
-    return {{.name = "clamp",
+    return {{.role = "clamp",
              .type = std::string(ClampRange::kTypeName),
              .description = "The range to clamp to",
              .interface = ComponentInterface::Of<ClampRange>()}};

@@ -14,6 +14,7 @@ using ::loopserve::testing::FakeDeclarations;
 using ::loopserve::testing::Input;
 using ::loopserve::testing::Names;
 using ::loopserve::testing::Output;
+using ::loopserve::testing::Roles;
 using ::loopserve::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -124,7 +125,7 @@ TEST(FromBlocksTest, UnknownTypeIsNotFound) {
                          "'NoSuchBlock'")));
 }
 
-TEST(FromBlocksTest, RepeatedOrBadNamesAreRejected) {
+TEST(FromBlocksTest, RepeatedOrBadNamesAreRefused) {
   EXPECT_THAT(FromBlocks<SequentialBlocks>(
                   FakeRegistry(), {{"a", "FakeBlock"}, {"a", "FakeBlock"}}),
               StatusIs(absl::StatusCode::kAlreadyExists,
@@ -207,12 +208,12 @@ TEST(CompositeTest, ExpectedComponentsAreMergedAndChecked) {
       FromBlocks<SequentialBlocks>(
           FakeRegistry(),
           {{"a", std::make_unique<FakeBlock>(FakeDeclarations{
-                     .expected_components = {{.name = "scheduler"}}})},
+                     .expected_components = {{.role = "scheduler"}}})},
            {"b", std::make_unique<FakeBlock>(FakeDeclarations{
                      .expected_components = {
-                         {.name = "scheduler"},
-                         {.name = "unet", .type = "torchscript"}}})}}));
-  EXPECT_THAT(Names(seq->expected_components()),
+                         {.role = "scheduler"},
+                         {.role = "unet", .type = "torchscript"}}})}}));
+  EXPECT_THAT(Roles(seq->expected_components()),
               ElementsAre("scheduler", "unet"));
 
   Components components;

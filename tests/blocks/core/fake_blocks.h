@@ -134,6 +134,13 @@ std::vector<std::string> Names(const std::vector<Param>& params) {
   return names;
 }
 
+// The roles of `specs`, in order.
+inline std::vector<std::string> Roles(const std::vector<ComponentSpec>& specs) {
+  std::vector<std::string> roles;
+  for (const ComponentSpec& spec : specs) roles.push_back(spec.role);
+  return roles;
+}
+
 // Records what an observer sees; stops the loop with `stop_status` at
 // iteration `stop_at` when set.
 class RecordingObserver : public IterationObserver {

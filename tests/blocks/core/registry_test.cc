@@ -44,7 +44,7 @@ TEST(BlockRegistryTest, UnknownIsNotFoundAndListsKnownTypes) {
                        "unknown block type 'Plane'; registered: Plain"));
 }
 
-TEST(BlockRegistryTest, ParamlessTypesRejectParams) {
+TEST(BlockRegistryTest, ParamlessTypesRefuseParams) {
   BlockRegistry registry;
   ASSERT_OK(registry.Register<Plain>());
   EXPECT_THAT(registry.Create("Plain", {{"steps", int64_t{3}}}),
@@ -69,7 +69,7 @@ TEST(BlockRegistryTest, FactoriesReceiveParams) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'factor'")));
 }
 
-TEST(BlockRegistryTest, RejectsEmptyNamesAndNullFactories) {
+TEST(BlockRegistryTest, RefusesEmptyNamesAndNullFactories) {
   BlockRegistry registry;
   EXPECT_THAT(registry.Register("",
                                 [](const BlockParams&) {
