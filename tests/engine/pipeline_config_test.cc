@@ -22,7 +22,7 @@ using ::loopserve::testing::StatusIs;
 using ::testing::HasSubstr;
 
 // A small valid configuration; tests break one thing at a time.
-constexpr char kGood[] = R"pb(components {
+constexpr char kGood[] = R"config(components {
   name: "ddim"
   type: "ddim_scheduler"
   params { key: "clip_sample" value { bool_value: false } }
@@ -51,7 +51,7 @@ pipelines {
     }
   }
 }
-)pb";
+)config";
 
 class PipelineConfigTest : public ::testing::Test {
  protected:
@@ -243,10 +243,10 @@ TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise
     return names;
   };
   const std::string standard =
-      R"pb(      blocks { name: "before_denoiser" type: "ScaleModelInput" }
+      R"config(      blocks { name: "before_denoiser" type: "ScaleModelInput" }
       blocks { name: "denoiser" type: "PredictNoise" }
       blocks { name: "after_denoiser" type: "SchedulerStep" }
-)pb";
+)config";
   // None listed: the three, and the pipeline runs as kGood's does.
   ASSERT_OK(Load(Good(standard, "")));
   const Pipeline* p = catalog_.Find("p");
@@ -265,14 +265,14 @@ TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise
 
   // One listed by a standard name takes that one's place, with its params;
   // another runs after the standard ones.
-  ASSERT_OK(Load(Good(standard, R"pb(
+  ASSERT_OK(Load(Good(standard, R"config(
       blocks {
         name: "denoiser"
         type: "PredictNoise"
         params { key: "guidance_scale" value { double_value: 2 } }
       }
       blocks { name: "extra" type: "ScaleModelInput" }
-)pb")));
+)config")));
   p = catalog_.Find("p");
   ASSERT_NE(p, nullptr);
   EXPECT_THAT(loop_blocks(*p),
@@ -292,9 +292,9 @@ TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise
 
 TEST_F(PipelineConfigTest, ABlockListedBeforeAStandardOneIsRefused) {
   EXPECT_THAT(
-      Load(Good(R"pb(blocks { name: "denoiser" type: "PredictNoise" })pb",
-                R"pb(blocks { name: "extra" type: "ScaleModelInput" }
-      blocks { name: "denoiser" type: "PredictNoise" })pb")),
+      Load(Good(R"config(blocks { name: "denoiser" type: "PredictNoise" })config",
+                R"config(blocks { name: "extra" type: "ScaleModelInput" }
+      blocks { name: "denoiser" type: "PredictNoise" })config")),
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr("block 'denoise': sub-block 'extra' is listed "
                          "before 'denoiser', one of DenoiseLoop's standard "

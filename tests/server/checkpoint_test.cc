@@ -34,7 +34,7 @@ using ::testing::HasSubstr;
 
 // LCM is in no default pipeline (it serves LCM-distilled models); the
 // mixture's exact noise predictor runs it all the same.
-constexpr char kLcmConfig[] = R"pb(
+constexpr char kLcmConfig[] = R"config(
   components { name: "gmm" type: "gaussian_mixture_denoiser"
     params { key: "weights" value { list_value { values { double_value: 0.3 } values { double_value: 0.7 } } } }
     params { key: "means" value { list_value { values { double_value: -2 } values { double_value: 1 } } } }
@@ -58,7 +58,7 @@ constexpr char kLcmConfig[] = R"pb(
       }
     }
   }
-)pb";
+)config";
 
 // A run as its client saw it.
 struct Seen {
