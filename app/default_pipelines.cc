@@ -1,8 +1,8 @@
 #include "app/default_pipelines.h"
 
 #include "blocks/builtin_blocks.h"
-#include "util/status_macros.h"
 #include "engine/plugin_loader.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 
@@ -23,9 +23,9 @@ absl::Status RegisterTypes(const std::vector<std::string>& plugins,
   return absl::OkStatus();
 }
 
-absl::StatusOr<PipelineCatalog> LoadPipelines(
-    const PipelineSources& sources, c10::Device device,
-    const BatchingOptions& batching) {
+absl::StatusOr<PipelineCatalog> LoadPipelines(const PipelineSources& sources,
+                                              c10::Device device,
+                                              const BatchingOptions& batching) {
   BlockRegistry blocks;
   ComponentRegistry components;
   RETURN_IF_ERROR(RegisterTypes(sources.plugins, blocks, components));

@@ -36,12 +36,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "util/status_macros.h"
 #include "app/default_pipelines.h"
 #include "engine/device.h"
 #include "engine/run_log.h"
 #include "server/loop_server.h"
 #include "util/malloc_tuning.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int32_t, port, 50051, "Port to listen on; 0 picks a free one");

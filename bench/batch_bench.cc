@@ -28,16 +28,16 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "engine/device.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "util/status_macros.h"
+#include "app/default_pipelines.h"
 #include "blocks/diffusion/denoisers.h"
 #include "client/loop_client.h"
-#include "app/default_pipelines.h"
+#include "engine/device.h"
 #include "server/loop_server.h"
 #include "util/malloc_tuning.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(std::vector<std::string>, pipelines,
           std::vector<std::string>({"digits-ddim", "digits-text"}),
@@ -265,8 +265,8 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::Status status = loopserve::SetIntraOpThreads(
-          absl::GetFlag(FLAGS_intra_op_threads));
+  if (absl::Status status =
+          loopserve::SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
       !status.ok()) {
     std::cerr << status << std::endl;
     return 2;

@@ -23,8 +23,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "client/loop_client.h"
 #include "app/default_pipelines.h"
+#include "client/loop_client.h"
 #include "server/loop_server.h"
 #include "util/malloc_tuning.h"
 
@@ -96,7 +96,8 @@ void Case(LoopClient& client, const CheckpointKey& key,
   }
   const int64_t rest = steps - (steps / 2 + 1);
   for (int r = 0; r < repeats; ++r) {
-    resumed.push_back(TimedRun(client, resume).seconds / std::max<int64_t>(1, rest));
+    resumed.push_back(TimedRun(client, resume).seconds /
+                      std::max<int64_t>(1, rest));
   }
   const double off_ms = Median(off) * 1e3;
   const double on_ms = Median(on) * 1e3;

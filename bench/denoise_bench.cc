@@ -16,15 +16,15 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "engine/device.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "app/default_pipelines.h"
 #include "blocks/builtin_blocks.h"
-#include "util/status_macros.h"
 #include "client/loop_client.h"
+#include "engine/device.h"
 #include "server/loop_server.h"
 #include "util/malloc_tuning.h"
-#include "app/default_pipelines.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(std::string, pipeline, "digits-ddim", "Pipeline to run");
 ABSL_FLAG(int64_t, steps, 50, "num_inference_steps");
@@ -54,8 +54,9 @@ absl::Status Main() {
   options.address = "127.0.0.1:0";
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
                    LoopServer::Start(options, std::move(served)));
-  ASSIGN_OR_RETURN(std::unique_ptr<LoopClient> client,
-                   LoopClient::Connect(absl::StrCat("127.0.0.1:", server->port())));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LoopClient> client,
+      LoopClient::Connect(absl::StrCat("127.0.0.1:", server->port())));
 
   v1::RunRequest request;
   request.set_pipeline(name);
@@ -80,13 +81,13 @@ absl::Status Main() {
     int64_t iterations = 0;
     const absl::Time start = absl::Now();
     absl::Time first = start;
-    ASSIGN_OR_RETURN(v1::RunResult result,
-                     client->Run(request, {.on_iteration =
-                                               [&](const v1::Iteration&) {
-                                                 if (iterations++ == 0) {
-                                                   first = absl::Now();
-                                                 }
-                                               }}));
+    ASSIGN_OR_RETURN(
+        v1::RunResult result,
+        client->Run(request, {.on_iteration = [&](const v1::Iteration&) {
+                      if (iterations++ == 0) {
+                        first = absl::Now();
+                      }
+                    }}));
     const double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
     if (iterations != steps) {
       return absl::InternalError(
@@ -118,16 +119,18 @@ absl::Status Main() {
   const double local_min = *std::min_element(local_ms.begin(), local_ms.end());
   const double service_min =
       *std::min_element(service_ms.begin(), service_ms.end());
-  std::printf("  in-process    median %8.2f ms/run (%6.1f steps/s), "
-              "best %8.2f ms\n",
-              local_median, steps * 1000.0 / local_median, local_min);
-  std::printf("  service       median %8.2f ms/run (%6.1f steps/s), "
-              "best %8.2f ms  (streaming latents every step)\n",
-              service, steps * 1000.0 / service, service_min);
-  std::printf("  overhead      %+7.2f %% median of paired ratios, %+7.2f %% "
-              "best against best\n",
-              (Median(ratios) - 1.0) * 100.0,
-              (service_min / local_min - 1.0) * 100.0);
+  std::printf(
+      "  in-process    median %8.2f ms/run (%6.1f steps/s), "
+      "best %8.2f ms\n",
+      local_median, steps * 1000.0 / local_median, local_min);
+  std::printf(
+      "  service       median %8.2f ms/run (%6.1f steps/s), "
+      "best %8.2f ms  (streaming latents every step)\n",
+      service, steps * 1000.0 / service, service_min);
+  std::printf(
+      "  overhead      %+7.2f %% median of paired ratios, %+7.2f %% "
+      "best against best\n",
+      (Median(ratios) - 1.0) * 100.0, (service_min / local_min - 1.0) * 100.0);
   std::printf("  time to first iteration %.2f ms (median)\n", Median(first));
   server->Shutdown(absl::Seconds(5));
   return absl::OkStatus();
@@ -138,8 +141,8 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::Status status = loopserve::SetIntraOpThreads(
-          absl::GetFlag(FLAGS_intra_op_threads));
+  if (absl::Status status =
+          loopserve::SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
       !status.ok()) {
     std::cerr << status << std::endl;
     return 2;

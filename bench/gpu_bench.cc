@@ -34,15 +34,15 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "app/default_pipelines.h"
 #include "bench/unet_pipeline.h"
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
-#include "util/status_macros.h"
 #include "client/loop_client.h"
-#include "app/default_pipelines.h"
 #include "engine/device.h"
 #include "engine/host_copy.h"
 #include "server/loop_server.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(std::string, model, "", "TorchScript UNet (bench/make_unet.py)");
 ABSL_FLAG(std::string, device, "cuda", "--device of the pipeline");
@@ -61,9 +61,9 @@ namespace loopserve {
 namespace {
 
 absl::StatusOr<PipelineCatalog> Load(c10::Device device, int64_t batch) {
-  return LoadUnetPipeline(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_dtype),
-                          absl::GetFlag(FLAGS_size), device,
-                          {.max_batch_size = batch});
+  return LoadUnetPipeline(absl::GetFlag(FLAGS_model),
+                          absl::GetFlag(FLAGS_dtype), absl::GetFlag(FLAGS_size),
+                          device, {.max_batch_size = batch});
 }
 
 double Median(std::vector<double> v) {
@@ -106,8 +106,8 @@ absl::StatusOr<double> InProcessStep(const PipelineCatalog& catalog,
   CopyObserver observer(copy);
   RunContext context{.observer = &observer, .device = device};
   const absl::Time start = absl::Now();
-  RETURN_IF_ERROR(RunBlock(*pipeline.root, pipeline.components, state,
-                           context));
+  RETURN_IF_ERROR(
+      RunBlock(*pipeline.root, pipeline.components, state, context));
   state.GetIntermediate("latents")->toTensor().to(at::kCPU);
   observer.WaitAll();
   return absl::ToDoubleSeconds(absl::Now() - start) / steps;
@@ -141,15 +141,16 @@ absl::StatusOr<ServiceRun> ServiceStep(LoopClient& client, int64_t seed) {
                                 if (run.iterations++ == 0) first = absl::Now();
                               }}));
   (void)result;
-  run.step_s = absl::ToDoubleSeconds(absl::Now() - start) /
-               absl::GetFlag(FLAGS_steps);
+  run.step_s =
+      absl::ToDoubleSeconds(absl::Now() - start) / absl::GetFlag(FLAGS_steps);
   run.first_iteration_s = absl::ToDoubleSeconds(first - start);
   return run;
 }
 
 absl::Status Main() {
   if (absl::GetFlag(FLAGS_model).empty()) {
-    return absl::InvalidArgumentError("--model: give bench/make_unet.py's file");
+    return absl::InvalidArgumentError(
+        "--model: give bench/make_unet.py's file");
   }
   ASSIGN_OR_RETURN(const c10::Device device,
                    ResolveDevice(absl::GetFlag(FLAGS_device)));
@@ -187,9 +188,9 @@ absl::Status Main() {
   // On the CPU nothing leaves a device: a "blocking copy" copies nothing.
   const double copy_cost = Median(blocking) - in_process;
   if (!device.is_cpu() && copy_cost > 0) {
-    report("copy_overlap_fraction",
-           std::clamp(1 - (Median(host_copy) - in_process) / copy_cost, 0.0,
-                      1.0));
+    report(
+        "copy_overlap_fraction",
+        std::clamp(1 - (Median(host_copy) - in_process) / copy_cost, 0.0, 1.0));
   }
 
   // 2 and 3: the service, every step streamed; in-process runs interleaved
@@ -202,16 +203,16 @@ absl::Status Main() {
   ASSIGN_OR_RETURN(PipelineCatalog served, Load(device, max_batch));
   ASSIGN_OR_RETURN(std::unique_ptr<LoopServer> server,
                    LoopServer::Start(options, std::move(served)));
-  ASSIGN_OR_RETURN(std::unique_ptr<LoopClient> client,
-                   LoopClient::Connect(absl::StrCat("127.0.0.1:",
-                                                    server->port())));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<LoopClient> client,
+      LoopClient::Connect(absl::StrCat("127.0.0.1:", server->port())));
   RETURN_IF_ERROR(ServiceStep(*client, 1).status());
   std::vector<double> service, first, alone, ratios;
   for (int r = 0; r < repeats; ++r) {
     ASSIGN_OR_RETURN(ServiceRun run, ServiceStep(*client, r));
     if (run.iterations != steps) {
-      return absl::InternalError(absl::StrCat("streamed ", run.iterations,
-                                              " iterations of ", steps));
+      return absl::InternalError(
+          absl::StrCat("streamed ", run.iterations, " iterations of ", steps));
     }
     service.push_back(run.step_s);
     first.push_back(run.first_iteration_s);
@@ -268,8 +269,8 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::Status status = loopserve::SetIntraOpThreads(
-          absl::GetFlag(FLAGS_intra_op_threads));
+  if (absl::Status status =
+          loopserve::SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
       !status.ok()) {
     std::cerr << status << std::endl;
     return 2;

@@ -19,10 +19,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "app/default_pipelines.h"
 #include "blocks/core/block.h"
 #include "engine/metrics.h"
 #include "engine/pipeline_catalog.h"
-#include "app/default_pipelines.h"
 
 ABSL_FLAG(int32_t, repeats, 21, "Pairs of runs per case");
 
@@ -64,7 +64,8 @@ int Main() {
   absl::StatusOr<PipelineCatalog> catalog = LoadDefaultPipelines(c10::kCPU);
   if (!catalog.ok()) return 1;
   Metrics metrics({.version = "bench", .torch_version = "", .device = "cpu"});
-  for (const auto& pipeline : catalog->pipelines()) metrics.AddPipeline(*pipeline);
+  for (const auto& pipeline : catalog->pipelines())
+    metrics.AddPipeline(*pipeline);
   c10::InferenceMode inference_mode;
 
   const std::vector<Case> cases = {

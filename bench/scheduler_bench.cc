@@ -18,12 +18,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
+#include "app/default_pipelines.h"
 #include "blocks/builtin_blocks.h"
-#include "util/status_macros.h"
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/schedulers.h"
-#include "app/default_pipelines.h"
 #include "util/malloc_tuning.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(int64_t, size, 128, "Latent height and width");
 ABSL_FLAG(int64_t, steps, 50, "num_inference_steps");
@@ -102,9 +102,9 @@ absl::Status Main() {
                                     {.eta = 0, .generator = &generator}));
         x = step.prev_sample;
       }
-      sampler.us_per_step.push_back(absl::ToDoubleMicroseconds(
-                                        absl::Now() - start) /
-                                    static_cast<double>(schedule.size()));
+      sampler.us_per_step.push_back(
+          absl::ToDoubleMicroseconds(absl::Now() - start) /
+          static_cast<double>(schedule.size()));
     }
     const absl::Time start = absl::Now();
     for (int64_t i = 0; i < steps; ++i) {
@@ -125,10 +125,11 @@ absl::Status Main() {
     std::printf("%-22s %14.1f %11.1f%%\n", sampler.name.c_str(), us,
                 100 * us / unet_step);
   }
-  std::printf("(sampler arithmetic on [1,4,%ld,%ld] latents, %ld steps, "
-              "median of %d)\n",
-              static_cast<long>(size), static_cast<long>(size),
-              static_cast<long>(steps), repeats);
+  std::printf(
+      "(sampler arithmetic on [1,4,%ld,%ld] latents, %ld steps, "
+      "median of %d)\n",
+      static_cast<long>(size), static_cast<long>(size),
+      static_cast<long>(steps), repeats);
   return absl::OkStatus();
 }
 

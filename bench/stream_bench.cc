@@ -25,13 +25,13 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "blocks/builtin_blocks.h"
-#include "util/status_macros.h"
-#include "client/loop_client.h"
-#include "server/loop_server.h"
 #include "app/default_pipelines.h"
-#include "util/malloc_tuning.h"
+#include "blocks/builtin_blocks.h"
+#include "client/loop_client.h"
 #include "engine/tensor_codec.h"
+#include "server/loop_server.h"
+#include "util/malloc_tuning.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(int64_t, int_steps, 100000, "Iterations of the int run");
 ABSL_FLAG(int64_t, tensor_steps, 2000, "Iterations of the tensor run");

@@ -10,9 +10,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "util/status_macros.h"
 #include "app/default_pipelines.h"
 #include "engine/pipeline_config.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 
@@ -25,15 +25,16 @@ inline absl::StatusOr<PipelineCatalog> LoadUnetPipeline(
                    ReadConfigSource(LOOPSERVE_UNET_PIPELINE));
   // Relative to the caller's directory, not the template's.
   const std::string model_path = std::filesystem::absolute(model).string();
-  config.text = absl::StrReplaceAll(config.text, {{"@MODEL@", model_path},
-                                                  {"@DTYPE@", dtype},
-                                                  {"@SIZE@", absl::StrCat(size)}});
+  config.text =
+      absl::StrReplaceAll(config.text, {{"@MODEL@", model_path},
+                                        {"@DTYPE@", dtype},
+                                        {"@SIZE@", absl::StrCat(size)}});
   BlockRegistry blocks;
   ComponentRegistry components;
   RETURN_IF_ERROR(RegisterTypes({}, blocks, components));
   PipelineCatalog catalog;
-  RETURN_IF_ERROR(LoadServerConfig(config, blocks, components, device,
-                                   catalog, batching));
+  RETURN_IF_ERROR(
+      LoadServerConfig(config, blocks, components, device, catalog, batching));
   return catalog;
 }
 

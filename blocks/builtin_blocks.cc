@@ -1,12 +1,12 @@
 #include "blocks/builtin_blocks.h"
 
 #include "blocks/core/composite.h"
-#include "util/status_macros.h"
 #include "blocks/diffusion/diffusion_blocks.h"
 #include "blocks/diffusion/encode_blocks.h"
 #include "blocks/diffusion/model_registration.h"
 #include "blocks/diffusion/scheduler_config.h"
 #include "blocks/examples/seed_blocks.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

@@ -1,12 +1,12 @@
 #include "client/loop_client.h"
 
-#include <optional>
 #include <google/protobuf/arena.h>
 
+#include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "util/status_macros.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 

@@ -37,13 +37,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "util/status_macros.h"
-#include "util/png.h"
 #include "client/loop_client.h"
 #include "client/npy.h"
 #include "loopserve/v1/datatype.h"
-#include "util/malloc_tuning.h"
 #include "util/file.h"
+#include "util/malloc_tuning.h"
+#include "util/png.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -143,8 +143,7 @@ std::string DescribeTensor(const v1::Tensor& t) {
   }
   double lo = std::numeric_limits<double>::infinity(), hi = -lo, sum = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double v = ElementAsDouble((*info)->datatype,
-                                     t.raw_contents().data(),
+    const double v = ElementAsDouble((*info)->datatype, t.raw_contents().data(),
                                      static_cast<size_t>(i));
     lo = std::min(lo, v);
     hi = std::max(hi, v);
@@ -305,8 +304,7 @@ struct RunArgs {
 // One line of --json output: {"KIND": MESSAGE}.
 void PrintJsonEvent(absl::string_view kind,
                     const google::protobuf::Message& message) {
-  std::cout << "{\"" << kind << "\":" << ToJson(message) << "}\n"
-            << std::flush;
+  std::cout << "{\"" << kind << "\":" << ToJson(message) << "}\n" << std::flush;
 }
 
 // The --json line of a failed run: {"error": {"code", "message"}}.
@@ -331,15 +329,14 @@ class Progress {
     const int64_t done = it.index() - first_->first;
     constexpr int kWidth = 30;
     const int filled = static_cast<int>(kWidth * (it.index() + 1) / it.total());
-    std::string line = absl::StrCat(
-        "[", std::string(filled, '#'), std::string(kWidth - filled, ' '),
-        "] ", it.index() + 1, "/", it.total());
+    std::string line = absl::StrCat("[", std::string(filled, '#'),
+                                    std::string(kWidth - filled, ' '), "] ",
+                                    it.index() + 1, "/", it.total());
     if (done > 0 && seconds > 0) {
       const double rate = done / seconds;
-      absl::StrAppend(&line, absl::StrFormat("  %.1f steps/s  ETA %.1f s",
-                                             rate,
-                                             (it.total() - it.index() - 1) /
-                                                 rate));
+      absl::StrAppend(&line,
+                      absl::StrFormat("  %.1f steps/s  ETA %.1f s", rate,
+                                      (it.total() - it.index() - 1) / rate));
     }
     return line;
   }
@@ -382,11 +379,10 @@ absl::Status SaveValue(const std::string& dir, const std::string& stem,
           static_cast<size_t>(shape[0] * shape[1] * shape[2] * 3)) {
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(
-      const std::string png,
-      EncodePngSideBySide(
-          reinterpret_cast<const uint8_t*>(tensor.raw_contents().data()),
-          shape[0], shape[1], shape[2]));
+  ASSIGN_OR_RETURN(const std::string png,
+                   EncodePngSideBySide(reinterpret_cast<const uint8_t*>(
+                                           tensor.raw_contents().data()),
+                                       shape[0], shape[1], shape[2]));
   return WriteFile((std::filesystem::path(dir) / (stem + ".png")).string(),
                    png);
 }
@@ -470,11 +466,10 @@ absl::Status Run(LoopClient& client, RunArgs& args) {
                                 absl::StrCat(name, "_", it.index()), value);
       }
       if (!it.preview_png().empty() && save_status.ok()) {
-        save_status = WriteFile(
-            (std::filesystem::path(args.save_dir) /
-             absl::StrCat("preview_", it.index(), ".png"))
-                .string(),
-            it.preview_png());
+        save_status = WriteFile((std::filesystem::path(args.save_dir) /
+                                 absl::StrCat("preview_", it.index(), ".png"))
+                                    .string(),
+                                it.preview_png());
       }
     }
   };
@@ -567,9 +562,8 @@ absl::StatusOr<Invocation> ParseArgs(const std::vector<std::string>& args) {
     };
     // A switch (--json) given a value: --json=true or --json=false.
     bool on = true;
-    if (inline_value.has_value() &&
-        (arg == "--json" || arg == "--preview" || arg == "--latest" ||
-         arg == "--help")) {
+    if (inline_value.has_value() && (arg == "--json" || arg == "--preview" ||
+                                     arg == "--latest" || arg == "--help")) {
       if (*inline_value != "true" && *inline_value != "false") {
         return Usage(absl::StrCat(arg, " takes no value, or true or false"));
       }

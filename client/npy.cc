@@ -1,9 +1,9 @@
 #include "client/npy.h"
 
-#include <optional>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/ascii.h"

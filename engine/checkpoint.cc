@@ -7,12 +7,12 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/resume.h"
 #include "blocks/core/run_state.h"
 #include "engine/digest.h"
 #include "engine/state_codec.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "util/status_macros.h"
 
 namespace loopserve {
@@ -29,8 +29,9 @@ absl::Status Failed(absl::string_view name, const absl::Status& status) {
 
 // Encodes each of `values` whose name `keep` accepts into `out`.
 template <typename Values, typename Keep>
-absl::Status EncodeValues(const Values& values, Keep keep,
-                          google::protobuf::Map<std::string, v1::StateValue>& out) {
+absl::Status EncodeValues(
+    const Values& values, Keep keep,
+    google::protobuf::Map<std::string, v1::StateValue>& out) {
   for (const auto& [name, value] : values) {
     if (!keep(name)) continue;
     if (absl::Status s = EncodeStateValue(value, out[name]); !s.ok()) {
@@ -60,8 +61,9 @@ absl::StatusOr<std::string> CheckpointWriter::Make(
   const std::vector<OutputParam>& carried =
       iteration.loop.signature().intermediate_outputs;
   auto is_carried = [&carried](const std::string& name) {
-    return std::any_of(carried.begin(), carried.end(),
-                       [&name](const OutputParam& p) { return p.name == name; });
+    return std::any_of(
+        carried.begin(), carried.end(),
+        [&name](const OutputParam& p) { return p.name == name; });
   };
   // Note [checkpoint encoding]: the intermediates are not replaced while a
   // loop runs, so most are encoded once per loop; but objects that change
@@ -151,11 +153,13 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
   absl::StatusOr<ResumePlan> plan =
       PlanResume(*pipeline.root, checkpoint.loop(), changed, stateful);
   if (!plan.ok()) {
-    return absl::Status(plan.status().code(),
-                        absl::StrCat("pipeline '", pipeline.name,
-                                     "': resume_from: ", plan.status().message()));
+    return absl::Status(
+        plan.status().code(),
+        absl::StrCat("pipeline '", pipeline.name,
+                     "': resume_from: ", plan.status().message()));
   }
-  if (checkpoint.iteration() < 0) return failed("the checkpoint's iteration is negative");
+  if (checkpoint.iteration() < 0)
+    return failed("the checkpoint's iteration is negative");
   spec.changed = std::move(changed);
   spec.carried_names = std::move(plan->carried_names);
   spec.checkpoint = std::move(checkpoint);
@@ -174,21 +178,20 @@ absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
   DecodeLimits computed_limits = limits;
   computed_limits.allow_non_finite = true;
   const v1::Checkpoint& checkpoint = spec.checkpoint;
-  auto decode = [&](const std::string& name, const v1::StateValue& value,
-                    const DecodeLimits& value_limits)
-      -> absl::StatusOr<c10::IValue> {
+  auto decode =
+      [&](const std::string& name, const v1::StateValue& value,
+          const DecodeLimits& value_limits) -> absl::StatusOr<c10::IValue> {
     absl::StatusOr<c10::IValue> decoded =
         DecodeStateValue(value, pipeline.components, value_limits, device);
     if (!decoded.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pipeline '", pipeline.name, "': resume_from: value '", name,
-          "': ", decoded.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pipeline '", pipeline.name, "': resume_from: value '",
+                       name, "': ", decoded.status().message()));
     }
     return decoded;
   };
   for (const auto& [name, value] : checkpoint.intermediates()) {
-    ASSIGN_OR_RETURN(c10::IValue decoded,
-                     decode(name, value, computed_limits));
+    ASSIGN_OR_RETURN(c10::IValue decoded, decode(name, value, computed_limits));
     state.SetIntermediate(name, std::move(decoded));
   }
   LoopResume resume{.loop = checkpoint.loop(),

@@ -7,8 +7,8 @@
 //   ASSIGN_OR_RETURN(std::string bytes, writer.Make(iteration, state));
 //
 //   // Resuming (Engine::StartRun, then the run's thread):
-//   ASSIGN_OR_RETURN(v1::Checkpoint checkpoint, key.Open(request.resume_from()));
-//   ASSIGN_OR_RETURN(ResumeSpec spec,
+//   ASSIGN_OR_RETURN(v1::Checkpoint checkpoint,
+//   key.Open(request.resume_from())); ASSIGN_OR_RETURN(ResumeSpec spec,
 //                    PrepareResume(pipeline, std::move(checkpoint), request,
 //                                  device));
 //   ... DecodeInputs(request, spec.resolved, ...) → state
@@ -111,8 +111,7 @@ absl::StatusOr<ResumeSpec> PrepareResume(const Pipeline& pipeline,
 // Puts the checkpoint's intermediates and carried values into `state` (whose
 // inputs are decoded already) and marks where the loop continues.
 // INVALID_ARGUMENT naming a value that does not decode.
-absl::Status RestoreCheckpoint(const ResumeSpec& spec,
-                               const Pipeline& pipeline,
+absl::Status RestoreCheckpoint(const ResumeSpec& spec, const Pipeline& pipeline,
                                const DecodeLimits& limits, c10::Device device,
                                PipelineState& state);
 

@@ -41,16 +41,16 @@ absl::StatusOr<CheckpointKey> CheckpointKey::FromFile(const std::string& path) {
         absl::StrCat("cannot read --checkpoint_key_file '", path, "'"));
   }
   std::string key = *std::move(text);
-  key.erase(std::find_if(key.rbegin(), key.rend(),
-                         [](unsigned char c) { return !absl::ascii_isspace(c); })
-                .base(),
-            key.end());
+  key.erase(
+      std::find_if(key.rbegin(), key.rend(),
+                   [](unsigned char c) { return !absl::ascii_isspace(c); })
+          .base(),
+      key.end());
   absl::StatusOr<CheckpointKey> made = FromBytes(std::move(key));
   if (!made.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--checkpoint_key_file '", path, "': ",
-                     made.status().message(),
-                     " (make one with: openssl rand -hex 32 > FILE)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--checkpoint_key_file '", path, "': ", made.status().message(),
+        " (make one with: openssl rand -hex 32 > FILE)"));
   }
   return made;
 }
@@ -94,9 +94,10 @@ std::string CheckpointKey::Sign(std::string serialized_checkpoint) const {
 absl::StatusOr<v1::Checkpoint> CheckpointKey::Open(
     absl::string_view signed_bytes) const {
   v1::SignedCheckpoint signed_checkpoint;
-  if (!signed_checkpoint.ParseFromArray(signed_bytes.data(),
-                                        static_cast<int>(signed_bytes.size()))) {
-    return absl::InvalidArgumentError("is not a checkpoint (it does not parse)");
+  if (!signed_checkpoint.ParseFromArray(
+          signed_bytes.data(), static_cast<int>(signed_bytes.size()))) {
+    return absl::InvalidArgumentError(
+        "is not a checkpoint (it does not parse)");
   }
   if (signed_checkpoint.version() != kFormatVersion) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -41,7 +41,8 @@ class CheckpointKey {
   absl::StatusOr<v1::Checkpoint> Open(absl::string_view signed_bytes) const;
 
  private:
-  explicit CheckpointKey(absl::string_view key) : key_(key.begin(), key.end()) {}
+  explicit CheckpointKey(absl::string_view key)
+      : key_(key.begin(), key.end()) {}
   std::string Mac(absl::string_view body) const;
 
   std::vector<unsigned char> key_;

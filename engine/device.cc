@@ -46,8 +46,7 @@ absl::Status LoadCudaBackend() {
   static absl::Status* const loaded = [] {
     // torch_cuda sits beside c10_cuda, whose path the loader knows.
     Dl_info info;
-    if (dladdr(reinterpret_cast<void*>(&c10::cuda::device_count), &info) ==
-            0 ||
+    if (dladdr(reinterpret_cast<void*>(&c10::cuda::device_count), &info) == 0 ||
         info.dli_fname == nullptr) {
       return new absl::Status(absl::InternalError(
           "cannot find libc10_cuda.so, beside which libtorch_cuda.so is"));
@@ -64,8 +63,9 @@ absl::Status LoadCudaBackend() {
     // yes, with or without a GPU.
     if (!at::detail::getCUDAHooks().hasCUDART()) {
       return new absl::Status(absl::InternalError(absl::StrCat(
-          path, " is loaded, but ATen does not see CUDA: it was asked about "
-                "CUDA before the backend was loaded")));
+          path,
+          " is loaded, but ATen does not see CUDA: it was asked about "
+          "CUDA before the backend was loaded")));
     }
     return new absl::Status();
   }();
@@ -145,10 +145,9 @@ absl::Status SetIntraOpThreads(int threads) {
 
 std::string LibtorchDescription() {
 #ifdef LOOPSERVE_WITH_CUDA
-  const std::string cuda =
-      absl::StrCat("CUDA ", CUDART_VERSION / 1000, ".",
-                   CUDART_VERSION % 1000 / 10, " compiled in, ",
-                   CudaDeviceCount(), " CUDA device(s)");
+  const std::string cuda = absl::StrCat(
+      "CUDA ", CUDART_VERSION / 1000, ".", CUDART_VERSION % 1000 / 10,
+      " compiled in, ", CudaDeviceCount(), " CUDA device(s)");
 #else
   const std::string cuda = "no CUDA";
 #endif

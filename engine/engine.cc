@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "util/status_macros.h"
 #include "engine/run_log.h"
+#include "util/status_macros.h"
 #include "util/user_text.h"
 
 #ifndef LOOPSERVE_VERSION
@@ -184,8 +184,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
                    ValidateRun(*pipeline, *request, options_.limits));
   std::optional<ResumeSpec> resume;
   if (checkpoint.has_value()) {
-    RETURN_IF_ERROR(CheckCheckpointRun(*pipeline, *checkpoint, *request,
-                                       options_.limits));
+    RETURN_IF_ERROR(
+        CheckCheckpointRun(*pipeline, *checkpoint, *request, options_.limits));
     ASSIGN_OR_RETURN(resume, PrepareResume(*pipeline, *std::move(checkpoint),
                                            *request, options_.device));
   }
@@ -204,7 +204,8 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
       return absl::ResourceExhaustedError(absl::StrCat(
           "this client (", QuoteUserText(key), ") already has ", max,
           " runs queued or running, the server's limit per client "
-          "(--max_runs_per_client=", max, "); retry when one ends"));
+          "(--max_runs_per_client=",
+          max, "); retry when one ends"));
     }
     RETURN_IF_ERROR(AddRequestBytesLocked(request_bytes));
     // Counted now, under the same lock as the checks (Untrack uncounts).
@@ -216,10 +217,10 @@ absl::StatusOr<std::shared_ptr<Run>> Engine::CreateRun(
                                    .limits = options_.limits.decode,
                                    .device = options_.device,
                                    .checkpoint_key = checkpoint_key_};
-  auto run = std::make_shared<Run>(
-      environment, absl::StrCat("run-", number), std::move(request), *pipeline,
-      series, std::move(selection), writer, accepted, std::move(client),
-      std::move(resume));
+  auto run = std::make_shared<Run>(environment, absl::StrCat("run-", number),
+                                   std::move(request), *pipeline, series,
+                                   std::move(selection), writer, accepted,
+                                   std::move(client), std::move(resume));
   {
     absl::MutexLock lock(&mu_);
     active_.emplace(run, request_bytes);
@@ -262,10 +263,14 @@ void Engine::Untrack(const std::shared_ptr<Run>& run) {
 absl::Status Engine::AddRequestBytesLocked(int64_t bytes) {
   const int64_t max = options_.max_request_bytes_in_flight;
   if (max > 0 && request_bytes_ + bytes > max) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the server holds ", request_bytes_, " bytes of requests in flight; "
-        "this request's ", bytes, " would pass its bound "
-        "(--max_request_bytes_in_flight=", max, "); retry when runs end"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server holds ", request_bytes_,
+                     " bytes of requests in flight; "
+                     "this request's ",
+                     bytes,
+                     " would pass its bound "
+                     "(--max_request_bytes_in_flight=",
+                     max, "); retry when runs end"));
   }
   request_bytes_ += bytes;
   return absl::OkStatus();

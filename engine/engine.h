@@ -132,8 +132,7 @@ class Engine {
   // arrived, or did not parse): counted and logged with `status`, for the
   // pipeline `pipeline` names ("unknown" when none is served by that name).
   void Refuse(const absl::Status& status, absl::string_view pipeline = "",
-              absl::string_view request_id = "",
-              const RunClient& client = {});
+              absl::string_view request_id = "", const RunClient& client = {});
   // The front is done with `run`, whose client was told `seen`: the status
   // the run finished with, or, when the call was cancelled before that
   // reached the client, the client's own CANCELLED or DEADLINE_EXCEEDED.
@@ -179,9 +178,8 @@ class Engine {
   // StartRun's work; the refusal is reported by StartRun.
   absl::StatusOr<std::shared_ptr<Run>> CreateRun(
       std::shared_ptr<const v1::RunRequest> request,
-      absl::string_view pipeline_name,
-      std::optional<v1::Checkpoint> checkpoint, RunEventWriter* writer,
-      PipelineMetrics& series, RunClient client);
+      absl::string_view pipeline_name, std::optional<v1::Checkpoint> checkpoint,
+      RunEventWriter* writer, PipelineMetrics& series, RunClient client);
   // The watchdog's thread: ends stalled runs (Note [stalled readers]).
   void WatchForStalledReaders();
 

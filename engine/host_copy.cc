@@ -25,15 +25,14 @@ HostCopy HostCopy::Start(const at::Tensor& value) {
     queued.block(side);
     {
       const c10::cuda::CUDAStreamGuard guard(side);
-      copy.host_ = at::empty(value.sizes(), value.options()
-                                                .device(at::kCPU)
-                                                .pinned_memory(true)
-                                                .memory_format(
-                                                    at::MemoryFormat::Contiguous));
+      copy.host_ = at::empty(
+          value.sizes(),
+          value.options().device(at::kCPU).pinned_memory(true).memory_format(
+              at::MemoryFormat::Contiguous));
       copy.host_.copy_(value, /*non_blocking=*/true);
     }
     c10::cuda::CUDACachingAllocator::recordStream(value.storage().data_ptr(),
-                                                   side);
+                                                  side);
     auto done = std::make_shared<at::cuda::CUDAEvent>();
     done->record(side);
     copy.done_ = std::move(done);

@@ -211,9 +211,9 @@ Metrics::Metrics(const BuildInfo& build)
                 .Help("Run calls ended, by pipeline and gRPC status code")
                 .Register(*registry_)),
       refused_(BuildCounter()
-                    .Name("loopserve_rejected_runs_total")
-                    .Help("Runs refused before they were queued, by reason")
-                    .Register(*registry_)),
+                   .Name("loopserve_rejected_runs_total")
+                   .Help("Runs refused before they were queued, by reason")
+                   .Register(*registry_)),
       auth_failures_(BuildCounter()
                          .Name("loopserve_auth_failures_total")
                          .Help("Calls refused as UNAUTHENTICATED, by reason")

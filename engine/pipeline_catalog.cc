@@ -4,9 +4,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/iteration_preview.h"
-#include "util/status_macros.h"
 #include "engine/digest.h"
 #include "engine/tensor_codec.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -148,7 +148,8 @@ absl::Status PipelineCatalog::AddToFingerprint(absl::string_view name,
       return absl::OkStatus();
     }
   }
-  return absl::NotFoundError(absl::StrCat("pipeline '", name, "' is not defined"));
+  return absl::NotFoundError(
+      absl::StrCat("pipeline '", name, "' is not defined"));
 }
 
 const Pipeline* PipelineCatalog::Find(absl::string_view name) const {

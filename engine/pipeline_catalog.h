@@ -64,8 +64,7 @@ class PipelineCatalog {
   // Mixes `data` (a digest of the configuration of the pipeline's
   // components and of their model files) into pipeline `name`'s
   // fingerprint. NOT_FOUND when there is no such pipeline. Start-up only.
-  absl::Status AddToFingerprint(absl::string_view name,
-                                absl::string_view data);
+  absl::Status AddToFingerprint(absl::string_view name, absl::string_view data);
 
   // The pipeline, or nullptr.
   const Pipeline* Find(absl::string_view name) const;

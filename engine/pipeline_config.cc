@@ -1,11 +1,11 @@
 #include "engine/pipeline_config.h"
 
-#include <optional>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -14,12 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "blocks/core/composite.h"
-#include "util/sorted_keys.h"
-#include "util/status_macros.h"
 #include "engine/digest.h"
 #include "engine/tensor_codec.h"
 #include "loopserve/v1/config.pb.h"
 #include "util/file.h"
+#include "util/sorted_keys.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -283,8 +283,9 @@ absl::StatusOr<Components> BindRoles(const ParsedConfig& parsed,
       name = std::string(absl::StripAsciiWhitespace(name));
     }
     auto fail = [&](const absl::Status& status) {
-      return ConfigError(RoleWhere(parsed.source, pipeline_tree, pipeline, role),
-                         label, status);
+      return ConfigError(
+          RoleWhere(parsed.source, pipeline_tree, pipeline, role), label,
+          status);
     };
     for (const std::string& name : names) {
       if (!loaded.Contains(name)) {
@@ -340,11 +341,10 @@ absl::Status BuildPipeline(const ParsedConfig& parsed, int i,
                                    std::move(root), std::move(bound), &role);
       !s.ok()) {
     if (!role.empty()) {
-      return ConfigError(
-          pipeline.components().contains(role)
-              ? RoleWhere(source, pipeline_tree, pipeline, role)
-              : where,
-          absl::StrCat(label, ", role '", role, "'"), s);
+      return ConfigError(pipeline.components().contains(role)
+                             ? RoleWhere(source, pipeline_tree, pipeline, role)
+                             : where,
+                         absl::StrCat(label, ", role '", role, "'"), s);
     }
     // The catalog's errors name the pipeline already.
     return absl::InvalidArgumentError(absl::StrCat(where, s.message()));

@@ -10,14 +10,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "util/user_text.h"
-
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/run_scope.h"
 #include "engine/metrics.h"
 #include "engine/run_log.h"
 #include "engine/run_request.h"
+#include "util/user_text.h"
 
 namespace loopserve {
 namespace {
@@ -94,11 +93,11 @@ class DivergenceGuard final : public IterationObserver {
           at::isfinite(tensor).all().item<bool>()) {
         continue;
       }
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the run diverged: after iteration ", iteration.index.i,
-          " of loop '", iteration.loop.path(), "', '", output.name,
-          "' holds NaN or Inf; the inputs that led there: ",
-          DescribeInputs(given_, resolved_)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the run diverged: after iteration ", iteration.index.i,
+                       " of loop '", iteration.loop.path(), "', '", output.name,
+                       "' holds NaN or Inf; the inputs that led there: ",
+                       DescribeInputs(given_, resolved_)));
     }
     return next_.OnIteration(iteration);
   }
@@ -176,8 +175,8 @@ void Run::Execute() {
       DecodeInputs(*request_, resolved, environment_.limits, device);
   absl::Status status = state.status();
   if (status.ok() && resume_.has_value()) {
-    status = RestoreCheckpoint(*resume_, pipeline_, environment_.limits,
-                               device, *state);
+    status = RestoreCheckpoint(*resume_, pipeline_, environment_.limits, device,
+                               *state);
   }
   std::optional<CheckpointWriter> checkpoints;
   if (status.ok() && request_->stream().checkpoints()) {

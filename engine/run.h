@@ -79,8 +79,8 @@ class Run final : public std::enable_shared_from_this<Run>,
   Run(const RunEnvironment& environment, std::string id,
       std::shared_ptr<const v1::RunRequest> request, const Pipeline& pipeline,
       PipelineMetrics& metrics, StreamSelection selection,
-      RunEventWriter* front, Clock::time_point accepted,
-      RunClient client = {}, std::optional<ResumeSpec> resume = {});
+      RunEventWriter* front, Clock::time_point accepted, RunClient client = {},
+      std::optional<ResumeSpec> resume = {});
 
   // Queues the run on `executor`; RESOURCE_EXHAUSTED (or UNAVAILABLE)
   // when it takes no more. A refused run never reaches Finish.

@@ -5,8 +5,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "util/user_text.h"
 #include "blocks/core/block.h"
+#include "util/user_text.h"
 
 namespace loopserve {
 namespace {

@@ -46,9 +46,10 @@ absl::StatusOr<std::vector<std::string>> Select(
   absl::flat_hash_set<std::string> seen;
   for (const std::string& name : requested) {
     if (FindParam(available, name) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pipeline '", pipeline.name, "': ", field, " names ",
-          QuoteUserText(name), ", which is not ", what, "; it has: ", JoinNames(available)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pipeline '", pipeline.name, "': ", field, " names ",
+                       QuoteUserText(name), ", which is not ", what,
+                       "; it has: ", JoinNames(available)));
     }
     if (seen.insert(name).second) selected.push_back(name);
   }
@@ -94,9 +95,10 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
     if (!param->choices.empty() && *kind == ValueKind::kString &&
         std::find(param->choices.begin(), param->choices.end(),
                   value.string_value()) == param->choices.end()) {
-      return error(field, absl::StrCat("must be one of: ",
-                                       absl::StrJoin(param->choices, ", "),
-                                       "; got ", QuoteUserText(value.string_value())));
+      return error(
+          field,
+          absl::StrCat("must be one of: ", absl::StrJoin(param->choices, ", "),
+                       "; got ", QuoteUserText(value.string_value())));
     }
     if ((param->minimum.has_value() || param->maximum.has_value()) &&
         (*kind == ValueKind::kInt || *kind == ValueKind::kDouble)) {
@@ -105,16 +107,15 @@ absl::StatusOr<StreamSelection> ValidateRun(const Pipeline& pipeline,
                                 : value.double_value();
       if ((param->minimum.has_value() && !(number >= *param->minimum)) ||
           (param->maximum.has_value() && !(number <= *param->maximum))) {
-        return error(field, absl::StrCat(
-                                "must be in [",
-                                param->minimum.has_value()
-                                    ? absl::StrCat(*param->minimum)
-                                    : "-inf",
-                                ", ",
-                                param->maximum.has_value()
-                                    ? absl::StrCat(*param->maximum)
-                                    : "inf",
-                                "], got ", number));
+        return error(field, absl::StrCat("must be in [",
+                                         param->minimum.has_value()
+                                             ? absl::StrCat(*param->minimum)
+                                             : "-inf",
+                                         ", ",
+                                         param->maximum.has_value()
+                                             ? absl::StrCat(*param->maximum)
+                                             : "inf",
+                                         "], got ", number));
       }
     }
     for (const std::string& other : param->excluded_by) {
@@ -182,8 +183,8 @@ google::protobuf::Map<std::string, v1::Value> ResolveInputs(
     if (request.inputs().contains(param.name)) continue;
     v1::Value value;
     if (param.random_when_absent) {
-      value.set_int64_value(static_cast<int64_t>(
-          absl::Uniform<uint32_t>(random)));
+      value.set_int64_value(
+          static_cast<int64_t>(absl::Uniform<uint32_t>(random)));
     } else if (param.default_value.isNone() ||
                !EncodeValue(param.default_value, value).ok()) {
       continue;
@@ -202,9 +203,9 @@ absl::StatusOr<PipelineState> DecodeInputs(
     for (const auto& [name, wire] : *inputs) {
       absl::StatusOr<c10::IValue> decoded = DecodeValue(wire, limits);
       if (!decoded.ok()) {
-        return absl::Status(decoded.status().code(),
-                            absl::StrCat("input '", name,
-                                         "': ", decoded.status().message()));
+        return absl::Status(
+            decoded.status().code(),
+            absl::StrCat("input '", name, "': ", decoded.status().message()));
       }
       c10::IValue value = *std::move(decoded);
       if (value.isTensor() && value.toTensor().device() != device) {

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "blocks/core/loop.h"
-#include "util/status_macros.h"
 #include "engine/tensor_codec.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -68,7 +68,8 @@ absl::Status RunStream::OnIteration(const LoopIteration& iteration) {
   RETURN_IF_ERROR(FillValues(iteration, filling));
   RETURN_IF_ERROR(FillPreview(iteration, filling));
   RETURN_IF_ERROR(FillCheckpoint(iteration, filling));
-  if (filling.filled == 0) return absl::OkStatus();  // nothing asked of this loop
+  if (filling.filled == 0)
+    return absl::OkStatus();  // nothing asked of this loop
   v1::Iteration& item = filling.item;
   item.set_index(index.i);
   item.set_total(index.total);

@@ -208,8 +208,7 @@ class RunStream : public IterationObserver {
   };
   absl::Status FillValues(const LoopIteration& iteration, Filling& filling);
   absl::Status FillPreview(const LoopIteration& iteration, Filling& filling);
-  absl::Status FillCheckpoint(const LoopIteration& iteration,
-                              Filling& filling);
+  absl::Status FillCheckpoint(const LoopIteration& iteration, Filling& filling);
   // Queues next_item_ (Note [backpressure]: waits for room under BLOCK,
   // replaces what is pending under LATEST) and starts the next write.
   absl::Status Enqueue(int64_t bytes, std::unique_ptr<Deferred> deferred)

@@ -34,7 +34,8 @@ absl::Status EncodeStateValue(const c10::IValue& value, v1::StateValue& out) {
             "a dict with keys other than strings has no checkpoint form");
       }
       RETURN_IF_ERROR(EncodeStateValue(
-          entry.value(), (*dict->mutable_entries())[entry.key().toStringRef()]));
+          entry.value(),
+          (*dict->mutable_entries())[entry.key().toStringRef()]));
     }
   } else if (value.isGenerator()) {
     const at::Generator& generator = value.toGenerator();
@@ -108,8 +109,8 @@ absl::StatusOr<c10::IValue> DecodeStateValue(const v1::StateValue& value,
       const std::string& bytes = value.cpu_generator();
       at::Generator generator = at::detail::createCPUGenerator();
       try {
-        at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())},
-                                     at::kByte);
+        at::Tensor state =
+            at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
         std::copy(bytes.begin(), bytes.end(),
                   static_cast<char*>(state.data_ptr()));
         generator.set_state(state);
@@ -131,9 +132,10 @@ absl::StatusOr<c10::IValue> DecodeStateValue(const v1::StateValue& value,
       ASSIGN_OR_RETURN(
           c10::IValue saved,
           DecodeStateValue(state.saved(), components, limits, device));
-      ASSIGN_OR_RETURN(c10::intrusive_ptr<RunState> restored,
-                       (*restorer)->RestoreRunState(
-                           saved, {.role = state.role(), .choice = state.choice()}));
+      ASSIGN_OR_RETURN(
+          c10::intrusive_ptr<RunState> restored,
+          (*restorer)->RestoreRunState(
+              saved, {.role = state.role(), .choice = state.choice()}));
       return RunStateValue(std::move(restored));
     }
     default:

@@ -4,8 +4,9 @@
 // lists, dicts, CPU generators, and components' RunStates, which the
 // component bound where they came from restores.
 //
-//   RETURN_IF_ERROR(EncodeStateValue(value, (*checkpoint.mutable_carried())[name]));
-//   ASSIGN_OR_RETURN(c10::IValue restored,
+//   RETURN_IF_ERROR(EncodeStateValue(value,
+//   (*checkpoint.mutable_carried())[name])); ASSIGN_OR_RETURN(c10::IValue
+//   restored,
 //                    DecodeStateValue(saved, components, limits, device));
 //
 // Thread-safety: pure functions.

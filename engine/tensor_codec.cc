@@ -6,14 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <string_view>
 #include <limits>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "util/status_macros.h"
 #include "loopserve/v1/datatype.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -133,9 +133,10 @@ int64_t FirstNonFinite(Datatype datatype, const std::string& raw) {
 }
 
 absl::Status NonFiniteError(absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      what, " is NaN or Inf; the server refuses non-finite inputs "
-            "(--allow_non_finite_inputs)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what,
+                   " is NaN or Inf; the server refuses non-finite inputs "
+                   "(--allow_non_finite_inputs)"));
 }
 
 }  // namespace
@@ -228,10 +229,10 @@ absl::StatusOr<ValueKind> CheckOrDecode(const v1::Value& value,
     case v1::Value::kStringValue:
       if (static_cast<int64_t>(value.string_value().size()) >
           limits.max_string_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "string of ", value.string_value().size(),
-            " bytes is longer than the server's limit of ",
-            limits.max_string_bytes, " (--max_string_bytes)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("string of ", value.string_value().size(),
+                         " bytes is longer than the server's limit of ",
+                         limits.max_string_bytes, " (--max_string_bytes)"));
       }
       if (out != nullptr) *out = value.string_value();
       return ValueKind::kString;

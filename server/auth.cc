@@ -1,12 +1,12 @@
 #include "server/auth.h"
 
-#include <optional>
 #include <glog/logging.h>
 #include <grpc/grpc_security_constants.h>
 #include <grpcpp/security/auth_context.h>
 #include <sys/stat.h>
 
 #include <map>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -60,14 +60,13 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseTokens(
     const std::vector<absl::string_view> fields =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "line ", number, ": expected `PRINCIPAL TOKEN`, got ",
-          fields.size(), " fields"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", number, ": expected `PRINCIPAL TOKEN`, got ",
+                       fields.size(), " fields"));
     }
     if (!seen.insert(std::string(fields[1])).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("line ", number, ": the token of '", fields[0],
-                       "' is given twice"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "line ", number, ": the token of '", fields[0], "' is given twice"));
     }
     tokens.emplace_back(fields[0], fields[1]);
   }
@@ -80,9 +79,9 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(
       new Authenticator(std::move(options), metrics));
   if (!auth->options_.tokens_file.empty()) {
     if (absl::Status status = auth->Load(); !status.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--auth_tokens_file ", auth->options_.tokens_file, ": ",
-                       status.message()));
+      return absl::InvalidArgumentError(absl::StrCat("--auth_tokens_file ",
+                                                     auth->options_.tokens_file,
+                                                     ": ", status.message()));
     }
   }
   return auth;
@@ -159,8 +158,8 @@ Authenticator::CallCredentials GrpcCredentials(
                   transport == GRPC_TLS_TRANSPORT_SECURITY_TYPE};
   if (const auto header = metadata.find("authorization");
       header != metadata.end()) {
-    call.authorization = std::string(header->second.data(),
-                                     header->second.size());
+    call.authorization =
+        std::string(header->second.data(), header->second.size());
   }
   // Under mTLS gRPC verified the certificate: its subject is the caller.
   if (auth != nullptr && auth->IsPeerAuthenticated()) {
@@ -173,8 +172,8 @@ Authenticator::CallCredentials GrpcCredentials(
 
 absl::StatusOr<std::string> Authenticator::Authenticate(
     const grpc::ServerContextBase& context) {
-  return Authenticate(GrpcCredentials(context.auth_context().get(),
-                                      context.client_metadata()));
+  return Authenticate(
+      GrpcCredentials(context.auth_context().get(), context.client_metadata()));
 }
 
 grpc::Status AuthProcessor::Process(const InputMetadata& auth_metadata,

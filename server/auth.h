@@ -91,8 +91,7 @@ class Authenticator {
   Metrics* const metrics_;
 
   absl::Mutex mu_;
-  std::vector<std::pair<std::string, std::string>> tokens_
-      ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> tokens_ ABSL_GUARDED_BY(mu_);
   // What the file looked like when read, and when that was last checked.
   int64_t loaded_mtime_ns_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t loaded_size_ ABSL_GUARDED_BY(mu_) = -1;

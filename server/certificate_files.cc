@@ -16,7 +16,7 @@ namespace loopserve {
 // A certificate, the chain after it, and its key, owned.
 struct CertificateFiles::Pair {
   X509* cert = nullptr;
-  STACK_OF(X509)* chain = nullptr;
+  STACK_OF(X509) * chain = nullptr;
   EVP_PKEY* key = nullptr;
   ~Pair() {
     X509_free(cert);
@@ -96,15 +96,14 @@ CertificateFiles::Read() const {
   pair->key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
   if (pair->key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--tls_key_file: '", key_file_, "': ", OpenSslError()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_key_file: '", key_file_, "': ", OpenSslError()));
   }
   if (X509_check_private_key(pair->cert, pair->key) != 1) {
     ERR_clear_error();
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls_key_file: '", key_file_,
-                     "' is not the key of the certificate in '", cert_file_,
-                     "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_key_file: '", key_file_,
+        "' is not the key of the certificate in '", cert_file_, "'"));
   }
   return pair;
 }
@@ -123,8 +122,8 @@ std::shared_ptr<const CertificateFiles::Pair> CertificateFiles::Current() {
                  << pair.status().message();
     return pair_;
   }
-  LOG(INFO) << "the HTTP port serves the renewed certificate in '"
-            << cert_file_ << "'";
+  LOG(INFO) << "the HTTP port serves the renewed certificate in '" << cert_file_
+            << "'";
   pair_ = *std::move(pair);
   stamp_ = stamp;
   return pair_;

@@ -81,7 +81,8 @@ class Connection final : public httplib::Stream, public HttpConnection {
     if (!is_readable()) return -1;
     ssize_t n;
     if (ssl_ != nullptr) {
-      n = SSL_read(ssl_, ptr, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+      n = SSL_read(ssl_, ptr,
+                   static_cast<int>(std::min<size_t>(size, 1 << 30)));
     } else {
       do {
         n = recv(fd_, ptr, size, 0);
@@ -114,8 +115,7 @@ class Connection final : public httplib::Stream, public HttpConnection {
   void get_local_ip_and_port(std::string& ip, int& port) const override {
     sockaddr_storage address{};
     socklen_t length = sizeof(address);
-    if (getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) ==
-        0) {
+    if (getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
       AddressOf(address, ip, port);
     }
   }
@@ -169,7 +169,8 @@ bool BoundedHttpServer<Base>::process_and_close_socket(socket_t sock) {
     }
   }
   Connection connection(
-      sock, ssl, Milliseconds(this->read_timeout_sec_, this->read_timeout_usec_),
+      sock, ssl,
+      Milliseconds(this->read_timeout_sec_, this->read_timeout_usec_),
       Milliseconds(this->write_timeout_sec_, this->write_timeout_usec_),
       limits_.max_header_bytes);
   current_connection = &connection;
@@ -189,8 +190,8 @@ bool BoundedHttpServer<Base>::process_and_close_socket(socket_t sock) {
     if (!readable || !this->is_running()) break;
     connection.NextRequest();
     bool connection_closed = false;
-    ok = this->process_request(connection, count == 1, connection_closed,
-                               setup);
+    ok =
+        this->process_request(connection, count == 1, connection_closed, setup);
     if (connection.closing()) {
       connection.Linger();
       break;

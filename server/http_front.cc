@@ -19,11 +19,11 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
-#include "util/status_macros.h"
 #include "server/certificate_files.h"
 #include "server/http_connection.h"
 #include "server/run_handle.h"
 #include "server/web_assets.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -44,21 +44,33 @@ std::string ToJson(const google::protobuf::Message& message) {
 // The HTTP status of a gRPC code, as Google's APIs map them.
 int HttpStatusOf(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return 200;
-    case absl::StatusCode::kCancelled: return 499;
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kCancelled:
+      return 499;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange: return 400;
-    case absl::StatusCode::kDeadlineExceeded: return 504;
-    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    case absl::StatusCode::kNotFound:
+      return 404;
     case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kAborted: return 409;
-    case absl::StatusCode::kPermissionDenied: return 403;
-    case absl::StatusCode::kUnauthenticated: return 401;
-    case absl::StatusCode::kResourceExhausted: return 429;
-    case absl::StatusCode::kUnimplemented: return 501;
-    case absl::StatusCode::kUnavailable: return 503;
-    default: return 500;
+    case absl::StatusCode::kAborted:
+      return 409;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
   }
 }
 
@@ -85,8 +97,7 @@ void SendError(const absl::Status& status, httplib::Response& res) {
 std::string IterationsJson(const v1::IterationBatch& batch) {
   constexpr absl::string_view kKey = "\"preview_png\":\"";
   return absl::StrReplaceAll(
-      ToJson(batch),
-      {{kKey, absl::StrCat(kKey, "data:image/png;base64,")}});
+      ToJson(batch), {{kKey, absl::StrCat(kKey, "data:image/png;base64,")}});
 }
 
 std::string SseEvent(absl::string_view name, absl::string_view data) {
@@ -121,9 +132,9 @@ std::string CommonNameOf(const httplib::Request& req) {
   X509* cert = SSL_get_peer_certificate(req.ssl);
   if (cert == nullptr) return "";
   std::string name(256, '\0');
-  const int length = X509_NAME_get_text_by_NID(
-      X509_get_subject_name(cert), NID_commonName, name.data(),
-      static_cast<int>(name.size()));
+  const int length =
+      X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
+                                name.data(), static_cast<int>(name.size()));
   X509_free(cert);
   name.resize(length > 0 ? length : 0);
   return name;
@@ -285,12 +296,12 @@ class HttpFront::Routes {
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("ok\n", "text/plain");
     });
-    server.Get("/readyz", [this](const httplib::Request&,
-                                 httplib::Response& res) {
-      const bool ready = ready_.load();
-      res.status = ready ? 200 : 503;
-      res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
-    });
+    server.Get(
+        "/readyz", [this](const httplib::Request&, httplib::Response& res) {
+          const bool ready = ready_.load();
+          res.status = ready ? 200 : 503;
+          res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
+        });
     for (const WebAsset& asset : WebAssets()) {
       server.Get(std::string(asset.path),
                  [&asset](const httplib::Request&, httplib::Response& res) {
@@ -298,10 +309,10 @@ class HttpFront::Routes {
                                    std::string(asset.content_type).c_str());
                  });
     }
-    server.Get("/v1/pipelines", [this](const httplib::Request& req,
-                                       httplib::Response& res) {
-      List(req, res);
-    });
+    server.Get("/v1/pipelines",
+               [this](const httplib::Request& req, httplib::Response& res) {
+                 List(req, res);
+               });
     server.Get(R"(/v1/pipelines/([^/:]+))",
                [this](const httplib::Request& req, httplib::Response& res) {
                  Describe(req, res);
@@ -309,11 +320,11 @@ class HttpFront::Routes {
     // A run's body is read here, under a hold on the server's request
     // bytes (Engine::HoldRequestBytes); a run without one gets defaults.
     constexpr char kRun[] = R"(/v1/pipelines/([^/:]+):run)";
-    server.Post(kRun, [this](const httplib::Request& req,
-                             httplib::Response& res,
-                             const httplib::ContentReader& reader) {
-      RunWithBody(req, res, reader);
-    });
+    server.Post(kRun,
+                [this](const httplib::Request& req, httplib::Response& res,
+                       const httplib::ContentReader& reader) {
+                  RunWithBody(req, res, reader);
+                });
     server.Post(kRun, [this](const httplib::Request& req,
                              httplib::Response& res) { Run(req, res, ""); });
   }
@@ -347,7 +358,8 @@ class HttpFront::Routes {
       return absl::InvalidArgumentError(
           "the request's Content-Length is not a number");
     }
-    const bool run = req.method == "POST" && absl::StartsWith(req.path, "/v1/") &&
+    const bool run = req.method == "POST" &&
+                     absl::StartsWith(req.path, "/v1/") &&
                      absl::EndsWith(req.path, ":run");
     if (!run && (chunked || length > kSmallBody)) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -357,9 +369,11 @@ class HttpFront::Routes {
       RETURN_IF_ERROR(Authenticate(req).status());
     }
     if (length > max_request_bytes_) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the request's body of ", length, " bytes is larger than the "
-          "server takes (--max_request_bytes=", max_request_bytes_, ")"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the request's body of ", length,
+                       " bytes is larger than the "
+                       "server takes (--max_request_bytes=",
+                       max_request_bytes_, ")"));
     }
     return absl::OkStatus();
   }
@@ -385,9 +399,10 @@ class HttpFront::Routes {
     absl::Status read;
     const bool complete = reader([&](const char* data, size_t size) {
       if (body.size() + size > max_request_bytes_) {
-        read = absl::ResourceExhaustedError(absl::StrCat(
-            "the request's body is larger than the server takes "
-            "(--max_request_bytes=", max_request_bytes_, ")"));
+        read = absl::ResourceExhaustedError(
+            absl::StrCat("the request's body is larger than the server takes "
+                         "(--max_request_bytes=",
+                         max_request_bytes_, ")"));
         return false;
       }
       if (static_cast<int64_t>(body.size() + size) > hold->bytes()) {
@@ -473,9 +488,9 @@ class HttpFront::Routes {
                          std::string(status.message())));
       }
       if (!request->pipeline().empty() && request->pipeline() != name) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the body's pipeline '", request->pipeline(),
-            "' is not the path's '", name, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the body's pipeline '", request->pipeline(),
+                         "' is not the path's '", name, "'"));
       }
       return absl::OkStatus();
     }();
@@ -515,49 +530,48 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
   std::unique_ptr<HttpFront> front(new HttpFront());
   const bool tls = !options.tls_cert_file.empty();
   if (tls) {
-    ASSIGN_OR_RETURN(front->certificate_,
-                     CertificateFiles::Load(options.tls_cert_file,
-                                            options.tls_key_file));
+    ASSIGN_OR_RETURN(
+        front->certificate_,
+        CertificateFiles::Load(options.tls_cert_file, options.tls_key_file));
     CertificateFiles* certificate = front->certificate_.get();
     const std::string& client_ca = options.tls_client_ca_file;
     front->server_ = std::make_unique<BoundedHttpServer<httplib::SSLServer>>(
-        HttpConnectionLimits{},
-        [certificate, &client_ca](SSL_CTX& ctx) {
-          SSL_CTX_set_options(&ctx,
-                              SSL_OP_NO_COMPRESSION |
-                                  SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+        HttpConnectionLimits{}, [certificate, &client_ca](SSL_CTX& ctx) {
+          SSL_CTX_set_options(
+              &ctx, SSL_OP_NO_COMPRESSION |
+                        SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
           if (SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION) != 1) {
             return false;
           }
           certificate->Install(&ctx);
           if (client_ca.empty()) return true;
           // mTLS: a certificate the CA signed, or no handshake.
-          STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca.c_str());
-          if (names == nullptr ||
-              SSL_CTX_load_verify_locations(&ctx, client_ca.c_str(),
-                                            nullptr) != 1) {
+          STACK_OF(X509_NAME)* names =
+              SSL_load_client_CA_file(client_ca.c_str());
+          if (names == nullptr || SSL_CTX_load_verify_locations(
+                                      &ctx, client_ca.c_str(), nullptr) != 1) {
             sk_X509_NAME_pop_free(names, X509_NAME_free);
             return false;
           }
           SSL_CTX_set_client_CA_list(&ctx, names);
-          SSL_CTX_set_verify(&ctx,
-                             SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                             nullptr);
+          SSL_CTX_set_verify(
+              &ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
           return true;
         });
   } else {
-    front->server_ =
-        std::make_unique<BoundedHttpServer<httplib::Server>>(
-            HttpConnectionLimits{});
+    front->server_ = std::make_unique<BoundedHttpServer<httplib::Server>>(
+        HttpConnectionLimits{});
   }
   httplib::Server& server = *front->server_;
   if (!server.is_valid()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the HTTP port cannot use --tls_client_ca_file '",
-        options.tls_client_ca_file, "': no CA certificate in it"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the HTTP port cannot use --tls_client_ca_file '",
+                     options.tls_client_ca_file, "': no CA certificate in it"));
   }
   const int threads = std::max(1, options.threads);
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server.new_task_queue = [threads] {
+    return new httplib::ThreadPool(threads);
+  };
   // httplib's own bound on what it reads of a body (a run's, through its
   // content reader, too); Screen has refused larger ones already.
   server.set_payload_max_length(options.max_request_bytes);
@@ -574,9 +588,8 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(
   if (colon == std::string::npos ||
       !absl::SimpleAtoi(absl::string_view(options.address).substr(colon + 1),
                         &port)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the HTTP address '", options.address,
-                     "' is not host:port"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the HTTP address '", options.address, "' is not host:port"));
   }
   const std::string host(absl::StripPrefix(
       absl::StripSuffix(options.address.substr(0, colon), "]"), "["));

@@ -2,7 +2,6 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
@@ -78,11 +77,11 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
   std::unique_ptr<LoopServer> server(new LoopServer(options));
   ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ServerCredentials> credentials,
                    Credentials(options.tls));
-  ASSIGN_OR_RETURN(server->auth_,
-                   Authenticator::Create(
-                       {.tokens_file = options.auth_tokens_file,
-                        .require_tls = !options.tls.cert_file.empty()},
-                       &server->metrics()));
+  ASSIGN_OR_RETURN(
+      server->auth_,
+      Authenticator::Create({.tokens_file = options.auth_tokens_file,
+                             .require_tls = !options.tls.cert_file.empty()},
+                            &server->metrics()));
   if (!options.tls.cert_file.empty()) {
     credentials->SetAuthMetadataProcessor(
         std::make_shared<AuthProcessor>(*server->auth_));
@@ -149,8 +148,8 @@ absl::StatusOr<std::unique_ptr<LoopServer>> LoopServer::Start(
              .max_request_bytes =
                  static_cast<size_t>(options.max_receive_message_bytes),
              // Every run the engine may hold, and a few for the rest.
-             .threads = executor.max_concurrent_runs +
-                        executor.max_queued_runs + 8}));
+             .threads =
+                 executor.max_concurrent_runs + executor.max_queued_runs + 8}));
   }
   return server;
 }

@@ -19,8 +19,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "engine/engine.h"
-#include "server/auth.h"
 #include "loopserve/v1/loopserve.grpc.pb.h"
+#include "server/auth.h"
 
 namespace loopserve {
 

@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "util/status_macros.h"
 #include "loopserve/v1/datatype.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -99,10 +99,10 @@ absl::StatusOr<std::string> RawFromContents(const InferTensorContents& contents,
       break;
     case Datatype::kFp16:
     case Datatype::kBf16:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", input, "': ", type.name,
-          " has no typed contents in the protocol; send it in "
-          "raw_input_contents"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", input, "': ", type.name,
+                       " has no typed contents in the protocol; send it in "
+                       "raw_input_contents"));
   }
   return raw;
 }
@@ -120,16 +120,16 @@ bool TakesScalar(absl::string_view type) {
   return false;
 }
 
-absl::StatusOr<v1::Value> ToValue(const ModelInferRequest::InferInputTensor& input,
-                                  const std::string* raw,
-                                  absl::string_view param_type) {
+absl::StatusOr<v1::Value> ToValue(
+    const ModelInferRequest::InferInputTensor& input, const std::string* raw,
+    absl::string_view param_type) {
   const std::string& name = input.name();
   int64_t elements = 1;
   for (const int64_t dim : input.shape()) {
     if (dim < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "input '", name, "': shape [",
-          absl::StrJoin(input.shape(), ","), "] has a negative dimension"));
+          "input '", name, "': shape [", absl::StrJoin(input.shape(), ","),
+          "] has a negative dimension"));
     }
     if (dim != 0 && elements > std::numeric_limits<int64_t>::max() / dim) {
       return absl::InvalidArgumentError(
@@ -148,10 +148,10 @@ absl::StatusOr<v1::Value> ToValue(const ModelInferRequest::InferInputTensor& inp
                      input.contents().bytes_contents().end());
     }
     if (static_cast<int64_t>(strings.size()) != elements) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", name, "': shape [", absl::StrJoin(input.shape(), ","),
-          "] holds ", elements, " elements, but ", strings.size(),
-          " were given"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", name, "': shape [",
+                       absl::StrJoin(input.shape(), ","), "] holds ", elements,
+                       " elements, but ", strings.size(), " were given"));
     }
     if (elements == 1 && input.shape_size() <= 1) {
       value.set_string_value(std::move(strings.front()));
@@ -209,8 +209,8 @@ absl::Status ApplyParameter(const std::string& name,
                             const InferParameter& parameter,
                             v1::StreamOptions& stream) {
   const auto wrong = [&](absl::string_view expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "parameter '", name, "' must be ", expected));
+    return absl::InvalidArgumentError(
+        absl::StrCat("parameter '", name, "' must be ", expected));
   };
   using Choice = InferParameter::ParameterChoiceCase;
   if (name == "every") {
@@ -224,8 +224,8 @@ absl::Status ApplyParameter(const std::string& name,
     if (parameter.parameter_choice_case() != Choice::kStringParam) {
       return wrong("a string_param: iteration values, comma-separated");
     }
-    for (absl::string_view v :
-         absl::StrSplit(parameter.string_param(), ',', absl::SkipWhitespace())) {
+    for (absl::string_view v : absl::StrSplit(parameter.string_param(), ',',
+                                              absl::SkipWhitespace())) {
       stream.add_values(std::string(absl::StripAsciiWhitespace(v)));
     }
   } else if (name == "backpressure") {
@@ -348,14 +348,15 @@ absl::StatusOr<v1::RunRequest> ToRunRequest(
     const bool iteration = is_iteration.contains(output.name());
     if (!final && !iteration) {
       std::vector<std::string> known;
-      for (const v1::ParamSpec& p : pipeline.outputs()) known.push_back(p.name());
+      for (const v1::ParamSpec& p : pipeline.outputs())
+        known.push_back(p.name());
       for (const v1::ParamSpec& p : pipeline.iteration_outputs()) {
         if (!is_final.contains(p.name())) known.push_back(p.name());
       }
-      return absl::InvalidArgumentError(absl::StrCat(
-          "output '", output.name(), "' is not an output of pipeline '",
-          pipeline.name(), "' (its outputs: ", absl::StrJoin(known, ", "),
-          ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("output '", output.name(),
+                       "' is not an output of pipeline '", pipeline.name(),
+                       "' (its outputs: ", absl::StrJoin(known, ", "), ")"));
     }
     if (final) run.add_outputs(output.name());
     if (iteration && choose_values) stream.add_values(output.name());
@@ -411,7 +412,8 @@ absl::Status AppendIteration(const v1::Iteration& iteration,
       Int64Param(static_cast<int64_t>(iteration.dropped_before()));
   parameters["loop"].set_string_param(iteration.loop());
   for (const std::string* name : SortedKeys(iteration.values())) {
-    RETURN_IF_ERROR(AppendOutput(*name, iteration.values().at(*name), response));
+    RETURN_IF_ERROR(
+        AppendOutput(*name, iteration.values().at(*name), response));
   }
   if (!iteration.preview_png().empty()) {
     std::string raw;

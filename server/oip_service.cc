@@ -14,11 +14,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "util/status_macros.h"
 #include "server/grpc_handoff.h"
 #include "server/grpc_status.h"
 #include "server/oip_codec.h"
 #include "server/run_handle.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -44,8 +44,8 @@ absl::StatusOr<ModelInferRequest> ParseRequest(const grpc::ByteBuffer& buffer,
   if (!grpc::SerializationTraits<ModelInferRequest>::Deserialize(&copy,
                                                                  &request)
            .ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " does not parse as an inference.ModelInferRequest"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " does not parse as an inference.ModelInferRequest"));
   }
   return request;
 }
@@ -63,16 +63,16 @@ grpc::ByteBuffer Serialized(const Message& message) {
 // The RunRequest of one OIP request; NOT_FOUND or INVALID_ARGUMENT.
 absl::StatusOr<std::shared_ptr<v1::RunRequest>> Translate(
     const Engine& engine, const ModelInferRequest& request) {
-  ASSIGN_OR_RETURN(const Pipeline* pipeline,
-                   FindModel(engine, request.model_name(),
-                             request.model_version()));
+  ASSIGN_OR_RETURN(
+      const Pipeline* pipeline,
+      FindModel(engine, request.model_name(), request.model_version()));
   absl::StatusOr<v1::RunRequest> run =
       ToRunRequest(request, pipeline->description_proto);
   if (!run.ok()) {
     // As the engine's own errors read.
     return absl::Status(run.status().code(),
-                        absl::StrCat("pipeline '", pipeline->name, "': ",
-                                     run.status().message()));
+                        absl::StrCat("pipeline '", pipeline->name,
+                                     "': ", run.status().message()));
   }
   return std::make_shared<v1::RunRequest>(*std::move(run));
 }
@@ -101,8 +101,9 @@ class InferReactor final : public grpc::ServerUnaryReactor,
       ServerUnaryReactor::Finish(ToGrpcStatus(run_request.status()));
       return;
     }
-    (*run_request)->mutable_stream()->set_every(
-        std::numeric_limits<uint32_t>::max());
+    (*run_request)
+        ->mutable_stream()
+        ->set_every(std::numeric_limits<uint32_t>::max());
     response_.set_model_name(request.model_name());
     response_.set_model_version("1");
     response_.set_id(request.id());
@@ -203,8 +204,8 @@ class StreamInferReactor final
     if (!request.ok()) {
       // Nothing after it can be trusted: no more reads; the stream ends
       // with the error once its runs are done.
-      engine_.Refuse(request.status(), "", "", {.principal = principal_,
-                                                .peer = context_->peer()});
+      engine_.Refuse(request.status(), "", "",
+                     {.principal = principal_, .peer = context_->peer()});
       SendError("", "", request.status());
       {
         absl::MutexLock lock(&mu_);
@@ -457,7 +458,7 @@ class StreamInferReactor final
   grpc::CallbackServerContext* const context_;
   std::string principal_;
   grpc::ByteBuffer request_;  // the read in flight
-  int64_t messages_ = 0;       // read so far; on gRPC's reactions only
+  int64_t messages_ = 0;      // read so far; on gRPC's reactions only
 
   absl::Mutex mu_;
   std::deque<Written> queue_ ABSL_GUARDED_BY(mu_);
@@ -488,9 +489,9 @@ absl::StatusOr<const Pipeline*> FindModel(const Engine& engine,
                                           absl::string_view name,
                                           absl::string_view version) {
   if (!version.empty() && version != "1") {
-    return absl::NotFoundError(absl::StrCat(
-        "model '", name, "' has no version '", version,
-        "' (a pipeline has one version, \"1\")"));
+    return absl::NotFoundError(
+        absl::StrCat("model '", name, "' has no version '", version,
+                     "' (a pipeline has one version, \"1\")"));
   }
   return engine.FindPipeline(name);
 }
@@ -527,7 +528,8 @@ grpc::ServerUnaryReactor* OipService::ModelReady(
 }
 
 grpc::ServerUnaryReactor* OipService::ServerMetadata(
-    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    grpc::CallbackServerContext* context,
+    const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!Admit(auth_, *context, *reactor)) return reactor;

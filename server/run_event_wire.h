@@ -6,12 +6,12 @@
 // ~~~~~~~~~~~~~~~~~~~~~~~~
 // The run already made the one copy a streamed tensor needs into the
 // Iteration message: the loop's thread for a CPU value, a StreamEncoder
-// thread from the host copy for a device value (Note [deferred encoding]). gRPC's protobuf serialiser would
-// copy those bytes again into its own buffers; here the surrounding fields
-// are encoded into small slices and the tensor bytes are referenced where
-// they lie. Each such slice holds a reference to `event`, so the message
-// outlives gRPC's use of it; RunStream reuses a written event's iterations
-// only when no slice holds it any more.
+// thread from the host copy for a device value (Note [deferred encoding]).
+// gRPC's protobuf serialiser would copy those bytes again into its own buffers;
+// here the surrounding fields are encoded into small slices and the tensor
+// bytes are referenced where they lie. Each such slice holds a reference to
+// `event`, so the message outlives gRPC's use of it; RunStream reuses a written
+// event's iterations only when no slice holds it any more.
 //
 // Thread-safety: a pure function; `event` must not change while any slice
 // of the buffer is alive.

@@ -2,7 +2,8 @@
 // files, certificates, JSON, checkpoints: small files read whole).
 //
 //   std::optional<std::string> text = ReadWholeFile(path);
-//   if (!text) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+//   if (!text) return absl::NotFoundError(absl::StrCat("cannot read '", path,
+//   "'"));
 //
 // Each caller words its own error (which flag, which status code): the file
 // is the caller's input, not this function's.

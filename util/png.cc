@@ -25,14 +25,14 @@ absl::StatusOr<std::string> EncodePng(const uint8_t* rgb, int64_t height,
   png_alloc_size_t size = 0;
   // The first call sizes the buffer, the second fills it.
   if (!png_image_write_to_memory(&image, nullptr, &size, 0, rgb, 0, nullptr)) {
-    return absl::InternalError(absl::StrCat("PNG encoding failed: ",
-                                            image.message));
+    return absl::InternalError(
+        absl::StrCat("PNG encoding failed: ", image.message));
   }
   std::string out(size, '\0');
   if (!png_image_write_to_memory(&image, out.data(), &size, 0, rgb, 0,
                                  nullptr)) {
-    return absl::InternalError(absl::StrCat("PNG encoding failed: ",
-                                            image.message));
+    return absl::InternalError(
+        absl::StrCat("PNG encoding failed: ", image.message));
   }
   out.resize(size);
   return out;
@@ -43,9 +43,9 @@ absl::StatusOr<std::string> EncodePngSideBySide(const uint8_t* bhwc,
                                                 int64_t width) {
   if (batch == 1) return EncodePng(bhwc, height, width);
   if (batch < 1 || height < 1 || width < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot encode a batch of ", batch, " ", height, " x ", width,
-        " images as PNG"));
+    return absl::InvalidArgumentError(absl::StrCat("cannot encode a batch of ",
+                                                   batch, " ", height, " x ",
+                                                   width, " images as PNG"));
   }
   const size_t row = static_cast<size_t>(width) * 3;
   std::vector<uint8_t> rows(static_cast<size_t>(batch * height) * row);
@@ -71,8 +71,7 @@ absl::StatusOr<RgbImage> DecodePng(absl::string_view png) {
   out.rgb.resize(PNG_IMAGE_SIZE(image));
   if (!png_image_finish_read(&image, nullptr, out.rgb.data(), 0, nullptr)) {
     png_image_free(&image);
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad PNG: ", image.message));
+    return absl::InvalidArgumentError(absl::StrCat("bad PNG: ", image.message));
   }
   return out;
 }

@@ -246,9 +246,9 @@ absl::Status OutOfDeviceMemory(const Block& block, absl::string_view what) {
   // "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; ...": up to
   // the device's own figures.
   absl::string_view head = what.substr(0, what.find_first_of("(\n"));
-  return BlockError(block, absl::StatusCode::kResourceExhausted,
-                    absl::StrCat("out of device memory: ",
-                                 absl::StripAsciiWhitespace(head)));
+  return BlockError(
+      block, absl::StatusCode::kResourceExhausted,
+      absl::StrCat("out of device memory: ", absl::StripAsciiWhitespace(head)));
 }
 
 bool IsOutOfMemory(absl::string_view what) {

@@ -165,8 +165,7 @@ class Block {
   // Sets path() and name(); composites also re-path their children.
   virtual void AssignPath(std::string path);
 
-  friend absl::Status BindComponents(Block& root,
-                                     const Components& components);
+  friend absl::Status BindComponents(Block& root, const Components& components);
   // Computes signature() again: after Bind, during assembly only.
   void RecomputeSignature();
 

@@ -25,8 +25,8 @@ absl::Status ComponentRegistry::RegisterErased(std::string type_name,
     return absl::InvalidArgumentError("component type name is empty");
   }
   if (factories_.contains(type_name)) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "component type '", type_name, "' is already registered"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("component type '", type_name, "' is already registered"));
   }
   factories_.emplace(std::move(type_name), std::move(factory));
   return absl::OkStatus();

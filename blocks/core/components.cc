@@ -51,9 +51,9 @@ absl::StatusOr<const void*> Components::Find(absl::string_view name,
       if (candidate.component == choice) entry = &candidate;
     }
     if (entry == nullptr) {
-      return absl::NotFoundError(absl::StrCat(
-          "role '", name, "' has no component '", choice, "'; it has: ",
-          absl::StrJoin(Choices(name), ", ")));
+      return absl::NotFoundError(
+          absl::StrCat("role '", name, "' has no component '", choice,
+                       "'; it has: ", absl::StrJoin(Choices(name), ", ")));
     }
   }
   for (const Interface& interface : entry->interfaces) {
@@ -77,8 +77,9 @@ absl::Status Components::AddShared(std::string name, const Components& from,
   return absl::OkStatus();
 }
 
-absl::Status Components::AddChoices(std::string name, const Components& from,
-                                    const std::vector<std::string>& from_names) {
+absl::Status Components::AddChoices(
+    std::string name, const Components& from,
+    const std::vector<std::string>& from_names) {
   if (from_names.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("role '", name, "' is bound to no component"));

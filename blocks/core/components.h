@@ -134,8 +134,7 @@ class Components {
   absl::StatusOr<const void*> Find(absl::string_view name,
                                    const std::type_info& type,
                                    absl::string_view choice) const;
-  static std::string DescribeEntry(absl::string_view name,
-                                   const Entry& entry);
+  static std::string DescribeEntry(absl::string_view name, const Entry& entry);
 
   absl::flat_hash_map<std::string, Entry> entries_;
 };

@@ -185,8 +185,9 @@ absl::StatusOr<std::vector<SubBlock>> WithDefaultSubBlocks(
   std::vector<SubBlock> merged;
   merged.reserve(defaults.size() + listed.size());
   for (const auto& [name, type] : defaults) {
-    auto given = std::find_if(listed.begin(), listed.end(),
-                              [&](const SubBlock& s) { return s.name == name; });
+    auto given =
+        std::find_if(listed.begin(), listed.end(),
+                     [&](const SubBlock& s) { return s.name == name; });
     if (given != listed.end()) {
       merged.push_back(std::move(*given));
       continue;
@@ -194,8 +195,8 @@ absl::StatusOr<std::vector<SubBlock>> WithDefaultSubBlocks(
     absl::StatusOr<std::unique_ptr<Block>> block = registry.Create(type, {});
     if (!block.ok()) {
       return absl::Status(block.status().code(),
-                          absl::StrCat("standard sub-block '", name, "': ",
-                                       block.status().message()));
+                          absl::StrCat("standard sub-block '", name,
+                                       "': ", block.status().message()));
     }
     merged.push_back({.name = name, .block = *std::move(block)});
   }

@@ -48,8 +48,8 @@ class CompositeBlock : public Block {
   // The sub-blocks this type has unless told otherwise, in order: (name,
   // registered type) pairs a configuration need not repeat (Note [default
   // sub-blocks]). Empty by default.
-  virtual std::vector<std::pair<std::string, std::string>>
-  default_sub_blocks() const {
+  virtual std::vector<std::pair<std::string, std::string>> default_sub_blocks()
+      const {
     return {};
   }
 

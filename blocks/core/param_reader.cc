@@ -86,9 +86,9 @@ absl::StatusOr<std::string> ParamReader::Choice(
   auto value = String(name, fallback);
   if (!value.ok()) return value.status();
   if (std::find(choices.begin(), choices.end(), *value) == choices.end()) {
-    return ParamError(name, absl::StrCat("must be one of ",
-                                         absl::StrJoin(choices, ", "),
-                                         "; got '", *value, "'"));
+    return ParamError(
+        name, absl::StrCat("must be one of ", absl::StrJoin(choices, ", "),
+                           "; got '", *value, "'"));
   }
   return value;
 }
@@ -124,8 +124,8 @@ absl::StatusOr<std::vector<int64_t>> ParamReader::IntList(
   std::vector<int64_t> out;
   for (double d : *numbers) {
     if (d != std::trunc(d) || std::abs(d) > 9.0e15) {
-      return ParamError(name, absl::StrCat("expects a list of integers, got ",
-                                           d));
+      return ParamError(name,
+                        absl::StrCat("expects a list of integers, got ", d));
     }
     out.push_back(static_cast<int64_t>(d));
   }

@@ -45,8 +45,8 @@ class ParamReader {
       absl::string_view name, absl::string_view fallback,
       std::initializer_list<absl::string_view> choices);
   // A list of numbers.
-  absl::StatusOr<std::vector<double>> DoubleList(
-      absl::string_view name, std::vector<double> fallback);
+  absl::StatusOr<std::vector<double>> DoubleList(absl::string_view name,
+                                                 std::vector<double> fallback);
   // A list of integers (integral numbers).
   absl::StatusOr<std::vector<int64_t>> IntList(absl::string_view name,
                                                std::vector<int64_t> fallback);

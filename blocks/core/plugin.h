@@ -73,15 +73,16 @@ using PluginRegisterFunction = absl::Status (*)(PluginRegistries&);
 // Makes the shared library a loopserve plugin whose types `register_function`
 // (absl::Status(loopserve::PluginRegistries&)) registers. Once per plugin,
 // at namespace scope.
-#define LOOPSERVE_PLUGIN(register_function)                                \
-  extern "C" __attribute__((visibility("default"))) const ::loopserve::    \
-      PluginAbi* loopserve_plugin_abi() {                                  \
-    /* Built here, from this plugin's headers: Note [plugin ABI]. */       \
-    static const ::loopserve::PluginAbi abi{                               \
-        LOOPSERVE_PLUGIN_ABI, TORCH_VERSION, _GLIBCXX_USE_CXX11_ABI};      \
-    return &abi;                                                           \
-  }                                                                        \
-  extern "C" __attribute__((visibility("default"))) ::absl::Status         \
-  loopserve_plugin_register(::loopserve::PluginRegistries& registries) {   \
-    return register_function(registries);                                  \
+#define LOOPSERVE_PLUGIN(register_function)                              \
+  extern "C" __attribute__((visibility("default")))                      \
+  const ::loopserve::PluginAbi*                                          \
+  loopserve_plugin_abi() {                                               \
+    /* Built here, from this plugin's headers: Note [plugin ABI]. */     \
+    static const ::loopserve::PluginAbi abi{                             \
+        LOOPSERVE_PLUGIN_ABI, TORCH_VERSION, _GLIBCXX_USE_CXX11_ABI};    \
+    return &abi;                                                         \
+  }                                                                      \
+  extern "C" __attribute__((visibility("default"))) ::absl::Status       \
+  loopserve_plugin_register(::loopserve::PluginRegistries& registries) { \
+    return register_function(registries);                                \
   }

@@ -20,8 +20,8 @@ std::string Quoted(const std::vector<std::string>& names) {
 }
 
 // The names `block` reads that are among `names`, sorted.
-std::vector<std::string> NamesRead(const Block& block,
-                                   const absl::flat_hash_set<std::string>& names) {
+std::vector<std::string> NamesRead(
+    const Block& block, const absl::flat_hash_set<std::string>& names) {
   const BlockSignature& sig = block.signature();
   std::vector<std::string> read;
   for (const auto* params : {&sig.inputs, &sig.intermediate_inputs}) {
@@ -49,11 +49,13 @@ absl::Status CheckRunAgain(const Block& block,
   std::sort(makes.begin(), makes.end());
   const bool one = reads.size() == 1;
   return absl::InvalidArgumentError(absl::StrCat(
-      "resuming changes ", Quoted(reads), " (an input given, or made anew "
-      "from one), which ", block.Label(), " reads before the loop to make ",
-      Quoted(makes), ", which the loop carries on from the checkpoint; "
-      "leave ", one ? "that input" : "those inputs",
-      " out to keep the checkpoint's"));
+      "resuming changes ", Quoted(reads),
+      " (an input given, or made anew "
+      "from one), which ",
+      block.Label(), " reads before the loop to make ", Quoted(makes),
+      ", which the loop carries on from the checkpoint; "
+      "leave ",
+      one ? "that input" : "those inputs", " out to keep the checkpoint's"));
 }
 
 // Whether two values of a state are the same value.
@@ -63,9 +65,9 @@ bool SameValue(const c10::IValue& a, const c10::IValue& b) {
     const at::Tensor& x = a.toTensor();
     const at::Tensor& y = b.toTensor();
     return x.defined() == y.defined() &&
-           (!x.defined() || (x.scalar_type() == y.scalar_type() &&
-                             x.sizes() == y.sizes() &&
-                             x.device() == y.device() && at::equal(x, y)));
+           (!x.defined() ||
+            (x.scalar_type() == y.scalar_type() && x.sizes() == y.sizes() &&
+             x.device() == y.device() && at::equal(x, y)));
   }
   if (a.isList() && b.isList()) {
     const auto x = a.toListRef();
@@ -140,8 +142,7 @@ absl::StatusOr<ResumePlan> PlanResume(
   return plan;
 }
 
-absl::Status RunAgainIfChanged(const Block& block,
-                               const Components& components,
+absl::Status RunAgainIfChanged(const Block& block, const Components& components,
                                PipelineState& state, RunContext& context) {
   LoopResume* resume = state.mutable_resume();
   if (resume == nullptr) {  // not resuming (any more): an ordinary run
@@ -155,7 +156,8 @@ absl::Status RunAgainIfChanged(const Block& block,
       !s.ok()) {
     return AttributeToRun(std::move(s));  // the request's fault
   }
-  const std::vector<OutputParam>& outputs = block.signature().intermediate_outputs;
+  const std::vector<OutputParam>& outputs =
+      block.signature().intermediate_outputs;
   // The block runs on the state as it found it the first time, without
   // the values it made then: it reads some of them as inputs (a client's
   // conditioning overrides the prompt's), and they would shadow the fork's.

@@ -61,16 +61,14 @@ bool PathWithin(absl::string_view path, absl::string_view ancestor);
 // For a composite running `blocks` in order: the index of the one that holds
 // the loop `resume` continues; those before it go through RunAgainIfChanged
 // instead of RunBlock. 0 when `resume` is null or none holds it.
-size_t ResumeTarget(std::span<const SubBlock> blocks,
-                    const LoopResume* resume);
+size_t ResumeTarget(std::span<const SubBlock> blocks, const LoopResume* resume);
 
 // For a resumed run, a block before the loop: runs it when a value it reads
 // is among state.resume()->changed, and adds to those its outputs that came
 // out different; else leaves it done. INVALID_ARGUMENT, naming what changed
 // and what the block makes, when it would make anew a value the loop
 // carries on.
-absl::Status RunAgainIfChanged(const Block& block,
-                               const Components& components,
+absl::Status RunAgainIfChanged(const Block& block, const Components& components,
                                PipelineState& state, RunContext& context);
 
 }  // namespace loopserve

@@ -61,9 +61,8 @@ inline c10::IValue RunStateValue(c10::intrusive_ptr<RunState> state) {
 
 // The RunState `value` holds; nullptr when it holds none.
 inline RunState* AsRunState(const c10::IValue& value) {
-  return value.isCapsule()
-             ? dynamic_cast<RunState*>(value.toCapsule().get())
-             : nullptr;
+  return value.isCapsule() ? dynamic_cast<RunState*>(value.toCapsule().get())
+                           : nullptr;
 }
 
 }  // namespace loopserve

@@ -1,9 +1,8 @@
 // The blocks after the loop: Decode (latents to images) and Preview.
-#include "blocks/diffusion/diffusion_blocks.h"
-
 #include <ATen/ATen.h>
 
 #include "blocks/diffusion/decoders.h"
+#include "blocks/diffusion/diffusion_blocks.h"
 #include "util/status_macros.h"
 
 namespace loopserve {
@@ -43,11 +42,11 @@ absl::Status LatentsToImage::Run(const Components& components,
 }
 
 Decode::Decode()
-    : LatentsToImage({.role = kDecoderRole,
-                      .output = "image",
-                      .output_description = "The image, UINT8 [B,H,W,3]",
-                      .component_types =
-                          "torchscript_decoder | latent_preview"}) {}
+    : LatentsToImage(
+          {.role = kDecoderRole,
+           .output = "image",
+           .output_description = "The image, UINT8 [B,H,W,3]",
+           .component_types = "torchscript_decoder | latent_preview"}) {}
 
 std::string Decode::description() const {
   return "Decodes the latents into an image";

@@ -63,17 +63,17 @@ LatentPreview::LatentPreview(std::vector<double> factors,
 absl::StatusOr<at::Tensor> LatentPreview::Decode(
     const at::Tensor& latents) const {
   if (latents.dim() != 4 || latents.size(1) != channels_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "latent preview needs latents of [B,", channels_, ",H,W], got ",
-        ShapeString(latents)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("latent preview needs latents of [B,", channels_,
+                     ",H,W], got ", ShapeString(latents)));
   }
   // [B,C,H,W] -> [B,H,W,C] · [C,3] on the CPU: previews are small, and the
   // copy off the device is needed for the PNG anyway.
   at::Tensor rgb = at::matmul(
       latents.detach().to(at::kCPU, at::kFloat).permute({0, 2, 3, 1}),
       factors_);
-  rgb = (((rgb + bias_) + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(
-      at::kByte);
+  rgb =
+      (((rgb + bias_) + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(at::kByte);
   if (upscale_ > 1) {
     rgb = rgb.repeat_interleave(upscale_, 1).repeat_interleave(upscale_, 2);
   }
@@ -86,8 +86,8 @@ absl::StatusOr<std::string> LatentPreview::RenderPng(
   if (value == nullptr || !value->isTensor()) value = state.Find("latents");
   if (value == nullptr || !value->isTensor()) return std::string();
   ASSIGN_OR_RETURN(const at::Tensor rgb, Decode(value->toTensor()));
-  return EncodePngSideBySide(rgb.data_ptr<uint8_t>(), rgb.size(0),
-                             rgb.size(1), rgb.size(2));
+  return EncodePngSideBySide(rgb.data_ptr<uint8_t>(), rgb.size(0), rgb.size(1),
+                             rgb.size(2));
 }
 
 }  // namespace loopserve

@@ -30,7 +30,8 @@ namespace loopserve {
 class ImageDecoder {
  public:
   virtual ~ImageDecoder() = default;
-  virtual absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const = 0;
+  virtual absl::StatusOr<at::Tensor> Decode(
+      const at::Tensor& latents) const = 0;
 };
 
 class TorchScriptDecoder final : public ImageDecoder {

@@ -13,9 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
-#include "util/status_macros.h"
 #include "blocks/diffusion/noise_schedule.h"
 #include "blocks/diffusion/torchscript_module.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 // ---- gaussian_mixture_denoiser ----
@@ -57,28 +57,27 @@ absl::StatusOr<at::Tensor> GaussianMixtureDenoiser::Predict(
     const at::Tensor& sample, const at::Tensor& timestep,
     std::span<const at::Tensor>) const {
   const int64_t rows = sample.dim() > 0 ? sample.size(0) : 1;
-  if (!timestep.defined() || (timestep.numel() != 1 &&
-                              timestep.numel() != rows)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the timestep must have 1 or ", rows, " values, got ",
-        timestep.defined() ? timestep.numel() : 0));
+  if (!timestep.defined() ||
+      (timestep.numel() != 1 && timestep.numel() != rows)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the timestep must have 1 or ", rows, " values, got ",
+                     timestep.defined() ? timestep.numel() : 0));
   }
   // Rows that share a timestep are computed together, as an unbatched
   // call computes them (Note [step batching]: a batch of runs at other
   // steps gets each run's rows exactly).
   const at::Tensor t = timestep.to(at::kCPU, at::kDouble).reshape({-1});
   const double* values = t.data_ptr<double>();
-  if (t.numel() == 1 || std::all_of(values, values + rows, [&](double v) {
-        return v == values[0];
-      })) {
+  if (t.numel() == 1 || std::all_of(values, values + rows,
+                                    [&](double v) { return v == values[0]; })) {
     return PredictAt(sample, values[0]);
   }
   std::vector<at::Tensor> parts;
   for (int64_t begin = 0; begin < rows;) {
     int64_t end = begin + 1;
     while (end < rows && values[end] == values[begin]) ++end;
-    parts.push_back(PredictAt(sample.narrow(0, begin, end - begin),
-                              values[begin]));
+    parts.push_back(
+        PredictAt(sample.narrow(0, begin, end - begin), values[begin]));
     begin = end;
   }
   return at::cat(parts);
@@ -129,14 +128,14 @@ absl::StatusOr<std::vector<ModelArgument>> ConditioningOf(
   for (const std::string& name : options.arguments) {
     if (name.empty()) return ParamError("arguments", "has an empty name");
     if (!seen.insert(name).second) {
-      return ParamError("arguments", absl::StrCat("names '", name,
-                                                  "' twice"));
+      return ParamError("arguments", absl::StrCat("names '", name, "' twice"));
     }
     if (name == "sample" || name == "timestep") continue;
     if (absl::StartsWith(name, "negative_")) {
       return ParamError(
           "arguments",
-          absl::StrCat("'", name, "': names starting 'negative_' are the "
+          absl::StrCat("'", name,
+                       "': names starting 'negative_' are the "
                        "unconditional counterparts of conditioning values"));
     }
     conditioning.push_back({.name = name});
@@ -157,8 +156,7 @@ absl::StatusOr<std::vector<ModelArgument>> ConditioningOf(
                                           "arguments"));
   };
   for (const std::string& name : options.shared_arguments) {
-    ASSIGN_OR_RETURN(ModelArgument * argument,
-                     find("shared_arguments", name));
+    ASSIGN_OR_RETURN(ModelArgument * argument, find("shared_arguments", name));
     argument->shared = true;
   }
   for (const auto& [name, shape] : options.shapes) {
@@ -196,12 +194,11 @@ TorchScriptDenoiser::Load(const Options& options) {
         "arguments",
         absl::StrCat("lists ", options.arguments.size(), " (",
                      absl::StrJoin(options.arguments, ", "),
-                     ") but the module's forward takes ", forward.size(),
-                     " (", absl::StrJoin(forward, ", "), ")"));
+                     ") but the module's forward takes ", forward.size(), " (",
+                     absl::StrJoin(forward, ", "), ")"));
   }
-  return std::shared_ptr<const TorchScriptDenoiser>(
-      new TorchScriptDenoiser(options, std::move(module),
-                              std::move(conditioning), std::move(output)));
+  return std::shared_ptr<const TorchScriptDenoiser>(new TorchScriptDenoiser(
+      options, std::move(module), std::move(conditioning), std::move(output)));
 }
 
 absl::StatusOr<at::Tensor> TorchScriptDenoiser::Predict(
@@ -239,13 +236,12 @@ absl::StatusOr<at::Tensor> TorchScriptDenoiser::Predict(
   for (size_t i = 0; i < values.size(); ++i) {
     inputs.push_back({options_.arguments[i], &values[i]});
   }
-  ASSIGN_OR_RETURN(c10::IValue out,
-                   CallModule(*module_, "denoiser", inputs));
+  ASSIGN_OR_RETURN(c10::IValue out, CallModule(*module_, "denoiser", inputs));
   ASSIGN_OR_RETURN(at::Tensor output, output_.Select(out, "denoiser"));
   if (output.sizes() != sample.sizes()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the denoiser returned ", ShapeString(output), " for a sample of ",
-        ShapeString(sample)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the denoiser returned ", ShapeString(output),
+                     " for a sample of ", ShapeString(sample)));
   }
   return output.to(sample.scalar_type());
 }

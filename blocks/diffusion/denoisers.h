@@ -103,8 +103,7 @@ class GaussianMixtureDenoiser final : public Denoiser {
   // The prediction for `sample`, every row at timestep `t`.
   at::Tensor PredictAt(const at::Tensor& sample, double t) const;
   // The posterior's E[x0 | x] and E[ε | x] for x = scale·x0 + noise·ε.
-  std::pair<at::Tensor, at::Tensor> Posterior(const at::Tensor& x,
-                                              double scale,
+  std::pair<at::Tensor, at::Tensor> Posterior(const at::Tensor& x, double scale,
                                               double noise) const;
 
   Mixture mixture_;

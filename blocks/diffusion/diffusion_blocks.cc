@@ -12,7 +12,8 @@
 namespace loopserve {
 namespace {
 
-absl::StatusOr<std::unique_ptr<Block>> MakeSetTimesteps(const BlockParams& raw) {
+absl::StatusOr<std::unique_ptr<Block>> MakeSetTimesteps(
+    const BlockParams& raw) {
   ParamReader params(raw);
   SetTimesteps::Options o;
   ASSIGN_OR_RETURN(o.default_steps,
@@ -48,7 +49,8 @@ absl::StatusOr<std::unique_ptr<Block>> MakePrepareLatents(
   return std::make_unique<PrepareLatents>(o);
 }
 
-absl::StatusOr<std::unique_ptr<Block>> MakePredictNoise(const BlockParams& raw) {
+absl::StatusOr<std::unique_ptr<Block>> MakePredictNoise(
+    const BlockParams& raw) {
   ParamReader params(raw);
   ASSIGN_OR_RETURN(double scale, params.Double("guidance_scale", 1.0));
   RETURN_IF_ERROR(params.CheckAllRead());

@@ -2,9 +2,10 @@
 // Diffusion blocks:
 //
 //   Sequential {
-//     set_timesteps:   SetTimesteps     num_inference_steps, scheduler -> schedule
-//     prepare_latents: PrepareLatents   latents | seed, height, width, batch_size
-//     denoise:         DenoiseLoop {    iterates the timesteps (i, t)
+//     set_timesteps:   SetTimesteps     num_inference_steps, scheduler ->
+//     schedule prepare_latents: PrepareLatents   latents | seed, height, width,
+//     batch_size denoise:         DenoiseLoop {    iterates the timesteps (i,
+//     t)
 //       before_denoiser: ScaleModelInput
 //       denoiser:        PredictNoise   (classifier-free guidance)
 //       after_denoiser:  SchedulerStep  -> latents, denoised

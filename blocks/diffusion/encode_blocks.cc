@@ -6,9 +6,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "util/status_macros.h"
 #include "blocks/diffusion/encoders.h"
 #include "blocks/diffusion/torchscript_module.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -43,9 +43,9 @@ absl::StatusOr<std::vector<std::string>> Texts(const BlockState& state,
         "input '", name, "' must be a string or a list of strings"));
   }
   if (static_cast<int64_t>(texts.size()) > kMaxPrompts) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input '", name, "' has ", texts.size(), " texts; at most ",
-        kMaxPrompts));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", name, "' has ", texts.size(),
+                     " texts; at most ", kMaxPrompts));
   }
   for (const std::string& text : texts) {
     if (text.size() > kMaxPromptBytes) {
@@ -105,11 +105,10 @@ std::vector<InputParam> EncodePrompt::inputs() const {
 }
 
 std::vector<OutputParam> EncodePrompt::intermediate_outputs() const {
-  std::vector<OutputParam> outputs = {
-      {.name = "batch_size",
-       .type_hint = TypeHint::Int(),
-       .description = "Samples per run",
-       .internal = true}};
+  std::vector<OutputParam> outputs = {{.name = "batch_size",
+                                       .type_hint = TypeHint::Int(),
+                                       .description = "Samples per run",
+                                       .internal = true}};
   for (const std::string& name : outputs_) {
     outputs.push_back({.name = name,
                        .type_hint = TypeHint::Tensor(),
@@ -157,9 +156,9 @@ absl::Status EncodePrompt::Run(const Components& components,
   }
   ASSIGN_OR_RETURN(const int64_t batch, block_state.Get<int64_t>("batch_size"));
   if (n > 1 && batch != 1 && batch != n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input 'batch_size' (", batch, ") must be 1 or the number of prompts (",
-        n, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input 'batch_size' (", batch,
+                     ") must be 1 or the number of prompts (", n, ")"));
   }
   block_state.Set("batch_size", std::max(batch, n));
 
@@ -170,14 +169,13 @@ absl::Status EncodePrompt::Run(const Components& components,
   for (const std::string& name : outputs_) {
     need_positive |= !block_state.OptionalTensor(name).defined();
     need_negative |=
-        !block_state.OptionalTensor(absl::StrCat("negative_", name))
-             .defined();
+        !block_state.OptionalTensor(absl::StrCat("negative_", name)).defined();
   }
   std::vector<std::string> texts;
   if (need_positive) texts = prompts;
   const int64_t negative_offset = static_cast<int64_t>(texts.size());
-  if (need_negative) texts.insert(texts.end(), negatives.begin(),
-                                  negatives.end());
+  if (need_negative)
+    texts.insert(texts.end(), negatives.begin(), negatives.end());
   std::vector<at::Tensor> encoded;
   if (!texts.empty()) {
     ASSIGN_OR_RETURN(encoded, encoder->Encode(texts));
@@ -189,11 +187,11 @@ absl::Status EncodePrompt::Run(const Components& components,
       block_state.Set(name, encoded[i].slice(0, 0, n));
     }
     if (!block_state.OptionalTensor(negative_name).defined()) {
-      block_state.Set(negative_name,
-                      encoded[i].slice(0, negative_offset,
-                                       negative_offset +
-                                           static_cast<int64_t>(
-                                               negatives.size())));
+      block_state.Set(
+          negative_name,
+          encoded[i].slice(
+              0, negative_offset,
+              negative_offset + static_cast<int64_t>(negatives.size())));
     }
   }
   return SetBlockState(state, block_state);
@@ -231,8 +229,7 @@ std::vector<ComponentSpec> EncodeImage::expected_components() const {
 }
 
 absl::Status EncodeImage::Run(const Components& components,
-                              PipelineState& state,
-                              RunContext& context) const {
+                              PipelineState& state, RunContext& context) const {
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
   const at::Tensor image = block_state.OptionalTensor("image");
   if (!image.defined()) return SetBlockState(state, block_state);
@@ -254,9 +251,9 @@ absl::Status EncodeImage::Run(const Components& components,
     pixels = image.to(context.device, at::kFloat);
     const at::Tensor magnitude = pixels.abs().max();
     if (!(magnitude.item<float>() <= 1.0f)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input 'image' must hold values in [-1, 1], got ",
-          magnitude.item<float>(), " (as a magnitude)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input 'image' must hold values in [-1, 1], got ",
+                       magnitude.item<float>(), " (as a magnitude)"));
     }
   } else {
     return absl::InvalidArgumentError(absl::StrCat(

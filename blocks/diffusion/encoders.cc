@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
-#include "util/status_macros.h"
 #include "blocks/diffusion/torchscript_module.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 
@@ -37,10 +37,10 @@ TorchScriptTextEncoder::Load(const Options& options) {
                    LoadModule(options.path, options.device, options.dtype));
   const std::vector<std::string> forward = ForwardArgumentNames(*module);
   if (forward.size() != 1) {
-    return ParamError("path", absl::StrCat(
-                                  "a text encoder's forward takes the list "
-                                  "of texts alone; this one takes (",
-                                  absl::StrJoin(forward, ", "), ")"));
+    return ParamError("path",
+                      absl::StrCat("a text encoder's forward takes the list "
+                                   "of texts alone; this one takes (",
+                                   absl::StrJoin(forward, ", "), ")"));
   }
   return std::shared_ptr<const TorchScriptTextEncoder>(
       new TorchScriptTextEncoder(options, std::move(module)));
@@ -62,19 +62,21 @@ absl::StatusOr<std::vector<at::Tensor>> TorchScriptTextEncoder::Encode(
     elements.push_back(out);
   }
   if (elements.size() != options_.outputs.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the text encoder returned ", elements.size(), " values; param "
-        "'outputs' names ", options_.outputs.size(), " (",
-        absl::StrJoin(options_.outputs, ", "), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the text encoder returned ", elements.size(),
+                     " values; param "
+                     "'outputs' names ",
+                     options_.outputs.size(), " (",
+                     absl::StrJoin(options_.outputs, ", "), ")"));
   }
   std::vector<at::Tensor> tensors;
   for (size_t i = 0; i < elements.size(); ++i) {
     const int64_t rows = static_cast<int64_t>(texts.size());
     if (!elements[i].isTensor() || elements[i].toTensor().dim() < 1 ||
         elements[i].toTensor().size(0) != rows) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the text encoder's '", options_.outputs[i],
-          "' is not a tensor of ", rows, " rows (one per text)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the text encoder's '", options_.outputs[i],
+                       "' is not a tensor of ", rows, " rows (one per text)"));
     }
     tensors.push_back(elements[i].toTensor());
   }
@@ -98,8 +100,8 @@ TorchScriptEncoder::Load(const Options& options) {
                    OutputSelector::Parse(options.output));
   ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
                    LoadModule(options.path, options.device, options.dtype));
-  return std::shared_ptr<const TorchScriptEncoder>(new TorchScriptEncoder(
-      options, std::move(module), std::move(output)));
+  return std::shared_ptr<const TorchScriptEncoder>(
+      new TorchScriptEncoder(options, std::move(module), std::move(output)));
 }
 
 absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
@@ -110,10 +112,12 @@ absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
   ASSIGN_OR_RETURN(at::Tensor latents, output_.Select(out, "image encoder"));
   if (latents.dim() != 4 || latents.size(0) != image.size(0) ||
       (options_.moments && latents.size(1) % 2 != 0)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the image encoder returned ", ShapeString(latents), " for an image "
-        "of ", ShapeString(image), ", not [B,", options_.moments ? "2C" : "C",
-        ",h,w]"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the image encoder returned ", ShapeString(latents),
+                     " for an image "
+                     "of ",
+                     ShapeString(image), ", not [B,",
+                     options_.moments ? "2C" : "C", ",h,w]"));
   }
   if (options_.moments) latents = latents.chunk(2, 1)[0];
   return latents.to(at::kFloat) * options_.scaling_factor;
@@ -127,9 +131,11 @@ absl::StatusOr<at::Tensor> IdentityEncoder::Encode(
     return image.mean(1, /*keepdim=*/true);
   }
   if (channels_ != 0 && image.size(1) != channels_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input 'image' has ", image.size(1), " channels; this pipeline's "
-        "images have ", channels_));
+    return absl::InvalidArgumentError(absl::StrCat("input 'image' has ",
+                                                   image.size(1),
+                                                   " channels; this pipeline's "
+                                                   "images have ",
+                                                   channels_));
   }
   return image;
 }

@@ -105,7 +105,8 @@ class TorchScriptEncoder final : public ImageEncoder {
   absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const override;
 
  private:
-  TorchScriptEncoder(Options options, std::unique_ptr<torch::jit::Module> module,
+  TorchScriptEncoder(Options options,
+                     std::unique_ptr<torch::jit::Module> module,
                      OutputSelector output);
   Options options_;
   OutputSelector output_;

@@ -1,7 +1,5 @@
 // The loop and its interior: DenoiseLoop, ScaleModelInput, PredictNoise
 // (the denoiser call, guidance pairs) and SchedulerStep.
-#include "blocks/diffusion/diffusion_blocks.h"
-
 #include <ATen/ATen.h>
 
 #include <span>
@@ -11,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/diffusion/denoisers.h"
+#include "blocks/diffusion/diffusion_blocks.h"
 #include "blocks/diffusion/schedulers.h"
 #include "util/status_macros.h"
 
@@ -124,12 +123,11 @@ std::vector<InputParam> PredictNoise::inputs() const {
              argument.shared ? "; the same for both halves under guidance"
                              : "")});
     if (!argument.shared) {
-      inputs.push_back(
-          {.name = absl::StrCat("negative_", argument.name),
-           .type_hint = TypeHint::Tensor(),
-           .description = absl::StrCat("The unconditional half's '",
-                                       argument.name,
-                                       "' under guidance; zeros when absent")});
+      inputs.push_back({.name = absl::StrCat("negative_", argument.name),
+                        .type_hint = TypeHint::Tensor(),
+                        .description = absl::StrCat(
+                            "The unconditional half's '", argument.name,
+                            "' under guidance; zeros when absent")});
     }
   }
   return inputs;
@@ -188,8 +186,8 @@ std::string ShapePattern(std::span<const int64_t> shape, int64_t from) {
   std::vector<std::string> dims;
   for (size_t d = 0; d < shape.size(); ++d) {
     dims.push_back(static_cast<int64_t>(d) < from ? "B"
-                   : shape[d] == -1              ? "*"
-                                                 : absl::StrCat(shape[d]));
+                   : shape[d] == -1               ? "*"
+                                                  : absl::StrCat(shape[d]));
   }
   return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
 }
@@ -202,8 +200,8 @@ absl::StatusOr<at::Tensor> FitConditioning(const ModelArgument& argument,
                                            int64_t batch) {
   const int64_t from = argument.shared ? 0 : 1;
   const bool fits =
-      (argument.shared || (value.dim() >= 1 && (value.size(0) == 1 ||
-                                                value.size(0) == batch))) &&
+      (argument.shared ||
+       (value.dim() >= 1 && (value.size(0) == 1 || value.size(0) == batch))) &&
       HasShape(value, argument.shape, from);
   if (!fits) {
     const std::string wanted = ShapePattern(argument.shape, from);
@@ -212,8 +210,7 @@ absl::StatusOr<at::Tensor> FitConditioning(const ModelArgument& argument,
         argument.shared ? ""
         : batch == 1    ? " with B = 1"
                         : absl::StrCat(" with B = 1 or ", batch),
-        ", got ", c10::toString(value.scalar_type()), " ",
-        ShapeString(value)));
+        ", got ", c10::toString(value.scalar_type()), " ", ShapeString(value)));
   }
   if (argument.shared || value.size(0) == batch) return value;
   std::vector<int64_t> expanded = value.sizes().vec();
@@ -234,8 +231,8 @@ absl::StatusOr<std::vector<at::Tensor>> PredictNoise::PrepareConditioning(
       return absl::InvalidArgumentError(absl::StrCat(
           "input '", argument.name, "' is required: the denoiser takes it"));
     }
-    ASSIGN_OR_RETURN(cond, FitConditioning(argument, argument.name, cond,
-                                           batch));
+    ASSIGN_OR_RETURN(cond,
+                     FitConditioning(argument, argument.name, cond, batch));
     cond = cond.to(device);
     if (guided && !argument.shared) {
       const std::string negative_name =
@@ -244,13 +241,13 @@ absl::StatusOr<std::vector<at::Tensor>> PredictNoise::PrepareConditioning(
       if (!uncond.defined()) {
         uncond = at::zeros_like(cond);
       } else {
-        ASSIGN_OR_RETURN(uncond, FitConditioning(argument, negative_name,
-                                                 uncond, batch));
+        ASSIGN_OR_RETURN(
+            uncond, FitConditioning(argument, negative_name, uncond, batch));
         if (uncond.sizes() != cond.sizes()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "input '", negative_name, "' must have the shape of '",
-              argument.name, "' ", ShapeString(cond), ", got ",
-              ShapeString(uncond)));
+          return absl::InvalidArgumentError(
+              absl::StrCat("input '", negative_name,
+                           "' must have the shape of '", argument.name, "' ",
+                           ShapeString(cond), ", got ", ShapeString(uncond)));
         }
       }
       cond = at::cat({uncond.to(device, cond.scalar_type()), cond});
@@ -272,9 +269,9 @@ absl::Status PredictNoise::RunStep(const Components& components,
   // the client hears which inputs to change rather than the model's error.
   if (!HasShape(x, denoiser->sample_shape(), 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the denoiser takes samples ", ShapePattern(denoiser->sample_shape(), 1),
-        "; these latents are ", ShapeString(x),
-        " (set by the inputs height and width, or latents)"));
+        "the denoiser takes samples ",
+        ShapePattern(denoiser->sample_shape(), 1), "; these latents are ",
+        ShapeString(x), " (set by the inputs height and width, or latents)"));
   }
   const int64_t batch = x.size(0);
   const bool guided =
@@ -290,8 +287,8 @@ absl::Status PredictNoise::RunStep(const Components& components,
     if (const c10::IValue* prepared = state.Find(prepared_key_)) {
       conditioning = prepared->toTensorVector();
     } else {
-      ASSIGN_OR_RETURN(conditioning, PrepareConditioning(state, batch, guided,
-                                                         x.device()));
+      ASSIGN_OR_RETURN(conditioning,
+                       PrepareConditioning(state, batch, guided, x.device()));
       state.Set(prepared_key_, c10::List<at::Tensor>(conditioning));
     }
   }
@@ -361,7 +358,7 @@ std::vector<ComponentSpec> SchedulerStep::expected_components() const {
 
 absl::Status SchedulerStep::RunStep(const Components&, BlockState& state,
                                     const LoopIndex& index) const {
-  ASSIGN_OR_RETURN(RunSchedule* run, RunScheduleFrom(state));
+  ASSIGN_OR_RETURN(RunSchedule * run, RunScheduleFrom(state));
   ASSIGN_OR_RETURN(const at::Tensor noise_pred,
                    state.Get<at::Tensor>("noise_pred"));
   ASSIGN_OR_RETURN(const at::Tensor latents, state.Get<at::Tensor>("latents"));
@@ -377,11 +374,11 @@ absl::Status SchedulerStep::RunStep(const Components&, BlockState& state,
   }
   ASSIGN_OR_RETURN(
       StepResult step,
-      run->scheduler->Step(run->schedule, noise_pred,
-                           run->schedule.begin_index + index.i, latents,
-                      {.eta = eta,
-                       .generator = generator.defined() ? &generator
-                                                        : nullptr}));
+      run->scheduler->Step(
+          run->schedule, noise_pred, run->schedule.begin_index + index.i,
+          latents,
+          {.eta = eta,
+           .generator = generator.defined() ? &generator : nullptr}));
   state.Set("latents", std::move(step.prev_sample));
   state.Set("denoised", std::move(step.pred_original_sample));
   return absl::OkStatus();

@@ -31,13 +31,12 @@ absl::StatusOr<GaussianMixtureDenoiser::Mixture> ReadMixture(
   ASSIGN_OR_RETURN(m.means, params.DoubleList("means", {}));
   ASSIGN_OR_RETURN(m.stds, params.DoubleList("stds", {}));
   if (m.weights.empty()) return ParamError("weights", "is required");
-  if (m.means.size() != m.weights.size() ||
-      m.stds.size() != m.weights.size()) {
-    return ParamError("means", absl::StrCat("weights, means and stds need the "
-                                            "same length; got ",
-                                            m.weights.size(), ", ",
-                                            m.means.size(), ", ",
-                                            m.stds.size()));
+  if (m.means.size() != m.weights.size() || m.stds.size() != m.weights.size()) {
+    return ParamError("means",
+                      absl::StrCat("weights, means and stds need the "
+                                   "same length; got ",
+                                   m.weights.size(), ", ", m.means.size(), ", ",
+                                   m.stds.size()));
   }
   double total = 0;
   for (double w : m.weights) {
@@ -75,9 +74,8 @@ absl::StatusOr<std::shared_ptr<const Denoiser>> MakeGaussianMixtureDenoiser(
 
 absl::StatusOr<TorchScriptDenoiser::Options> ReadTorchScriptDenoiserOptions(
     ParamReader& params, const ComponentContext& context) {
-  ASSIGN_OR_RETURN(
-      auto options,
-      ReadModelOptions<TorchScriptDenoiser::Options>(params, context));
+  ASSIGN_OR_RETURN(auto options, ReadModelOptions<TorchScriptDenoiser::Options>(
+                                     params, context));
   ASSIGN_OR_RETURN(const bool encoder_hidden_states,
                    params.Bool("encoder_hidden_states", false));
   if (encoder_hidden_states) {
@@ -102,9 +100,9 @@ absl::StatusOr<TorchScriptDenoiser::Options> ReadTorchScriptDenoiserOptions(
   if (!(options.timestep_scale > 0)) {
     return ParamError("timestep_scale", "must be > 0");
   }
-  ASSIGN_OR_RETURN(const std::string timestep_dtype,
-                   params.Choice("timestep_dtype", "",
-                                 {"", "float32", "float64", "int64"}));
+  ASSIGN_OR_RETURN(
+      const std::string timestep_dtype,
+      params.Choice("timestep_dtype", "", {"", "float32", "float64", "int64"}));
   if (timestep_dtype == "float32") options.timestep_dtype = at::kFloat;
   if (timestep_dtype == "float64") options.timestep_dtype = at::kDouble;
   if (timestep_dtype == "int64") options.timestep_dtype = at::kLong;
@@ -128,9 +126,8 @@ absl::StatusOr<std::shared_ptr<const Denoiser>> MakeTorchScriptDenoiser(
 absl::StatusOr<std::shared_ptr<const ImageDecoder>> MakeTorchScriptDecoder(
     const BlockParams& raw, const ComponentContext& context) {
   ParamReader params(raw);
-  ASSIGN_OR_RETURN(
-      auto options,
-      ReadModelOptions<TorchScriptDecoder::Options>(params, context));
+  ASSIGN_OR_RETURN(auto options, ReadModelOptions<TorchScriptDecoder::Options>(
+                                     params, context));
   ASSIGN_OR_RETURN(options.scaling_factor,
                    params.Double("scaling_factor", 1.0));
   if (!(options.scaling_factor > 0)) {
@@ -180,9 +177,8 @@ absl::StatusOr<std::shared_ptr<const TextEncoder>> MakeTorchScriptTextEncoder(
 absl::StatusOr<std::shared_ptr<const ImageEncoder>> MakeTorchScriptEncoder(
     const BlockParams& raw, const ComponentContext& context) {
   ParamReader params(raw);
-  ASSIGN_OR_RETURN(
-      auto options,
-      ReadModelOptions<TorchScriptEncoder::Options>(params, context));
+  ASSIGN_OR_RETURN(auto options, ReadModelOptions<TorchScriptEncoder::Options>(
+                                     params, context));
   ASSIGN_OR_RETURN(options.scaling_factor,
                    params.Double("scaling_factor", 1.0));
   if (!(options.scaling_factor > 0)) {

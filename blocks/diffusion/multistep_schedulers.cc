@@ -13,9 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include "util/status_macros.h"
 #include "blocks/diffusion/scheduler_internal.h"
 #include "blocks/diffusion/schedulers.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -69,8 +69,8 @@ absl::StatusOr<Schedule> MultistepSchedule(const SchedulerConfig& config,
   const int64_t train = config.noise.num_train_timesteps;
   std::vector<double> t;
   if (config.timestep_spacing == "linspace") {
-    std::vector<double> points = Linspace(0, static_cast<double>(train - 1),
-                                          n + 1);
+    std::vector<double> points =
+        Linspace(0, static_cast<double>(train - 1), n + 1);
     for (int64_t i = n; i >= 1; --i) t.push_back(std::nearbyint(points[i]));
   } else if (config.timestep_spacing == "leading") {
     const int64_t ratio = train / (n + 1);
@@ -152,8 +152,7 @@ const at::Tensor& Recent(const Schedule& schedule, int64_t back) {
 
 // ---- DPM-Solver++ ----
 
-DpmSolverMultistepScheduler::DpmSolverMultistepScheduler(
-    SchedulerConfig config)
+DpmSolverMultistepScheduler::DpmSolverMultistepScheduler(SchedulerConfig config)
     : Scheduler(std::move(config)) {}
 
 absl::StatusOr<Schedule> DpmSolverMultistepScheduler::SetTimesteps(
@@ -192,8 +191,8 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
   const bool sde = config_.algorithm_type == "sde-dpmsolver++";
   at::Tensor noise;
   if (sde) {
-    ASSIGN_OR_RETURN(noise, DrawNoise(model_output, options, "sde-dpmsolver++",
-                                      at::kFloat));
+    ASSIGN_OR_RETURN(
+        noise, DrawNoise(model_output, options, "sde-dpmsolver++", at::kFloat));
   }
 
   const float h = t.lambda - s0.lambda;
@@ -232,9 +231,8 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
     } else {
       const float d0_scale = t.alpha * (exp_neg_h - 1.0f);
       x_t = (t.sigma / s0.sigma) * sample - d0_scale * d0;
-      x_t = midpoint
-                ? x_t - 0.5f * d0_scale * d1
-                : x_t + (t.alpha * ((exp_neg_h - 1.0f) / h + 1.0f)) * d1;
+      x_t = midpoint ? x_t - 0.5f * d0_scale * d1
+                     : x_t + (t.alpha * ((exp_neg_h - 1.0f) / h + 1.0f)) * d1;
     }
   } else {
     const Level s1 = LevelAt(schedule, i - 1);
@@ -250,8 +248,7 @@ absl::StatusOr<StepResult> DpmSolverMultistepScheduler::Step(
     const at::Tensor d1_1 = (1.0f / r1) * (m1 - m2);
     const at::Tensor d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1);
     const at::Tensor d2 = (1.0f / (r0 + r1)) * (d1_0 - d1_1);
-    x_t = (t.sigma / s0.sigma) * sample -
-          (t.alpha * (exp_neg_h - 1.0f)) * m0 +
+    x_t = (t.sigma / s0.sigma) * sample - (t.alpha * (exp_neg_h - 1.0f)) * m0 +
           (t.alpha * ((exp_neg_h - 1.0f) / h + 1.0f)) * d1 -
           (t.alpha * ((exp_neg_h - 1.0f + h) / (h * h) - 0.5f)) * d2;
   }
@@ -320,8 +317,8 @@ UniUpdate UniBase(const Schedule& schedule, const SchedulerConfig& config,
     rows.push_back(at::pow(rk, i - 1));
     b.push_back(h_phi_k * static_cast<float>(factorial) / b_h);
     factorial *= i + 1;
-    h_phi_k = h_phi_k / hh -
-              static_cast<float>(1.0 / static_cast<double>(factorial));
+    h_phi_k =
+        h_phi_k / hh - static_cast<float>(1.0 / static_cast<double>(factorial));
   }
   UniUpdate update;
   update.base = x0 ? (t.sigma / s0.sigma) * x - (t.alpha * h_phi_1) * m0
@@ -347,8 +344,7 @@ at::Tensor Half(const at::Tensor& like) {
 }  // namespace
 
 at::Tensor UniPcMultistepScheduler::Predictor(const Schedule& schedule,
-                                              int64_t i,
-                                              const at::Tensor& x,
+                                              int64_t i, const at::Tensor& x,
                                               int64_t order) const {
   const UniUpdate u = UniBase(schedule, config_, i, i + 1, x, order);
   at::Tensor x_t = u.base;

@@ -27,8 +27,7 @@ absl::StatusOr<NoiseSchedule> NoiseSchedule::Read(ParamReader& params,
     return ParamError("num_train_timesteps", "must be in [2, 100000]");
   }
   if (!(s.beta_start > 0 && s.beta_start <= s.beta_end && s.beta_end < 1)) {
-    return ParamError("beta_end",
-                      "need 0 < beta_start <= beta_end < 1");
+    return ParamError("beta_end", "need 0 < beta_start <= beta_end < 1");
   }
   return s;
 }

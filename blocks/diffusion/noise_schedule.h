@@ -51,8 +51,7 @@ std::vector<double> Arange(double start, double stop, double step);
 
 // diffusers' _convert_to_karras (rho = 7): `n` noise levels from
 // `sigma_max` down to `sigma_min`, in double.
-std::vector<double> KarrasSigmas(double sigma_min, double sigma_max,
-                                 int64_t n);
+std::vector<double> KarrasSigmas(double sigma_min, double sigma_max, int64_t n);
 
 // diffusers' _sigma_to_t: the fractional training timestep of noise level
 // `sigma`, interpolating linearly in log σ between the two training levels

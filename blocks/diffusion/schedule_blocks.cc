@@ -1,7 +1,5 @@
 // The blocks before the loop: SetTimesteps (the run's schedule) and
 // PrepareLatents (its starting latents and generator).
-#include "blocks/diffusion/diffusion_blocks.h"
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -11,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "blocks/diffusion/diffusion_blocks.h"
 #include "blocks/diffusion/scheduler_config.h"
 #include "blocks/diffusion/schedulers.h"
 #include "util/status_macros.h"
@@ -31,8 +30,9 @@ ComponentSpec SchedulerSpec() {
 // The run's schedule, as SetTimesteps left it in the block state.
 absl::StatusOr<RunSchedule*> RunScheduleFrom(const BlockState& state) {
   const c10::IValue* value = state.Find("schedule");
-  RunSchedule* run =
-      value == nullptr ? nullptr : dynamic_cast<RunSchedule*>(AsRunState(*value));
+  RunSchedule* run = value == nullptr
+                         ? nullptr
+                         : dynamic_cast<RunSchedule*>(AsRunState(*value));
   if (run == nullptr) {
     return absl::FailedPreconditionError(
         "the run has no schedule: SetTimesteps must run first");
@@ -47,17 +47,19 @@ constexpr int64_t kMaxLatentBytes = int64_t{1} << 30;
 InputParam ImageLatentsInput() {
   return {.name = "image_latents",
           .type_hint = TypeHint::Tensor(),
-          .description = "Image-to-image: the image in latent space, float "
-                         "[B,C,H,W]; the run starts from it, noised to its "
-                         "first step (or as it is, with denoising_start)"};
+          .description =
+              "Image-to-image: the image in latent space, float "
+              "[B,C,H,W]; the run starts from it, noised to its "
+              "first step (or as it is, with denoising_start)"};
 }
 
 InputParam DenoisingStartInput() {
   return {.name = "denoising_start",
           .type_hint = TypeHint::Double(),
-          .description = "Start at this fraction of the schedule, in (0, 1), "
-                         "from image_latents as they are (not noised): the "
-                         "refiner of a base + refiner split (SDXL)"};
+          .description =
+              "Start at this fraction of the schedule, in (0, 1), "
+              "from image_latents as they are (not noised): the "
+              "refiner of a base + refiner split (SDXL)"};
 }
 
 // An optional double input; nullopt when absent.
@@ -131,8 +133,8 @@ absl::StatusOr<StepRange> StepsToTake(const BlockState& state,
       return absl::InvalidArgumentError(
           absl::StrCat("input 'strength' must be in (0, 1], got ", s));
     }
-    const int64_t init = std::min(
-        static_cast<int64_t>(static_cast<double>(n) * s), n);
+    const int64_t init =
+        std::min(static_cast<int64_t>(static_cast<double>(n) * s), n);
     range.begin = std::max<int64_t>(n - init, 0);
   }
   if (end.has_value()) {
@@ -144,13 +146,13 @@ absl::StatusOr<StepRange> StepsToTake(const BlockState& state,
   if (range.end - range.begin < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "inputs 'strength', 'denoising_start' and 'denoising_end' leave no "
-        "steps of ", n, " (num_inference_steps) to take"));
+        "steps of ",
+        n, " (num_inference_steps) to take"));
   }
   return range;
 }
 
-absl::Status CheckPositive(absl::string_view name, int64_t value,
-                           int64_t max) {
+absl::Status CheckPositive(absl::string_view name, int64_t value, int64_t max) {
   if (value < 1 || value > max) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", name, "' must be in [1, ", max, "], got ", value));
@@ -194,17 +196,17 @@ std::vector<InputParam> SetTimesteps::inputs() const {
                       "and return the latents still noisy: the base of a "
                       "base + refiner split (SDXL)"}};
   if (options_.flow) {
-    inputs.push_back(
-        {.name = "mu",
-         .type_hint = TypeHint::Double(),
-         .description = "Flow matching's dynamic shift; when absent, "
-                        "computed from the latents' size as diffusers' Flux "
-                        "pipeline does"});
-    inputs.push_back(
-        {.name = "sigmas",
-         .type_hint = TypeHint::List(),
-         .description = "Flow matching's sigmas, descending in (0, 1]; "
-                        "their count is the step count"});
+    inputs.push_back({.name = "mu",
+                      .type_hint = TypeHint::Double(),
+                      .description =
+                          "Flow matching's dynamic shift; when absent, "
+                          "computed from the latents' size as diffusers' Flux "
+                          "pipeline does"});
+    inputs.push_back({.name = "sigmas",
+                      .type_hint = TypeHint::List(),
+                      .description =
+                          "Flow matching's sigmas, descending in (0, 1]; "
+                          "their count is the step count"});
   }
   return inputs;
 }
@@ -246,10 +248,10 @@ absl::Status SetTimesteps::Run(const Components& components,
   absl::StatusOr<const Scheduler*> scheduler =
       components.Get<Scheduler>(kSchedulerRole, name);
   if (absl::IsNotFound(scheduler.status()) && !name.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input 'scheduler' must be one of: ",
-        absl::StrJoin(components.Choices(kSchedulerRole), ", "), "; got '",
-        name, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input 'scheduler' must be one of: ",
+                     absl::StrJoin(components.Choices(kSchedulerRole), ", "),
+                     "; got '", name, "'"));
   }
   RETURN_IF_ERROR(scheduler.status());
 
@@ -278,9 +280,9 @@ absl::Status SetTimesteps::Run(const Components& components,
     }
   }
   ASSIGN_OR_RETURN(Schedule schedule, (*scheduler)->SetTimesteps(request));
-  ASSIGN_OR_RETURN(const StepRange range,
-                   StepsToTake(block_state, **scheduler, schedule,
-                               options_.strength));
+  ASSIGN_OR_RETURN(
+      const StepRange range,
+      StepsToTake(block_state, **scheduler, schedule, options_.strength));
   schedule.begin_index = range.begin;
   block_state.Set("timesteps",
                   schedule.timesteps.slice(0, range.begin, range.end));
@@ -308,9 +310,9 @@ std::string PrepareLatents::description() const {
 std::vector<InputParam> PrepareLatents::inputs() const {
   return {{.name = "latents",
            .type_hint = TypeHint::Tensor(),
-           .description = absl::StrCat(
-               "Initial unit noise, float32 [B,", options_.channels,
-               ",H,W]; when absent, drawn from seed")},
+           .description = absl::StrCat("Initial unit noise, float32 [B,",
+                                       options_.channels,
+                                       ",H,W]; when absent, drawn from seed")},
           {.name = "seed",
            .type_hint = TypeHint::Int(),
            .description = "Seeds the CPU generator of the noise and of every "
@@ -370,9 +372,8 @@ absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
       image_latents.numel() == 0 ||
       !at::isFloatingType(image_latents.scalar_type())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "input 'image_latents' must be a floating-point [B,",
-        options_.channels, ",H,W] tensor, got ",
-        c10::toString(image_latents.scalar_type()), " ",
+        "input 'image_latents' must be a floating-point [B,", options_.channels,
+        ",H,W] tensor, got ", c10::toString(image_latents.scalar_type()), " ",
         ShapeString(image_latents)));
   }
   // diffusers duplicates one image for a batch.
@@ -400,8 +401,7 @@ absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
   // The noise comes from the run's generator, drawn on the CPU, as
   // diffusers' img2img prepare_latents draws it.
   const at::Tensor noise =
-      at::randn(start.sizes(), generator,
-                at::TensorOptions().dtype(at::kFloat))
+      at::randn(start.sizes(), generator, at::TensorOptions().dtype(at::kFloat))
           .to(device);
   return (*run)->scheduler->AddNoise((*run)->schedule, start, noise);
 }
@@ -410,10 +410,10 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
                                  RunContext& context) const {
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
   const c10::IValue* sigma_value = block_state.Find("init_noise_sigma");
-  const double init_noise_sigma = sigma_value != nullptr &&
-                                          sigma_value->isDouble()
-                                      ? sigma_value->toDouble()
-                                      : 1.0;
+  const double init_noise_sigma =
+      sigma_value != nullptr && sigma_value->isDouble()
+          ? sigma_value->toDouble()
+          : 1.0;
   const c10::IValue* seed_value = block_state.Find("seed");
   const uint64_t seed = seed_value != nullptr && seed_value->isInt()
                             ? static_cast<uint64_t>(seed_value->toInt())
@@ -422,9 +422,9 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
 
   at::Tensor image_latents = block_state.OptionalTensor("image_latents");
   if (image_latents.defined()) {
-    ASSIGN_OR_RETURN(at::Tensor latents,
-                     StartFromImage(block_state, image_latents, generator,
-                                    context.device));
+    ASSIGN_OR_RETURN(
+        at::Tensor latents,
+        StartFromImage(block_state, image_latents, generator, context.device));
     block_state.Set("latents", std::move(latents));
     block_state.Set("generator", std::move(generator));
     return SetBlockState(state, block_state);
@@ -441,9 +441,11 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
     ASSIGN_OR_RETURN(const int64_t batch,
                      block_state.Get<int64_t>("batch_size"));
     if (batch != 1 && batch != latents.size(0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input 'batch_size' (", batch, ") must be 1 or the batch of "
-          "'latents' (", latents.size(0), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input 'batch_size' (", batch,
+                       ") must be 1 or the batch of "
+                       "'latents' (",
+                       latents.size(0), ")"));
     }
     latents = latents.to(context.device, at::kFloat);
   } else {
@@ -456,9 +458,9 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
     RETURN_IF_ERROR(CheckPositive("width", width, 1 << 16));
     const int64_t factor = options_.vae_scale_factor;
     if (height % factor != 0 || width % factor != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "inputs 'height' and 'width' must be multiples of ", factor,
-          ", got ", height, " x ", width));
+      return absl::InvalidArgumentError(
+          absl::StrCat("inputs 'height' and 'width' must be multiples of ",
+                       factor, ", got ", height, " x ", width));
     }
     const std::vector<int64_t> shape = {batch, options_.channels,
                                         height / factor, width / factor};

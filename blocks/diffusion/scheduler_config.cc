@@ -1,20 +1,20 @@
 #include "blocks/diffusion/scheduler_config.h"
 
-#include <optional>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
-#include "util/status_macros.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -23,23 +23,66 @@ using Json = google::protobuf::Value;
 
 // Every key of every diffusers scheduler's config (diffusers' schedulers/),
 // so that a key none of them knows is reported as the typo it is.
-constexpr absl::string_view kDiffusersKeys[] = {
-    "algorithm_type", "base_image_seq_len", "base_shift", "beta_end",
-    "beta_schedule", "beta_start", "clip_sample", "clip_sample_range",
-    "disable_corrector", "dynamic_thresholding_ratio", "euler_at_final",
-    "final_sigmas_type", "flow_shift", "interpolation_type", "invert_sigmas",
-    "lambda_min_clipped", "lower_order_final", "max_image_seq_len",
-    "max_shift", "noise_sampler_seed", "num_train_timesteps",
-    "original_inference_steps", "predict_x0", "prediction_type",
-    "rescale_betas_zero_snr", "rho", "s_churn", "s_noise", "s_tmax", "s_tmin",
-    "sample_max_value", "sampling_eps", "set_alpha_to_one", "shift",
-    "shift_terminal", "sigma_data", "sigma_max", "sigma_min",
-    "sigma_schedule", "skip_prk_steps", "snr", "solver_order", "solver_p",
-    "solver_type", "steps_offset", "stochastic_sampling", "time_shift_type",
-    "timestep_scaling", "timestep_spacing", "timestep_type", "trained_betas",
-    "use_beta_sigmas", "use_dynamic_shifting", "use_exponential_sigmas",
-    "use_flow_sigmas", "use_karras_sigmas", "use_lu_lambdas",
-    "variance_type", "correct_steps", "clip_denoised"};
+constexpr absl::string_view kDiffusersKeys[] = {"algorithm_type",
+                                                "base_image_seq_len",
+                                                "base_shift",
+                                                "beta_end",
+                                                "beta_schedule",
+                                                "beta_start",
+                                                "clip_sample",
+                                                "clip_sample_range",
+                                                "disable_corrector",
+                                                "dynamic_thresholding_ratio",
+                                                "euler_at_final",
+                                                "final_sigmas_type",
+                                                "flow_shift",
+                                                "interpolation_type",
+                                                "invert_sigmas",
+                                                "lambda_min_clipped",
+                                                "lower_order_final",
+                                                "max_image_seq_len",
+                                                "max_shift",
+                                                "noise_sampler_seed",
+                                                "num_train_timesteps",
+                                                "original_inference_steps",
+                                                "predict_x0",
+                                                "prediction_type",
+                                                "rescale_betas_zero_snr",
+                                                "rho",
+                                                "s_churn",
+                                                "s_noise",
+                                                "s_tmax",
+                                                "s_tmin",
+                                                "sample_max_value",
+                                                "sampling_eps",
+                                                "set_alpha_to_one",
+                                                "shift",
+                                                "shift_terminal",
+                                                "sigma_data",
+                                                "sigma_max",
+                                                "sigma_min",
+                                                "sigma_schedule",
+                                                "skip_prk_steps",
+                                                "snr",
+                                                "solver_order",
+                                                "solver_p",
+                                                "solver_type",
+                                                "steps_offset",
+                                                "stochastic_sampling",
+                                                "time_shift_type",
+                                                "timestep_scaling",
+                                                "timestep_spacing",
+                                                "timestep_type",
+                                                "trained_betas",
+                                                "use_beta_sigmas",
+                                                "use_dynamic_shifting",
+                                                "use_exponential_sigmas",
+                                                "use_flow_sigmas",
+                                                "use_karras_sigmas",
+                                                "use_lu_lambdas",
+                                                "variance_type",
+                                                "correct_steps",
+                                                "clip_denoised"};
 
 // A key a class has that loopserve implements only at its default, and that
 // default as DescribeJson writes it.
@@ -79,7 +122,10 @@ const KindKeys& KeysOf(SchedulerKind kind) {
         {SchedulerKind::kEuler,
          {with({"prediction_type", "timestep_spacing", "steps_offset",
                 "use_karras_sigmas", "final_sigmas_type"}),
-          {kBetas, kZeroSnr, kExponential, kBeta,
+          {kBetas,
+           kZeroSnr,
+           kExponential,
+           kBeta,
            {"interpolation_type", "linear"},
            {"timestep_type", "discrete"},
            {"sigma_min", "null"},
@@ -93,7 +139,12 @@ const KindKeys& KeysOf(SchedulerKind kind) {
                 "lower_order_final", "euler_at_final", "use_karras_sigmas",
                 "final_sigmas_type", "dynamic_thresholding_ratio",
                 "sample_max_value"}),
-          {kBetas, kZeroSnr, kThresholding, kExponential, kBeta, kFlowSigmas,
+          {kBetas,
+           kZeroSnr,
+           kThresholding,
+           kExponential,
+           kBeta,
+           kFlowSigmas,
            kVariance,
            {"use_lu_lambdas", "false"},
            {"lambda_min_clipped", "-Infinity"}}}},
@@ -103,7 +154,12 @@ const KindKeys& KeysOf(SchedulerKind kind) {
                 "use_karras_sigmas", "final_sigmas_type", "predict_x0",
                 "disable_corrector", "dynamic_thresholding_ratio",
                 "sample_max_value", "flow_shift", "time_shift_type"}),
-          {kBetas, kZeroSnr, kThresholding, kExponential, kBeta, kFlowSigmas,
+          {kBetas,
+           kZeroSnr,
+           kThresholding,
+           kExponential,
+           kBeta,
+           kFlowSigmas,
            {"solver_p", "null"},
            {"use_dynamic_shifting", "false"}}}},
         {SchedulerKind::kLcm,
@@ -113,9 +169,9 @@ const KindKeys& KeysOf(SchedulerKind kind) {
                 "dynamic_thresholding_ratio", "sample_max_value"}),
           {kBetas, kZeroSnr, kThresholding}}},
         {SchedulerKind::kFlowMatchEuler,
-         {{"num_train_timesteps", "shift", "use_dynamic_shifting",
-           "base_shift", "max_shift", "base_image_seq_len",
-           "max_image_seq_len", "time_shift_type"},
+         {{"num_train_timesteps", "shift", "use_dynamic_shifting", "base_shift",
+           "max_shift", "base_image_seq_len", "max_image_seq_len",
+           "time_shift_type"},
           {{"invert_sigmas", "false"},
            {"shift_terminal", "null"},
            {"use_karras_sigmas", "false"},
@@ -175,8 +231,8 @@ absl::StatusOr<c10::IValue> JsonToValue(absl::string_view key,
       return c10::IValue(list);
     }
     default:
-      return ParamError(key, absl::StrCat("unsupported value ",
-                                          DescribeJson(value)));
+      return ParamError(
+          key, absl::StrCat("unsupported value ", DescribeJson(value)));
   }
 }
 
@@ -281,36 +337,34 @@ absl::StatusOr<BlockParams> ReadConfigFile(SchedulerKind kind,
   for (const std::string& key : names) {
     const Json& value = json.fields().at(key);
     if (absl::StartsWith(key, "_")) continue;  // _class_name, ...
-    if (std::find(keys.read.begin(), keys.read.end(), key) !=
-        keys.read.end()) {
+    if (std::find(keys.read.begin(), keys.read.end(), key) != keys.read.end()) {
       if (value.kind_case() == Json::kNullValue) continue;
       ASSIGN_OR_RETURN(c10::IValue param, JsonToValue(key, value));
       params.emplace(key, std::move(param));
       continue;
     }
-    auto only = std::find_if(
-        keys.default_only.begin(), keys.default_only.end(),
-        [&](const DefaultOnly& d) { return d.key == key; });
+    auto only =
+        std::find_if(keys.default_only.begin(), keys.default_only.end(),
+                     [&](const DefaultOnly& d) { return d.key == key; });
     if (only != keys.default_only.end()) {
       const std::string given = DescribeJson(value);
       if (given != only->value) {
-        return ParamError(
-            "config_file",
-            absl::StrCat("'", path, "' sets ", key, " = ", given,
-                         "; loopserve's ", class_name, " supports only ",
-                         only->value));
+        return ParamError("config_file",
+                          absl::StrCat("'", path, "' sets ", key, " = ", given,
+                                       "; loopserve's ", class_name,
+                                       " supports only ", only->value));
       }
       continue;
     }
-    if (std::find(std::begin(kDiffusersKeys), std::end(kDiffusersKeys),
-                  key) != std::end(kDiffusersKeys)) {
+    if (std::find(std::begin(kDiffusersKeys), std::end(kDiffusersKeys), key) !=
+        std::end(kDiffusersKeys)) {
       unused.push_back(key);
       continue;
     }
-    return ParamError("config_file",
-                      absl::StrCat("'", path, "' has key '", key,
-                                   "', which no diffusers scheduler knows",
-                                   DidYouMean(key)));
+    return ParamError(
+        "config_file",
+        absl::StrCat("'", path, "' has key '", key,
+                     "', which no diffusers scheduler knows", DidYouMean(key)));
   }
   return params;
 }
@@ -327,8 +381,7 @@ absl::StatusOr<std::vector<int64_t>> IntList(ParamReader& reader,
 }
 
 // Reads `kind`'s keys with its diffusers class's defaults.
-absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
-                                         ParamReader& r) {
+absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
   SchedulerConfig c;
   if (kind == SchedulerKind::kFlowMatchEuler) {
     ASSIGN_OR_RETURN(c.noise.num_train_timesteps,
@@ -362,16 +415,15 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
   ASSIGN_OR_RETURN(c.noise, NoiseSchedule::Read(r, c.noise));
   const bool ddim_like = kind == SchedulerKind::kDdim || lcm;
   const bool ancestral = kind == SchedulerKind::kEulerAncestral;
+  ASSIGN_OR_RETURN(c.prediction_type,
+                   ancestral ? r.Choice("prediction_type", "epsilon",
+                                        {"epsilon", "v_prediction"})
+                             : r.Choice("prediction_type", "epsilon",
+                                        {"epsilon", "v_prediction", "sample"}));
   ASSIGN_OR_RETURN(
-      c.prediction_type,
-      ancestral ? r.Choice("prediction_type", "epsilon",
-                           {"epsilon", "v_prediction"})
-                : r.Choice("prediction_type", "epsilon",
-                           {"epsilon", "v_prediction", "sample"}));
-  ASSIGN_OR_RETURN(c.timestep_spacing,
-                   r.Choice("timestep_spacing",
-                            ddim_like ? "leading" : "linspace",
-                            {"leading", "trailing", "linspace"}));
+      c.timestep_spacing,
+      r.Choice("timestep_spacing", ddim_like ? "leading" : "linspace",
+               {"leading", "trailing", "linspace"}));
   ASSIGN_OR_RETURN(c.steps_offset, r.Int("steps_offset", 0));
   if (c.steps_offset < 0 || c.steps_offset >= c.noise.num_train_timesteps) {
     return ParamError("steps_offset", "must be in [0, num_train_timesteps)");
@@ -400,8 +452,8 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
         r.Choice("final_sigmas_type", "zero",
                  kind == SchedulerKind::kEuler
                      ? std::initializer_list<absl::string_view>{"zero"}
-                     : std::initializer_list<absl::string_view>{
-                           "zero", "sigma_min"}));
+                     : std::initializer_list<absl::string_view>{"zero",
+                                                                "sigma_min"}));
   }
   if (dpm || unipc) {
     ASSIGN_OR_RETURN(c.solver_order, r.Int("solver_order", 2));
@@ -420,8 +472,8 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind,
     ASSIGN_OR_RETURN(c.algorithm_type,
                      r.Choice("algorithm_type", "dpmsolver++",
                               {"dpmsolver++", "sde-dpmsolver++"}));
-    ASSIGN_OR_RETURN(c.solver_type, r.Choice("solver_type", "midpoint",
-                                             {"midpoint", "heun"}));
+    ASSIGN_OR_RETURN(c.solver_type,
+                     r.Choice("solver_type", "midpoint", {"midpoint", "heun"}));
     ASSIGN_OR_RETURN(c.euler_at_final, r.Bool("euler_at_final", false));
     if (c.algorithm_type == "sde-dpmsolver++" && c.solver_order == 3) {
       return ParamError("solver_order",
@@ -511,7 +563,8 @@ absl::StatusOr<SchedulerKind> SchedulerKindOfFile(
   if (it == json.fields().end() ||
       it->second.kind_case() != Json::kStringValue) {
     return ParamError("config_file",
-                      absl::StrCat("'", path, "' has no _class_name; name "
+                      absl::StrCat("'", path,
+                                   "' has no _class_name; name "
                                    "the scheduler type instead (",
                                    absl::StrJoin(served, ", "), ")"));
   }
@@ -544,13 +597,11 @@ std::shared_ptr<const Scheduler> Make(SchedulerKind kind,
       return std::make_shared<const DpmSolverMultistepScheduler>(
           std::move(config));
     case SchedulerKind::kUniPcMultistep:
-      return std::make_shared<const UniPcMultistepScheduler>(
-          std::move(config));
+      return std::make_shared<const UniPcMultistepScheduler>(std::move(config));
     case SchedulerKind::kLcm:
       return std::make_shared<const LcmScheduler>(std::move(config));
     case SchedulerKind::kFlowMatchEuler:
-      return std::make_shared<const FlowMatchEulerScheduler>(
-          std::move(config));
+      return std::make_shared<const FlowMatchEulerScheduler>(std::move(config));
   }
   return nullptr;
 }
@@ -558,8 +609,7 @@ std::shared_ptr<const Scheduler> Make(SchedulerKind kind,
 absl::StatusOr<std::shared_ptr<const Scheduler>> Create(
     SchedulerKind kind, const BlockParams& params,
     const ComponentContext& context) {
-  ASSIGN_OR_RETURN(ReadConfig read,
-                   ReadSchedulerConfig(kind, params, context));
+  ASSIGN_OR_RETURN(ReadConfig read, ReadSchedulerConfig(kind, params, context));
   if (!read.unused_keys.empty() && context.notes != nullptr) {
     context.notes->push_back(absl::StrCat(
         "config_file keys that ",

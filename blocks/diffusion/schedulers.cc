@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "util/status_macros.h"
 #include "blocks/diffusion/scheduler_internal.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace internal {
@@ -57,10 +57,10 @@ absl::Status CheckTrainingRange(const std::vector<double>& timesteps,
                                 const SchedulerConfig& config, int64_t n) {
   for (double v : timesteps) {
     if (v < 0 || v >= static_cast<double>(config.noise.num_train_timesteps)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input 'num_inference_steps' = ", n, " with steps_offset ",
-          config.steps_offset, " gives timestep ", v,
-          ", outside the training range"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input 'num_inference_steps' = ", n,
+                       " with steps_offset ", config.steps_offset,
+                       " gives timestep ", v, ", outside the training range"));
     }
   }
   return absl::OkStatus();
@@ -108,8 +108,8 @@ at::Tensor Scheduler::ScaleModelInput(const Schedule&, const at::Tensor& sample,
 }
 
 at::Tensor Scheduler::AddNoise(const Schedule& schedule,
-                              const at::Tensor& original,
-                              const at::Tensor& noise) const {
+                               const at::Tensor& original,
+                               const at::Tensor& noise) const {
   const int64_t t =
       schedule.timesteps.data_ptr<int64_t>()[schedule.begin_index];
   const float alpha_prod = alphas_cumprod_.data_ptr<float>()[t];
@@ -119,10 +119,10 @@ at::Tensor Scheduler::AddNoise(const Schedule& schedule,
 
 absl::Status Scheduler::CheckStepCount(int64_t n) const {
   if (n < 1 || n > config_.noise.num_train_timesteps) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input 'num_inference_steps' must be in [1, ",
-        config_.noise.num_train_timesteps, "] (the scheduler's ",
-        "num_train_timesteps), got ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input 'num_inference_steps' must be in [1, ",
+                     config_.noise.num_train_timesteps, "] (the scheduler's ",
+                     "num_train_timesteps), got ", n));
   }
   return absl::OkStatus();
 }
@@ -146,8 +146,9 @@ absl::StatusOr<at::Tensor> Scheduler::DrawNoise(
     std::optional<at::ScalarType> dtype) {
   if (options.generator == nullptr) {
     return absl::FailedPreconditionError(
-        absl::StrCat(who, " draws noise every step and needs the run's "
-                          "generator"));
+        absl::StrCat(who,
+                     " draws noise every step and needs the run's "
+                     "generator"));
   }
   // Drawn on the CPU, then moved: a seed gives the same noise on every
   // device. The move does not wait for the device (Note [no host sync per
@@ -161,8 +162,7 @@ absl::StatusOr<at::Tensor> Scheduler::DrawNoise(
 // ---- DDIM ----
 
 DdimScheduler::DdimScheduler(SchedulerConfig config)
-    : Scheduler(std::move(config)),
-      final_alpha_cumprod_(FinalAlphaCumprod()) {}
+    : Scheduler(std::move(config)), final_alpha_cumprod_(FinalAlphaCumprod()) {}
 
 float DdimScheduler::AlphaProd(int64_t timestep) const {
   if (timestep < 0) return final_alpha_cumprod_;
@@ -213,13 +213,11 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
   const float beta_prod_t_prev = 1.0f - alpha_prod_t_prev;
   const float variance = (beta_prod_t_prev / beta_prod_t) *
                          (1.0f - alpha_prod_t / alpha_prod_t_prev);
-  const float std_dev_t =
-      static_cast<float>(options.eta) * TorchSqrt(variance);
+  const float std_dev_t = static_cast<float>(options.eta) * TorchSqrt(variance);
   const float direction_scale =
       TorchSqrt(1.0f - alpha_prod_t_prev - std_dev_t * std_dev_t);
-  at::Tensor prev_sample =
-      TorchSqrt(alpha_prod_t_prev) * pred_original_sample +
-      direction_scale * pred_epsilon;
+  at::Tensor prev_sample = TorchSqrt(alpha_prod_t_prev) * pred_original_sample +
+                           direction_scale * pred_epsilon;
 
   if (options.eta > 0) {
     ASSIGN_OR_RETURN(const at::Tensor noise,
@@ -269,11 +267,10 @@ absl::StatusOr<Schedule> EulerScheduler::SetTimesteps(
   schedule.sigmas = CpuTensor(sigmas, at::kFloat);
 
   const float max_sigma = schedule.sigmas.max().item<float>();
-  schedule.init_noise_sigma =
-      (config_.timestep_spacing == "linspace" ||
-       config_.timestep_spacing == "trailing")
-          ? max_sigma
-          : TorchSqrt(max_sigma * max_sigma + 1.0f);
+  schedule.init_noise_sigma = (config_.timestep_spacing == "linspace" ||
+                               config_.timestep_spacing == "trailing")
+                                  ? max_sigma
+                                  : TorchSqrt(max_sigma * max_sigma + 1.0f);
   return schedule;
 }
 
@@ -315,15 +312,15 @@ absl::StatusOr<StepResult> EulerScheduler::Step(
   if (!ancestral_) {
     const float dt = sigma_to - sigma;
     return StepResult{
-        .prev_sample = (sample + derivative * dt).to(model_output.scalar_type()),
+        .prev_sample =
+            (sample + derivative * dt).to(model_output.scalar_type()),
         .pred_original_sample = std::move(pred_original_sample)};
   }
   // Ancestral: step down to sigma_down, then add fresh noise of sigma_up.
   const float sigma_from = sigma;
-  const float sigma_up = TorchSqrt(sigma_to * sigma_to *
-                                   (sigma_from * sigma_from -
-                                    sigma_to * sigma_to) /
-                                   (sigma_from * sigma_from));
+  const float sigma_up = TorchSqrt(
+      sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) /
+      (sigma_from * sigma_from));
   const float sigma_down = TorchSqrt(sigma_to * sigma_to - sigma_up * sigma_up);
   const float dt = sigma_down - sigma;
   at::Tensor prev_sample = sample + derivative * dt;
@@ -337,8 +334,7 @@ absl::StatusOr<StepResult> EulerScheduler::Step(
 // ---- LCM ----
 
 LcmScheduler::LcmScheduler(SchedulerConfig config)
-    : Scheduler(std::move(config)),
-      final_alpha_cumprod_(FinalAlphaCumprod()) {}
+    : Scheduler(std::move(config)), final_alpha_cumprod_(FinalAlphaCumprod()) {}
 
 absl::StatusOr<Schedule> LcmScheduler::SetTimesteps(
     const ScheduleRequest& request) const {
@@ -525,9 +521,8 @@ absl::StatusOr<StepResult> FlowMatchEulerScheduler::Step(
   const float sigma_next = sigmas[step_index + 1];
   const at::Tensor sample = sample_in.to(at::kFloat);
   at::Tensor prev_sample = sample + (sigma_next - sigma) * model_output;
-  return StepResult{
-      .prev_sample = prev_sample.to(model_output.scalar_type()),
-      .pred_original_sample = sample - sigma * model_output};
+  return StepResult{.prev_sample = prev_sample.to(model_output.scalar_type()),
+                    .pred_original_sample = sample - sigma * model_output};
 }
 
 // ---- Checkpoints: RunSchedule's state ----
@@ -564,7 +559,8 @@ absl::StatusOr<c10::intrusive_ptr<RunState>> Scheduler::RestoreRunState(
     auto it = dict.find(key);
     return it == dict.end() ? nullptr : &it->value();
   };
-  auto tensor = [&](const char* key, bool optional) -> absl::StatusOr<at::Tensor> {
+  auto tensor = [&](const char* key,
+                    bool optional) -> absl::StatusOr<at::Tensor> {
     const c10::IValue* value = get(key);
     if (value != nullptr && value->isTensor()) return value->toTensor();
     if (optional && value != nullptr && value->isNone()) return at::Tensor();

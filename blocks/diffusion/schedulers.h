@@ -164,7 +164,6 @@ struct SchedulerConfig {
 // A Scheduler restores the RunSchedules of its runs from checkpoints.
 class Scheduler : public RunStateRestorer {
  public:
-
   // "ddim_scheduler", ...
   virtual absl::string_view type_name() const = 0;
   const SchedulerConfig& config() const { return config_; }
@@ -289,8 +288,7 @@ class EulerScheduler final : public Scheduler {
   }
   absl::StatusOr<Schedule> SetTimesteps(
       const ScheduleRequest& request) const override;
-  at::Tensor ScaleModelInput(const Schedule& schedule,
-                             const at::Tensor& sample,
+  at::Tensor ScaleModelInput(const Schedule& schedule, const at::Tensor& sample,
                              int64_t step_index) const override;
   absl::StatusOr<StepResult> Step(Schedule& schedule,
                                   const at::Tensor& model_output,

@@ -21,7 +21,8 @@ absl::StatusOr<at::ScalarType> ParseModelDtype(absl::string_view name) {
   if (lower == "float16" || lower == "fp16") return at::kHalf;
   if (lower == "bfloat16" || lower == "bf16") return at::kBFloat16;
   return ParamError("dtype", absl::StrCat("must be float32, float16 or "
-                                          "bfloat16; got '", name, "'"));
+                                          "bfloat16; got '",
+                                          name, "'"));
 }
 
 absl::StatusOr<std::unique_ptr<torch::jit::Module>> LoadModule(
@@ -62,8 +63,7 @@ std::string Describe(const NamedValue& input) {
                         ShapeString(t));
   }
   if (value.isList()) {
-    return absl::StrCat(input.name, " (", value.toListRef().size(),
-                        " items)");
+    return absl::StrCat(input.name, " (", value.toListRef().size(), " items)");
   }
   return absl::StrCat(input.name, " ", value.tagKind());
 }
@@ -86,8 +86,7 @@ absl::StatusOr<c10::IValue> CallModule(torch::jit::Module& module,
     }
     const std::string passed = absl::StrJoin(described, ", ");
     // Note [module errors]: the module's message stays here.
-    LOG(WARNING) << "the " << what << " refused " << passed << ": "
-                 << e.what();
+    LOG(WARNING) << "the " << what << " refused " << passed << ": " << e.what();
     return absl::InvalidArgumentError(
         absl::StrCat("the ", what, " refused its inputs: ", passed,
                      " (the module's error is in the server log)"));
@@ -131,9 +130,9 @@ absl::StatusOr<at::Tensor> OutputSelector::Select(
   } else {
     wanted = "a tensor";
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the ", what, " returned ", result.tagKind(), " without a tensor at ",
-      wanted, " (param 'output')"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("the ", what, " returned ", result.tagKind(),
+                   " without a tensor at ", wanted, " (param 'output')"));
 }
 
 }  // namespace loopserve

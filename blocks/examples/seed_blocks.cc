@@ -92,8 +92,8 @@ absl::Status LoopBlock::RunStep(const Components&, BlockState& state,
     const at::Tensor& t = x->toTensor();
     if (at::isIntegralType(t.scalar_type(), /*includeBool=*/false) &&
         t.numel() > 0 && t.max().item<int64_t>() == MaxOf(t.scalar_type())) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "x + 1 overflows ", c10::toString(t.scalar_type())));
+      return absl::OutOfRangeError(
+          absl::StrCat("x + 1 overflows ", c10::toString(t.scalar_type())));
     }
     *x = t.add(1);
   } else {

@@ -15,12 +15,11 @@ TEST(BuiltinBlocksTest, EveryBlockTypeTheHeaderLists) {
   BlockRegistry registry;
   ASSERT_OK(RegisterBuiltinBlocks(registry));
   EXPECT_THAT(registry.TypeNames(),
-              UnorderedElementsAre("Sequential", "LoopWrapper", "LoopBlock",
-                                   "EncodePrompt", "EncodeImage",
-                                   "SetTimesteps", "PrepareLatents",
-                                   "DenoiseLoop", "ScaleModelInput",
-                                   "PredictNoise", "SchedulerStep", "Decode",
-                                   "Preview"));
+              UnorderedElementsAre(
+                  "Sequential", "LoopWrapper", "LoopBlock", "EncodePrompt",
+                  "EncodeImage", "SetTimesteps", "PrepareLatents",
+                  "DenoiseLoop", "ScaleModelInput", "PredictNoise",
+                  "SchedulerStep", "Decode", "Preview"));
   EXPECT_FALSE(RegisterBuiltinBlocks(registry).ok());  // ALREADY_EXISTS
 }
 

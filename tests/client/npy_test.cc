@@ -104,19 +104,19 @@ TEST(NpyTest, EveryTableDatatypeRoundTrips) {
 }
 
 TEST(DatatypeTest, ElementsReadAsDoubles) {
-  const uint16_t half_one_and_a_half = 0x3e00;   // FP16 1.5
-  const uint16_t bf16_minus_two = 0xc000;        // BF16 -2
+  const uint16_t half_one_and_a_half = 0x3e00;  // FP16 1.5
+  const uint16_t bf16_minus_two = 0xc000;       // BF16 -2
   const int16_t int16 = -7;
-  EXPECT_EQ(ElementAsDouble(Datatype::kFp16,
-                            reinterpret_cast<const char*>(&half_one_and_a_half),
-                            0),
-            1.5);
+  EXPECT_EQ(
+      ElementAsDouble(Datatype::kFp16,
+                      reinterpret_cast<const char*>(&half_one_and_a_half), 0),
+      1.5);
   EXPECT_EQ(ElementAsDouble(Datatype::kBf16,
                             reinterpret_cast<const char*>(&bf16_minus_two), 0),
             -2.0);
-  EXPECT_EQ(
-      ElementAsDouble(Datatype::kInt16, reinterpret_cast<const char*>(&int16), 0),
-      -7.0);
+  EXPECT_EQ(ElementAsDouble(Datatype::kInt16,
+                            reinterpret_cast<const char*>(&int16), 0),
+            -7.0);
   EXPECT_THAT(FindDatatype("fp32"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("unknown datatype 'fp32'")));
@@ -148,11 +148,11 @@ TEST(NpyTest, RefusesWhatItCannotRead) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("data has 8 bytes; shape (6829999, "
                                  "9999999999999) <f4 needs more")));
-  EXPECT_THAT(ParseNpy(NumpyFile("{'descr': '<u1', 'fortran_order': False, "
-                                 "'shape': (4294967296, 4294967296), }",
-                                 "")),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("needs more")));
+  EXPECT_THAT(
+      ParseNpy(NumpyFile("{'descr': '<u1', 'fortran_order': False, "
+                         "'shape': (4294967296, 4294967296), }",
+                         "")),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs more")));
   EXPECT_THAT(ParseNpy(NumpyFile("{'descr': '<c8', 'fortran_order': False, "
                                  "'shape': (1,), }",
                                  std::string(8, '\0'))),

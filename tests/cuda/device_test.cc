@@ -6,6 +6,8 @@
 // and `scripts/gpu-check --cpu` with LOOPSERVE_TEST_DEVICE=cpu, where they
 // check the same paths (streaming, copies off the device, previews, memory)
 // against the CPU itself.
+#include "engine/device.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gmock/gmock.h>
@@ -19,12 +21,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "app/default_pipelines.h"
 #include "bench/unet_pipeline.h"
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "client/loop_client.h"
-#include "app/default_pipelines.h"
-#include "engine/device.h"
 #include "engine/tensor_codec.h"
 #include "server/loop_server.h"
 #include "tests/testing/eventually.h"
@@ -43,11 +44,11 @@ absl::StatusOr<c10::Device> DeviceUnderTest() {
   return ResolveDevice(flag != nullptr && *flag != '\0' ? flag : "cuda");
 }
 
-#define SKIP_WITHOUT_DEVICE(device)                                     \
-  absl::StatusOr<c10::Device> device##_or = DeviceUnderTest();          \
-  if (!device##_or.ok()) {                                              \
-    GTEST_SKIP() << "no device under test: " << device##_or.status();   \
-  }                                                                     \
+#define SKIP_WITHOUT_DEVICE(device)                                   \
+  absl::StatusOr<c10::Device> device##_or = DeviceUnderTest();        \
+  if (!device##_or.ok()) {                                            \
+    GTEST_SKIP() << "no device under test: " << device##_or.status(); \
+  }                                                                   \
   const c10::Device device = *device##_or
 
 // Records each iteration's latents, on the CPU, in float64.
@@ -84,10 +85,8 @@ double Deviation(const std::vector<at::Tensor>& device_steps,
                  const std::vector<at::Tensor>& cpu_steps) {
   EXPECT_EQ(device_steps.size(), cpu_steps.size());
   double worst = 0;
-  for (size_t i = 0; i < std::min(device_steps.size(), cpu_steps.size());
-       ++i) {
-    const double scale =
-        std::max(1.0, cpu_steps[i].abs().max().item<double>());
+  for (size_t i = 0; i < std::min(device_steps.size(), cpu_steps.size()); ++i) {
+    const double scale = std::max(1.0, cpu_steps[i].abs().max().item<double>());
     worst = std::max(
         worst,
         (device_steps[i] - cpu_steps[i]).abs().max().item<double>() / scale);
@@ -231,22 +230,22 @@ class DeviceServerTest : public DeviceTest {
   }
 
   // Runs `request`, keeping each streamed iteration's latents.
-  absl::StatusOr<std::vector<at::Tensor>> Stream(
-      const v1::RunRequest& request, RunCallOptions options = {},
-      int* previews = nullptr) {
+  absl::StatusOr<std::vector<at::Tensor>> Stream(const v1::RunRequest& request,
+                                                 RunCallOptions options = {},
+                                                 int* previews = nullptr) {
     std::vector<at::Tensor> latents;
     ASSIGN_OR_RETURN(
         v1::RunResult result,
-        client_->Run(request,
-                     {.on_iteration =
-                          [&](const v1::Iteration& it) {
-                            latents.push_back(Decoded(it.values().at("latents")));
-                            if (previews != nullptr &&
-                                !it.preview_png().empty()) {
-                              ++*previews;
-                            }
-                          }},
-                     options));
+        client_->Run(
+            request,
+            {.on_iteration =
+                 [&](const v1::Iteration& it) {
+                   latents.push_back(Decoded(it.values().at("latents")));
+                   if (previews != nullptr && !it.preview_png().empty()) {
+                     ++*previews;
+                   }
+                 }},
+            options));
     return latents;
   }
 
@@ -278,13 +277,13 @@ TEST_F(DeviceServerTest, CancelAndDeadlineStopTheRunAndTheServerServesOn) {
   // 50 ms deadline, on any device.
   v1::RunRequest endless = DigitsRequest(1000, 1);
   int seen = 0;
-  absl::StatusOr<v1::RunResult> cancelled = client_->Run(
-      endless,
-      {.on_iteration =
-           [&](const v1::Iteration&) {
-             if (++seen == 3) cancellation.Cancel();
-           }},
-      {.cancellation = &cancellation});
+  absl::StatusOr<v1::RunResult> cancelled =
+      client_->Run(endless,
+                   {.on_iteration =
+                        [&](const v1::Iteration&) {
+                          if (++seen == 3) cancellation.Cancel();
+                        }},
+                   {.cancellation = &cancellation});
   EXPECT_THAT(cancelled, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
   EXPECT_THAT(Stream(endless, {.timeout = absl::Milliseconds(50)}),
               StatusIs(absl::StatusCode::kDeadlineExceeded, ::testing::_));
@@ -331,8 +330,8 @@ TEST_F(DeviceServerTest, DeviceMemoryReturnsToItsBaseline) {
   for (int i = 0; i < 100; ++i) {
     ASSERT_OK(Stream(DigitsRequest(10, 1000 + i)).status());
   }
-  EXPECT_TRUE(Eventually([&] { return allocated() <= baseline; },
-                         absl::Seconds(5)))
+  EXPECT_TRUE(
+      Eventually([&] { return allocated() <= baseline; }, absl::Seconds(5)))
       << allocated() << " bytes allocated, " << baseline << " before";
 }
 

@@ -174,7 +174,6 @@ v1::RunRequest SeedRequest(int64_t num_steps) {
   return request;
 }
 
-
 TEST(ScaleOutTest, RoundRobinSpreadsRunsAndOutlivesAStoppedServer) {
   std::vector<std::unique_ptr<ServerProcess>> servers;
   std::vector<std::string> addresses;

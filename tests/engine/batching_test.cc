@@ -22,11 +22,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "app/default_pipelines.h"
 #include "blocks/core/block.h"
 #include "blocks/core/loop.h"
 #include "blocks/core/run_scope.h"
 #include "blocks/diffusion/batched_denoiser.h"
-#include "app/default_pipelines.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {

@@ -50,8 +50,8 @@ class BindingTest : public ::testing::Test {
   }
 
   absl::StatusOr<at::Tensor> Step(
-      double scale, const std::vector<std::pair<std::string, at::Tensor>>&
-                        conditioning) {
+      double scale,
+      const std::vector<std::pair<std::string, at::Tensor>>& conditioning) {
     BlockState state;
     state.Set("latent_model_input", x_);
     state.Set("guidance_scale", scale);
@@ -72,10 +72,10 @@ TEST_F(BindingTest, SdxlArgumentsBecomeInputsAndReachTheirPlaces) {
                   .arguments = {"sample", "timestep", "encoder_hidden_states",
                                 "text_embeds", "time_ids"}}));
   EXPECT_THAT(Names(block_.signature().inputs),
-              ::testing::ElementsAre(
-                  "guidance_scale", "encoder_hidden_states",
-                  "negative_encoder_hidden_states", "text_embeds",
-                  "negative_text_embeds", "time_ids", "negative_time_ids"));
+              ::testing::ElementsAre("guidance_scale", "encoder_hidden_states",
+                                     "negative_encoder_hidden_states",
+                                     "text_embeds", "negative_text_embeds",
+                                     "time_ids", "negative_time_ids"));
   // Distinct constants, so a value at the wrong argument shows: the module
   // adds mean(ehs) + 2·mean(text_embeds) + 3·mean(time_ids).
   const at::Tensor ehs = at::ones({2, 7, 3});
@@ -90,16 +90,15 @@ TEST_F(BindingTest, SdxlArgumentsBecomeInputsAndReachTheirPlaces) {
 
   // Guided: the unconditional half takes negative_text_embeds and zeros
   // for the values without a negative; the module sees 2B rows.
-  ASSERT_OK_AND_ASSIGN(at::Tensor guided,
-                       Step(5.0, {{"encoder_hidden_states", ehs},
-                                  {"text_embeds", text_embeds},
-                                  {"negative_text_embeds",
-                                   at::full({2, 5}, -1.0)},
-                                  {"time_ids", time_ids}}));
+  ASSERT_OK_AND_ASSIGN(
+      at::Tensor guided,
+      Step(5.0, {{"encoder_hidden_states", ehs},
+                 {"text_embeds", text_embeds},
+                 {"negative_text_embeds", at::full({2, 5}, -1.0)},
+                 {"time_ids", time_ids}}));
   const at::Tensor uncond = base + 0 + 2 * -1.0 + 0;
   const at::Tensor cond = base + 1 + 20 + 300;
-  EXPECT_TRUE(
-      at::allclose(guided, uncond + 5.0 * (cond - uncond), 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(guided, uncond + 5.0 * (cond - uncond), 1e-4, 1e-4));
 }
 
 TEST_F(BindingTest, Sd3ArgumentsInTheModulesOrderAndADictOutput) {
@@ -116,12 +115,12 @@ TEST_F(BindingTest, Sd3ArgumentsInTheModulesOrderAndADictOutput) {
 }
 
 TEST_F(BindingTest, FluxSharedValuesAreNotDoubledAndTheTimestepIsScaled) {
-  ASSERT_OK(Load({.path = ModulePath("flux_like"),
-                  .arguments = {"sample", "timestep", "guidance",
-                                "pooled_projections", "encoder_hidden_states",
-                                "txt_ids", "img_ids"},
-                  .shared_arguments = {"guidance", "txt_ids", "img_ids"},
-                  .timestep_scale = 0.001}));
+  ASSERT_OK(Load(
+      {.path = ModulePath("flux_like"),
+       .arguments = {"sample", "timestep", "guidance", "pooled_projections",
+                     "encoder_hidden_states", "txt_ids", "img_ids"},
+       .shared_arguments = {"guidance", "txt_ids", "img_ids"},
+       .timestep_scale = 0.001}));
   const std::vector<std::string> names = Names(block_.signature().inputs);
   EXPECT_THAT(names, ::testing::Contains("negative_pooled_projections"));
   EXPECT_THAT(names, Not(::testing::Contains("negative_txt_ids")));
@@ -139,8 +138,7 @@ TEST_F(BindingTest, FluxSharedValuesAreNotDoubledAndTheTimestepIsScaled) {
   EXPECT_TRUE(at::allclose(plain, cond, 1e-4, 1e-4));
   ASSERT_OK_AND_ASSIGN(at::Tensor guided, Step(2.0, values));
   const at::Tensor uncond = x_ * 0.5 + 0.4 + 35 + 48;
-  EXPECT_TRUE(at::allclose(guided, uncond + 2.0 * (cond - uncond), 1e-4,
-                           1e-4));
+  EXPECT_TRUE(at::allclose(guided, uncond + 2.0 * (cond - uncond), 1e-4, 1e-4));
 }
 
 TEST_F(BindingTest, BadShapesAreNamedBeforeTheModelRuns) {
@@ -163,14 +161,14 @@ TEST_F(BindingTest, BadShapesAreNamedBeforeTheModelRuns) {
                          {"time_ids", at::ones({2, 6, 1})}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'time_ids' must be [B,6]")));
-  EXPECT_THAT(Step(3.0, {{"encoder_hidden_states", ehs},
-                         {"negative_encoder_hidden_states",
-                          at::ones({3, 7, 3})},
-                         {"text_embeds", text_embeds},
-                         {"time_ids", at::ones({2, 6})}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("input 'negative_encoder_hidden_states' "
-                                 "must be [B,7,3] with B = 1 or 2")));
+  EXPECT_THAT(
+      Step(3.0, {{"encoder_hidden_states", ehs},
+                 {"negative_encoder_hidden_states", at::ones({3, 7, 3})},
+                 {"text_embeds", text_embeds},
+                 {"time_ids", at::ones({2, 6})}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("input 'negative_encoder_hidden_states' "
+                         "must be [B,7,3] with B = 1 or 2")));
   EXPECT_THAT(Step(1.0, {{"encoder_hidden_states", ehs},
                          {"time_ids", at::ones({2, 6})}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -187,44 +185,45 @@ TEST_F(BindingTest, BadShapesAreNamedBeforeTheModelRuns) {
 TEST_F(BindingTest, AModulesOwnErrorDoesNotReachTheClient) {
   // guidance not declared shared: it is doubled under guidance, and the
   // module's assert refuses it.
-  ASSERT_OK(Load({.path = ModulePath("flux_like"),
-                  .arguments = {"sample", "timestep", "guidance",
-                                "pooled_projections", "encoder_hidden_states",
-                                "txt_ids", "img_ids"},
-                  .shared_arguments = {"txt_ids", "img_ids"},
-                  .timestep_scale = 0.001}));
+  ASSERT_OK(Load(
+      {.path = ModulePath("flux_like"),
+       .arguments = {"sample", "timestep", "guidance", "pooled_projections",
+                     "encoder_hidden_states", "txt_ids", "img_ids"},
+       .shared_arguments = {"txt_ids", "img_ids"},
+       .timestep_scale = 0.001}));
   absl::StatusOr<at::Tensor> out =
       Step(2.0, {{"guidance", at::full({1}, 3.5)},
                  {"pooled_projections", at::ones({2, 6})},
                  {"encoder_hidden_states", at::ones({2, 5, 4})},
                  {"txt_ids", at::zeros({5, 3})},
                  {"img_ids", at::zeros({16, 3})}});
-  EXPECT_THAT(out, StatusIs(absl::StatusCode::kInvalidArgument,
-                            AllOf(HasSubstr("the denoiser refused its inputs: "
-                                            "sample Float [4,4,8,8], timestep "
-                                            "Float [4], guidance Float [4]"),
-                                  Not(HasSubstr("assert")),
-                                  Not(HasSubstr(".py")),
-                                  Not(HasSubstr("forward")))));
+  EXPECT_THAT(out,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("the denoiser refused its inputs: "
+                                       "sample Float [4,4,8,8], timestep "
+                                       "Float [4], guidance Float [4]"),
+                             Not(HasSubstr("assert")), Not(HasSubstr(".py")),
+                             Not(HasSubstr("forward")))));
 }
 
 TEST(TorchScriptDenoiserTest, ArgumentsAreCheckedWhenTheModuleLoads) {
   const std::string path = ModulePath("sdxl_like");
-  EXPECT_THAT(TorchScriptDenoiser::Load(
-                  {.path = path,
-                   .arguments = {"sample", "timestep", "encoder_hidden_states"}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("lists 3 (sample, timestep, "
-                                 "encoder_hidden_states) but the module's "
-                                 "forward takes 5 (sample, timestep, "
-                                 "encoder_hidden_states, text_embeds, "
-                                 "time_ids)")));
-  EXPECT_THAT(TorchScriptDenoiser::Load(
-                  {.path = path,
-                   .arguments = {"sample", "encoder_hidden_states", "a", "b",
-                                 "c"}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("must include 'timestep'")));
+  EXPECT_THAT(
+      TorchScriptDenoiser::Load(
+          {.path = path,
+           .arguments = {"sample", "timestep", "encoder_hidden_states"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("lists 3 (sample, timestep, "
+                         "encoder_hidden_states) but the module's "
+                         "forward takes 5 (sample, timestep, "
+                         "encoder_hidden_states, text_embeds, "
+                         "time_ids)")));
+  EXPECT_THAT(
+      TorchScriptDenoiser::Load(
+          {.path = path,
+           .arguments = {"sample", "encoder_hidden_states", "a", "b", "c"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("must include 'timestep'")));
   EXPECT_THAT(TorchScriptDenoiser::Load(
                   {.path = path,
                    .arguments = {"sample", "timestep", "a", "b", "c"},
@@ -232,12 +231,12 @@ TEST(TorchScriptDenoiserTest, ArgumentsAreCheckedWhenTheModuleLoads) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("param 'shared_arguments': 'd' is not one "
                                  "of the conditioning arguments")));
-  EXPECT_THAT(TorchScriptDenoiser::Load(
-                  {.path = path,
-                   .arguments = {"sample", "timestep", "a",
-                                 "negative_a", "c"}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("'negative_a': names starting 'negative_'")));
+  EXPECT_THAT(
+      TorchScriptDenoiser::Load(
+          {.path = path,
+           .arguments = {"sample", "timestep", "a", "negative_a", "c"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("'negative_a': names starting 'negative_'")));
 }
 
 // ---- prompts ----
@@ -296,15 +295,13 @@ TEST_F(EncodePromptTest, PromptsAndTheNegativeBecomeConditioning) {
 
 TEST_F(EncodePromptTest, TheClientsTensorsTakePrecedence) {
   const at::Tensor mine = at::full({1, 4, 3}, 42.0);
-  ASSERT_OK_AND_ASSIGN(
-      PipelineState state,
-      Run({{"prompt", std::string("abc")},
-           {"negative_prompt", std::string("z")},
-           {"encoder_hidden_states", mine}}));
+  ASSERT_OK_AND_ASSIGN(PipelineState state,
+                       Run({{"prompt", std::string("abc")},
+                            {"negative_prompt", std::string("z")},
+                            {"encoder_hidden_states", mine}}));
   EXPECT_TRUE(at::equal(Get(state, "encoder_hidden_states"), mine));
   EXPECT_EQ(Get(state, "text_embeds")[0][0].item<float>(), 3.5);
-  EXPECT_EQ(Get(state, "negative_encoder_hidden_states")[0][0][1]
-                .item<float>(),
+  EXPECT_EQ(Get(state, "negative_encoder_hidden_states")[0][0][1].item<float>(),
             'z');
 }
 
@@ -359,11 +356,11 @@ TEST(EncodeImageTest, PixelsBecomeLatentsThroughTheEncoder) {
 
 TEST(EncodeImageTest, IdentityEncoderMakesGreyPixelSpaceLatents) {
   IdentityEncoder grey(1);
-  ASSERT_OK_AND_ASSIGN(at::Tensor latents,
-                       grey.Encode(at::stack({at::full({2, 2}, -1.0),
-                                              at::zeros({2, 2}),
-                                              at::ones({2, 2})})
-                                       .unsqueeze(0)));
+  ASSERT_OK_AND_ASSIGN(
+      at::Tensor latents,
+      grey.Encode(at::stack({at::full({2, 2}, -1.0), at::zeros({2, 2}),
+                             at::ones({2, 2})})
+                      .unsqueeze(0)));
   EXPECT_TRUE(at::equal(latents, at::zeros({1, 1, 2, 2})));
   EXPECT_THAT(IdentityEncoder(4).Encode(at::zeros({1, 3, 2, 2})),
               StatusIs(absl::StatusCode::kInvalidArgument,

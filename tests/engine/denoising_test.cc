@@ -16,19 +16,19 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "app/default_pipelines.h"
 #include "blocks/builtin_blocks.h"
 #include "blocks/core/run_scope.h"
 #include "blocks/diffusion/decoders.h"
 #include "blocks/diffusion/denoisers.h"
 #include "blocks/diffusion/diffusion_blocks.h"
-#include "app/default_pipelines.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
 namespace {
 
-using ::testing::HasSubstr;
 using ::loopserve::testing::StatusIs;
+using ::testing::HasSubstr;
 
 using Inputs = std::map<std::string, c10::IValue>;
 
@@ -161,9 +161,9 @@ INSTANTIATE_TEST_SUITE_P(
                       OracleCase{"gmm-flow", "flow-euler", 50},
                       OracleCase{"gmm-flow", "flow-euler-dynamic", 28}),
     [](const ::testing::TestParamInfo<OracleCase>& info) {
-      std::string name = absl::StrCat(info.param.pipeline, "_",
-                                      info.param.scheduler, "_",
-                                      info.param.steps);
+      std::string name =
+          absl::StrCat(info.param.pipeline, "_", info.param.scheduler, "_",
+                       info.param.steps);
       for (char& ch : name) {
         if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
       }
@@ -253,9 +253,8 @@ TEST_F(DenoisingTest, GivenLatentsAreTreatedAsUnitNoise) {
 }
 
 TEST_F(DenoisingTest, EtaDrawsFromTheRunsGenerator) {
-  const Inputs noisy = {{"seed", int64_t{4}},
-                        {"eta", 1.0},
-                        {"num_inference_steps", int64_t{10}}};
+  const Inputs noisy = {
+      {"seed", int64_t{4}}, {"eta", 1.0}, {"num_inference_steps", int64_t{10}}};
   ASSERT_OK_AND_ASSIGN(PipelineState a, Run("gmm-ddim", noisy));
   ASSERT_OK_AND_ASSIGN(PipelineState b, Run("gmm-ddim", noisy));
   ASSERT_OK_AND_ASSIGN(PipelineState deterministic,
@@ -278,9 +277,9 @@ TEST_F(DenoisingTest, BadInputsAreNamed) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'num_inference_steps' must be in "
                                  "[1, 1000]")));
-  EXPECT_THAT(Run("gmm-euler", {{"num_inference_steps", int64_t{1001}}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("got 1001")));
+  EXPECT_THAT(
+      Run("gmm-euler", {{"num_inference_steps", int64_t{1001}}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got 1001")));
   EXPECT_THAT(Run("gmm-ddim", {{"height", int64_t{0}}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'height' must be in [1, ")));
@@ -303,9 +302,10 @@ TEST_F(DenoisingTest, OutputsAreLatentsAndPreviewOrImage) {
   std::vector<std::string> outputs;
   for (const OutputParam& p : digits->outputs) outputs.push_back(p.name);
   EXPECT_THAT(outputs, ::testing::ElementsAre("latents", "denoised", "image"));
-  ASSERT_OK_AND_ASSIGN(PipelineState state,
-                       Run("digits-ddim", {{"seed", int64_t{1}},
-                                           {"num_inference_steps", int64_t{5}}}));
+  ASSERT_OK_AND_ASSIGN(
+      PipelineState state,
+      Run("digits-ddim",
+          {{"seed", int64_t{1}}, {"num_inference_steps", int64_t{5}}}));
   const at::Tensor image = state.GetIntermediate("image")->toTensor();
   EXPECT_EQ(image.scalar_type(), at::kByte);
   EXPECT_EQ(image.sizes(), (std::vector<int64_t>{1, 64, 64, 3}));
@@ -331,12 +331,11 @@ TEST_F(DenoisingTest, DigitsModelMakesDigits) {
   at::Generator generator = at::detail::createCPUGenerator(7);
   const double on_noise = confident(at::randn({64, 1, 8, 8}, generator));
   for (const auto& [sampler, steps] :
-       std::vector<std::pair<std::string, int64_t>>{
-           {"digits-ddim", 50},
-           {"dpmpp-2m-karras", 25},
-           {"dpmpp-2m-sde-karras", 25},
-           {"unipc", 25},
-           {"euler-a", 50}}) {
+       std::vector<std::pair<std::string, int64_t>>{{"digits-ddim", 50},
+                                                    {"dpmpp-2m-karras", 25},
+                                                    {"dpmpp-2m-sde-karras", 25},
+                                                    {"unipc", 25},
+                                                    {"euler-a", 50}}) {
     SCOPED_TRACE(sampler);
     ASSERT_OK_AND_ASSIGN(PipelineState state,
                          Run("digits-ddim", {{"seed", int64_t{7}},
@@ -431,11 +430,11 @@ TEST_F(DenoisingTest, ImageToImageInputsAreChecked) {
                                {"num_inference_steps", int64_t{10}}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("leave no steps of 10")));
-  EXPECT_THAT(Run("gmm-ddim", {{"image_latents", image},
-                               {"denoising_start", 0.5},
-                               {"strength", 0.5}}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("give one")));
+  EXPECT_THAT(
+      Run("gmm-ddim", {{"image_latents", image},
+                       {"denoising_start", 0.5},
+                       {"strength", 0.5}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("give one")));
   EXPECT_THAT(Run("gmm-ddim", {{"image_latents", at::zeros({1, 3, 8, 8})}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'image_latents' must be a "
@@ -451,8 +450,8 @@ TEST_F(DenoisingTest, ImageToImageInputsAreChecked) {
                                         {"seed", int64_t{1}},
                                         {"num_inference_steps", int64_t{10}}}));
   const at::Tensor timesteps = state.GetIntermediate("timesteps")->toTensor();
-  EXPECT_TRUE(at::equal(timesteps, at::tensor({400, 300, 200, 100, 0},
-                                              at::kLong)));
+  EXPECT_TRUE(
+      at::equal(timesteps, at::tensor({400, 300, 200, 100, 0}, at::kLong)));
 }
 
 // ---- classifier-free guidance (PredictNoise) ----
@@ -494,7 +493,8 @@ class GuidanceTest : public ::testing::Test {
   std::shared_ptr<const Denoiser> denoiser_;
   Components components_;
   PredictNoise block_;
-  const at::Tensor x_ = at::linspace(-2, 2, 2 * 4 * 8 * 8).reshape({2, 4, 8, 8});
+  const at::Tensor x_ =
+      at::linspace(-2, 2, 2 * 4 * 8 * 8).reshape({2, 4, 8, 8});
   const at::Tensor t_ = at::scalar_tensor(500, at::kLong);
   const at::Tensor cond_ = at::linspace(0, 1, 2 * 3 * 5).reshape({2, 3, 5});
 };
@@ -539,8 +539,8 @@ TEST_F(GuidanceTest, ReducedPrecisionDenoiserStaysClose) {
   ASSERT_OK_AND_ASSIGN(
       auto bf16,
       TorchScriptDenoiser::Load(
-          {.path = absl::StrCat(std::getenv("TEST_MODULES"),
-                                "/cond_denoiser.pt"),
+          {.path =
+               absl::StrCat(std::getenv("TEST_MODULES"), "/cond_denoiser.pt"),
            .dtype = at::kBFloat16,
            .arguments = {"sample", "timestep", "encoder_hidden_states"}}));
   ASSERT_OK_AND_ASSIGN(at::Tensor low, Predict(*bf16, cond_));
@@ -559,8 +559,8 @@ TEST_F(GuidanceTest, DecodeTurnsLatentsIntoUint8Images) {
   Components components;
   ASSERT_OK(components.Add<ImageDecoder>("decoder", decoder));
   PipelineState state;
-  const at::Tensor latents = at::linspace(-3, 3, 2 * 4 * 5 * 6)
-                                 .reshape({2, 4, 5, 6});
+  const at::Tensor latents =
+      at::linspace(-3, 3, 2 * 4 * 5 * 6).reshape({2, 4, 5, 6});
   state.SetIntermediate("latents", latents);
   Decode block;
   RunContext context;
@@ -574,8 +574,7 @@ TEST_F(GuidanceTest, DecodeTurnsLatentsIntoUint8Images) {
           .round()
           .to(at::kByte)
           .permute({0, 2, 3, 1});
-  EXPECT_TRUE(at::equal(image.slice(1, 0, 10, 2).slice(2, 0, 12, 2),
-                        expected));
+  EXPECT_TRUE(at::equal(image.slice(1, 0, 10, 2).slice(2, 0, 12, 2), expected));
 
   EXPECT_THAT(Decode().Run(Components(), state, context),
               StatusIs(absl::StatusCode::kNotFound,

@@ -3,10 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
-#include <pthread.h>
-#include <torch/version.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <torch/version.h>
 
 #include <cstring>
 #include <fstream>
@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "absl/strings/match.h"
-
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {

@@ -1,5 +1,7 @@
 // Loading pipelines from configuration: a good file, and every kind of bad
 // one, each refused with the file, line and field named.
+#include "engine/pipeline_config.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,10 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "app/default_pipelines.h"
 #include "blocks/builtin_blocks.h"
 #include "blocks/diffusion/schedulers.h"
-#include "app/default_pipelines.h"
-#include "engine/pipeline_config.h"
 #include "tests/testing/status_matchers.h"
 
 namespace loopserve {
@@ -105,13 +106,14 @@ TEST_F(PipelineConfigTest, AGoodConfigurationLoadsAndRuns) {
 }
 
 TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                       LoadDefaultPipelines(c10::kCPU));
   std::vector<std::string> names;
   for (const auto& p : catalog.pipelines()) names.push_back(p->name);
-  EXPECT_THAT(names, ::testing::ElementsAre("seed-loop", "seed-loop-2",
-                                            "gmm-ddim", "gmm-euler",
-                                            "gmm-flow", "digits-ddim",
-                                            "digits-text", "digits-img2img"));
+  EXPECT_THAT(names,
+              ::testing::ElementsAre("seed-loop", "seed-loop-2", "gmm-ddim",
+                                     "gmm-euler", "gmm-flow", "digits-ddim",
+                                     "digits-text", "digits-img2img"));
   EXPECT_THAT(catalog.notes(), ::testing::IsEmpty());
 }
 
@@ -124,12 +126,11 @@ TEST_F(PipelineConfigTest, SyntaxErrorsNameLineAndColumn) {
 }
 
 TEST_F(PipelineConfigTest, UnknownBlockTypeNamesItsPath) {
-  EXPECT_THAT(
-      Load(Good("type: \"PredictNoise\"", "type: \"PredictNoize\"")),
-      StatusIs(absl::StatusCode::kInvalidArgument,
-               HasSubstr("cfg.pbtxt:25:7: pipeline 'p', block "
-                         "'denoise/denoiser': unknown block type "
-                         "'PredictNoize'; registered: ")));
+  EXPECT_THAT(Load(Good("type: \"PredictNoise\"", "type: \"PredictNoize\"")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cfg.pbtxt:25:7: pipeline 'p', block "
+                                 "'denoise/denoiser': unknown block type "
+                                 "'PredictNoize'; registered: ")));
 }
 
 TEST_F(PipelineConfigTest, UnknownComponentType) {
@@ -196,14 +197,14 @@ TEST_F(PipelineConfigTest, PreviewIsAdvertisedOnlyForAnIterationPreview) {
                       "  components { key: \"denoiser\" value: \"gmm\" }\n"
                       "  components { key: \"preview\" value: \"ddim\" }\n")));
   EXPECT_FALSE(catalog_.Find("p")->description_proto.preview());
-  ASSERT_OK(Load(Good(
-      "  components { key: \"denoiser\" value: \"gmm\" }\n",
-      "  components { key: \"denoiser\" value: \"gmm\" }\n"
-      "  components { key: \"preview\" value: \"rgb\" }\n") +
-                 "components { name: \"rgb\" type: \"latent_preview\" params { "
-                 "key: \"factors\" value { list_value { values { double_value: "
-                 "1 } values { double_value: 1 } values { double_value: 1 } } } "
-                 "} }\n"));
+  ASSERT_OK(
+      Load(Good("  components { key: \"denoiser\" value: \"gmm\" }\n",
+                "  components { key: \"denoiser\" value: \"gmm\" }\n"
+                "  components { key: \"preview\" value: \"rgb\" }\n") +
+           "components { name: \"rgb\" type: \"latent_preview\" params { "
+           "key: \"factors\" value { list_value { values { double_value: "
+           "1 } values { double_value: 1 } values { double_value: 1 } } } "
+           "} }\n"));
   EXPECT_TRUE(catalog_.Find("p")->description_proto.preview());
 }
 
@@ -233,7 +234,8 @@ TEST_F(PipelineConfigTest, ALeafCannotHoldBlocks) {
 }
 
 // Note [default sub-blocks]: a DenoiseLoop lists what differs.
-TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise) {
+TEST_F(PipelineConfigTest,
+       ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise) {
   auto loop_blocks = [](const Pipeline& p) {
     const Block& loop = *p.root->sub_blocks()[2].block;
     std::vector<std::string> names;
@@ -276,11 +278,11 @@ TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise
   p = catalog_.Find("p");
   ASSERT_NE(p, nullptr);
   EXPECT_THAT(loop_blocks(*p),
-              ::testing::ElementsAre("before_denoiser:ScaleModelInput",
-                                     "denoiser:PredictNoise",
-                                     "after_denoiser:SchedulerStep",
-                                     "extra:ScaleModelInput"));
-  const Block& denoiser = *p->root->sub_blocks()[2].block->sub_blocks()[1].block;
+              ::testing::ElementsAre(
+                  "before_denoiser:ScaleModelInput", "denoiser:PredictNoise",
+                  "after_denoiser:SchedulerStep", "extra:ScaleModelInput"));
+  const Block& denoiser =
+      *p->root->sub_blocks()[2].block->sub_blocks()[1].block;
   bool found = false;
   for (const InputParam& input : denoiser.signature().inputs) {
     if (input.name != "guidance_scale") continue;
@@ -292,8 +294,9 @@ TEST_F(PipelineConfigTest, ADenoiseLoopHoldsItsStandardBlocksUnlessToldOtherwise
 
 TEST_F(PipelineConfigTest, ABlockListedBeforeAStandardOneIsRefused) {
   EXPECT_THAT(
-      Load(Good(R"config(blocks { name: "denoiser" type: "PredictNoise" })config",
-                R"config(blocks { name: "extra" type: "ScaleModelInput" }
+      Load(Good(
+          R"config(blocks { name: "denoiser" type: "PredictNoise" })config",
+          R"config(blocks { name: "extra" type: "ScaleModelInput" }
       blocks { name: "denoiser" type: "PredictNoise" })config")),
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr("block 'denoise': sub-block 'extra' is listed "
@@ -394,12 +397,13 @@ TEST_F(PipelineConfigTest, SchedulerConfigFileKeys) {
 // names the classes it serves when it is another.
 TEST_F(PipelineConfigTest, DiffusersSchedulerPicksTheClass) {
   auto as_diffusers = [&](const std::string& file) {
-    return Load(Good("type: \"ddim_scheduler\"\n  params { key: "
-                     "\"clip_sample\" value { bool_value: false } }",
-                     absl::StrCat("type: \"diffusers_scheduler\"\n  params { "
-                                  "key: \"config_file\" value { "
-                                  "string_value: \"",
-                                  file, "\" } }")));
+    return Load(
+        Good("type: \"ddim_scheduler\"\n  params { key: "
+             "\"clip_sample\" value { bool_value: false } }",
+             absl::StrCat("type: \"diffusers_scheduler\"\n  params { "
+                          "key: \"config_file\" value { "
+                          "string_value: \"",
+                          file, "\" } }")));
   };
   // As diffusers saves it: Python's json writes -Infinity bare.
   WriteFile("dpm.json", R"({"_class_name": "DPMSolverMultistepScheduler",
@@ -427,8 +431,8 @@ TEST_F(PipelineConfigTest, DiffusersSchedulerPicksTheClass) {
 TEST_F(PipelineConfigTest, RoleChoices) {
   const std::string euler =
       "components { name: \"euler\" type: \"euler_scheduler\" }\n";
-  ASSERT_OK(Load(Good("value: \"ddim\" }", "value: \"euler | ddim\" }") +
-                 euler));
+  ASSERT_OK(
+      Load(Good("value: \"ddim\" }", "value: \"euler | ddim\" }") + euler));
   const Pipeline* p = catalog_.Find("p");
   EXPECT_THAT(p->components.Choices("scheduler"),
               ::testing::ElementsAre("euler", "ddim"));
@@ -443,12 +447,12 @@ TEST_F(PipelineConfigTest, RoleChoices) {
                        p->components.Get<Scheduler>("scheduler", "ddim"));
   EXPECT_EQ(chosen->type_name(), "ddim_scheduler");
 
-  EXPECT_THAT(Load(Good("value: \"ddim\" }", "value: \"ddim | eulr\" }") +
-                   euler),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("cfg.pbtxt:15:3: pipeline 'p': role "
-                                 "'scheduler' names component 'eulr', which "
-                                 "is not defined")));
+  EXPECT_THAT(
+      Load(Good("value: \"ddim\" }", "value: \"ddim | eulr\" }") + euler),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("cfg.pbtxt:15:3: pipeline 'p': role "
+                         "'scheduler' names component 'eulr', which "
+                         "is not defined")));
   EXPECT_THAT(Load(Good("value: \"ddim\" }", "value: \"ddim | ddim\" }")),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("names component 'ddim' twice")));

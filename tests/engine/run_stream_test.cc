@@ -12,7 +12,6 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "engine/stream_encoder.h"
-
 #include "tests/blocks/core/fake_blocks.h"
 #include "tests/testing/status_matchers.h"
 
@@ -165,8 +164,7 @@ TEST_F(RunStreamTest, LatestReplacesWhatTheWriterHasNotTaken) {
 // Note [backpressure]: under BLOCK a full queue holds the loop until the
 // writer takes what is queued; nothing is dropped.
 TEST_F(RunStreamTest, BlockMakesTheLoopWaitForRoom) {
-  RunStream stream("run-1", "", All(), {.max_queued_iterations = 2},
-                   &writer_);
+  RunStream stream("run-1", "", All(), {.max_queued_iterations = 2}, &writer_);
   ASSERT_TRUE(stream.Begin(0));  // `started` in flight: nothing is taken
   BlockState state;
   for (int64_t i = 0; i < 2; ++i) {
@@ -182,7 +180,8 @@ TEST_F(RunStreamTest, BlockMakesTheLoopWaitForRoom) {
     returned.Notify();
   });
   // With an unbounded queue it would return at once.
-  EXPECT_FALSE(returned.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
+  EXPECT_FALSE(
+      returned.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
   EXPECT_EQ(writer_.events.size(), 1u);
   WriteDone(stream);  // `started` written; the two queued go out: room
   loop.join();

@@ -135,9 +135,9 @@ TEST(TensorCodecTest, CheckValueAgreesWithDecodeValueWithoutCopying) {
                        "item 0: raw_contents has 4 bytes; shape [2] FP32 "
                        "needs 8"));
   EXPECT_EQ(CheckValue(bad, {}).status(), DecodeValue(bad, {}).status());
-  EXPECT_THAT(CheckValue(v1::Value(), {}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "value has no kind set"));
+  EXPECT_THAT(
+      CheckValue(v1::Value(), {}),
+      StatusIs(absl::StatusCode::kInvalidArgument, "value has no kind set"));
 }
 
 TEST(TensorCodecTest, ListsNestTooDeep) {

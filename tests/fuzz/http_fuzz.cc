@@ -9,6 +9,7 @@
 //   build-sanitize/tests/fuzz/http_fuzz -max_total_time=60 \
 //       NEW_CORPUS tests/fuzz/corpus/http
 #include <arpa/inet.h>
+#include <google/protobuf/stubs/logging.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -18,8 +19,6 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
-
-#include <google/protobuf/stubs/logging.h>
 
 #include "app/default_pipelines.h"
 #include "server/loop_server.h"

@@ -10,8 +10,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loopserve;
-  absl::StatusOr<v1::Tensor> tensor = ParseNpy(
-      absl::string_view(reinterpret_cast<const char*>(data), size));
+  absl::StatusOr<v1::Tensor> tensor =
+      ParseNpy(absl::string_view(reinterpret_cast<const char*>(data), size));
   if (!tensor.ok()) return 0;
   absl::StatusOr<std::string> written = SerializeNpy(*tensor);
   if (!written.ok()) return 0;  // BF16 has no NumPy type

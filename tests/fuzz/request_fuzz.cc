@@ -8,10 +8,10 @@
 //
 //   build-sanitize/tests/fuzz/request_fuzz -max_total_time=60 \
 //       NEW_CORPUS tests/fuzz/corpus/request
+#include <google/protobuf/stubs/logging.h>
+
 #include <cstdint>
 #include <cstdlib>
-
-#include <google/protobuf/stubs/logging.h>
 
 #include "absl/strings/match.h"
 #include "app/default_pipelines.h"
@@ -46,9 +46,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   v1::RunRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
   // Small limits, so that an input cannot ask for gigabytes legitimately.
-  const RunLimits limits{.max_iterations = 4,
-                         .decode = {.max_tensor_bytes = 1 << 16,
-                                    .max_tensor_elements = 1 << 14}};
+  const RunLimits limits{
+      .max_iterations = 4,
+      .decode = {.max_tensor_bytes = 1 << 16, .max_tensor_elements = 1 << 14}};
   for (const auto& [name, value] : request.inputs()) {
     (void)DecodeValue(value, limits.decode);
   }

@@ -3,10 +3,11 @@
 // iteration streams and returns exactly what the uninterrupted run did;
 // forks change what a fork may change; tampered, foreign and mismatched
 // checkpoints are refused with the codes the API promises.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
+#include "engine/checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
@@ -15,15 +16,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "util/status_macros.h"
-#include "client/loop_client.h"
-#include "engine/checkpoint.h"
-#include "engine/state_codec.h"
 #include "app/default_pipelines.h"
+#include "client/loop_client.h"
 #include "engine/digest.h"
+#include "engine/state_codec.h"
 #include "loopserve/v1/checkpoint.pb.h"
 #include "server/loop_server.h"
 #include "tests/testing/status_matchers.h"
+#include "util/status_macros.h"
 
 namespace loopserve {
 namespace {
@@ -102,7 +102,8 @@ class CheckpointTest : public ::testing::Test {
     Server out;
     LoopServerOptions options;
     options.address = "127.0.0.1:0";
-    absl::StatusOr<CheckpointKey> checkpoint_key = CheckpointKey::FromBytes(key);
+    absl::StatusOr<CheckpointKey> checkpoint_key =
+        CheckpointKey::FromBytes(key);
     EXPECT_OK(checkpoint_key.status());
     options.engine.checkpoint_key = *checkpoint_key;
     absl::StatusOr<PipelineCatalog> catalog = Catalog();
@@ -111,8 +112,8 @@ class CheckpointTest : public ::testing::Test {
         LoopServer::Start(options, *std::move(catalog));
     EXPECT_OK(server.status());
     out.server = *std::move(server);
-    absl::StatusOr<std::unique_ptr<LoopClient>> client = LoopClient::Connect(
-        absl::StrCat("127.0.0.1:", out.server->port()));
+    absl::StatusOr<std::unique_ptr<LoopClient>> client =
+        LoopClient::Connect(absl::StrCat("127.0.0.1:", out.server->port()));
     EXPECT_OK(client.status());
     out.client = *std::move(client);
     return out;
@@ -128,15 +129,15 @@ class CheckpointTest : public ::testing::Test {
   static absl::StatusOr<Seen> RunOn(LoopClient& client,
                                     const v1::RunRequest& request) {
     Seen seen;
-    ASSIGN_OR_RETURN(
-        seen.result,
-        client.Run(request,
-                   {.on_started =
-                        [&seen](const v1::RunStarted& s) { seen.started = s; },
-                    .on_iteration =
-                        [&seen](const v1::Iteration& it) {
-                          seen.iterations.push_back(it);
-                        }}));
+    ASSIGN_OR_RETURN(seen.result,
+                     client.Run(request, {.on_started =
+                                              [&seen](const v1::RunStarted& s) {
+                                                seen.started = s;
+                                              },
+                                          .on_iteration =
+                                              [&seen](const v1::Iteration& it) {
+                                                seen.iterations.push_back(it);
+                                              }}));
     return seen;
   }
 
@@ -144,7 +145,8 @@ class CheckpointTest : public ::testing::Test {
                                 std::map<std::string, v1::Value> inputs) {
     v1::RunRequest request;
     request.set_pipeline(pipeline);
-    for (auto& [name, value] : inputs) (*request.mutable_inputs())[name] = value;
+    for (auto& [name, value] : inputs)
+      (*request.mutable_inputs())[name] = value;
     request.mutable_stream()->set_checkpoints(true);
     return request;
   }
@@ -246,18 +248,17 @@ TEST_F(CheckpointTest, TheDigitsModelAndTheSeedLoopsResumeBitForBit) {
 
 TEST_F(CheckpointTest, ASecondServerWithTheSameKeyResumesBitForBit) {
   b_ = Start(kKey);
-  ExpectResumesExactly(
-      Request("gmm-ddim", {{"scheduler", String("euler-a")},
-                           {"num_inference_steps", Int(6)}}),
-      *b_.client);
+  ExpectResumesExactly(Request("gmm-ddim", {{"scheduler", String("euler-a")},
+                                            {"num_inference_steps", Int(6)}}),
+                       *b_.client);
 }
 
 TEST_F(CheckpointTest, AForkChangesWhatTheLoopReadsAndOnlyAfterItsStep) {
   ASSERT_OK_AND_ASSIGN(
-      Seen whole, RunOn(*a_.client, Request("digits-text",
-                                            {{"prompt", String("three")},
-                                             {"num_inference_steps", Int(8)},
-                                             {"seed", Int(3)}})));
+      Seen whole,
+      RunOn(*a_.client, Request("digits-text", {{"prompt", String("three")},
+                                                {"num_inference_steps", Int(8)},
+                                                {"seed", Int(3)}})));
   const v1::Iteration& at = whole.iterations[3];
   // Another guidance scale: read by the loop at every step.
   ASSERT_OK_AND_ASSIGN(
@@ -276,8 +277,9 @@ TEST_F(CheckpointTest, AForkChangesWhatTheLoopReadsAndOnlyAfterItsStep) {
   ASSERT_EQ(other.iterations.size(), 4u);
   EXPECT_FALSE(Content(other.result) == Content(whole.result));
   // The same value given again is no fork at all.
-  ASSERT_OK_AND_ASSIGN(Seen same, RunOn(*a_.client, Resume(at.checkpoint(),
-                                                           {{"seed", Int(3)}})));
+  ASSERT_OK_AND_ASSIGN(
+      Seen same,
+      RunOn(*a_.client, Resume(at.checkpoint(), {{"seed", Int(3)}})));
   EXPECT_TRUE(Content(same.result) == Content(whole.result));
 }
 
@@ -290,12 +292,12 @@ TEST_F(CheckpointTest, RefusesWhatCannotResume) {
 
   std::string flipped = checkpoint;
   flipped[flipped.size() / 2] ^= 0x01;
-  EXPECT_THAT(a_.client->Run(Resume(flipped), {}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("resume_from")));
-  EXPECT_THAT(a_.client->Run(Resume("not a checkpoint"), {}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("resume_from")));
+  EXPECT_THAT(
+      a_.client->Run(Resume(flipped), {}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("resume_from")));
+  EXPECT_THAT(
+      a_.client->Run(Resume("not a checkpoint"), {}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("resume_from")));
 
   v1::RunRequest other = Resume(checkpoint);
   other.set_pipeline("gmm-euler");
@@ -339,41 +341,48 @@ TEST_F(CheckpointTest, AForgedCheckpointIsCheckedAsARequestIs) {
   };
 
   EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
-                c.set_iteration(1'000'000'000);
-              }), {}),
+                               c.set_iteration(1'000'000'000);
+                             }),
+                             {}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("the checkpoint's iteration 1000000000 is "
                                  "past the loop's last (input "
                                  "'num_inference_steps' is 5)")));
-  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
-                (*c.mutable_inputs())["bogus"].set_int64_value(1);
-              }), {}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("the checkpoint's run is not one this "
-                                       "server takes"),
-                             HasSubstr("input 'bogus': unknown input"))));
-  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
-                (*c.mutable_inputs())["eta"].set_double_value(1e308);
-              }), {}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("input 'eta': must be in [0, 1]")));
-  EXPECT_THAT(a_.client->Run(forged([](v1::Checkpoint& c) {
-                v1::StateValue& latents = (*c.mutable_carried())["latents"];
-                ASSERT_OK(EncodeStateValue(
-                    at::full({1, 4, 64, 64}, std::nan("")), latents));
-              }), {}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("value 'latents'"),
-                             HasSubstr("NaN or Inf"))));
+  EXPECT_THAT(
+      a_.client->Run(forged([](v1::Checkpoint& c) {
+                       (*c.mutable_inputs())["bogus"].set_int64_value(1);
+                     }),
+                     {}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("the checkpoint's run is not one this "
+                               "server takes"),
+                     HasSubstr("input 'bogus': unknown input"))));
+  EXPECT_THAT(
+      a_.client->Run(forged([](v1::Checkpoint& c) {
+                       (*c.mutable_inputs())["eta"].set_double_value(1e308);
+                     }),
+                     {}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("input 'eta': must be in [0, 1]")));
+  EXPECT_THAT(
+      a_.client->Run(forged([](v1::Checkpoint& c) {
+                       v1::StateValue& latents =
+                           (*c.mutable_carried())["latents"];
+                       ASSERT_OK(EncodeStateValue(
+                           at::full({1, 4, 64, 64}, std::nan("")), latents));
+                     }),
+                     {}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("value 'latents'"), HasSubstr("NaN or Inf"))));
   // The real one still resumes.
-  EXPECT_OK(a_.client->Run(Resume(whole.iterations[1].checkpoint()), {})
-                .status());
+  EXPECT_OK(
+      a_.client->Run(Resume(whole.iterations[1].checkpoint()), {}).status());
 }
 
 TEST_F(CheckpointTest, AnotherConfigurationOfThePipelineIsAFailedPrecondition) {
   ASSERT_OK_AND_ASSIGN(
-      Seen whole, RunOn(*a_.client, Request("gmm-lcm", {{"num_inference_steps",
-                                                          Int(4)}})));
+      Seen whole,
+      RunOn(*a_.client, Request("gmm-lcm", {{"num_inference_steps", Int(4)}})));
   // The same name, another mixture: the same key signs, the fingerprint
   // differs.
   std::string changed = kLcmConfig;
@@ -389,7 +398,8 @@ TEST_F(CheckpointTest, AnotherConfigurationOfThePipelineIsAFailedPrecondition) {
   options.address = "127.0.0.1:0";
   ASSERT_OK_AND_ASSIGN(options.engine.checkpoint_key,
                        CheckpointKey::FromBytes(kKey));
-  ASSERT_OK_AND_ASSIGN(b_.server, LoopServer::Start(options, std::move(catalog)));
+  ASSERT_OK_AND_ASSIGN(b_.server,
+                       LoopServer::Start(options, std::move(catalog)));
   ASSERT_OK_AND_ASSIGN(b_.client, LoopClient::Connect(absl::StrCat(
                                       "127.0.0.1:", b_.server->port())));
   EXPECT_THAT(b_.client->Run(Resume(whole.iterations[0].checkpoint()), {}),
@@ -399,12 +409,14 @@ TEST_F(CheckpointTest, AnotherConfigurationOfThePipelineIsAFailedPrecondition) {
 
 TEST_F(CheckpointTest, ACheckpointCarriesTheLoopsStateAndNotItsCaches) {
   ASSERT_OK_AND_ASSIGN(
-      Seen whole, RunOn(*a_.client, Request("digits-text",
-                                            {{"prompt", String("one")},
-                                             {"scheduler", String("unipc")},
-                                             {"num_inference_steps", Int(4)}})));
+      Seen whole,
+      RunOn(*a_.client,
+            Request("digits-text", {{"prompt", String("one")},
+                                    {"scheduler", String("unipc")},
+                                    {"num_inference_steps", Int(4)}})));
   v1::SignedCheckpoint signed_checkpoint;
-  ASSERT_TRUE(signed_checkpoint.ParseFromString(whole.iterations[2].checkpoint()));
+  ASSERT_TRUE(
+      signed_checkpoint.ParseFromString(whole.iterations[2].checkpoint()));
   EXPECT_EQ(signed_checkpoint.version(), 1u);
   v1::Checkpoint checkpoint;
   ASSERT_TRUE(checkpoint.ParseFromString(signed_checkpoint.checkpoint()));
@@ -422,9 +434,13 @@ TEST_F(CheckpointTest, ACheckpointCarriesTheLoopsStateAndNotItsCaches) {
       checkpoint.intermediates().at("schedule").component_state();
   EXPECT_EQ(schedule.role(), "scheduler");
   EXPECT_EQ(schedule.choice(), "unipc");
-  EXPECT_GT(
-      schedule.saved().dict().entries().at("model_outputs").list().values_size(),
-      0);
+  EXPECT_GT(schedule.saved()
+                .dict()
+                .entries()
+                .at("model_outputs")
+                .list()
+                .values_size(),
+            0);
   for (const auto& [name, value] : checkpoint.carried()) {
     EXPECT_EQ(name.find('#'), std::string::npos) << name << " is a cache";
   }

@@ -2,14 +2,13 @@
 // on one bidirectional stream, a stream that ends as a run starts, a
 // connection closed mid-run) runs under the sanitizers too. The end-to-end
 // script tests/e2e/fronts_test.sh drives them as clients do.
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -72,10 +71,11 @@ class FrontsTest : public ::testing::Test {
   void StartServer(const LoopServerOptions& options) {
     ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
                          LoadDefaultPipelines(c10::kCPU));
-    ASSERT_OK_AND_ASSIGN(server_, LoopServer::Start(options, std::move(catalog)));
-    stub_ = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->port()),
-        grpc::InsecureChannelCredentials()));
+    ASSERT_OK_AND_ASSIGN(server_,
+                         LoopServer::Start(options, std::move(catalog)));
+    stub_ = inference::GRPCInferenceService::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                            grpc::InsecureChannelCredentials()));
   }
 
   std::unique_ptr<LoopServer> server_;
@@ -96,9 +96,8 @@ TEST_F(FrontsTest, OneStreamCarriesManyRunsAndTheirErrors) {
   while (stream->Read(&response)) {
     by_id[response.infer_response().id()].push_back(response);
   }
-  ASSERT_OK(absl::Status(static_cast<absl::StatusCode>(
-                             stream->Finish().error_code()),
-                         ""));
+  ASSERT_OK(absl::Status(
+      static_cast<absl::StatusCode>(stream->Finish().error_code()), ""));
   ASSERT_EQ(by_id["bad"].size(), 1u);
   EXPECT_THAT(by_id["bad"][0].error_message(),
               HasSubstr("INVALID_ARGUMENT: pipeline 'seed-loop': input "
@@ -108,7 +107,10 @@ TEST_F(FrontsTest, OneStreamCarriesManyRunsAndTheirErrors) {
     const std::vector<ModelStreamInferResponse>& responses = by_id[id];
     ASSERT_EQ(responses.size(), iterations + 1u) << id;
     for (int i = 0; i < iterations; ++i) {
-      EXPECT_EQ(responses[i].infer_response().parameters().at("iteration")
+      EXPECT_EQ(responses[i]
+                    .infer_response()
+                    .parameters()
+                    .at("iteration")
                     .int64_param(),
                 i);
     }
@@ -161,9 +163,9 @@ TEST_F(FrontsTest, CancellingAStreamCancelsItsRuns) {
 // and on a stream (an error response, then the stream's end with
 // INVALID_ARGUMENT, not OK with the later requests dropped unsaid).
 TEST_F(FrontsTest, OipMessagesThatDoNotParseAreNamed) {
-  auto channel = grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", server_->port()),
-      grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                          grpc::InsecureChannelCredentials());
   // Field 1 (model_name), length-delimited, with a length past the end.
   const std::string garbage("\x0a\xff\xff\xff\xff\x0f", 6);
   grpc::Slice slice(garbage);
@@ -185,8 +187,8 @@ TEST_F(FrontsTest, OipMessagesThatDoNotParseAreNamed) {
   }
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>
-      stream(grpc::internal::ClientReaderWriterFactory<
-             grpc::ByteBuffer, grpc::ByteBuffer>::
+      stream(grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer,
+                                                       grpc::ByteBuffer>::
                  Create(channel.get(),
                         grpc::internal::RpcMethod(
                             "/inference.GRPCInferenceService/ModelStreamInfer",
@@ -207,9 +209,10 @@ TEST_F(FrontsTest, OipMessagesThatDoNotParseAreNamed) {
   grpc::ByteBuffer buffer;
   while (stream->Read(&buffer)) {
     ModelStreamInferResponse response;
-    ASSERT_TRUE(grpc::SerializationTraits<ModelStreamInferResponse>::
-                    Deserialize(&buffer, &response)
-                        .ok());
+    ASSERT_TRUE(
+        grpc::SerializationTraits<ModelStreamInferResponse>::Deserialize(
+            &buffer, &response)
+            .ok());
     responses.push_back(response);
   }
   const grpc::Status status = stream->Finish();
@@ -270,8 +273,8 @@ TEST_P(CancelStormTest, CancelledStreamsLeaveTheServerServing) {
         grpc::ClientContext context;
         auto stream = stub_->ModelStreamInfer(&context);
         for (int r = 0; r < kRunsPerStream; ++r) {
-          if (!stream->Write(SeedLoop(absl::StrCat(s, "-", r), 1'000'000,
-                                      1000))) {
+          if (!stream->Write(
+                  SeedLoop(absl::StrCat(s, "-", r), 1'000'000, 1000))) {
             break;
           }
         }
@@ -338,8 +341,7 @@ TEST_F(HttpIdleTimeoutTest, AStalledReaderIsCountedDeadlineExceeded) {
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<uint16_t>(server_->http_port()));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address),
-                    sizeof(address)),
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)),
             0);
   const std::string body =
       R"({"inputs": {"num_steps": {"int64_value": "1099511627776"},

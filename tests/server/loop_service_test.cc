@@ -1,19 +1,18 @@
 // Integration tests: an in-process loopserve on an ephemeral port, driven
 // through LoopClient.
 #include <ATen/ATen.h>
+#include <glog/logging.h>
 #include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
-
 #include <prometheus/histogram.h>
 #include <torch/version.h>
-#include <glog/logging.h>
-#include <grpcpp/generic/generic_stub.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <sstream>
-#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -21,17 +20,17 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "app/default_pipelines.h"
 #include "blocks/builtin_blocks.h"
-#include "util/png.h"
 #include "blocks/examples/seed_blocks.h"
 #include "client/loop_client.h"
-#include "server/loop_server.h"
-#include "app/default_pipelines.h"
 #include "engine/tensor_codec.h"
+#include "server/loop_server.h"
 #include "tests/testing/captured_log.h"
 #include "tests/testing/eventually.h"
 #include "tests/testing/metrics_text.h"
 #include "tests/testing/status_matchers.h"
+#include "util/png.h"
 
 namespace loopserve {
 namespace {
@@ -76,7 +75,6 @@ v1::RunRequest SeedRequest(const std::string& pipeline, int64_t num_steps,
   return request;
 }
 
-
 class LoopServiceTest : public ::testing::Test {
  protected:
   void StartServer(LoopServerOptions options = {},
@@ -94,10 +92,10 @@ class LoopServiceTest : public ::testing::Test {
     ASSERT_OK(catalog.Add("gated", "seed loop that waits for the test",
                           std::move(gated)));
     options.address = "127.0.0.1:0";
-    ASSERT_OK_AND_ASSIGN(
-        server_, LoopServer::Start(options, std::move(catalog)));
-    ASSERT_OK_AND_ASSIGN(
-        client_, LoopClient::Connect(absl::StrCat("127.0.0.1:", server_->port())));
+    ASSERT_OK_AND_ASSIGN(server_,
+                         LoopServer::Start(options, std::move(catalog)));
+    ASSERT_OK_AND_ASSIGN(client_, LoopClient::Connect(absl::StrCat(
+                                      "127.0.0.1:", server_->port())));
   }
 
   void TearDown() override {
@@ -125,8 +123,9 @@ class LoopServiceTest : public ::testing::Test {
     RunCancellation cancellation;
     absl::Status cancelled;
     std::thread run([&] {
-      cancelled = client_->Run(SeedRequest("gated", 1'000'000), {},
-                               {.cancellation = &cancellation})
+      cancelled = client_
+                      ->Run(SeedRequest("gated", 1'000'000), {},
+                            {.cancellation = &cancellation})
                       .status();
     });
     gate_entered_.WaitForNotification();
@@ -241,17 +240,17 @@ TEST_F(LoopServiceTest, TensorXRoundTrips) {
 // constant image. So are inputs that contradict each other.
 TEST_F(LoopServiceTest, DivergingAndContradictoryRunsAreRefused) {
   StartServer();
-  auto request = [](const std::string& pipeline,
-                    const std::vector<std::pair<std::string, v1::Value>>&
-                        inputs) {
-    v1::RunRequest r;
-    r.set_pipeline(pipeline);
-    r.set_request_id("probe");
-    for (const auto& [name, value] : inputs) {
-      (*r.mutable_inputs())[name] = value;
-    }
-    return r;
-  };
+  auto request =
+      [](const std::string& pipeline,
+         const std::vector<std::pair<std::string, v1::Value>>& inputs) {
+        v1::RunRequest r;
+        r.set_pipeline(pipeline);
+        r.set_request_id("probe");
+        for (const auto& [name, value] : inputs) {
+          (*r.mutable_inputs())[name] = value;
+        }
+        return r;
+      };
   auto number = [](double d) {
     v1::Value v;
     v.set_double_value(d);
@@ -276,10 +275,10 @@ TEST_F(LoopServiceTest, DivergingAndContradictoryRunsAreRefused) {
                     AllOf(HasSubstr(parts)...));
   };
 
-  EXPECT_THAT(refused(request("digits-text",
-                              {{"guidance_scale", number(1e308)}})),
-              invalid("input 'guidance_scale': must be in [0, 100], got "
-                      "1e+308"));
+  EXPECT_THAT(
+      refused(request("digits-text", {{"guidance_scale", number(1e308)}})),
+      invalid("input 'guidance_scale': must be in [0, 100], got "
+              "1e+308"));
   EXPECT_THAT(refused(request("gmm-ddim", {{"eta", number(1e308)}})),
               invalid("input 'eta': must be in [0, 1], got 1e+308"));
   for (const char* pipeline : {"gmm-ddim", "gmm-euler"}) {
@@ -289,15 +288,15 @@ TEST_F(LoopServiceTest, DivergingAndContradictoryRunsAreRefused) {
                          {"num_inference_steps", integer(4)}})),
         invalid(absl::StrCat("the run diverged: after iteration 0 of loop '",
                              pipeline, "/denoise'"),
-                "holds NaN or Inf",
-                "'latents'=a FP32 [1,4,64,64] tensor",
+                "holds NaN or Inf", "'latents'=a FP32 [1,4,64,64] tensor",
                 "'num_inference_steps'=4"))
         << pipeline;
   }
-  EXPECT_THAT(refused(request("digits-ddim",
-                              {{"latents", tensor(at::full({1, 1, 8, 8}, 1e30))}})),
-              invalid("the run diverged: after iteration 0 of loop "
-                      "'digits-ddim/denoise'"));
+  EXPECT_THAT(
+      refused(request("digits-ddim",
+                      {{"latents", tensor(at::full({1, 1, 8, 8}, 1e30))}})),
+      invalid("the run diverged: after iteration 0 of loop "
+              "'digits-ddim/denoise'"));
 
   for (int64_t batch : {0, -1}) {
     EXPECT_THAT(refused(request("gmm-ddim", {{"batch_size", integer(batch)}})),
@@ -310,10 +309,9 @@ TEST_F(LoopServiceTest, DivergingAndContradictoryRunsAreRefused) {
                       "'latents' (1)"));
   v1::Value prompt;
   prompt.set_string_value("a seven");
-  EXPECT_THAT(refused(request("digits-text",
-                              {{"prompt", prompt},
-                               {"encoder_hidden_states",
-                                tensor(at::zeros({1, 4, 8}))}})),
+  EXPECT_THAT(refused(request("digits-text", {{"prompt", prompt},
+                                              {"encoder_hidden_states",
+                                               tensor(at::zeros({1, 4, 8}))}})),
               invalid("input 'prompt': cannot be given with input "
                       "'encoder_hidden_states'"));
   ExpectStillServing();
@@ -450,9 +448,9 @@ TEST_F(LoopServiceTest, AStalledReaderLosesItsRunAndFreesTheSlot) {
   v1::RunRequest request = SeedRequest("seed-loop", int64_t{1} << 40);
   ASSERT_OK(EncodeTensor(at::zeros({256 << 10}),
                          *(*request.mutable_inputs())["x"].mutable_tensor()));
-  auto stub = v1::LoopPipelineService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", server_->port()),
-      grpc::InsecureChannelCredentials()));
+  auto stub = v1::LoopPipelineService::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                          grpc::InsecureChannelCredentials()));
   grpc::ClientContext stalled;
   std::unique_ptr<grpc::ClientReader<v1::RunEvent>> reader =
       stub->Run(&stalled, request);
@@ -461,14 +459,17 @@ TEST_F(LoopServiceTest, AStalledReaderLosesItsRunAndFreesTheSlot) {
   EXPECT_TRUE(event.has_started());
   // ... and reads no more.
   ASSERT_TRUE(Eventually([&] {
-    return MetricValue(server_->metrics().Scrape(),
-                       R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") == 1;
+    return MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") ==
+           1;
   }));
   ASSERT_TRUE(Eventually([&] { return server_->executor().running() == 0; }));
   // It says what was measured: the write in flight, not what was read.
   EXPECT_TRUE(Eventually([&] {
-    return !log.RunLines("the message being sent to the client did not "
-                         "finish within 300ms")
+    return !log.RunLines(
+                   "the message being sent to the client did not "
+                   "finish within 300ms")
                 .empty();
   }));
   ASSERT_OK_AND_ASSIGN(v1::RunResult result,
@@ -714,8 +715,7 @@ INSTANTIATE_TEST_SUITE_P(
                          (*r.mutable_inputs())["x"].set_int64_value(
                              std::numeric_limits<int64_t>::max() - 2);
                        },
-                       absl::StatusCode::kOutOfRange,
-                       "x + 1 overflows int64"},
+                       absl::StatusCode::kOutOfRange, "x + 1 overflows int64"},
         BadRequestCase{"LongString",
                        [](v1::RunRequest& r) {
                          (*r.mutable_inputs())["x"].set_string_value(
@@ -807,8 +807,9 @@ TEST_F(LoopServiceTest, ModelInputErrorsNameTheInputsAndNeverLeakTheModel) {
   // Given latents decide the size: a height beside them is refused, not
   // ignored.
   v1::RunRequest both = DenoiseRequest("digits-ddim", 2, 1);
-  ASSERT_OK(EncodeTensor(at::zeros({1, 1, 8, 8}),
-                         *(*both.mutable_inputs())["latents"].mutable_tensor()));
+  ASSERT_OK(
+      EncodeTensor(at::zeros({1, 1, 8, 8}),
+                   *(*both.mutable_inputs())["latents"].mutable_tensor()));
   (*both.mutable_inputs())["height"].set_int64_value(16);
   EXPECT_THAT(client_->Run(both).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -831,7 +832,6 @@ TEST_F(LoopServiceTest, ModelInputErrorsNameTheInputsAndNeverLeakTheModel) {
                                  "input")));
   ExpectStillServing();
 }
-
 
 // A denoising run streams each step's latents, and through the service it
 // equals the same run in-process, bit for bit (CPU).
@@ -862,15 +862,16 @@ TEST_F(LoopServiceTest, DenoisingStreamsEveryStepsLatentsExactly) {
   EXPECT_FALSE(result.outputs().contains("timesteps"));
   EXPECT_FALSE(result.outputs().contains("generator"));
 
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                       LoadDefaultPipelines(c10::kCPU));
   const Pipeline* pipeline = catalog.Find("gmm-ddim");
   PipelineState state;
   state.SetInput("num_inference_steps", int64_t{10});
   state.SetInput("seed", int64_t{3});
   RunContext context;
   ASSERT_OK(RunBlock(*pipeline->root, pipeline->components, state, context));
-  EXPECT_TRUE(at::equal(state.GetIntermediate("latents")->toTensor(),
-                        final_latents));
+  EXPECT_TRUE(
+      at::equal(state.GetIntermediate("latents")->toTensor(), final_latents));
 }
 
 // Concurrent runs of a batched server share the denoiser's calls: every
@@ -901,10 +902,9 @@ TEST_F(LoopServiceTest, BatchedRunsReportTheirBatchesAndMetrics) {
             kRuns * kSteps);
   EXPECT_LT(MetricValue(text, R"(loopserve_batch_rows_count{component="gmm"})"),
             kRuns * kSteps);
-  EXPECT_EQ(
-      MetricValue(text,
-                  R"(loopserve_batch_wait_seconds_count{component="gmm"})"),
-      kRuns * kSteps);
+  EXPECT_EQ(MetricValue(
+                text, R"(loopserve_batch_wait_seconds_count{component="gmm"})"),
+            kRuns * kSteps);
 }
 
 TEST_F(LoopServiceTest, PreviewsArePngsOfTheLatentSize) {
@@ -953,8 +953,9 @@ TEST_F(LoopServiceTest, BadDenoisingInputsAreRefusedAndNamed) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("above the server's limit")));
   v1::RunRequest shape = DenoiseRequest("gmm-ddim", 2, 1);
-  ASSERT_OK(EncodeTensor(at::zeros({1, 3, 8, 8}),
-                         *(*shape.mutable_inputs())["latents"].mutable_tensor()));
+  ASSERT_OK(
+      EncodeTensor(at::zeros({1, 3, 8, 8}),
+                   *(*shape.mutable_inputs())["latents"].mutable_tensor()));
   EXPECT_THAT(client_->Run(shape).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'latents' must be a floating-point "
@@ -1028,16 +1029,16 @@ TEST_F(LoopServiceTest, ResolvedInputsReproduceTheRun) {
   v1::RunRequest again = request;
   (*again.mutable_inputs())["seed"] = resolved.at("seed");
   ASSERT_OK_AND_ASSIGN(v1::RunResult second, client_->Run(again));
-  EXPECT_TRUE(at::equal(
-      *DecodeTensor(first.outputs().at("latents").tensor(), {}),
-      *DecodeTensor(second.outputs().at("latents").tensor(), {})));
+  EXPECT_TRUE(
+      at::equal(*DecodeTensor(first.outputs().at("latents").tensor(), {}),
+                *DecodeTensor(second.outputs().at("latents").tensor(), {})));
   v1::RunRequest other = request;
   (*other.mutable_inputs())["seed"].set_int64_value(
       resolved.at("seed").int64_value() + 1);
   ASSERT_OK_AND_ASSIGN(v1::RunResult third, client_->Run(other));
-  EXPECT_FALSE(at::equal(
-      *DecodeTensor(first.outputs().at("latents").tensor(), {}),
-      *DecodeTensor(third.outputs().at("latents").tensor(), {})));
+  EXPECT_FALSE(
+      at::equal(*DecodeTensor(first.outputs().at("latents").tensor(), {}),
+                *DecodeTensor(third.outputs().at("latents").tensor(), {})));
 }
 
 TEST_F(LoopServiceTest, ListAndDescribe) {
@@ -1095,11 +1096,13 @@ TEST(LoopServerTest, ReadinessWaitsForThePipelinesAndLivenessDoesNot) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("loading")));
   EXPECT_THAT(client->Run(SeedRequest("seed-loop", 1)).status(),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("loading")));
-  EXPECT_EQ(MetricValue(server->metrics().Scrape(),
-                        R"(loopserve_rejected_runs_total{reason="unavailable"})"),
-            1);
+  EXPECT_EQ(
+      MetricValue(server->metrics().Scrape(),
+                  R"(loopserve_rejected_runs_total{reason="unavailable"})"),
+      1);
 
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                       LoadDefaultPipelines(c10::kCPU));
   server->Serve(std::move(catalog));
   EXPECT_EQ(*client->Health(kServiceName), HealthStatus::SERVING);
   ASSERT_OK_AND_ASSIGN(v1::RunResult result,
@@ -1116,8 +1119,10 @@ TEST_F(LoopServiceTest, MetricsCountRunsIterationsAndLeafBlocks) {
   // A call is counted once gRPC is done with it, which may be a moment
   // after its client has its status.
   ASSERT_TRUE(Eventually([&] {
-    return MetricValue(server_->metrics().Scrape(),
-                       R"(loopserve_runs_total{code="OK",pipeline="seed-loop-2"})") == 3;
+    return MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="OK",pipeline="seed-loop-2"})") ==
+           3;
   }));
   const std::string text = server_->metrics().Scrape();
   auto value = [&](absl::string_view series) {
@@ -1125,10 +1130,21 @@ TEST_F(LoopServiceTest, MetricsCountRunsIterationsAndLeafBlocks) {
   };
   EXPECT_EQ(value(R"(loopserve_runs_total{code="OK",pipeline="seed-loop-2"})"),
             3);
-  EXPECT_EQ(value(R"(loopserve_run_duration_seconds_count{pipeline="seed-loop-2"})"), 3);
-  EXPECT_EQ(value(R"(loopserve_queue_duration_seconds_count{pipeline="seed-loop-2"})"), 3);
-  EXPECT_EQ(value(R"(loopserve_time_to_first_iteration_seconds_count{pipeline="seed-loop-2"})"), 3);
-  EXPECT_EQ(value(R"(loopserve_iteration_duration_seconds_count{pipeline="seed-loop-2"})"), 21);
+  EXPECT_EQ(
+      value(R"(loopserve_run_duration_seconds_count{pipeline="seed-loop-2"})"),
+      3);
+  EXPECT_EQ(
+      value(
+          R"(loopserve_queue_duration_seconds_count{pipeline="seed-loop-2"})"),
+      3);
+  EXPECT_EQ(
+      value(
+          R"(loopserve_time_to_first_iteration_seconds_count{pipeline="seed-loop-2"})"),
+      3);
+  EXPECT_EQ(
+      value(
+          R"(loopserve_iteration_duration_seconds_count{pipeline="seed-loop-2"})"),
+      21);
   // Both loop blocks, every iteration; each series ends in +Inf = count.
   for (const char* block : {"seed-loop-2/block1", "seed-loop-2/block2"}) {
     SCOPED_TRACE(block);
@@ -1141,13 +1157,17 @@ TEST_F(LoopServiceTest, MetricsCountRunsIterationsAndLeafBlocks) {
                                  labels, R"(,le="+Inf"})")),
               21);
   }
-  EXPECT_EQ(value(R"(loopserve_iterations_streamed_total{pipeline="seed-loop-2"})"), 21);
+  EXPECT_EQ(
+      value(R"(loopserve_iterations_streamed_total{pipeline="seed-loop-2"})"),
+      21);
   EXPECT_EQ(value(R"(loopserve_stream_bytes_total{pipeline="seed-loop-2"})"),
             21 * 8);  // one int64 x per iteration
   EXPECT_EQ(value(R"(loopserve_active_runs{pipeline="seed-loop-2"})"), 0);
   EXPECT_EQ(value("loopserve_queued_runs"), 0);
   // Series of pipelines nobody ran exist, at zero.
-  EXPECT_EQ(value(R"(loopserve_run_duration_seconds_count{pipeline="seed-loop"})"), 0);
+  EXPECT_EQ(
+      value(R"(loopserve_run_duration_seconds_count{pipeline="seed-loop"})"),
+      0);
   EXPECT_THAT(text, HasSubstr(absl::StrCat(
                         R"(loopserve_build_info{device="cpu",torch_version=")",
                         TORCH_VERSION, R"(",version=")")));
@@ -1163,15 +1183,29 @@ TEST_F(LoopServiceTest, MetricsCountRefusalsAndFailuresByCode) {
   EXPECT_THAT(CancelGatedRun(),
               StatusIs(absl::StatusCode::kCancelled, ::testing::_));
   ASSERT_TRUE(Eventually([&] {
-    return MetricValue(server_->metrics().Scrape(),
-                       R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") == 1;
+    return MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") ==
+           1;
   }));
   const std::string text = server_->metrics().Scrape();
   // A name nobody serves never becomes a label.
-  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"), 1);
-  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="seed-loop"})"), 1);
-  EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="not_found"})"), 1);
-  EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="invalid_argument"})"), 1);
+  EXPECT_EQ(
+      MetricValue(
+          text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"),
+      1);
+  EXPECT_EQ(
+      MetricValue(
+          text,
+          R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="seed-loop"})"),
+      1);
+  EXPECT_EQ(
+      MetricValue(text, R"(loopserve_rejected_runs_total{reason="not_found"})"),
+      1);
+  EXPECT_EQ(
+      MetricValue(
+          text, R"(loopserve_rejected_runs_total{reason="invalid_argument"})"),
+      1);
   EXPECT_THAT(text, ::testing::Not(HasSubstr("no-such-pipeline")));
   EXPECT_EQ(MetricValue(text, R"(loopserve_active_runs{pipeline="gated"})"), 0);
 }
@@ -1191,14 +1225,13 @@ TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
   v1::RunRequest bad_latents;
   bad_latents.set_pipeline("gmm-ddim");
   bad_latents.set_request_id("req-bad");
-  *(*bad_latents.mutable_inputs())["latents"].mutable_tensor() =
-      [] {
-        v1::Tensor t;
-        t.set_datatype("FP32");
-        for (int64_t d : {1, 3, 8, 8}) t.add_shape(d);
-        t.set_raw_contents(std::string(3 * 64 * 4, '\0'));
-        return t;
-      }();
+  *(*bad_latents.mutable_inputs())["latents"].mutable_tensor() = [] {
+    v1::Tensor t;
+    t.set_datatype("FP32");
+    for (int64_t d : {1, 3, 8, 8}) t.add_shape(d);
+    t.set_raw_contents(std::string(3 * 64 * 4, '\0'));
+    return t;
+  }();
   EXPECT_THAT(client_->Run(bad_latents).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("prepare_latents")));
@@ -1211,15 +1244,29 @@ TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
               StatusIs(absl::StatusCode::kCancelled, ::testing::_));
 
   ASSERT_TRUE(Eventually([&] {
-    return MetricValue(server_->metrics().Scrape(),
-                       R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") == 1 &&
-           MetricValue(server_->metrics().Scrape(),
-                       R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") == 1;
+    return MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="CANCELLED",pipeline="gated"})") ==
+               1 &&
+           MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="DEADLINE_EXCEEDED",pipeline="seed-loop"})") ==
+               1;
   })) << server_->metrics().Scrape();
   const std::string text = server_->metrics().Scrape();
-  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})"), 1);
-  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"), 1);
-  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="gmm-ddim"})"), 1);
+  EXPECT_EQ(
+      MetricValue(text,
+                  R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})"),
+      1);
+  EXPECT_EQ(
+      MetricValue(
+          text, R"(loopserve_runs_total{code="NOT_FOUND",pipeline="unknown"})"),
+      1);
+  EXPECT_EQ(
+      MetricValue(
+          text,
+          R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="gmm-ddim"})"),
+      1);
   // Once each: five calls, five counts.
   double total = 0;
   std::istringstream lines(text);
@@ -1235,13 +1282,14 @@ TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
   const auto invalid = log.RunLines("code=INVALID_ARGUMENT");
   ASSERT_EQ(invalid.size(), 1u);
   EXPECT_EQ(invalid[0].severity, google::GLOG_WARNING);
-  EXPECT_THAT(invalid[0].text,
-              ::testing::AllOf(
-                  ::testing::StartsWith("run ended run_id=run-"),
-                  HasSubstr(" request_id=req-bad pipeline=gmm-ddim "),
-                  HasSubstr(" block=gmm-ddim/prepare_latents "),
-                  ::testing::ContainsRegex(" queue_ms=[0-9.e-]+ run_ms=[0-9.e-]+ "
-                                           "iterations=0 message=\".*latents")));
+  EXPECT_THAT(
+      invalid[0].text,
+      ::testing::AllOf(
+          ::testing::StartsWith("run ended run_id=run-"),
+          HasSubstr(" request_id=req-bad pipeline=gmm-ddim "),
+          HasSubstr(" block=gmm-ddim/prepare_latents "),
+          ::testing::ContainsRegex(" queue_ms=[0-9.e-]+ run_ms=[0-9.e-]+ "
+                                   "iterations=0 message=\".*latents")));
   const auto not_found = log.RunLines("code=NOT_FOUND");
   ASSERT_EQ(not_found.size(), 1u);
   EXPECT_THAT(not_found[0].text,
@@ -1257,8 +1305,9 @@ TEST_F(LoopServiceTest, EveryOutcomeIsCountedOnceUnderTheClientsCodeAndLogged) {
 // saw it, CANCELLED, not as a request that did not parse.
 TEST_F(LoopServiceTest, ACallCancelledBeforeItsRequestArrivesCountsCancelled) {
   StartServer();
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                          grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   grpc::CompletionQueue queue;
   grpc::ClientContext context;
@@ -1272,13 +1321,21 @@ TEST_F(LoopServiceTest, ACallCancelledBeforeItsRequestArrivesCountsCancelled) {
   ASSERT_TRUE(ok);
   context.TryCancel();  // before any message
   const bool counted = Eventually([&] {
-    return MetricValue(server_->metrics().Scrape(),
-                       R"(loopserve_runs_total{code="CANCELLED",pipeline="unknown"})") == 1;
+    return MetricValue(
+               server_->metrics().Scrape(),
+               R"(loopserve_runs_total{code="CANCELLED",pipeline="unknown"})") ==
+           1;
   });
   ASSERT_TRUE(counted) << server_->metrics().Scrape();
   const std::string text = server_->metrics().Scrape();
-  EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="unknown"})"), -1);
-  EXPECT_EQ(MetricValue(text, R"(loopserve_rejected_runs_total{reason="cancelled"})"), 1);
+  EXPECT_EQ(
+      MetricValue(
+          text,
+          R"(loopserve_runs_total{code="INVALID_ARGUMENT",pipeline="unknown"})"),
+      -1);
+  EXPECT_EQ(
+      MetricValue(text, R"(loopserve_rejected_runs_total{reason="cancelled"})"),
+      1);
   queue.Shutdown();
   while (queue.Next(&tag, &ok)) {
   }
@@ -1292,15 +1349,20 @@ TEST_F(LoopServiceTest, QueueAndRunTimesAreOneIntervalEach) {
   v1::RunStarted started;
   ASSERT_OK_AND_ASSIGN(
       v1::RunResult result,
-      client_->Run(SeedRequest("seed-loop-2", 50),
-                   {.on_started = [&](const v1::RunStarted& s) { started = s; }}));
+      client_->Run(
+          SeedRequest("seed-loop-2", 50),
+          {.on_started = [&](const v1::RunStarted& s) { started = s; }}));
   EXPECT_EQ(started.queue_ms(), result.stats().queue_ms());
   const std::string text = server_->metrics().Scrape();
   EXPECT_DOUBLE_EQ(
-      MetricValue(text, R"(loopserve_queue_duration_seconds_sum{pipeline="seed-loop-2"})"),
+      MetricValue(
+          text,
+          R"(loopserve_queue_duration_seconds_sum{pipeline="seed-loop-2"})"),
       result.stats().queue_ms() / 1000);
   EXPECT_DOUBLE_EQ(
-      MetricValue(text, R"(loopserve_run_duration_seconds_sum{pipeline="seed-loop-2"})"),
+      MetricValue(
+          text,
+          R"(loopserve_run_duration_seconds_sum{pipeline="seed-loop-2"})"),
       result.stats().run_ms() / 1000);
 }
 
@@ -1323,7 +1385,8 @@ TEST_F(LoopServiceTest, ActiveRunsCountsARunWhileItRuns) {
 // Note [metrics off the loop]: a fast loop is timed 1 in kSampleEvery
 // iterations, yet every iteration and every loop block is counted once.
 TEST(RunRecorderTest, SamplesFastLoopsButCountsEveryIteration) {
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                       LoadDefaultPipelines(c10::kCPU));
   Metrics metrics({.version = "test", .torch_version = "", .device = "cpu"});
   const Pipeline& pipeline = *catalog.Find("seed-loop-2");
   metrics.AddPipeline(pipeline);
@@ -1349,7 +1412,8 @@ TEST(RunRecorderTest, SamplesFastLoopsButCountsEveryIteration) {
 // A run's own buckets (Note [metrics off the loop]) must land exactly where
 // prometheus::Histogram::Observe would put each value, bounds included.
 TEST(RunRecorderTest, PublishesTheBucketsObserveWouldHave) {
-  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog, LoadDefaultPipelines(c10::kCPU));
+  ASSERT_OK_AND_ASSIGN(PipelineCatalog catalog,
+                       LoadDefaultPipelines(c10::kCPU));
   Metrics metrics({.version = "test", .torch_version = "", .device = "cpu"});
   const Pipeline& pipeline = *catalog.Find("seed-loop");
   metrics.AddPipeline(pipeline);
@@ -1358,8 +1422,9 @@ TEST(RunRecorderTest, PublishesTheBucketsObserveWouldHave) {
   {
     RunRecorder recorder(series, RunRecorder::Clock::now());
     const auto& loop = static_cast<const LoopBlocks&>(*pipeline.root);
-    for (const int64_t ns : std::vector<int64_t>{1, 10'000, 10'001, 999'999, 1'000'000, 7'000'000,
-                             2'500'000'000, 9'000'000'000}) {
+    for (const int64_t ns :
+         std::vector<int64_t>{1, 10'000, 10'001, 999'999, 1'000'000, 7'000'000,
+                              2'500'000'000, 9'000'000'000}) {
       const std::chrono::nanoseconds elapsed(ns);
       recorder.OnIterationTimed(loop, elapsed);
       direct.Observe(std::chrono::duration<double>(elapsed).count());
@@ -1368,7 +1433,8 @@ TEST(RunRecorderTest, PublishesTheBucketsObserveWouldHave) {
   const prometheus::ClientMetric published =
       series.iteration_duration->Collect();
   const prometheus::ClientMetric expected = direct.Collect();
-  ASSERT_EQ(published.histogram.bucket.size(), expected.histogram.bucket.size());
+  ASSERT_EQ(published.histogram.bucket.size(),
+            expected.histogram.bucket.size());
   for (size_t i = 0; i < expected.histogram.bucket.size(); ++i) {
     EXPECT_EQ(published.histogram.bucket[i].cumulative_count,
               expected.histogram.bucket[i].cumulative_count)

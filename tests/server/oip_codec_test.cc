@@ -125,7 +125,8 @@ TEST(OipCodecTest, ParametersAndOutputsChooseWhatIsStreamed) {
   EXPECT_THAT(run.outputs(), ElementsAre("image"));
   EXPECT_THAT(run.stream().values(), ElementsAre("denoised"));
 
-  (*request.mutable_parameters())["values"].set_string_param("latents, denoised");
+  (*request.mutable_parameters())["values"].set_string_param(
+      "latents, denoised");
   ASSERT_OK_AND_ASSIGN(run, ToRunRequest(request, Pipeline()));
   EXPECT_THAT(run.stream().values(), ElementsAre("latents", "denoised"));
 }
@@ -206,9 +207,9 @@ TEST(OipCodecTest, OutputsAreRawTensorsScalarsShapedOne) {
   v1::Value mixed;
   mixed.mutable_list_value()->add_values()->set_double_value(0.5);
   mixed.mutable_list_value()->add_values()->set_string_value("x");
-  EXPECT_THAT(AppendOutput("mixed", mixed, response),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       HasSubstr("output 'mixed'")));
+  EXPECT_THAT(
+      AppendOutput("mixed", mixed, response),
+      StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("output 'mixed'")));
 }
 
 TEST(OipCodecTest, IterationsAndResultsCarryTheirPlaceAsParameters) {
@@ -236,8 +237,7 @@ TEST(OipCodecTest, IterationsAndResultsCarryTheirPlaceAsParameters) {
 }
 
 TEST(OipCodecTest, MetadataListsInputsThenFinalAndStreamedOutputs) {
-  const inference::ModelMetadataResponse metadata =
-      ToModelMetadata(Pipeline());
+  const inference::ModelMetadataResponse metadata = ToModelMetadata(Pipeline());
   EXPECT_EQ(metadata.name(), "p");
   EXPECT_THAT(metadata.versions(), ElementsAre("1"));
   std::vector<std::string> inputs;
@@ -245,9 +245,9 @@ TEST(OipCodecTest, MetadataListsInputsThenFinalAndStreamedOutputs) {
     inputs.push_back(absl::StrCat(t.name(), ":", t.datatype(), ":",
                                   absl::StrJoin(t.shape(), ",")));
   }
-  EXPECT_THAT(inputs, ElementsAre("steps:INT64:1", "scale:FP64:1",
-                                  "prompt:BYTES:1", "flag:BOOL:1",
-                                  "latents:FP32:-1", "mixed:FP64:1"));
+  EXPECT_THAT(inputs,
+              ElementsAre("steps:INT64:1", "scale:FP64:1", "prompt:BYTES:1",
+                          "flag:BOOL:1", "latents:FP32:-1", "mixed:FP64:1"));
   std::vector<std::string> outputs;
   for (const auto& t : metadata.outputs()) outputs.push_back(t.name());
   EXPECT_THAT(outputs,

@@ -160,7 +160,8 @@ class RunEventExemplars {
     }
     for (int i = 0; i < message->field_count(); ++i) {
       const FieldDescriptor* field = message->field(i);
-      if (!message->options().map_entry()) reachable_.insert(field->full_name());
+      if (!message->options().map_entry())
+        reachable_.insert(field->full_name());
       if (field->message_type() != nullptr) Collect(field->message_type());
     }
   }
@@ -190,9 +191,9 @@ class RunEventExemplars {
           Message* entry = reflection->AddMessage(&message, field);
           SetScalar(*entry, entry->GetDescriptor()->map_key(), "payload");
           v1::Tensor* tensor =
-              static_cast<v1::Value*>(entry->GetReflection()->MutableMessage(
-                                          entry,
-                                          entry->GetDescriptor()->map_value()))
+              static_cast<v1::Value*>(
+                  entry->GetReflection()->MutableMessage(
+                      entry, entry->GetDescriptor()->map_value()))
                   ->mutable_tensor();
           tensor->set_datatype("UINT8");
           tensor->add_shape(kLargePayload);
@@ -234,25 +235,24 @@ class RunEventExemplars {
       case FieldDescriptor::CPPTYPE_BOOL:
         return r->SetBool(&message, field, true);
       case FieldDescriptor::CPPTYPE_ENUM:
-        return r->SetEnumValue(&message, field,
-                               field->enum_type()->value(
-                                   field->enum_type()->value_count() - 1)
-                                   ->number());
+        return r->SetEnumValue(
+            &message, field,
+            field->enum_type()
+                ->value(field->enum_type()->value_count() - 1)
+                ->number());
       case FieldDescriptor::CPPTYPE_STRING:
         // Bytes large enough to be referenced, not copied.
-        return r->SetString(
-            &message, field,
-            !text.empty() ? text
-            : field->type() == FieldDescriptor::TYPE_BYTES
-                ? std::string(kLargePayload, 'b')
-                : std::string("s"));
+        return r->SetString(&message, field,
+                            !text.empty() ? text
+                            : field->type() == FieldDescriptor::TYPE_BYTES
+                                ? std::string(kLargePayload, 'b')
+                                : std::string("s"));
       case FieldDescriptor::CPPTYPE_MESSAGE:
         break;
     }
   }
 
-  static void AddScalar(Message& message, const FieldDescriptor* field,
-                        int n) {
+  static void AddScalar(Message& message, const FieldDescriptor* field, int n) {
     const auto* r = message.GetReflection();
     switch (field->cpp_type()) {
       case FieldDescriptor::CPPTYPE_INT32:

@@ -2,11 +2,10 @@
 // may change, TLS and mTLS from PEM files, and a plaintext health port for
 // probes. Each test runs a real server on port 0 and talks to it as a
 // client would.
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -19,8 +18,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "client/loop_client.h"
 #include "app/default_pipelines.h"
+#include "client/loop_client.h"
 #include "server/auth.h"
 #include "server/loop_server.h"
 #include "tests/testing/captured_log.h"
@@ -55,13 +54,12 @@ void WriteFile(const std::string& path, absl::string_view text) {
 class SecurityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(
-        (std::filesystem::temp_directory_path() /
-         absl::StrCat("loopserve-security-", getpid()))
-            .string());
-    ASSERT_EQ(std::system(absl::StrCat("bash " MAKE_TEST_CERTS " ", *dir_)
-                              .c_str()),
-              0);
+    dir_ = new std::string((std::filesystem::temp_directory_path() /
+                            absl::StrCat("loopserve-security-", getpid()))
+                               .string());
+    ASSERT_EQ(
+        std::system(absl::StrCat("bash " MAKE_TEST_CERTS " ", *dir_).c_str()),
+        0);
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
@@ -90,10 +88,9 @@ class SecurityTest : public ::testing::Test {
     return client.ok() ? *std::move(client) : nullptr;
   }
   double AuthFailures(absl::string_view reason) {
-    return MetricValue(
-        server_->metrics().Scrape(),
-        absl::StrCat(R"(loopserve_auth_failures_total{reason=")", reason,
-                     R"("})"));
+    return MetricValue(server_->metrics().Scrape(),
+                       absl::StrCat(R"(loopserve_auth_failures_total{reason=")",
+                                    reason, R"("})"));
   }
 
   static std::string* dir_;
@@ -143,8 +140,8 @@ TEST_F(SecurityTest, TokensAreRequiredByTheApiButNotByHealth) {
   (*failing.mutable_inputs())["num_steps"].set_int64_value(-1);
   EXPECT_THAT(alice->Run(failing).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
-  EXPECT_THAT(alice->Run(SeedRun()).status(), StatusIs(absl::StatusCode::kOk,
-                                                       ::testing::_));
+  EXPECT_THAT(alice->Run(SeedRun()).status(),
+              StatusIs(absl::StatusCode::kOk, ::testing::_));
   EXPECT_TRUE(Eventually([&] {
     return !log.RunLines("principal=alice peer=ipv4:127.0.0.1:").empty();
   }));
@@ -171,20 +168,19 @@ TEST_F(SecurityTest, AChangedTokensFileTakesEffect) {
 }
 
 TEST_F(SecurityTest, AMissingTokensFileStopsTheStart) {
-  EXPECT_THAT(
-      LoopServer::Start({.address = "127.0.0.1:0",
-                         .auth_tokens_file = File("no-such-file")})
-          .status(),
-      StatusIs(absl::StatusCode::kInvalidArgument,
-               HasSubstr("--auth_tokens_file")));
+  EXPECT_THAT(LoopServer::Start({.address = "127.0.0.1:0",
+                                 .auth_tokens_file = File("no-such-file")})
+                  .status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--auth_tokens_file")));
 }
 
 // A TLS server refuses a plaintext client; a TLS client that trusts its CA
 // runs; the plaintext health port answers probes and nothing else.
 TEST_F(SecurityTest, TlsServerRefusesPlaintextAndKeepsHealthOpen) {
-  Start({.tls = {.cert_file = File("server.pem"),
-                 .key_file = File("server.key")},
-         .health_address = "127.0.0.1:0"});
+  Start(
+      {.tls = {.cert_file = File("server.pem"), .key_file = File("server.key")},
+       .health_address = "127.0.0.1:0"});
   std::unique_ptr<LoopClient> plaintext = Connect();
   EXPECT_THAT(plaintext->ListPipelines().status(),
               StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
@@ -193,10 +189,9 @@ TEST_F(SecurityTest, TlsServerRefusesPlaintextAndKeepsHealthOpen) {
   ASSERT_OK_AND_ASSIGN(v1::RunResult result, tls->Run(SeedRun()));
   EXPECT_EQ(result.outputs().at("x").int64_value(), 2);
   // A client that trusts another CA does not trust this server.
-  EXPECT_THAT(Connect({.tls_ca_file = File("rogue-ca.pem")})
-                  ->ListPipelines()
-                  .status(),
-              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+  EXPECT_THAT(
+      Connect({.tls_ca_file = File("rogue-ca.pem")})->ListPipelines().status(),
+      StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
 
   std::unique_ptr<LoopClient> probe = Connect({}, server_->health_port());
   EXPECT_EQ(*probe->Health(""), HealthStatus::SERVING);
@@ -247,8 +242,9 @@ TEST_F(SecurityTest, MutualTlsTakesOnlyCertificatesItsCaSigned) {
   Start({.tls = {.cert_file = File("server.pem"),
                  .key_file = File("server.key"),
                  .client_ca_file = File("ca.pem")}});
-  EXPECT_THAT(Connect({.tls_ca_file = File("ca.pem")})->ListPipelines().status(),
-              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+  EXPECT_THAT(
+      Connect({.tls_ca_file = File("ca.pem")})->ListPipelines().status(),
+      StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
   EXPECT_THAT(Connect({.tls_ca_file = File("ca.pem"),
                        .tls_cert_file = File("mallory.pem"),
                        .tls_key_file = File("mallory.key")})
@@ -367,7 +363,8 @@ std::string HttpExchange(int port, const std::string& head,
     (void)send(fd, sent.data(), sent.size(), MSG_NOSIGNAL);
     char buffer[4096];
     ssize_t n;
-    while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) answer.append(buffer, n);
+    while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0)
+      answer.append(buffer, n);
   }
   close(fd);
   return answer;
@@ -386,19 +383,19 @@ TEST_F(SecurityTest, HttpRefusesFromTheHeadersWithoutReadingTheBody) {
   options.http_address = "127.0.0.1:0";
   Start(options);
   const int port = server_->http_port();
-  const std::string run = "POST /v1/pipelines/seed-loop:run HTTP/1.1\r\n"
-                          "Host: localhost\r\n";
+  const std::string run =
+      "POST /v1/pipelines/seed-loop:run HTTP/1.1\r\n"
+      "Host: localhost\r\n";
 
-  std::string answer = HttpExchange(
-      port, run + "Content-Length: 268435456\r\n", "{\"inputs\": ");
+  std::string answer = HttpExchange(port, run + "Content-Length: 268435456\r\n",
+                                    "{\"inputs\": ");
   EXPECT_THAT(answer, HasSubstr("HTTP/1.1 401"));
   EXPECT_THAT(answer, HasSubstr("UNAUTHENTICATED"));
   EXPECT_THAT(answer, HasSubstr("Connection: close"));
   EXPECT_EQ(AuthFailures("missing_token"), 1);
 
   const std::string alice = "Authorization: Bearer s3cret-a\r\n";
-  answer = HttpExchange(port, run + alice + "Content-Length: 2000000\r\n",
-                        "{");
+  answer = HttpExchange(port, run + alice + "Content-Length: 2000000\r\n", "{");
   EXPECT_THAT(answer, HasSubstr("HTTP/1.1 413"));
   EXPECT_THAT(answer, HasSubstr("RESOURCE_EXHAUSTED"));
   EXPECT_THAT(answer, HasSubstr("--max_request_bytes=1048576"));
@@ -478,12 +475,12 @@ TEST_F(SecurityTest, RequestBytesInFlightAreBounded) {
                        HasSubstr("--max_request_bytes_in_flight=100")));
 
   const std::string body(5000, ' ');
-  const std::string answer = HttpExchange(
-      server_->http_port(),
-      absl::StrCat("POST /v1/pipelines/seed-loop:run HTTP/1.1\r\n"
-                   "Host: localhost\r\nContent-Length: ",
-                   body.size(), "\r\n"),
-      body);
+  const std::string answer =
+      HttpExchange(server_->http_port(),
+                   absl::StrCat("POST /v1/pipelines/seed-loop:run HTTP/1.1\r\n"
+                                "Host: localhost\r\nContent-Length: ",
+                                body.size(), "\r\n"),
+                   body);
   EXPECT_THAT(answer, HasSubstr("HTTP/1.1 429"));
   EXPECT_THAT(answer, HasSubstr("--max_request_bytes_in_flight=100"));
 

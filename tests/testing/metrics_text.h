@@ -1,6 +1,7 @@
 // Reading Prometheus' text exposition format in tests.
 //
-//   EXPECT_EQ(MetricValue(text, R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})"), 3);
+//   EXPECT_EQ(MetricValue(text,
+//   R"(loopserve_runs_total{code="OK",pipeline="seed-loop"})"), 3);
 //
 // `series` is the metric name with its labels exactly as the server writes
 // them (prometheus-cpp sorts labels by name). -1 when the series is absent.

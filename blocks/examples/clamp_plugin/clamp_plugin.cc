@@ -10,8 +10,8 @@
 
 #include "blocks/core/param_reader.h"
 #include "blocks/core/plugin.h"
-#include "util/status_macros.h"
 #include "clamp_latents.h"
+#include "util/status_macros.h"
 
 namespace clamp_plugin {
 

@@ -65,8 +65,9 @@ absl::StatusOr<const DatatypeInfo*> FindDatatype(absl::string_view name) {
   for (const DatatypeInfo& info : kDatatypes) {
     if (info.name == name) return &info;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown datatype ", QuoteUserText(name), "; expected one of ", DatatypeNames()));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown datatype ", QuoteUserText(name),
+                   "; expected one of ", DatatypeNames()));
 }
 
 std::string DatatypeNames() {

@@ -177,7 +177,8 @@ TEST(RunBlockTest, OutOfDeviceMemoryIsResourceExhausted) {
   FakeBlock scripted({}, [&cuda_text](BlockState&) -> absl::Status {
     throw c10::Error({__func__, __FILE__, __LINE__},
                      "The following operation failed in the TorchScript "
-                     "interpreter. RuntimeError: " + cuda_text);
+                     "interpreter. RuntimeError: " +
+                         cuda_text);
   });
   scripted.SetName("unet");
   EXPECT_THAT(RunAlone(scripted, state),

@@ -44,8 +44,8 @@ TEST(ComponentRegistryTest, CreatesConfiguredComponentsAsTheirInterface) {
   ComponentRegistry registry;
   ASSERT_OK(RegisterScale(registry));
   Components loaded;
-  ASSERT_OK(registry.Create("fixed_scale", "double", {{"factor", 2.0}}, {},
-                            loaded));
+  ASSERT_OK(
+      registry.Create("fixed_scale", "double", {{"factor", 2.0}}, {}, loaded));
   ASSERT_OK_AND_ASSIGN(const Scale* scale, loaded.Get<Scale>("double"));
   EXPECT_EQ(scale->factor(), 2.0);
   EXPECT_THAT(registry.TypeNames(), ElementsAre("fixed_scale"));
@@ -54,8 +54,9 @@ TEST(ComponentRegistryTest, CreatesConfiguredComponentsAsTheirInterface) {
 TEST(ComponentRegistryTest, Errors) {
   ComponentRegistry registry;
   ASSERT_OK(RegisterScale(registry));
-  EXPECT_THAT(RegisterScale(registry),
-              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("fixed_scale")));
+  EXPECT_THAT(
+      RegisterScale(registry),
+      StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("fixed_scale")));
   Components loaded;
   EXPECT_THAT(registry.Create("dpm", "x", {}, {}, loaded),
               StatusIs(absl::StatusCode::kNotFound,
@@ -71,7 +72,8 @@ TEST(ComponentRegistryTest, RolesShareALoadedComponent) {
   ComponentRegistry registry;
   ASSERT_OK(RegisterScale(registry));
   Components pool;
-  ASSERT_OK(registry.Create("fixed_scale", "half", {{"factor", 0.5}}, {}, pool));
+  ASSERT_OK(
+      registry.Create("fixed_scale", "half", {{"factor", 0.5}}, {}, pool));
   Components pipeline;
   ASSERT_OK(pipeline.AddShared("scale", pool, "half"));
   ASSERT_OK_AND_ASSIGN(const Scale* by_role, pipeline.Get<Scale>("scale"));
@@ -84,7 +86,8 @@ TEST(ComponentRegistryTest, RolesShareALoadedComponent) {
 
 TEST(ComponentContextTest, ResolvesRelativePathsAgainstItsFolder) {
   const ComponentContext context{.base_dir = "/srv/models"};
-  EXPECT_EQ(context.ResolvePath("digits/unet.pt"), "/srv/models/digits/unet.pt");
+  EXPECT_EQ(context.ResolvePath("digits/unet.pt"),
+            "/srv/models/digits/unet.pt");
   EXPECT_EQ(context.ResolvePath("/abs/unet.pt"), "/abs/unet.pt");
   EXPECT_EQ(ComponentContext{}.ResolvePath("unet.pt"), "unet.pt");
 }

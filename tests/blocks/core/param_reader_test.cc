@@ -23,11 +23,10 @@ TEST(ParamReaderTest, ReadsTypedValuesAndDefaults) {
   ParamReader params(raw);
   EXPECT_EQ(*params.Int("steps", 1), 30);
   EXPECT_EQ(*params.Double("scale", 1.0), 7.5);
-  EXPECT_EQ(*params.Int("whole", 0), 4);            // JSON has one number type
-  EXPECT_EQ(*params.Double("steps", 0), 30.0);      // an int reads as a double
+  EXPECT_EQ(*params.Int("whole", 0), 4);        // JSON has one number type
+  EXPECT_EQ(*params.Double("steps", 0), 30.0);  // an int reads as a double
   EXPECT_FALSE(*params.Bool("clip", true));
-  EXPECT_EQ(*params.Choice("kind", "x", {"linear", "scaled_linear"}),
-            "linear");
+  EXPECT_EQ(*params.Choice("kind", "x", {"linear", "scaled_linear"}), "linear");
   EXPECT_THAT(*params.DoubleList("list", {}), ElementsAre(0.5, 1.5));
   EXPECT_THAT(*params.DoubleList("ints", {}), ElementsAre(1.0, 2.0));
   EXPECT_EQ(*params.Int("absent", 9), 9);

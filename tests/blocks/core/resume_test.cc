@@ -292,10 +292,9 @@ TEST(ResumeTest, AValueMadeAnewDecidesWhetherTheBlocksAfterItRunAgain) {
       ASSERT_OK(status);
       EXPECT_EQ(state.GetIntermediate("x")->toInt(), 3);
     } else {
-      EXPECT_THAT(status,
-                  StatusIs(absl::StatusCode::kInvalidArgument,
-                           AllOf(HasSubstr("resuming changes 'cond'"),
-                                 HasSubstr("block 'c/prepare'"))));
+      EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
+                                   AllOf(HasSubstr("resuming changes 'cond'"),
+                                         HasSubstr("block 'c/prepare'"))));
     }
   }
 }

@@ -13,14 +13,13 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <optional>
-#include <iostream>
 #include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
-
-#include <map>
-#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
@@ -61,9 +60,8 @@ c10::IValue ParseValue(const std::string& text) {
   if (text == "true" || text == "false") return c10::IValue(text == "true");
   if (!text.empty() && text.front() == '[') {
     c10::impl::GenericList list(c10::AnyType::get());
-    for (absl::string_view item :
-         absl::StrSplit(text.substr(1, text.size() - 2), ',',
-                        absl::SkipEmpty())) {
+    for (absl::string_view item : absl::StrSplit(
+             text.substr(1, text.size() - 2), ',', absl::SkipEmpty())) {
       list.push_back(ParseValue(std::string(item)));
     }
     return c10::IValue(list);
@@ -205,9 +203,9 @@ void ExpectClose(const at::Tensor& actual, const std::vector<double>& expected,
           std::max(worst_relative_error, std::abs(got - expected[i]) / scale);
     }
     if (std::abs(got - expected[i]) > tolerance * scale && ++bad <= 3) {
-      ADD_FAILURE() << what << "[" << i << "]: " << got << " vs "
-                    << expected[i] << " (tolerance " << tolerance
-                    << " of the scale " << scale << ")";
+      ADD_FAILURE() << what << "[" << i << "]: " << got << " vs " << expected[i]
+                    << " (tolerance " << tolerance << " of the scale " << scale
+                    << ")";
     }
   }
   EXPECT_EQ(bad, 0) << what;
@@ -217,10 +215,9 @@ class SchedulerParityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { cases_ = new std::vector(LoadReference()); }
   static size_t ImageToImageCases() {
-    return std::count_if(cases_->begin(), cases_->end(),
-                         [](const ReferenceCase& c) {
-                           return c.strength.has_value();
-                         });
+    return std::count_if(
+        cases_->begin(), cases_->end(),
+        [](const ReferenceCase& c) { return c.strength.has_value(); });
   }
   static size_t SplitCases() {
     return std::count_if(
@@ -252,8 +249,7 @@ TEST_F(SchedulerParityTest, TimestepsSigmasAndInitNoiseSigma) {
     SCOPED_TRACE(c.name);
     auto scheduler = MakeScheduler(c);
     ASSERT_NE(scheduler, nullptr);
-    ASSERT_OK_AND_ASSIGN(Schedule schedule,
-                         scheduler->SetTimesteps(c.request));
+    ASSERT_OK_AND_ASSIGN(Schedule schedule, scheduler->SetTimesteps(c.request));
     const at::Tensor t = schedule.timesteps.to(at::kDouble);
     ASSERT_EQ(t.numel(), static_cast<int64_t>(c.timesteps.size()));
     if (!at::isFloatingType(schedule.timesteps.scalar_type())) {
@@ -284,8 +280,7 @@ TEST_F(SchedulerParityTest, Trajectories) {
     SCOPED_TRACE(c.name);
     auto scheduler = MakeScheduler(c);
     ASSERT_NE(scheduler, nullptr);
-    ASSERT_OK_AND_ASSIGN(Schedule schedule,
-                         scheduler->SetTimesteps(c.request));
+    ASSERT_OK_AND_ASSIGN(Schedule schedule, scheduler->SetTimesteps(c.request));
     at::Generator generator = at::detail::createCPUGenerator(c.seed);
     const at::Tensor unit = at::randn({1, 4, 8, 8}, generator);
     // The same seed draws the same noise as Python's torch.Generator.
@@ -362,8 +357,8 @@ struct ReferencePipeline {
 
   static absl::StatusOr<ReferencePipeline> For(const ReferenceCase& c) {
     ReferencePipeline pipeline;
-    RETURN_IF_ERROR(pipeline.components.Add<Scheduler>("scheduler",
-                                                       MakeScheduler(c)));
+    RETURN_IF_ERROR(
+        pipeline.components.Add<Scheduler>("scheduler", MakeScheduler(c)));
     RETURN_IF_ERROR(pipeline.components.Add<Denoiser>(
         "denoiser", std::make_shared<const ReferenceModel>()));
     ASSIGN_OR_RETURN(pipeline.root, DenoisingPipeline());
@@ -430,8 +425,7 @@ TEST_F(SchedulerParityTest, BaseAndRefinerThroughTheBlocks) {
                          pipeline.Run({{"num_inference_steps", c.steps},
                                        {"seed", c.seed},
                                        {"denoising_end", *c.split}}));
-    const at::Tensor handed_over =
-        base.GetIntermediate("latents")->toTensor();
+    const at::Tensor handed_over = base.GetIntermediate("latents")->toTensor();
     ExpectClose(handed_over, c.base_final, Tolerance(c), "base latents");
     ASSERT_OK_AND_ASSIGN(const PipelineState refined,
                          pipeline.Run({{"num_inference_steps", c.steps},

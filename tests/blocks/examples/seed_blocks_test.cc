@@ -17,8 +17,8 @@ using ::loopserve::testing::Names;
 using ::loopserve::testing::RecordingObserver;
 using ::loopserve::testing::StatusIs;
 using ::testing::ElementsAre;
-using ::testing::IsSupersetOf;
 using ::testing::HasSubstr;
+using ::testing::IsSupersetOf;
 
 class SeedLoopTest : public ::testing::Test {
  protected:
