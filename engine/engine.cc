@@ -319,14 +319,21 @@ void Engine::StartDraining() {
 }
 
 bool Engine::WaitForIdle(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](absl::flat_hash_map<std::shared_ptr<Run>, int64_t>* active) {
-            return active->empty();
-          },
-          &active_),
-      timeout);
+  const absl::Time deadline = absl::Now() + timeout;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithDeadline(
+            absl::Condition(
+                +[](absl::flat_hash_map<std::shared_ptr<Run>, int64_t>*
+                        active) { return active->empty(); },
+                &active_),
+            deadline)) {
+      return false;
+    }
+  }
+  // Runs cancelled while queued are released at once, but their tasks hold
+  // queue room until a worker skips them: idle means those are gone too.
+  return executor_.WaitForIdle(deadline - absl::Now());
 }
 
 void Engine::CancelAll(const absl::Status& status) {

@@ -148,7 +148,8 @@ class Engine {
 
   // From now on, new runs get UNAVAILABLE.
   void StartDraining();
-  // Waits until no run is in flight, or `timeout` passes; true when none is.
+  // Waits until no run is in flight and the executor has nothing queued
+  // or running, or `timeout` passes; true when so.
   bool WaitForIdle(absl::Duration timeout);
   // Stops every run in flight at its next iteration boundary.
   void CancelAll(const absl::Status& status);

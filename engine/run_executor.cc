@@ -48,6 +48,18 @@ int RunExecutor::running() const {
   return running_;
 }
 
+bool RunExecutor::WaitForIdle(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](const RunExecutor* self)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+                 return self->queue_.empty() && self->running_ == 0;
+               },
+          this),
+      timeout);
+}
+
 void RunExecutor::Work() {
   c10::InferenceMode inference_mode;
   while (true) {

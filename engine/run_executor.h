@@ -46,6 +46,10 @@ class RunExecutor {
 
   // Tasks running now.
   int running() const;
+  // Waits until no task is queued or running, or `timeout` passes; true
+  // when none is. A run cancelled while queued leaves its task in the queue
+  // (a worker skips it at once), and that task holds queue room until then.
+  bool WaitForIdle(absl::Duration timeout) const;
 
  private:
   void Work();

@@ -21,6 +21,14 @@
 namespace loopserve {
 namespace {
 
+// A VAE's `scaling_factor` (diffusers'), > 0: latents are divided by it
+// before decoding, and multiplied by it after encoding.
+absl::StatusOr<double> ReadScalingFactor(ParamReader& params) {
+  ASSIGN_OR_RETURN(const double factor, params.Double("scaling_factor", 1.0));
+  if (!(factor > 0)) return ParamError("scaling_factor", "must be > 0");
+  return factor;
+}
+
 // ---- denoisers ----
 
 // The mixture's params, checked.
@@ -128,11 +136,7 @@ absl::StatusOr<std::shared_ptr<const ImageDecoder>> MakeTorchScriptDecoder(
   ParamReader params(raw);
   ASSIGN_OR_RETURN(auto options, ReadModelOptions<TorchScriptDecoder::Options>(
                                      params, context));
-  ASSIGN_OR_RETURN(options.scaling_factor,
-                   params.Double("scaling_factor", 1.0));
-  if (!(options.scaling_factor > 0)) {
-    return ParamError("scaling_factor", "must be > 0");
-  }
+  ASSIGN_OR_RETURN(options.scaling_factor, ReadScalingFactor(params));
   RETURN_IF_ERROR(params.CheckAllRead());
   return TorchScriptDecoder::Load(options);
 }
@@ -179,11 +183,7 @@ absl::StatusOr<std::shared_ptr<const ImageEncoder>> MakeTorchScriptEncoder(
   ParamReader params(raw);
   ASSIGN_OR_RETURN(auto options, ReadModelOptions<TorchScriptEncoder::Options>(
                                      params, context));
-  ASSIGN_OR_RETURN(options.scaling_factor,
-                   params.Double("scaling_factor", 1.0));
-  if (!(options.scaling_factor > 0)) {
-    return ParamError("scaling_factor", "must be > 0");
-  }
+  ASSIGN_OR_RETURN(options.scaling_factor, ReadScalingFactor(params));
   ASSIGN_OR_RETURN(options.moments, params.Bool("moments", false));
   ASSIGN_OR_RETURN(options.output, params.String("output", ""));
   RETURN_IF_ERROR(params.CheckAllRead());

@@ -90,19 +90,24 @@ class PipelineConfigTest : public ::testing::Test {
   std::filesystem::path dir_;
 };
 
+// Runs kGood's pipeline `p` (3 steps) to its [1,4,64,64] latents.
+void ExpectRunsToLatents(const Pipeline& p) {
+  PipelineState state;
+  state.SetInput("num_inference_steps", int64_t{3});
+  state.SetInput("seed", int64_t{1});
+  RunContext context;
+  ASSERT_OK(RunBlock(*p.root, p.components, state, context));
+  EXPECT_EQ(state.GetIntermediate("latents")->toTensor().sizes(),
+            (std::vector<int64_t>{1, 4, 64, 64}));
+}
+
 TEST_F(PipelineConfigTest, AGoodConfigurationLoadsAndRuns) {
   ASSERT_OK(Load(kGood));
   const Pipeline* p = catalog_.Find("p");
   ASSERT_NE(p, nullptr);
   EXPECT_THAT(p->components.Names(),
               ::testing::ElementsAre("denoiser", "scheduler"));
-  PipelineState state;
-  state.SetInput("num_inference_steps", int64_t{3});
-  state.SetInput("seed", int64_t{1});
-  RunContext context;
-  ASSERT_OK(RunBlock(*p->root, p->components, state, context));
-  EXPECT_EQ(state.GetIntermediate("latents")->toTensor().sizes(),
-            (std::vector<int64_t>{1, 4, 64, 64}));
+  ExpectRunsToLatents(*p);
 }
 
 TEST_F(PipelineConfigTest, TheEmbeddedDefaultLoads) {
@@ -257,13 +262,7 @@ TEST_F(PipelineConfigTest,
               ::testing::ElementsAre("before_denoiser:ScaleModelInput",
                                      "denoiser:PredictNoise",
                                      "after_denoiser:SchedulerStep"));
-  PipelineState state;
-  state.SetInput("num_inference_steps", int64_t{3});
-  state.SetInput("seed", int64_t{1});
-  RunContext context;
-  ASSERT_OK(RunBlock(*p->root, p->components, state, context));
-  EXPECT_EQ(state.GetIntermediate("latents")->toTensor().sizes(),
-            (std::vector<int64_t>{1, 4, 64, 64}));
+  ExpectRunsToLatents(*p);
 
   // One listed by a standard name takes that one's place, with its params;
   // another runs after the standard ones.
