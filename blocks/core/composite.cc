@@ -184,7 +184,11 @@ absl::StatusOr<std::vector<SubBlock>> WithDefaultSubBlocks(
   }
   std::vector<SubBlock> merged;
   merged.reserve(defaults.size() + listed.size());
-  for (const auto& [name, type] : defaults) {
+  for (const auto& entry : defaults) {
+    // Not a structured binding: clang 14 (the sanitizer builds') cannot
+    // capture one in a lambda.
+    const std::string& name = entry.first;
+    const std::string& type = entry.second;
     auto given =
         std::find_if(listed.begin(), listed.end(),
                      [&](const SubBlock& s) { return s.name == name; });
