@@ -224,12 +224,13 @@ absl::Status Parse(const ConfigSource& config, ParsedConfig& parsed) {
 }
 
 // Every component of the configuration, created through `registry`; what
-// they note goes to the catalog's notes, each saying where it came from.
+// they note (into context.notes) goes to the catalog's notes, each saying
+// where it came from.
 absl::StatusOr<Components> LoadComponents(const ParsedConfig& parsed,
                                           const ComponentRegistry& registry,
                                           const ComponentContext& context,
-                                          std::vector<std::string>& notes,
                                           PipelineCatalog& catalog) {
+  std::vector<std::string>& notes = *context.notes;
   Components loaded;
   for (int i = 0; i < parsed.config.components_size(); ++i) {
     const v1::ComponentConfig& component = parsed.config.components(i);
@@ -368,7 +369,7 @@ absl::Status LoadServerConfig(const ConfigSource& config,
                                  .batching = batching};
   // Components first: pipelines refer to them by name.
   ASSIGN_OR_RETURN(const Components loaded,
-                   LoadComponents(parsed, components, context, notes, catalog));
+                   LoadComponents(parsed, components, context, catalog));
   for (int i = 0; i < parsed.config.pipelines_size(); ++i) {
     RETURN_IF_ERROR(BuildPipeline(parsed, i, blocks, loaded, context, catalog));
   }
