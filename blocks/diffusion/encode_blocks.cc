@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "blocks/core/param_reader.h"
 #include "blocks/diffusion/encoders.h"
 #include "blocks/diffusion/torchscript_module.h"
 #include "util/status_macros.h"
@@ -74,9 +75,18 @@ std::vector<InputParam> EncodePrompt::inputs() const {
                       "per sample); none: the empty prompt"},
       {.name = "negative_prompt",
        .type_hint = TypeHint::String() | TypeHint::List(),
-       .default_value = std::string(),
-       .description = "What guidance steers away from: a string, or one "
-                      "per prompt"},
+       .description =
+           options_.force_zeros_for_empty_prompt
+               ? "What guidance steers away from: a string, or one per "
+                 "prompt; none: zero conditioning"
+               : "What guidance steers away from: a string, or one per "
+                 "prompt; none: the empty prompt"},
+      {.name = "num_images_per_prompt",
+       .type_hint = TypeHint::Int(),
+       .default_value = int64_t{1},
+       .description = "Samples per prompt, in [1, 1024]",
+       .minimum = 1.0,
+       .maximum = 1024.0},
       {.name = "batch_size",
        .type_hint = TypeHint::Int(),
        .default_value = int64_t{1},
@@ -90,6 +100,15 @@ std::vector<InputParam> EncodePrompt::inputs() const {
   for (const std::string& name : outputs_) {
     inputs[0].excluded_by.push_back(name);
     inputs[1].excluded_by.push_back(absl::StrCat("negative_", name));
+  }
+  if (takes_clip_skip_) {
+    inputs.push_back({.name = "clip_skip",
+                      .type_hint = TypeHint::Int(),
+                      .default_value = int64_t{0},
+                      .description = "Final layers of the text encoder to "
+                                     "skip (diffusers' clip_skip; 0: none)",
+                      .minimum = 0.0,
+                      .maximum = 64.0});
   }
   for (const std::string& name : outputs_) {
     inputs.push_back({.name = name,
@@ -134,6 +153,7 @@ absl::Status EncodePrompt::Bind(const Components& components) {
                    components.Get<TextEncoder>(kTextEncoderRole));
   const std::span<const std::string> outputs = encoder->outputs();
   outputs_.assign(outputs.begin(), outputs.end());
+  takes_clip_skip_ = encoder->takes_clip_skip();
   return absl::OkStatus();
 }
 
@@ -147,9 +167,14 @@ absl::Status EncodePrompt::Run(const Components& components,
   ASSIGN_OR_RETURN(std::vector<std::string> negatives,
                    Texts(block_state, "negative_prompt"));
   if (prompts.empty()) prompts.push_back("");
-  if (negatives.empty()) negatives.push_back("");
+  // No negative prompt: the empty one's conditioning, or none at all, which
+  // PredictNoise makes zeros (diffusers' force_zeros_for_empty_prompt).
+  const bool zero_negatives =
+      negatives.empty() && options_.force_zeros_for_empty_prompt;
+  if (negatives.empty() && !zero_negatives) negatives.push_back("");
   const int64_t n = static_cast<int64_t>(prompts.size());
-  if (negatives.size() != 1 && static_cast<int64_t>(negatives.size()) != n) {
+  if (!zero_negatives && negatives.size() != 1 &&
+      static_cast<int64_t>(negatives.size()) != n) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input 'negative_prompt' must be one text or one per prompt (", n,
         "), got ", negatives.size()));
@@ -160,7 +185,13 @@ absl::Status EncodePrompt::Run(const Components& components,
         absl::StrCat("input 'batch_size' (", batch,
                      ") must be 1 or the number of prompts (", n, ")"));
   }
-  block_state.Set("batch_size", std::max(batch, n));
+  ASSIGN_OR_RETURN(const int64_t per_prompt,
+                   block_state.Get<int64_t>("num_images_per_prompt"));
+  block_state.Set("batch_size", std::max(batch, n) * per_prompt);
+  int64_t clip_skip = 0;
+  if (takes_clip_skip_) {
+    ASSIGN_OR_RETURN(clip_skip, block_state.Get<int64_t>("clip_skip"));
+  }
 
   // What the client did not send, from one call of the encoder: the
   // prompts, then the negative prompts.
@@ -178,21 +209,28 @@ absl::Status EncodePrompt::Run(const Components& components,
     texts.insert(texts.end(), negatives.begin(), negatives.end());
   std::vector<at::Tensor> encoded;
   if (!texts.empty()) {
-    ASSIGN_OR_RETURN(encoded, encoder->Encode(texts));
+    ASSIGN_OR_RETURN(encoded, encoder->Encode(texts, clip_skip));
   }
+  // diffusers repeats each prompt's rows num_images_per_prompt times, in
+  // place: [p0, p0, p1, p1], for the conditioning given as tensors too.
+  auto per_image = [per_prompt](const at::Tensor& rows) {
+    return per_prompt == 1 || rows.size(0) == 1
+               ? rows
+               : rows.repeat_interleave(per_prompt, 0);
+  };
   for (size_t i = 0; i < outputs_.size(); ++i) {
     const std::string& name = outputs_[i];
     const std::string negative_name = absl::StrCat("negative_", name);
-    if (!block_state.OptionalTensor(name).defined()) {
-      block_state.Set(name, encoded[i].slice(0, 0, n));
+    at::Tensor positive = block_state.OptionalTensor(name);
+    if (!positive.defined()) positive = encoded[i].slice(0, 0, n);
+    block_state.Set(name, per_image(positive));
+    at::Tensor negative = block_state.OptionalTensor(negative_name);
+    if (!negative.defined() && !negatives.empty()) {
+      negative = encoded[i].slice(
+          0, negative_offset,
+          negative_offset + static_cast<int64_t>(negatives.size()));
     }
-    if (!block_state.OptionalTensor(negative_name).defined()) {
-      block_state.Set(
-          negative_name,
-          encoded[i].slice(
-              0, negative_offset,
-              negative_offset + static_cast<int64_t>(negatives.size())));
-    }
+    if (negative.defined()) block_state.Set(negative_name, per_image(negative));
   }
   return SetBlockState(state, block_state);
 }
@@ -268,11 +306,194 @@ absl::Status EncodeImage::Run(const Components& components,
   return SetBlockState(state, block_state);
 }
 
+// ---- AddTimeIds ----
+
+namespace {
+
+InputParam SizeInput(std::string name, std::string description) {
+  return {.name = std::move(name),
+          .type_hint = TypeHint::List(),
+          .description = std::move(description)};
+}
+
+// The (a, b) pair of list input `name`, or `fallback` when absent.
+absl::StatusOr<std::pair<double, double>> PairInput(
+    const BlockState& state, absl::string_view name,
+    std::pair<double, double> fallback) {
+  const c10::IValue* value = state.Find(name);
+  if (value == nullptr || value->isNone()) return fallback;
+  std::vector<double> numbers;
+  if (value->isList()) {
+    for (const c10::IValue& element : value->toListRef()) {
+      if (element.isInt()) {
+        numbers.push_back(static_cast<double>(element.toInt()));
+      } else if (element.isDouble()) {
+        numbers.push_back(element.toDouble());
+      } else {
+        break;
+      }
+    }
+  }
+  if (!value->isList() || numbers.size() != 2 ||
+      value->toListRef().size() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", name, "' must be a list of two numbers"));
+  }
+  return std::pair{numbers[0], numbers[1]};
+}
+
+bool Given(const BlockState& state, absl::string_view name) {
+  const c10::IValue* value = state.Find(name);
+  return value != nullptr && !value->isNone();
+}
+
+}  // namespace
+
+std::string AddTimeIds::description() const {
+  return "SDXL's micro-conditioning: the image's sizes and crop as the "
+         "denoiser's time_ids";
+}
+
+std::vector<InputParam> AddTimeIds::inputs() const {
+  std::vector<InputParam> inputs = {
+      SizeInput("original_size", "(height, width) the model is told the "
+                                 "original image had; default the image's"),
+      SizeInput("crops_coords_top_left",
+                "(top, left) of the crop the model is told of; default (0, 0)"),
+      SizeInput("negative_original_size",
+                "original_size of the unconditional half"),
+      SizeInput("negative_crops_coords_top_left",
+                "crops_coords_top_left of the unconditional half")};
+  if (options_.aesthetic_score) {
+    inputs.push_back({.name = "aesthetic_score",
+                      .type_hint = TypeHint::Double(),
+                      .default_value = 6.0,
+                      .description = "The aesthetic score the refiner is "
+                                     "conditioned on"});
+    inputs.push_back({.name = "negative_aesthetic_score",
+                      .type_hint = TypeHint::Double(),
+                      .default_value = 2.5,
+                      .description = "aesthetic_score of the unconditional "
+                                     "half"});
+  } else {
+    inputs.push_back(SizeInput(
+        "target_size", "(height, width) the model is told to draw at; "
+                       "default the image's"));
+    inputs.push_back(SizeInput("negative_target_size",
+                               "target_size of the unconditional half"));
+  }
+  return inputs;
+}
+
+std::vector<InputParam> AddTimeIds::intermediate_inputs() const {
+  return {{.name = "latents",
+           .type_hint = TypeHint::Tensor(),
+           .required = true,
+           .description = "The prepared latents, whose size gives the "
+                          "default sizes"}};
+}
+
+std::vector<OutputParam> AddTimeIds::intermediate_outputs() const {
+  return {{.name = "time_ids",
+           .type_hint = TypeHint::Tensor(),
+           .description = "The micro-conditioning, float32 [1, n]",
+           .internal = true},
+          {.name = "negative_time_ids",
+           .type_hint = TypeHint::Tensor(),
+           .description = "The unconditional half's",
+           .internal = true}};
+}
+
+absl::Status AddTimeIds::Run(const Components&, PipelineState& state,
+                             RunContext& context) const {
+  ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
+  ASSIGN_OR_RETURN(const at::Tensor latents,
+                   block_state.Get<at::Tensor>("latents"));
+  const std::pair<double, double> image_size = {
+      static_cast<double>(latents.size(-2) * options_.vae_scale_factor),
+      static_cast<double>(latents.size(-1) * options_.vae_scale_factor)};
+  ASSIGN_OR_RETURN(const auto original,
+                   PairInput(block_state, "original_size", image_size));
+  ASSIGN_OR_RETURN(const auto crops,
+                   PairInput(block_state, "crops_coords_top_left", {0, 0}));
+  ASSIGN_OR_RETURN(const auto negative_original,
+                   PairInput(block_state, "negative_original_size", original));
+  ASSIGN_OR_RETURN(
+      const auto negative_crops,
+      PairInput(block_state, "negative_crops_coords_top_left", {0, 0}));
+  std::vector<double> ids = {original.first, original.second, crops.first,
+                             crops.second};
+  std::vector<double> negative_ids = {negative_original.first,
+                                      negative_original.second,
+                                      negative_crops.first,
+                                      negative_crops.second};
+  if (options_.aesthetic_score) {
+    ASSIGN_OR_RETURN(const double score,
+                     block_state.Get<double>("aesthetic_score"));
+    ASSIGN_OR_RETURN(const double negative_score,
+                     block_state.Get<double>("negative_aesthetic_score"));
+    ids.push_back(score);
+    negative_ids.push_back(negative_score);
+  } else {
+    ASSIGN_OR_RETURN(const auto target,
+                     PairInput(block_state, "target_size", image_size));
+    ASSIGN_OR_RETURN(
+        const auto negative_target,
+        PairInput(block_state, "negative_target_size", image_size));
+    ids.insert(ids.end(), {target.first, target.second});
+    if (Given(block_state, "negative_original_size") &&
+        Given(block_state, "negative_target_size")) {
+      negative_ids.insert(negative_ids.end(),
+                          {negative_target.first, negative_target.second});
+    } else {
+      negative_ids = ids;
+    }
+  }
+  auto row = [&](const std::vector<double>& values) {
+    return at::tensor(values, at::kDouble)
+        .to(at::kFloat)
+        .view({1, static_cast<int64_t>(values.size())})
+        .to(context.device);
+  };
+  block_state.Set("time_ids", row(ids));
+  block_state.Set("negative_time_ids", row(negative_ids));
+  return SetBlockState(state, block_state);
+}
+
 // ---- registration ----
 
+namespace {
+
+absl::StatusOr<std::unique_ptr<Block>> MakeEncodePrompt(
+    const BlockParams& raw) {
+  ParamReader params(raw);
+  EncodePrompt::Options o;
+  ASSIGN_OR_RETURN(o.force_zeros_for_empty_prompt,
+                   params.Bool("force_zeros_for_empty_prompt",
+                               o.force_zeros_for_empty_prompt));
+  RETURN_IF_ERROR(params.CheckAllRead());
+  return std::make_unique<EncodePrompt>(o);
+}
+
+absl::StatusOr<std::unique_ptr<Block>> MakeAddTimeIds(const BlockParams& raw) {
+  ParamReader params(raw);
+  AddTimeIds::Options o;
+  ASSIGN_OR_RETURN(o.aesthetic_score,
+                   params.Bool("aesthetic_score", o.aesthetic_score));
+  ASSIGN_OR_RETURN(o.vae_scale_factor,
+                   params.Int("vae_scale_factor", o.vae_scale_factor));
+  RETURN_IF_ERROR(params.CheckAllRead());
+  if (o.vae_scale_factor < 1) return ParamError("vae_scale_factor", "must be >= 1");
+  return std::make_unique<AddTimeIds>(o);
+}
+
+}  // namespace
+
 absl::Status RegisterEncodeBlocks(BlockRegistry& registry) {
-  RETURN_IF_ERROR(registry.Register<EncodePrompt>());
-  return registry.Register<EncodeImage>();
+  RETURN_IF_ERROR(registry.Register(std::string(EncodePrompt::kTypeName),
+                                    MakeEncodePrompt));
+  RETURN_IF_ERROR(registry.Register<EncodeImage>());
+  return registry.Register(std::string(AddTimeIds::kTypeName), MakeAddTimeIds);
 }
 
 }  // namespace loopserve

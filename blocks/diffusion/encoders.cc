@@ -36,23 +36,60 @@ TorchScriptTextEncoder::Load(const Options& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
                    LoadModule(options.path, options.device, options.dtype));
   const std::vector<std::string> forward = ForwardArgumentNames(*module);
-  if (forward.size() != 1) {
+  if (options.tokenizers.empty() && forward.size() != 1) {
     return ParamError("path",
                       absl::StrCat("a text encoder's forward takes the list "
                                    "of texts alone; this one takes (",
                                    absl::StrJoin(forward, ", "), ")"));
+  }
+  if (!options.tokenizers.empty() &&
+      forward.size() != options.tokenizers.size() + 1) {
+    return ParamError(
+        "path", absl::StrCat("with ", options.tokenizers.size(),
+                             " tokenizers a text encoder's forward takes ",
+                             options.tokenizers.size(),
+                             " ids tensors and clip_skip; this one takes (",
+                             absl::StrJoin(forward, ", "), ")"));
   }
   return std::shared_ptr<const TorchScriptTextEncoder>(
       new TorchScriptTextEncoder(options, std::move(module)));
 }
 
 absl::StatusOr<std::vector<at::Tensor>> TorchScriptTextEncoder::Encode(
-    const std::vector<std::string>& texts) const {
-  c10::List<std::string> list;
-  for (const std::string& text : texts) list.push_back(text);
-  const c10::IValue value(list);
+    const std::vector<std::string>& texts, int64_t clip_skip) const {
+  std::vector<c10::IValue> values;
+  std::vector<std::string> names;
+  if (options_.tokenizers.empty()) {
+    c10::List<std::string> list;
+    for (const std::string& text : texts) list.push_back(text);
+    values.emplace_back(std::move(list));
+    names.push_back("texts");
+  } else {
+    for (size_t t = 0; t < options_.tokenizers.size(); ++t) {
+      const ClipTokenizer& tokenizer = *options_.tokenizers[t];
+      std::vector<int64_t> ids;
+      ids.reserve(texts.size() *
+                  static_cast<size_t>(tokenizer.model_max_length()));
+      for (const std::string& text : texts) {
+        ASSIGN_OR_RETURN(std::vector<int64_t> row, tokenizer.Encode(text));
+        ids.insert(ids.end(), row.begin(), row.end());
+      }
+      values.emplace_back(
+          at::tensor(ids, at::kLong)
+              .view({static_cast<int64_t>(texts.size()),
+                     tokenizer.model_max_length()})
+              .to(options_.device));
+      names.push_back(absl::StrCat("input_ids_", t + 1));
+    }
+    values.emplace_back(clip_skip);
+    names.push_back("clip_skip");
+  }
+  std::vector<NamedValue> inputs;
+  for (size_t i = 0; i < values.size(); ++i) {
+    inputs.push_back({names[i], &values[i]});
+  }
   ASSIGN_OR_RETURN(c10::IValue out,
-                   CallModule(*module_, "text encoder", {{"texts", &value}}));
+                   CallModule(*module_, "text encoder", inputs));
   std::vector<c10::IValue> elements;
   if (out.isTuple()) {
     elements = out.toTupleRef().elements().vec();

@@ -6,6 +6,13 @@
 //                             text encoder exported as one module. `outputs`
 //                             names each tensor as the conditioning value
 //                             it is ("encoder_hidden_states", "text_embeds").
+//                             With `tokenizers` (CLIP tokenizer folders),
+//                             loopserve tokenizes and the module takes
+//                             forward(ids_1, ..., ids_n, clip_skip: int):
+//                             one [B,77] int64 tensor per tokenizer, and
+//                             how many final layers to skip (diffusers'
+//                             clip_skip; 0: none), as loopserve-export
+//                             writes it.
 //   torchscript_encoder       a VAE encoder: image [B,3,H,W] in [-1, 1] ->
 //                             the mean of the latent distribution (or its
 //                             moments), × scaling_factor.
@@ -25,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "blocks/core/component_registry.h"
+#include "blocks/diffusion/clip_tokenizer.h"
 #include "blocks/diffusion/torchscript_module.h"
 
 namespace torch::jit {
@@ -38,10 +46,12 @@ class TextEncoder {
   virtual ~TextEncoder() = default;
   // The conditioning name of each tensor Encode returns, in order.
   virtual std::span<const std::string> outputs() const = 0;
+  // Whether Encode reads a clip_skip (the run input of that name).
+  virtual bool takes_clip_skip() const { return false; }
   // One tensor per outputs() entry, each with texts.size() rows, on the
-  // device.
+  // device; `clip_skip` final layers of the text model skipped.
   virtual absl::StatusOr<std::vector<at::Tensor>> Encode(
-      const std::vector<std::string>& texts) const = 0;
+      const std::vector<std::string>& texts, int64_t clip_skip) const = 0;
 };
 
 class TorchScriptTextEncoder final : public TextEncoder {
@@ -52,9 +62,12 @@ class TorchScriptTextEncoder final : public TextEncoder {
     c10::Device device = c10::kCPU;
     at::ScalarType dtype = at::kFloat;
     std::vector<std::string> outputs = {"encoder_hidden_states"};
+    // The tokenizers whose ids the module takes; none: it takes the texts.
+    std::vector<std::shared_ptr<const ClipTokenizer>> tokenizers{};
   };
-  // INVALID_ARGUMENT when the module's forward does not take one argument
-  // or `outputs` is empty or repeats a name.
+  // INVALID_ARGUMENT when the module's forward does not take the texts (or
+  // one ids tensor per tokenizer and clip_skip), or `outputs` is empty or
+  // repeats a name.
   static absl::StatusOr<std::shared_ptr<const TorchScriptTextEncoder>> Load(
       const Options& options);
   ~TorchScriptTextEncoder() override;
@@ -62,10 +75,13 @@ class TorchScriptTextEncoder final : public TextEncoder {
   std::span<const std::string> outputs() const override {
     return options_.outputs;
   }
+  bool takes_clip_skip() const override {
+    return !options_.tokenizers.empty();
+  }
   // FAILED_PRECONDITION when the module returns another number of tensors
   // than `outputs` names, or one without a row per text.
   absl::StatusOr<std::vector<at::Tensor>> Encode(
-      const std::vector<std::string>& texts) const override;
+      const std::vector<std::string>& texts, int64_t clip_skip) const override;
 
  private:
   TorchScriptTextEncoder(Options options,

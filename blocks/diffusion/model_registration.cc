@@ -174,7 +174,17 @@ absl::StatusOr<std::shared_ptr<const TextEncoder>> MakeTorchScriptTextEncoder(
       ReadModelOptions<TorchScriptTextEncoder::Options>(params, context));
   ASSIGN_OR_RETURN(options.outputs,
                    params.StringList("outputs", options.outputs));
+  ASSIGN_OR_RETURN(const std::vector<std::string> tokenizers,
+                   params.StringList("tokenizers", {}));
   RETURN_IF_ERROR(params.CheckAllRead());
+  for (const std::string& dir : tokenizers) {
+    absl::StatusOr<std::shared_ptr<const ClipTokenizer>> tokenizer =
+        ClipTokenizer::Load(context.ResolvePath(dir));
+    if (!tokenizer.ok()) {
+      return ParamError("tokenizers", tokenizer.status().message());
+    }
+    options.tokenizers.push_back(*std::move(tokenizer));
+  }
   return TorchScriptTextEncoder::Load(options);
 }
 
