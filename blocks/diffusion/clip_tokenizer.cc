@@ -245,7 +245,8 @@ absl::StatusOr<std::shared_ptr<const ClipTokenizer>> ClipTokenizer::Load(
   if (model == nullptr || StringField(*model, "type") != "BPE" ||
       StringField(*model, "end_of_word_suffix") != "</w>" ||
       !StringField(*model, "continuing_subword_prefix").empty() ||
-      BoolField(*model, "byte_fallback") || BoolField(*model, "ignore_merges")) {
+      BoolField(*model, "byte_fallback") ||
+      BoolField(*model, "ignore_merges")) {
     return refuse(
         "'model' is not a BPE with end_of_word_suffix '</w>' (and no "
         "byte_fallback, continuing_subword_prefix or ignore_merges)");
@@ -276,8 +277,8 @@ absl::StatusOr<std::shared_ptr<const ClipTokenizer>> ClipTokenizer::Load(
   }
   for (const auto& [token, id] : vocab->struct_value().fields()) {
     if (id.kind_case() != Json::kNumberValue) {
-      return refuse(absl::StrCat("vocabulary entry '", token,
-                                 "' is not a number"));
+      return refuse(
+          absl::StrCat("vocabulary entry '", token, "' is not a number"));
     }
     tokenizer->vocab_[token] = static_cast<int64_t>(id.number_value());
   }

@@ -39,12 +39,20 @@ absl::StatusOr<std::unique_ptr<Block>> MakePrepareLatents(
   ASSIGN_OR_RETURN(o.width, params.Int("width", o.width));
   ASSIGN_OR_RETURN(o.vae_scale_factor,
                    params.Int("vae_scale_factor", o.vae_scale_factor));
+  ASSIGN_OR_RETURN(o.size_multiple,
+                   params.Int("size_multiple", o.vae_scale_factor));
   RETURN_IF_ERROR(params.CheckAllRead());
   for (auto [name, value] : {std::pair{"channels", o.channels},
                              {"height", o.height},
                              {"width", o.width},
-                             {"vae_scale_factor", o.vae_scale_factor}}) {
+                             {"vae_scale_factor", o.vae_scale_factor},
+                             {"size_multiple", o.size_multiple}}) {
     if (value < 1) return ParamError(name, "must be >= 1");
+  }
+  if (o.size_multiple % o.vae_scale_factor != 0) {
+    return ParamError("size_multiple",
+                      "must be a multiple of "
+                      "vae_scale_factor");
   }
   return std::make_unique<PrepareLatents>(o);
 }

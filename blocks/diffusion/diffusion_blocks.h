@@ -101,6 +101,9 @@ class PrepareLatents final : public Block {
     int64_t height = 64;
     int64_t width = 64;
     int64_t vae_scale_factor = 1;
+    // What height and width must divide by (at least vae_scale_factor): a
+    // traced UNet's, whose every down-sampling halves the latents.
+    int64_t size_multiple = 1;
   };
   explicit PrepareLatents(Options options) : options_(options) {}
   PrepareLatents() : PrepareLatents(Options{}) {}

@@ -256,6 +256,12 @@ std::vector<OutputParam> EncodeImage::intermediate_outputs() const {
   return {{.name = "image_latents",
            .type_hint = TypeHint::Tensor(),
            .description = "The image in latent space; None without one",
+           .internal = true},
+          {.name = "image_latents_std",
+           .type_hint = TypeHint::Tensor(),
+           .description = "When the encoder's latents are a distribution: "
+                          "its standard deviation, image_latents its mean "
+                          "(PrepareLatents samples it)",
            .internal = true}};
 }
 
@@ -301,8 +307,11 @@ absl::Status EncodeImage::Run(const Components& components,
   }
   ASSIGN_OR_RETURN(const ImageEncoder* encoder,
                    components.Get<ImageEncoder>(kEncoderRole));
-  ASSIGN_OR_RETURN(at::Tensor latents, encoder->Encode(pixels));
-  block_state.Set("image_latents", std::move(latents));
+  ASSIGN_OR_RETURN(ImageLatents latents, encoder->Encode(pixels));
+  block_state.Set("image_latents", std::move(latents.mean));
+  if (latents.std.defined()) {
+    block_state.Set("image_latents_std", std::move(latents.std));
+  }
   return SetBlockState(state, block_state);
 }
 
@@ -356,8 +365,9 @@ std::string AddTimeIds::description() const {
 
 std::vector<InputParam> AddTimeIds::inputs() const {
   std::vector<InputParam> inputs = {
-      SizeInput("original_size", "(height, width) the model is told the "
-                                 "original image had; default the image's"),
+      SizeInput("original_size",
+                "(height, width) the model is told the "
+                "original image had; default the image's"),
       SizeInput("crops_coords_top_left",
                 "(top, left) of the crop the model is told of; default (0, 0)"),
       SizeInput("negative_original_size",
@@ -376,9 +386,9 @@ std::vector<InputParam> AddTimeIds::inputs() const {
                       .description = "aesthetic_score of the unconditional "
                                      "half"});
   } else {
-    inputs.push_back(SizeInput(
-        "target_size", "(height, width) the model is told to draw at; "
-                       "default the image's"));
+    inputs.push_back(SizeInput("target_size",
+                               "(height, width) the model is told to draw at; "
+                               "default the image's"));
     inputs.push_back(SizeInput("negative_target_size",
                                "target_size of the unconditional half"));
   }
@@ -423,10 +433,9 @@ absl::Status AddTimeIds::Run(const Components&, PipelineState& state,
       PairInput(block_state, "negative_crops_coords_top_left", {0, 0}));
   std::vector<double> ids = {original.first, original.second, crops.first,
                              crops.second};
-  std::vector<double> negative_ids = {negative_original.first,
-                                      negative_original.second,
-                                      negative_crops.first,
-                                      negative_crops.second};
+  std::vector<double> negative_ids = {
+      negative_original.first, negative_original.second, negative_crops.first,
+      negative_crops.second};
   if (options_.aesthetic_score) {
     ASSIGN_OR_RETURN(const double score,
                      block_state.Get<double>("aesthetic_score"));
@@ -483,7 +492,8 @@ absl::StatusOr<std::unique_ptr<Block>> MakeAddTimeIds(const BlockParams& raw) {
   ASSIGN_OR_RETURN(o.vae_scale_factor,
                    params.Int("vae_scale_factor", o.vae_scale_factor));
   RETURN_IF_ERROR(params.CheckAllRead());
-  if (o.vae_scale_factor < 1) return ParamError("vae_scale_factor", "must be >= 1");
+  if (o.vae_scale_factor < 1)
+    return ParamError("vae_scale_factor", "must be >= 1");
   return std::make_unique<AddTimeIds>(o);
 }
 

@@ -74,11 +74,10 @@ absl::StatusOr<std::vector<at::Tensor>> TorchScriptTextEncoder::Encode(
         ASSIGN_OR_RETURN(std::vector<int64_t> row, tokenizer.Encode(text));
         ids.insert(ids.end(), row.begin(), row.end());
       }
-      values.emplace_back(
-          at::tensor(ids, at::kLong)
-              .view({static_cast<int64_t>(texts.size()),
-                     tokenizer.model_max_length()})
-              .to(options_.device));
+      values.emplace_back(at::tensor(ids, at::kLong)
+                              .view({static_cast<int64_t>(texts.size()),
+                                     tokenizer.model_max_length()})
+                              .to(options_.device));
       names.push_back(absl::StrCat("input_ids_", t + 1));
     }
     values.emplace_back(clip_skip);
@@ -135,13 +134,18 @@ absl::StatusOr<std::shared_ptr<const TorchScriptEncoder>>
 TorchScriptEncoder::Load(const Options& options) {
   ASSIGN_OR_RETURN(OutputSelector output,
                    OutputSelector::Parse(options.output));
+  if (options.sample && !options.moments) {
+    return ParamError("sample",
+                      "needs moments: true (the distribution's "
+                      "mean and log-variance)");
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<torch::jit::Module> module,
                    LoadModule(options.path, options.device, options.dtype));
   return std::shared_ptr<const TorchScriptEncoder>(
       new TorchScriptEncoder(options, std::move(module), std::move(output)));
 }
 
-absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
+absl::StatusOr<ImageLatents> TorchScriptEncoder::Encode(
     const at::Tensor& image) const {
   const c10::IValue value(image.to(options_.dtype));
   ASSIGN_OR_RETURN(c10::IValue out,
@@ -156,16 +160,23 @@ absl::StatusOr<at::Tensor> TorchScriptEncoder::Encode(
                      ShapeString(image), ", not [B,",
                      options_.moments ? "2C" : "C", ",h,w]"));
   }
-  if (options_.moments) latents = latents.chunk(2, 1)[0];
-  return latents.to(at::kFloat) * options_.scaling_factor;
+  latents = latents.to(at::kFloat);
+  if (!options_.moments) return ImageLatents{latents * options_.scaling_factor};
+  const std::vector<at::Tensor> moments = latents.chunk(2, 1);
+  ImageLatents encoded{moments[0] * options_.scaling_factor};
+  if (options_.sample) {
+    encoded.std =
+        (moments[1].clamp(-30.0, 20.0) * 0.5).exp() * options_.scaling_factor;
+  }
+  return encoded;
 }
 
 // ---- identity_encoder ----
 
-absl::StatusOr<at::Tensor> IdentityEncoder::Encode(
+absl::StatusOr<ImageLatents> IdentityEncoder::Encode(
     const at::Tensor& image) const {
   if (channels_ == 1 && image.size(1) == 3) {
-    return image.mean(1, /*keepdim=*/true);
+    return ImageLatents{image.mean(1, /*keepdim=*/true)};
   }
   if (channels_ != 0 && image.size(1) != channels_) {
     return absl::InvalidArgumentError(absl::StrCat("input 'image' has ",
@@ -174,7 +185,7 @@ absl::StatusOr<at::Tensor> IdentityEncoder::Encode(
                                                    "images have ",
                                                    channels_));
   }
-  return image;
+  return ImageLatents{image};
 }
 
 }  // namespace loopserve

@@ -15,7 +15,9 @@
 //                             writes it.
 //   torchscript_encoder       a VAE encoder: image [B,3,H,W] in [-1, 1] ->
 //                             the mean of the latent distribution (or its
-//                             moments), × scaling_factor.
+//                             moments), × scaling_factor; with `sample`,
+//                             also its standard deviation, which the run's
+//                             generator samples from (PrepareLatents).
 //   identity_encoder          pixel-space models: the image is the latents.
 //
 // Thread-safety: every method is const and safe from any number of runs.
@@ -75,9 +77,7 @@ class TorchScriptTextEncoder final : public TextEncoder {
   std::span<const std::string> outputs() const override {
     return options_.outputs;
   }
-  bool takes_clip_skip() const override {
-    return !options_.tokenizers.empty();
-  }
+  bool takes_clip_skip() const override { return !options_.tokenizers.empty(); }
   // FAILED_PRECONDITION when the module returns another number of tensors
   // than `outputs` names, or one without a row per text.
   absl::StatusOr<std::vector<at::Tensor>> Encode(
@@ -90,12 +90,21 @@ class TorchScriptTextEncoder final : public TextEncoder {
   std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
 };
 
+// An image in latent space: `mean`, and when the encoder gives a
+// distribution to sample from (a VAE's latent_dist.sample()), its `std`;
+// undefined: the latents are `mean` as it is.
+struct ImageLatents {
+  at::Tensor mean;
+  at::Tensor std{};
+};
+
 class ImageEncoder {
  public:
   virtual ~ImageEncoder() = default;
   // `image`: float32 [B,C,H,W] in [-1, 1] on the device -> float32 latents
   // [B,c,h,w].
-  virtual absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const = 0;
+  virtual absl::StatusOr<ImageLatents> Encode(
+      const at::Tensor& image) const = 0;
 };
 
 class TorchScriptEncoder final : public ImageEncoder {
@@ -111,6 +120,11 @@ class TorchScriptEncoder final : public ImageEncoder {
     // (mean, then log-variance, as diffusers' DiagonalGaussianDistribution
     // takes them) rather than its mean.
     bool moments = false;
+    // With moments: the latents are a sample of the distribution (mean,
+    // and std = exp(logvar / 2), logvar clamped to [-30, 20], as
+    // diffusers' DiagonalGaussianDistribution), drawn from the run's
+    // generator; without, its mean (diffusers' sample_mode="argmax").
+    bool sample = false;
     // Which element of the result (OutputSelector).
     std::string output{};
   };
@@ -118,7 +132,7 @@ class TorchScriptEncoder final : public ImageEncoder {
       const Options& options);
   ~TorchScriptEncoder() override;
 
-  absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const override;
+  absl::StatusOr<ImageLatents> Encode(const at::Tensor& image) const override;
 
  private:
   TorchScriptEncoder(Options options,
@@ -136,7 +150,7 @@ class IdentityEncoder final : public ImageEncoder {
  public:
   static constexpr absl::string_view kTypeName = "identity_encoder";
   explicit IdentityEncoder(int64_t channels) : channels_(channels) {}
-  absl::StatusOr<at::Tensor> Encode(const at::Tensor& image) const override;
+  absl::StatusOr<ImageLatents> Encode(const at::Tensor& image) const override;
 
  private:
   int64_t channels_;

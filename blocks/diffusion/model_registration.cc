@@ -195,6 +195,7 @@ absl::StatusOr<std::shared_ptr<const ImageEncoder>> MakeTorchScriptEncoder(
                                      params, context));
   ASSIGN_OR_RETURN(options.scaling_factor, ReadScalingFactor(params));
   ASSIGN_OR_RETURN(options.moments, params.Bool("moments", false));
+  ASSIGN_OR_RETURN(options.sample, params.Bool("sample", false));
   ASSIGN_OR_RETURN(options.output, params.String("output", ""));
   RETURN_IF_ERROR(params.CheckAllRead());
   return TorchScriptEncoder::Load(options);

@@ -348,7 +348,12 @@ std::vector<InputParam> PrepareLatents::intermediate_inputs() const {
           {.name = "schedule",
            .type_hint = TypeHint::Any(),
            .description = "The run's schedule (SetTimesteps): image-to-image "
-                          "noises the image to its first step"}};
+                          "noises the image to its first step"},
+          {.name = "image_latents_std",
+           .type_hint = TypeHint::Tensor(),
+           .description = "The image's latent distribution's standard "
+                          "deviation (EncodeImage): image_latents are then "
+                          "sampled from the run's generator first"}};
 }
 
 std::vector<OutputParam> PrepareLatents::intermediate_outputs() const {
@@ -380,6 +385,14 @@ absl::StatusOr<at::Tensor> PrepareLatents::StartFromImage(
   ASSIGN_OR_RETURN(const int64_t batch, state.Get<int64_t>("batch_size"));
   RETURN_IF_ERROR(CheckPositive("batch_size", batch, 1024));
   at::Tensor start = image_latents.to(device, at::kFloat);
+  // A VAE's latents are a sample of its distribution, drawn before the
+  // noise, as diffusers' img2img prepare_latents draws it.
+  if (const at::Tensor std = state.OptionalTensor("image_latents_std");
+      std.defined()) {
+    start = start + std * at::randn(start.sizes(), generator,
+                                    at::TensorOptions().dtype(at::kFloat))
+                              .to(device);
+  }
   if (start.size(0) == 1 && batch > 1) {
     start = start.repeat({batch, 1, 1, 1});
   } else if (batch != 1 && batch != start.size(0)) {
@@ -457,10 +470,11 @@ absl::Status PrepareLatents::Run(const Components&, PipelineState& state,
     RETURN_IF_ERROR(CheckPositive("height", height, 1 << 16));
     RETURN_IF_ERROR(CheckPositive("width", width, 1 << 16));
     const int64_t factor = options_.vae_scale_factor;
-    if (height % factor != 0 || width % factor != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("inputs 'height' and 'width' must be multiples of ",
-                       factor, ", got ", height, " x ", width));
+    const int64_t multiple = std::max(options_.size_multiple, factor);
+    if (height % multiple != 0 || width % multiple != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "inputs 'height' and 'width' must be multiples of ", multiple,
+          " for this model, got ", height, " x ", width));
     }
     const std::vector<int64_t> shape = {batch, options_.channels,
                                         height / factor, width / factor};

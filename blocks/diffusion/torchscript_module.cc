@@ -31,7 +31,16 @@ absl::StatusOr<std::unique_ptr<torch::jit::Module>> LoadModule(
     auto module =
         std::make_unique<torch::jit::Module>(torch::jit::load(path, device));
     module->eval();
-    module->to(dtype);
+    // Only floating-point state takes the dtype: a module's integer
+    // buffers (a text model's position ids) stay as they are, where
+    // Module::to(dtype) would convert them too.
+    auto convert = [dtype](at::Tensor tensor) {
+      if (tensor.is_floating_point() && tensor.scalar_type() != dtype) {
+        tensor.set_data(tensor.to(dtype));
+      }
+    };
+    for (at::Tensor tensor : module->parameters()) convert(tensor);
+    for (at::Tensor tensor : module->buffers()) convert(tensor);
     return module;
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(

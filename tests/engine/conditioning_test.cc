@@ -357,11 +357,12 @@ TEST(EncodeImageTest, PixelsBecomeLatentsThroughTheEncoder) {
 TEST(EncodeImageTest, IdentityEncoderMakesGreyPixelSpaceLatents) {
   IdentityEncoder grey(1);
   ASSERT_OK_AND_ASSIGN(
-      at::Tensor latents,
+      ImageLatents latents,
       grey.Encode(at::stack({at::full({2, 2}, -1.0), at::zeros({2, 2}),
                              at::ones({2, 2})})
                       .unsqueeze(0)));
-  EXPECT_TRUE(at::equal(latents, at::zeros({1, 1, 2, 2})));
+  EXPECT_TRUE(at::equal(latents.mean, at::zeros({1, 1, 2, 2})));
+  EXPECT_FALSE(latents.std.defined());
   EXPECT_THAT(IdentityEncoder(4).Encode(at::zeros({1, 3, 2, 2})),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'image' has 3 channels")));

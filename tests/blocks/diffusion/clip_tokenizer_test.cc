@@ -102,9 +102,9 @@ TEST_F(ClipTokenizerTest, PadsWithEachTokenizersPad) {
 
 TEST_F(ClipTokenizerTest, RefusesTextThatIsNotUtf8) {
   ASSERT_OK_AND_ASSIGN(auto sd15, ClipTokenizer::Load(CorpusDir() + "/sd15"));
-  EXPECT_THAT(sd15->Encode("caf\xc3"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("not UTF-8")));
+  EXPECT_THAT(
+      sd15->Encode("caf\xc3"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not UTF-8")));
 }
 
 TEST_F(ClipTokenizerTest, RefusesAFolderItCannotRead) {
@@ -122,10 +122,9 @@ TEST_F(ClipTokenizerTest, RefusesAnotherNormalizer) {
   ASSERT_NE(at, std::string::npos);
   json.replace(at, 11, "\"Strip\"");
   std::ofstream(dir + "/tokenizer.json") << json;
-  std::filesystem::copy_file(
-      CorpusDir() + "/sd15/tokenizer_config.json",
-      dir + "/tokenizer_config.json",
-      std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(CorpusDir() + "/sd15/tokenizer_config.json",
+                             dir + "/tokenizer_config.json",
+                             std::filesystem::copy_options::overwrite_existing);
   EXPECT_THAT(ClipTokenizer::Load(dir),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("'normalizer' is not CLIP's")));
