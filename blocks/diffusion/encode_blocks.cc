@@ -194,7 +194,9 @@ absl::Status EncodePrompt::Run(const Components& components,
   }
 
   // What the client did not send, from one call of the encoder: the
-  // prompts, then the negative prompts.
+  // prompts, then the negative prompts. diffusers skips clip_skip layers
+  // for the prompts only, so then the negative prompts take a call of
+  // their own.
   bool need_positive = false;
   bool need_negative = false;
   for (const std::string& name : outputs_) {
@@ -202,14 +204,24 @@ absl::Status EncodePrompt::Run(const Components& components,
     need_negative |=
         !block_state.OptionalTensor(absl::StrCat("negative_", name)).defined();
   }
-  std::vector<std::string> texts;
-  if (need_positive) texts = prompts;
-  const int64_t negative_offset = static_cast<int64_t>(texts.size());
-  if (need_negative)
-    texts.insert(texts.end(), negatives.begin(), negatives.end());
+  need_negative &= !negatives.empty();
   std::vector<at::Tensor> encoded;
-  if (!texts.empty()) {
-    ASSIGN_OR_RETURN(encoded, encoder->Encode(texts, clip_skip));
+  std::vector<at::Tensor> encoded_negatives;
+  if (need_positive && need_negative && clip_skip == 0) {
+    std::vector<std::string> texts = prompts;
+    texts.insert(texts.end(), negatives.begin(), negatives.end());
+    ASSIGN_OR_RETURN(encoded, encoder->Encode(texts, 0));
+    for (at::Tensor& both : encoded) {
+      encoded_negatives.push_back(both.slice(0, n));
+      both = both.slice(0, 0, n);
+    }
+  } else {
+    if (need_positive) {
+      ASSIGN_OR_RETURN(encoded, encoder->Encode(prompts, clip_skip));
+    }
+    if (need_negative) {
+      ASSIGN_OR_RETURN(encoded_negatives, encoder->Encode(negatives, 0));
+    }
   }
   // diffusers repeats each prompt's rows num_images_per_prompt times, in
   // place: [p0, p0, p1, p1], for the conditioning given as tensors too.
@@ -222,13 +234,11 @@ absl::Status EncodePrompt::Run(const Components& components,
     const std::string& name = outputs_[i];
     const std::string negative_name = absl::StrCat("negative_", name);
     at::Tensor positive = block_state.OptionalTensor(name);
-    if (!positive.defined()) positive = encoded[i].slice(0, 0, n);
+    if (!positive.defined()) positive = encoded[i];
     block_state.Set(name, per_image(positive));
     at::Tensor negative = block_state.OptionalTensor(negative_name);
-    if (!negative.defined() && !negatives.empty()) {
-      negative = encoded[i].slice(
-          0, negative_offset,
-          negative_offset + static_cast<int64_t>(negatives.size()));
+    if (!negative.defined() && !encoded_negatives.empty()) {
+      negative = encoded_negatives[i];
     }
     if (negative.defined()) block_state.Set(negative_name, per_image(negative));
   }
@@ -275,6 +285,7 @@ std::vector<ComponentSpec> EncodeImage::expected_components() const {
 absl::Status EncodeImage::Run(const Components& components,
                               PipelineState& state, RunContext& context) const {
   ASSIGN_OR_RETURN(BlockState block_state, GetBlockState(state));
+  block_state.Set("image_latents_std", c10::IValue());
   const at::Tensor image = block_state.OptionalTensor("image");
   if (!image.defined()) return SetBlockState(state, block_state);
   if (block_state.OptionalTensor("image_latents").defined()) {

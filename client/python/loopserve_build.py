@@ -19,7 +19,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # check, GRPC_GENERATED_VERSION): the versions of grpcio-tools' protoc that
 # generated them, and the major version after.
 DEPENDENCIES = ["grpcio>=1.81.1", "protobuf>=6.33.5,<7", "numpy"]
-EXTRAS = {"pil": ["pillow"]}
+EXTRAS = {"pil": ["pillow"],
+          # loopserve-export (loopserve.export)
+          "export": ["torch", "diffusers", "transformers", "safetensors"]}
+# Console scripts: name -> module:function.
+SCRIPTS = {"loopserve-export": "loopserve.export:main"}
 
 
 def _files():
@@ -48,6 +52,12 @@ def _metadata():
     return ("\n".join(lines) + "\n").encode()
 
 
+def _entry_points():
+    lines = ["[console_scripts]"] + [f"{name} = {target}"
+                                     for name, target in SCRIPTS.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _dist_info():
     return f"{NAME}-{VERSION}.dist-info"
 
@@ -66,6 +76,7 @@ def build_wheel(wheel_directory, config_settings=None,
         (f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: loopserve_build\n"
                           b"Root-Is-Purelib: true\nTag: py3-none-any\n"),
         (f"{info}/top_level.txt", b"loopserve\n"),
+        (f"{info}/entry_points.txt", _entry_points()),
     ]
     record = [_record_line(path, data) for path, data in files]
     record.append(f"{info}/RECORD,,")
@@ -87,4 +98,6 @@ def prepare_metadata_for_build_wheel(metadata_directory,
     os.makedirs(info, exist_ok=True)
     with open(os.path.join(info, "METADATA"), "wb") as f:
         f.write(_metadata())
+    with open(os.path.join(info, "entry_points.txt"), "wb") as f:
+        f.write(_entry_points())
     return _dist_info()
