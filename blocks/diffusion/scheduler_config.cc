@@ -169,6 +169,11 @@ const KindKeys& KeysOf(SchedulerKind kind) {
                 "set_alpha_to_one", "clip_sample", "clip_sample_range",
                 "dynamic_thresholding_ratio", "sample_max_value"}),
           {kBetas, kZeroSnr, kThresholding}}},
+        {SchedulerKind::kDdpm,
+         {with({"prediction_type", "timestep_spacing", "steps_offset",
+                "clip_sample", "clip_sample_range", "variance_type",
+                "dynamic_thresholding_ratio", "sample_max_value"}),
+          {kBetas, kZeroSnr, kThresholding}}},
         {SchedulerKind::kEuler,
          {with({"prediction_type", "timestep_spacing", "steps_offset",
                 "use_karras_sigmas", "final_sigmas_type"}),
@@ -463,6 +468,7 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
     c.noise.beta_schedule = "scaled_linear";
   }
   ASSIGN_OR_RETURN(c.noise, NoiseSchedule::Read(r, c.noise));
+  const bool ddpm = kind == SchedulerKind::kDdpm;
   const bool ddim_like = kind == SchedulerKind::kDdim || lcm;
   const bool ancestral = kind == SchedulerKind::kEulerAncestral;
   ASSIGN_OR_RETURN(c.prediction_type,
@@ -472,7 +478,7 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
                                         {"epsilon", "v_prediction", "sample"}));
   ASSIGN_OR_RETURN(
       c.timestep_spacing,
-      r.Choice("timestep_spacing", ddim_like ? "leading" : "linspace",
+      r.Choice("timestep_spacing", ddim_like || ddpm ? "leading" : "linspace",
                {"leading", "trailing", "linspace"}));
   ASSIGN_OR_RETURN(c.steps_offset, r.Int("steps_offset", 0));
   if (c.steps_offset < 0 || c.steps_offset >= c.noise.num_train_timesteps) {
@@ -482,6 +488,12 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
     ASSIGN_OR_RETURN(c.set_alpha_to_one, r.Bool("set_alpha_to_one", true));
     ASSIGN_OR_RETURN(c.clip_sample, r.Bool("clip_sample", !lcm));
     ASSIGN_OR_RETURN(c.clip_sample_range, r.Double("clip_sample_range", 1.0));
+  }
+  if (ddpm) {
+    ASSIGN_OR_RETURN(c.clip_sample, r.Bool("clip_sample", true));
+    ASSIGN_OR_RETURN(c.clip_sample_range, r.Double("clip_sample_range", 1.0));
+    ASSIGN_OR_RETURN(c.variance_type, r.Choice("variance_type", "fixed_small",
+                                               {"fixed_small", "fixed_large"}));
   }
   if (lcm) {
     ASSIGN_OR_RETURN(c.original_inference_steps,
@@ -512,7 +524,7 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
     }
     ASSIGN_OR_RETURN(c.lower_order_final, r.Bool("lower_order_final", true));
   }
-  if (ddim_like || dpm || unipc) {
+  if (ddim_like || ddpm || dpm || unipc) {
     // Thresholding's own knobs: read, and used only with thresholding,
     // which loopserve implements only off.
     RETURN_IF_ERROR(r.Double("dynamic_thresholding_ratio", 0.995).status());
@@ -565,6 +577,7 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
 const std::vector<SchedulerType>& SchedulerTypes() {
   static const auto* const kTypes = new std::vector<SchedulerType>{
       {SchedulerKind::kDdim, "ddim_scheduler", "DDIMScheduler"},
+      {SchedulerKind::kDdpm, "ddpm_scheduler", "DDPMScheduler"},
       {SchedulerKind::kEuler, "euler_scheduler", "EulerDiscreteScheduler"},
       {SchedulerKind::kEulerAncestral, "euler_ancestral_scheduler",
        "EulerAncestralDiscreteScheduler"},
@@ -639,6 +652,8 @@ std::shared_ptr<const Scheduler> Make(SchedulerKind kind,
   switch (kind) {
     case SchedulerKind::kDdim:
       return std::make_shared<const DdimScheduler>(std::move(config));
+    case SchedulerKind::kDdpm:
+      return std::make_shared<const DdpmScheduler>(std::move(config));
     case SchedulerKind::kEuler:
       return std::make_shared<const EulerScheduler>(std::move(config), false);
     case SchedulerKind::kEulerAncestral:

@@ -33,6 +33,7 @@ namespace loopserve {
 
 enum class SchedulerKind {
   kDdim,
+  kDdpm,
   kEuler,
   kEulerAncestral,
   kDpmSolverMultistep,

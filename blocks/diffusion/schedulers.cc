@@ -228,6 +228,71 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
                     .pred_original_sample = std::move(pred_original_sample)};
 }
 
+// ---- DDPM ----
+
+absl::StatusOr<Schedule> DdpmScheduler::SetTimesteps(
+    const ScheduleRequest& request) const {
+  const int64_t n = request.num_inference_steps;
+  RETURN_IF_ERROR(CheckStepCount(n));
+  const std::vector<double> t =
+      internal::SpacedTimesteps(config_, n, /*round_linspace=*/true);
+  RETURN_IF_ERROR(internal::CheckTrainingRange(t, config_, n));
+  return internal::DiscreteSchedule(t, alphas_cumprod_);
+}
+
+absl::StatusOr<StepResult> DdpmScheduler::Step(
+    Schedule& schedule, const at::Tensor& model_output, int64_t step_index,
+    const at::Tensor& sample, const StepOptions& options) const {
+  RETURN_IF_ERROR(CheckStepIndex(schedule, step_index));
+  const int64_t* timesteps = schedule.timesteps.data_ptr<int64_t>();
+  const int64_t timestep = timesteps[step_index];
+  // diffusers' previous_timestep: the next one of the schedule, -1 last.
+  const int64_t prev_timestep =
+      step_index + 1 < schedule.size() ? timesteps[step_index + 1] : -1;
+  const float* alphas = alphas_cumprod_.data_ptr<float>();
+  const float alpha_prod_t = alphas[timestep];
+  const float alpha_prod_t_prev =
+      prev_timestep >= 0 ? alphas[prev_timestep] : 1.0f;
+  const float beta_prod_t = 1.0f - alpha_prod_t;
+  const float beta_prod_t_prev = 1.0f - alpha_prod_t_prev;
+  const float current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
+  const float current_beta_t = 1.0f - current_alpha_t;
+
+  at::Tensor pred_original_sample;
+  if (config_.prediction_type == "epsilon") {
+    pred_original_sample = (sample - TorchSqrt(beta_prod_t) * model_output) /
+                           TorchSqrt(alpha_prod_t);
+  } else if (config_.prediction_type == "v_prediction") {
+    pred_original_sample = TorchSqrt(alpha_prod_t) * sample -
+                           TorchSqrt(beta_prod_t) * model_output;
+  } else {  // sample
+    pred_original_sample = model_output;
+  }
+  if (config_.clip_sample) {
+    pred_original_sample = pred_original_sample.clamp(
+        -config_.clip_sample_range, config_.clip_sample_range);
+  }
+  const float original_coeff =
+      (TorchSqrt(alpha_prod_t_prev) * current_beta_t) / beta_prod_t;
+  const float sample_coeff =
+      TorchSqrt(current_alpha_t) * beta_prod_t_prev / beta_prod_t;
+  at::Tensor prev_sample =
+      original_coeff * pred_original_sample + sample_coeff * sample;
+  if (timestep > 0) {
+    ASSIGN_OR_RETURN(const at::Tensor noise,
+                     DrawNoise(model_output, options, "DDPM"));
+    float variance = current_beta_t;  // fixed_large
+    if (config_.variance_type == "fixed_small") {
+      variance = std::max(
+          (1.0f - alpha_prod_t_prev) / (1.0f - alpha_prod_t) * current_beta_t,
+          1e-20f);
+    }
+    prev_sample = prev_sample + TorchSqrt(variance) * noise;
+  }
+  return StepResult{.prev_sample = std::move(prev_sample),
+                    .pred_original_sample = std::move(pred_original_sample)};
+}
+
 // ---- Euler and Euler ancestral ----
 
 EulerScheduler::EulerScheduler(SchedulerConfig config, bool ancestral)

@@ -3,6 +3,7 @@
 // diffusers' formulas):
 //
 //   ddim_scheduler                  DDIMScheduler
+//   ddpm_scheduler                  DDPMScheduler
 //   euler_scheduler                 EulerDiscreteScheduler
 //   euler_ancestral_scheduler       EulerAncestralDiscreteScheduler
 //   dpm_solver_multistep_scheduler  DPMSolverMultistepScheduler
@@ -120,6 +121,8 @@ struct SchedulerConfig {
   // "leading", "trailing" or "linspace".
   std::string timestep_spacing = "leading";
   int64_t steps_offset = 0;
+  // DDPM: "fixed_small" or "fixed_large".
+  std::string variance_type = "fixed_small";
   // DDIM, LCM.
   bool set_alpha_to_one = true;
   bool clip_sample = true;
@@ -271,6 +274,24 @@ class DdimScheduler final : public Scheduler {
   float AlphaProd(int64_t timestep) const;
 
   float final_alpha_cumprod_;
+};
+
+// DDPMScheduler: ancestral sampling, drawing noise from the run's
+// generator at every step but the one at t = 0.
+class DdpmScheduler final : public Scheduler {
+ public:
+  static constexpr absl::string_view kTypeName = "ddpm_scheduler";
+  explicit DdpmScheduler(SchedulerConfig config)
+      : Scheduler(std::move(config)) {}
+
+  using Scheduler::SetTimesteps;
+  absl::string_view type_name() const override { return kTypeName; }
+  absl::StatusOr<Schedule> SetTimesteps(
+      const ScheduleRequest& request) const override;
+  absl::StatusOr<StepResult> Step(Schedule& schedule,
+                                  const at::Tensor& model_output,
+                                  int64_t step_index, const at::Tensor& sample,
+                                  const StepOptions& options) const override;
 };
 
 // EulerDiscreteScheduler, and with `ancestral` EulerAncestralDiscrete-

@@ -27,6 +27,7 @@ STEP_COUNTS = (1, 2, 10, 25, 50)
 
 KINDS = {
     "ddim_scheduler": diffusers.DDIMScheduler,
+    "ddpm_scheduler": diffusers.DDPMScheduler,
     "euler_scheduler": diffusers.EulerDiscreteScheduler,
     "euler_ancestral_scheduler": diffusers.EulerAncestralDiscreteScheduler,
     "dpm_solver_multistep_scheduler": diffusers.DPMSolverMultistepScheduler,
@@ -49,6 +50,14 @@ CASES = [
     ("ddim_scheduler", dict(beta_schedule="scaled_linear", beta_start=0.00085,
                             beta_end=0.012, steps_offset=1,
                             set_alpha_to_one=False), {}, 0.0),
+    ("ddpm_scheduler", dict(), {}, 0.0),
+    ("ddpm_scheduler", dict(NO_CLIP, timestep_spacing="trailing",
+                            prediction_type="v_prediction"), {}, 0.0),
+    ("ddpm_scheduler", dict(NO_CLIP, variance_type="fixed_large",
+                            timestep_spacing="linspace"), {}, 0.0),
+    ("ddpm_scheduler", dict(beta_schedule="scaled_linear", beta_start=0.00085,
+                            beta_end=0.012, steps_offset=1,
+                            prediction_type="sample"), {}, 0.0),
     ("euler_scheduler", dict(timestep_spacing="leading"), {}, 0.0),
     ("euler_scheduler", dict(timestep_spacing="trailing"), {}, 0.0),
     ("euler_scheduler", dict(timestep_spacing="linspace"), {}, 0.0),
