@@ -162,7 +162,6 @@ const KindKeys& KeysOf(SchedulerKind kind) {
     const DefaultOnly kExponential = {"use_exponential_sigmas", "false"};
     const DefaultOnly kBeta = {"use_beta_sigmas", "false"};
     const DefaultOnly kFlowSigmas = {"use_flow_sigmas", "false"};
-    const DefaultOnly kVariance = {"variance_type", "null"};
     auto* table = new std::vector<std::pair<SchedulerKind, KindKeys>>{
         {SchedulerKind::kDdim,
          {with({"prediction_type", "timestep_spacing", "steps_offset",
@@ -193,14 +192,13 @@ const KindKeys& KeysOf(SchedulerKind kind) {
                 "solver_order", "algorithm_type", "solver_type",
                 "lower_order_final", "euler_at_final", "use_karras_sigmas",
                 "final_sigmas_type", "dynamic_thresholding_ratio",
-                "sample_max_value"}),
+                "sample_max_value", "variance_type"}),
           {kBetas,
            kZeroSnr,
            kThresholding,
            kExponential,
            kBeta,
            kFlowSigmas,
-           kVariance,
            {"use_lu_lambdas", "false"},
            {"lambda_min_clipped", "-Infinity"}}}},
         {SchedulerKind::kUniPcMultistep,
@@ -537,6 +535,12 @@ absl::StatusOr<SchedulerConfig> ReadKeys(SchedulerKind kind, ParamReader& r) {
     ASSIGN_OR_RETURN(c.solver_type,
                      r.Choice("solver_type", "midpoint", {"midpoint", "heun"}));
     ASSIGN_OR_RETURN(c.euler_at_final, r.Bool("euler_at_final", false));
+    // Only the learned variances change DPM-Solver's step (they split the
+    // model's output); a DDPM config's fixed ones are as good as none.
+    RETURN_IF_ERROR(r.Choice("variance_type", "none",
+                             {"none", "fixed_small", "fixed_small_log",
+                              "fixed_large", "fixed_large_log"})
+                        .status());
     if (c.algorithm_type == "sde-dpmsolver++" && c.solver_order == 3) {
       return ParamError("solver_order",
                         "diffusers' DPMSolverMultistepScheduler has no "

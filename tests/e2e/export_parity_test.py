@@ -7,8 +7,9 @@ image within 1 of diffusers' output_type="np" image × 255, rounded.
     MODELS=DIR SD15=host:port SD2=host:port SDXL=host:port \
       REFINER=host:port SOURCE_DIR=. python export_parity_test.py
 
-MODELS holds tiny_pipelines.py's folders; each address serves the export of
-one of them (the SD 1.x server with --max_batch_size 4).
+MODELS holds tiny_pipelines.py's folders; each address (also DDPM, DDIM)
+serves the export of one of them (the SD 1.x server with --max_batch_size
+4).
 """
 
 import os
@@ -238,6 +239,36 @@ class ExportParityTest(unittest.TestCase):
                           **inputs),
             run_diffusers(refiner, 8, image=theirs[1], denoising_start=0.8,
                           **inputs))
+
+    # ---- unconditional: DDPMPipeline, DDIMPipeline ----
+
+    def test_unconditional_pipelines(self):
+        """Their __call__ takes no callback: each step's latents are what
+        the scheduler's step returns. The traced UNet differs from the eager
+        one by ~1e-6, which this random UNet2DModel grows 1.6× a DDIM step
+        (a trained one does not): 8 DDIM steps stay within the tolerance,
+        12 do not."""
+        for folder, address, steps_count in (("ddpm", "DDPM", 12),
+                                             ("ddim", "DDIM", 8)):
+            with self.subTest(pipeline=folder):
+                pipe = diffusers_pipe(folder)
+                steps = []
+                step = type(pipe.scheduler).step
+
+                def capture(scheduler, *args, **kwargs):
+                    out = step(scheduler, *args, **kwargs)
+                    steps.append(out[0].clone().numpy())
+                    return out
+
+                pipe.scheduler.step = capture.__get__(pipe.scheduler)
+                image = pipe(generator=torch.Generator().manual_seed(6),
+                             num_inference_steps=steps_count,
+                             output_type="np").images
+                del pipe.scheduler.step
+                self.assert_same_run(
+                    run_loopserve(os.environ[address], folder, seed=6,
+                                  num_inference_steps=steps_count),
+                    (steps, np.round(image * 255).astype(np.int64)))
 
 
 if __name__ == "__main__":

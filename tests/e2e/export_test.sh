@@ -19,7 +19,7 @@ echo "== pip install ./client/python[export]: the loopserve-export command"
   --target "$work/pkg" "$SOURCE_DIR/client/python[export]" \
   || fail "pip install ./client/python[export]"
 export PYTHONPATH="$work/pkg"
-for family in sd15 sd2-v sdxl sdxl-refiner; do
+for family in sd15 sd2-v sdxl sdxl-refiner ddpm ddim; do
   "$work/pkg/bin/loopserve-export" "$work/models/$family" "$work/out/$family" \
     2>"$work/export-$family.err" >/dev/null \
     || fail "loopserve-export $family: $(cat "$work/export-$family.err")"
@@ -50,6 +50,12 @@ export SDXL="127.0.0.1:$port"
 start_loopserve "$LOOPSERVE" "$work/refiner.err" \
   --config "$work/out/sdxl-refiner/pipeline.pbtxt"
 export REFINER="127.0.0.1:$port"
+start_loopserve "$LOOPSERVE" "$work/ddpm.err" \
+  --config "$work/out/ddpm/pipeline.pbtxt"
+export DDPM="127.0.0.1:$port"
+start_loopserve "$LOOPSERVE" "$work/ddim.err" \
+  --config "$work/out/ddim/pipeline.pbtxt"
+export DDIM="127.0.0.1:$port"
 MODELS="$work/models" "$PYTHON" "$SOURCE_DIR/tests/e2e/export_parity_test.py" \
   || fail "exported pipelines against diffusers"
 echo "PASS"

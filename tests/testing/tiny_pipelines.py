@@ -115,8 +115,24 @@ def sdxl_refiner():
         scheduler=_xl_scheduler(), requires_aesthetics_score=True)
 
 
+def unconditional(cls):
+    """DDPMPipeline (its DDPMScheduler) or DDIMPipeline over a pixel-space
+    UNet2DModel."""
+    torch.manual_seed(5)
+    unet = diffusers.UNet2DModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=16,
+        in_channels=3, out_channels=3,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    scheduler = (diffusers.DDPMScheduler() if cls is diffusers.DDPMPipeline
+                 else diffusers.DDIMScheduler())
+    return cls(unet=unet, scheduler=scheduler)
+
+
 FAMILIES = {"sd15": sd, "sd2-v": lambda: sd("v_prediction", version=2),
-            "sdxl": sdxl, "sdxl-refiner": sdxl_refiner}
+            "sdxl": sdxl, "sdxl-refiner": sdxl_refiner,
+            "ddpm": lambda: unconditional(diffusers.DDPMPipeline),
+            "ddim": lambda: unconditional(diffusers.DDIMPipeline)}
 
 
 def main():

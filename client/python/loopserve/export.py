@@ -12,10 +12,12 @@ TorchScript, the tokenizers, the scheduler's config and pipeline.pbtxt, which
 
 serves as pipeline NAME (default: MODEL_DIR's name), text to image, and
 NAME-img2img, image to image (for the SDXL refiner, NAME alone: it is an
-image-to-image pipeline). Families: StableDiffusionPipeline (SD 1.x and
-2.x, epsilon or v-prediction), StableDiffusionXLPipeline and the refiner's
-StableDiffusionXLImg2ImgPipeline. Another `_class_name` is refused, naming
-the supported ones.
+image-to-image pipeline; for the unconditional ones, NAME alone).
+Families: StableDiffusionPipeline (SD 1.x and 2.x, epsilon or
+v-prediction), StableDiffusionXLPipeline and the refiner's
+StableDiffusionXLImg2ImgPipeline, and the unconditional DDPMPipeline and
+DDIMPipeline (a UNet2DModel in pixel space). Another `_class_name` is
+refused, naming the supported ones.
 
 The modules hide each family's plumbing behind the server's generic
 signatures: the UNet takes (sample, timestep, encoder_hidden_states[,
@@ -38,6 +40,8 @@ FAMILIES = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl-refiner",
+    "DDPMPipeline": "unconditional",
+    "DDIMPipeline": "unconditional",
 }
 
 # The samplers every exported pipeline offers, named as loopserve's embedded
@@ -45,6 +49,7 @@ FAMILIES = {
 # options given to diffusers' from_config(folder's scheduler config)).
 SAMPLERS = [
     ("ddim", "ddim_scheduler", "DDIMScheduler", {}),
+    ("ddpm", "ddpm_scheduler", "DDPMScheduler", {}),
     ("euler", "euler_scheduler", "EulerDiscreteScheduler", {}),
     ("euler-karras", "euler_scheduler", "EulerDiscreteScheduler",
      {"use_karras_sigmas": True}),
@@ -104,6 +109,16 @@ def _modules():
         def forward(self, sample, timestep, encoder_hidden_states):
             return self.unet(sample, timestep, encoder_hidden_states,
                              return_dict=False)[0]
+
+    class UNetUnconditional(torch.nn.Module):
+        """A UNet2DModel: forward(sample, timestep) -> prediction."""
+
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep):
+            return self.unet(sample, timestep, return_dict=False)[0]
 
     class UNetXL(torch.nn.Module):
         """SDXL: forward(sample, timestep, encoder_hidden_states,
@@ -196,7 +211,8 @@ def _modules():
         def forward(self, latents):
             return self.vae.decode(latents, return_dict=False)[0]
 
-    return dict(UNet=UNet, UNetXL=UNetXL, HiddenStates=HiddenStates,
+    return dict(UNet=UNet, UNetUnconditional=UNetUnconditional,
+                UNetXL=UNetXL, HiddenStates=HiddenStates,
                 TextSD=TextSD, TextXL=TextXL, TextXLRefiner=TextXLRefiner,
                 VaeEncoder=VaeEncoder, VaeDecoder=VaeDecoder)
 
@@ -266,6 +282,8 @@ def export(model_dir, out, name=None):
     m = _modules()
 
     unet = pipe.unet
+    if family == "unconditional":
+        return _export_unconditional(pipe, name, out, m)
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     # A traced UNet takes latents whose sides divide by each down-sampling.
     size_multiple = vae_scale * 2 ** (len(unet.config.block_out_channels) - 1)
@@ -318,6 +336,58 @@ def export(model_dir, out, name=None):
     path = os.path.join(out, "pipeline.pbtxt")
     with open(path, "w") as f:
         f.write(config)
+    return path
+
+
+def _export_unconditional(pipe, name, out, m):
+    """DDPMPipeline, DDIMPipeline: a UNet2DModel denoising pixels, which the
+    latent preview (identity factors) draws as diffusers' pipelines do,
+    (x / 2 + 0.5) clamped."""
+    import torch
+    unet = pipe.unet
+    if unet.config.num_class_embeds is not None:
+        raise ExportError("a class-conditional UNet2DModel is not supported "
+                          "yet")
+    channels = unet.config.in_channels
+    if channels not in (1, 3):
+        raise ExportError(f"a UNet2DModel of {channels} channels: the "
+                          "unconditional pipelines draw 1 or 3")
+    multiple = 2 ** (len(unet.config.block_out_channels) - 1)
+    size = unet.config.sample_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    sample = torch.randn(2, channels, size, size)
+    _trace(m["UNetUnconditional"](unet), (sample, torch.tensor([1, 1]))).save(
+        os.path.join(out, "unet.pt"))
+    pipe.scheduler.save_config(os.path.join(out, "scheduler"))
+    samplers = _samplers(pipe.scheduler)
+    text = "".join(
+        _component(s, t, {"config_file": "scheduler/scheduler_config.json",
+                          **options})
+        for s, t, options in samplers)
+    text += _component("unet", "torchscript_denoiser", {"path": "unet.pt"})
+    factors = ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+               if channels == 3 else [1.0, 1.0, 1.0])
+    text += _component("pixels", "latent_preview", {"factors": factors})
+    # DDPMPipeline's default is 1,000 steps, DDIMPipeline's 50.
+    steps = 1000 if type(pipe).__name__ == "DDPMPipeline" else 50
+    blocks = _block("set_timesteps", "SetTimesteps",
+                    {"num_inference_steps": steps})
+    blocks += _block("prepare_latents", "PrepareLatents",
+                     {"channels": channels, "height": size, "width": size,
+                      "size_multiple": multiple})
+    blocks += _block("denoise", "DenoiseLoop")
+    blocks += _block("decode", "Decode")
+    roles = {"scheduler": " | ".join(s for s, _, _ in samplers),
+             "denoiser": "unet", "decoder": "pixels", "preview": "pixels"}
+    text += (f"pipelines {{\n  name: \"{name}\"\n"
+             f"  description: \"unconditional {type(pipe).__name__}, "
+             f"exported by loopserve-export\"\n")
+    for role, component in roles.items():
+        text += f"  components {{ key: \"{role}\" value: \"{component}\" }}\n"
+    text += ("  blocks {\n    type: \"Sequential\"\n" + blocks + "  }\n}\n")
+    path = os.path.join(out, "pipeline.pbtxt")
+    with open(path, "w") as f:
+        f.write(text)
     return path
 
 
