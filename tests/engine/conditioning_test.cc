@@ -321,6 +321,100 @@ TEST_F(EncodePromptTest, BadPromptsAreNamed) {
                        HasSubstr("input 'prompt' has a text of 20000 bytes")));
 }
 
+TEST_F(EncodePromptTest, ImagesPerPromptRepeatEachPromptInPlace) {
+  c10::List<std::string> prompts({"ab", "xyz"});
+  ASSERT_OK_AND_ASSIGN(
+      PipelineState state,
+      Run({{"prompt", prompts}, {"num_images_per_prompt", int64_t{2}}}));
+  // diffusers' order: [ab, ab, xyz, xyz].
+  const at::Tensor ehs = Get(state, "encoder_hidden_states");
+  ASSERT_EQ(ehs.size(0), 4);
+  EXPECT_EQ(ehs[1][0][0].item<float>(), 2);
+  EXPECT_EQ(ehs[2][0][0].item<float>(), 3);
+  EXPECT_EQ(state.GetIntermediate("batch_size")->toInt(), 4);
+  // One negative prompt serves every row.
+  EXPECT_EQ(Get(state, "negative_encoder_hidden_states").size(0), 1);
+}
+
+TEST_F(EncodePromptTest, ForceZerosLeavesTheUnconditionalHalfToGuidance) {
+  EncodePrompt zeros({.force_zeros_for_empty_prompt = true});
+  ASSERT_OK(BindComponents(zeros, components_));
+  PipelineState state;
+  state.SetInput("prompt", std::string("ab"));
+  RunContext context;
+  ASSERT_OK(RunBlock(zeros, components_, state, context));
+  // No negative prompt: none, which PredictNoise makes zeros (SDXL).
+  const c10::IValue* negative =
+      state.GetIntermediate("negative_encoder_hidden_states");
+  EXPECT_TRUE(negative == nullptr || negative->isNone());
+  // A negative prompt given, even "", is encoded.
+  PipelineState given;
+  given.SetInput("prompt", std::string("ab"));
+  given.SetInput("negative_prompt", std::string(""));
+  ASSERT_OK(RunBlock(zeros, components_, given, context));
+  EXPECT_EQ(Get(given, "negative_text_embeds")[0][0].item<float>(), 0.5);
+}
+
+// ---- SDXL's micro-conditioning ----
+
+absl::StatusOr<std::pair<at::Tensor, at::Tensor>> TimeIds(
+    const AddTimeIds& block,
+    const std::vector<std::pair<std::string, c10::IValue>>& inputs) {
+  PipelineState state;
+  state.SetIntermediate("latents", at::zeros({2, 4, 6, 5}));
+  for (const auto& [name, value] : inputs) state.SetInput(name, value);
+  RunContext context;
+  Components components;
+  RETURN_IF_ERROR(RunBlock(block, components, state, context));
+  return std::pair{state.GetIntermediate("time_ids")->toTensor(),
+                   state.GetIntermediate("negative_time_ids")->toTensor()};
+}
+
+MATCHER_P(IdsAre, values, "") {
+  return at::equal(arg, at::tensor(values, at::kFloat).view({1, -1}));
+}
+
+TEST(AddTimeIdsTest, TheBasesIdsAsDiffusersComputesThem) {
+  const AddTimeIds base({.vae_scale_factor = 8});
+  // Sizes default to the latents' × 8: (48, 40).
+  ASSERT_OK_AND_ASSIGN(auto ids, TimeIds(base, {}));
+  EXPECT_THAT(ids.first, IdsAre(std::vector<float>{48, 40, 0, 0, 48, 40}));
+  EXPECT_THAT(ids.second, IdsAre(std::vector<float>{48, 40, 0, 0, 48, 40}));
+  const c10::List<int64_t> original({1024, 768});
+  const c10::List<int64_t> crops({16, 8});
+  // One negative size alone does not count (diffusers needs both).
+  ASSERT_OK_AND_ASSIGN(ids, TimeIds(base, {{"original_size", original},
+                                           {"crops_coords_top_left", crops},
+                                           {"negative_original_size",
+                                            c10::List<int64_t>({64, 64})}}));
+  EXPECT_THAT(ids.first, IdsAre(std::vector<float>{1024, 768, 16, 8, 48, 40}));
+  EXPECT_TRUE(at::equal(ids.first, ids.second));
+  ASSERT_OK_AND_ASSIGN(
+      ids,
+      TimeIds(base,
+              {{"negative_original_size", c10::List<int64_t>({64, 64})},
+               {"negative_target_size", c10::List<double>({32.0, 16.0})}}));
+  EXPECT_THAT(ids.second, IdsAre(std::vector<float>{64, 64, 0, 0, 32, 16}));
+}
+
+TEST(AddTimeIdsTest, TheRefinersAestheticScores) {
+  const AddTimeIds refiner({.aesthetic_score = true, .vae_scale_factor = 8});
+  ASSERT_OK_AND_ASSIGN(auto ids, TimeIds(refiner, {}));
+  EXPECT_THAT(ids.first, IdsAre(std::vector<float>{48, 40, 0, 0, 6.0}));
+  EXPECT_THAT(ids.second, IdsAre(std::vector<float>{48, 40, 0, 0, 2.5}));
+  EXPECT_THAT(Names(refiner.signature().inputs),
+              AllOf(::testing::Contains("aesthetic_score"),
+                    Not(::testing::Contains("target_size"))));
+}
+
+TEST(AddTimeIdsTest, ABadSizeIsNamed) {
+  const AddTimeIds base;
+  EXPECT_THAT(TimeIds(base, {{"target_size", c10::List<int64_t>({1, 2, 3})}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'target_size' must be a list of two "
+                                 "numbers")));
+}
+
 // ---- images ----
 
 TEST(EncodeImageTest, PixelsBecomeLatentsThroughTheEncoder) {
@@ -352,6 +446,28 @@ TEST(EncodeImageTest, PixelsBecomeLatentsThroughTheEncoder) {
   EXPECT_THAT(RunBlock(block, components, both, context),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("inputs 'image' and 'image_latents' both")));
+}
+
+TEST(EncodeImageTest, ASamplingEncoderGivesItsStandardDeviation) {
+  EXPECT_THAT(
+      TorchScriptEncoder::Load({.path = ModulePath("encoder"), .sample = true}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("param 'sample': needs moments: true")));
+  ASSERT_OK_AND_ASSIGN(auto vae,
+                       TorchScriptEncoder::Load({.path = ModulePath("encoder"),
+                                                 .scaling_factor = 0.5,
+                                                 .moments = true,
+                                                 .sample = true}));
+  Components components;
+  ASSERT_OK(components.Add<ImageEncoder>("encoder", vae));
+  EncodeImage block;
+  PipelineState state;
+  state.SetInput("image", at::full({1, 4, 6, 3}, 255, at::kByte));
+  RunContext context;
+  ASSERT_OK(RunBlock(block, components, state, context));
+  // The module's log-variance is -30: std = exp(-15), × the scaling factor.
+  const at::Tensor std = state.GetIntermediate("image_latents_std")->toTensor();
+  EXPECT_TRUE(at::allclose(std, at::full({1, 4, 2, 3}, std::exp(-15.0) * 0.5)));
 }
 
 TEST(EncodeImageTest, IdentityEncoderMakesGreyPixelSpaceLatents) {
