@@ -16,14 +16,15 @@ namespace loopserve {
 
 // Registers the composite "Sequential"; the seed blocks "LoopWrapper" and
 // "LoopBlock" (blocks/examples/seed_blocks.h); and the denoising family's
-// blocks (blocks/diffusion/): "EncodePrompt", "EncodeImage",
+// blocks (blocks/diffusion/): "EncodePrompt", "EncodeImage", "AddTimeIds",
 // "SetTimesteps", "PrepareLatents", "DenoiseLoop", "ScaleModelInput",
 // "PredictNoise", "SchedulerStep", "Decode", "Preview". ALREADY_EXISTS
 // when any of them is registered already.
 absl::Status RegisterBuiltinBlocks(BlockRegistry& registry);
 
 // Registers the denoising family's components: the schedulers
-// "ddim_scheduler", "euler_scheduler", "euler_ancestral_scheduler",
+// "ddim_scheduler", "ddpm_scheduler", "euler_scheduler",
+// "euler_ancestral_scheduler",
 // "dpm_solver_multistep_scheduler", "unipc_multistep_scheduler",
 // "lcm_scheduler", "flow_match_euler_scheduler" and "diffusers_scheduler"
 // (scheduler_config.h); the denoisers "gaussian_mixture_denoiser" and

@@ -187,6 +187,14 @@ absl::Status EncodePrompt::Run(const Components& components,
   }
   ASSIGN_OR_RETURN(const int64_t per_prompt,
                    block_state.Get<int64_t>("num_images_per_prompt"));
+  // Bounded before any row is repeated: a run's batch is at most that of
+  // its latents (PrepareLatents).
+  if (std::max(batch, n) * per_prompt > kMaxPrompts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input 'num_images_per_prompt' (", per_prompt, ") × ",
+        std::max(batch, n), " prompts makes a batch of ",
+        std::max(batch, n) * per_prompt, "; at most ", kMaxPrompts));
+  }
   block_state.Set("batch_size", std::max(batch, n) * per_prompt);
   int64_t clip_skip = 0;
   if (takes_clip_skip_) {

@@ -137,6 +137,14 @@ absl::Status Scheduler::CheckStepIndex(const Schedule& schedule,
   return absl::OkStatus();
 }
 
+absl::StatusOr<Schedule> Scheduler::SpacedDiscreteSchedule(int64_t n) const {
+  RETURN_IF_ERROR(CheckStepCount(n));
+  const std::vector<double> t =
+      internal::SpacedTimesteps(config_, n, /*round_linspace=*/true);
+  RETURN_IF_ERROR(internal::CheckTrainingRange(t, config_, n));
+  return internal::DiscreteSchedule(t, alphas_cumprod_);
+}
+
 float Scheduler::FinalAlphaCumprod() const {
   return config_.set_alpha_to_one ? 1.0f : alphas_cumprod_[0].item<float>();
 }
@@ -171,12 +179,7 @@ float DdimScheduler::AlphaProd(int64_t timestep) const {
 
 absl::StatusOr<Schedule> DdimScheduler::SetTimesteps(
     const ScheduleRequest& request) const {
-  const int64_t n = request.num_inference_steps;
-  RETURN_IF_ERROR(CheckStepCount(n));
-  const std::vector<double> t =
-      internal::SpacedTimesteps(config_, n, /*round_linspace=*/true);
-  RETURN_IF_ERROR(internal::CheckTrainingRange(t, config_, n));
-  return internal::DiscreteSchedule(t, alphas_cumprod_);
+  return SpacedDiscreteSchedule(request.num_inference_steps);
 }
 
 absl::StatusOr<StepResult> DdimScheduler::Step(
@@ -232,12 +235,7 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
 
 absl::StatusOr<Schedule> DdpmScheduler::SetTimesteps(
     const ScheduleRequest& request) const {
-  const int64_t n = request.num_inference_steps;
-  RETURN_IF_ERROR(CheckStepCount(n));
-  const std::vector<double> t =
-      internal::SpacedTimesteps(config_, n, /*round_linspace=*/true);
-  RETURN_IF_ERROR(internal::CheckTrainingRange(t, config_, n));
-  return internal::DiscreteSchedule(t, alphas_cumprod_);
+  return SpacedDiscreteSchedule(request.num_inference_steps);
 }
 
 absl::StatusOr<StepResult> DdpmScheduler::Step(

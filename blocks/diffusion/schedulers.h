@@ -218,6 +218,9 @@ class Scheduler : public RunStateRestorer {
   absl::Status CheckStepCount(int64_t num_inference_steps) const;
   absl::Status CheckStepIndex(const Schedule& schedule,
                               int64_t step_index) const;
+  // DDIM's and DDPM's set_timesteps: `n` integer timesteps spaced as
+  // timestep_spacing says.
+  absl::StatusOr<Schedule> SpacedDiscreteSchedule(int64_t n) const;
   // DDIM's and LCM's ā before the first training step: 1 with
   // set_alpha_to_one, else ā_0.
   float FinalAlphaCumprod() const;

@@ -17,7 +17,7 @@ TEST(BuiltinBlocksTest, EveryBlockTypeTheHeaderLists) {
   EXPECT_THAT(registry.TypeNames(),
               UnorderedElementsAre(
                   "Sequential", "LoopWrapper", "LoopBlock", "EncodePrompt",
-                  "EncodeImage", "SetTimesteps", "PrepareLatents",
+                  "EncodeImage", "AddTimeIds", "SetTimesteps", "PrepareLatents",
                   "DenoiseLoop", "ScaleModelInput", "PredictNoise",
                   "SchedulerStep", "Decode", "Preview"));
   EXPECT_FALSE(RegisterBuiltinBlocks(registry).ok());  // ALREADY_EXISTS
@@ -29,9 +29,10 @@ TEST(BuiltinBlocksTest, EveryComponentTypeTheHeaderLists) {
   EXPECT_THAT(
       registry.TypeNames(),
       UnorderedElementsAre(
-          "ddim_scheduler", "euler_scheduler", "euler_ancestral_scheduler",
-          "dpm_solver_multistep_scheduler", "unipc_multistep_scheduler",
-          "lcm_scheduler", "flow_match_euler_scheduler", "diffusers_scheduler",
+          "ddim_scheduler", "ddpm_scheduler", "euler_scheduler",
+          "euler_ancestral_scheduler", "dpm_solver_multistep_scheduler",
+          "unipc_multistep_scheduler", "lcm_scheduler",
+          "flow_match_euler_scheduler", "diffusers_scheduler",
           "gaussian_mixture_denoiser", "torchscript_denoiser",
           "torchscript_decoder", "latent_preview", "torchscript_text_encoder",
           "torchscript_encoder", "identity_encoder"));

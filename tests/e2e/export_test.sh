@@ -38,24 +38,17 @@ expect_contains "$(cat "$work/flux.err")" \
   "unsupported family"
 
 echo "== served by loopserve, against diffusers"
-start_loopserve "$LOOPSERVE" "$work/sd15.err" \
-  --config "$work/out/sd15/pipeline.pbtxt" --max_batch_size 4
-export SD15="127.0.0.1:$port"
-start_loopserve "$LOOPSERVE" "$work/sd2.err" \
-  --config "$work/out/sd2-v/pipeline.pbtxt"
-export SD2="127.0.0.1:$port"
-start_loopserve "$LOOPSERVE" "$work/sdxl.err" \
-  --config "$work/out/sdxl/pipeline.pbtxt"
-export SDXL="127.0.0.1:$port"
-start_loopserve "$LOOPSERVE" "$work/refiner.err" \
-  --config "$work/out/sdxl-refiner/pipeline.pbtxt"
-export REFINER="127.0.0.1:$port"
-start_loopserve "$LOOPSERVE" "$work/ddpm.err" \
-  --config "$work/out/ddpm/pipeline.pbtxt"
-export DDPM="127.0.0.1:$port"
-start_loopserve "$LOOPSERVE" "$work/ddim.err" \
-  --config "$work/out/ddim/pipeline.pbtxt"
-export DDIM="127.0.0.1:$port"
+# One server per export (each is one configuration), its address in the
+# variable the parity test reads; SD 1.x's batches up to 4 runs' rows.
+for pair in SD15:sd15 SD2:sd2-v SDXL:sdxl REFINER:sdxl-refiner DDPM:ddpm \
+            DDIM:ddim; do
+  variable=${pair%%:*} family=${pair#*:}
+  flags=()
+  [ "$family" = sd15 ] && flags=(--max_batch_size 4)
+  start_loopserve "$LOOPSERVE" "$work/$family.err" \
+    --config "$work/out/$family/pipeline.pbtxt" "${flags[@]}"
+  export "$variable=127.0.0.1:$port"
+done
 MODELS="$work/models" "$PYTHON" "$SOURCE_DIR/tests/e2e/export_parity_test.py" \
   || fail "exported pipelines against diffusers"
 echo "PASS"

@@ -316,6 +316,11 @@ TEST_F(EncodePromptTest, BadPromptsAreNamed) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'batch_size' (2) must be 1 or the "
                                  "number of prompts (3)")));
+  EXPECT_THAT(Run({{"prompt", three}, {"num_images_per_prompt", int64_t{400}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'num_images_per_prompt' (400) × 3 "
+                                 "prompts makes a batch of 1200; at most "
+                                 "1024")));
   EXPECT_THAT(Run({{"prompt", std::string(20000, 'a')}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("input 'prompt' has a text of 20000 bytes")));

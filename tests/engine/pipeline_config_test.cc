@@ -175,11 +175,12 @@ TEST_F(PipelineConfigTest, WronglyTypedRolesFailWhereTheyAreBound) {
   EXPECT_THAT(
       Load(Good("key: \"scheduler\" value: \"ddim\"",
                 "key: \"scheduler\" value: \"gmm\"")),
-      StatusIs(absl::StatusCode::kInvalidArgument,
-               HasSubstr("cfg.pbtxt:15:3: pipeline 'p', role 'scheduler': "
-                         "block 'p/set_timesteps' (SetTimesteps) expects "
-                         "component 'scheduler' to be a Scheduler "
-                         "(ddim_scheduler | euler_scheduler | ")));
+      StatusIs(
+          absl::StatusCode::kInvalidArgument,
+          HasSubstr("cfg.pbtxt:15:3: pipeline 'p', role 'scheduler': "
+                    "block 'p/set_timesteps' (SetTimesteps) expects "
+                    "component 'scheduler' to be a Scheduler "
+                    "(ddim_scheduler | ddpm_scheduler | euler_scheduler | ")));
   EXPECT_THAT(Load(Good("key: \"scheduler\" value: \"ddim\"",
                         "key: \"scheduler\" value: \"gmm\"")),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -220,7 +221,7 @@ TEST_F(PipelineConfigTest, MissingAndUndefinedComponents) {
                HasSubstr("cfg.pbtxt:13:1: pipeline 'p', role 'scheduler': "
                          "block 'p/set_timesteps' (SetTimesteps) expects "
                          "component 'scheduler' (ddim_scheduler | "
-                         "euler_scheduler | ")));
+                         "ddpm_scheduler | euler_scheduler | ")));
   EXPECT_THAT(Load(Good("value: \"gmm\"", "value: \"gnm\"")),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("cfg.pbtxt:16:3: pipeline 'p': role "

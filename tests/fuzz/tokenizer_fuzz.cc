@@ -53,13 +53,12 @@ std::shared_ptr<const loopserve::ClipTokenizer> MakeTokenizer() {
   std::string vocab;
   int64_t id = 0;
   auto add = [&](const std::string& token) {
-    absl::StrAppend(&vocab, vocab.empty() ? "" : ",", Quoted(token), ":",
-                    id++);
+    absl::StrAppend(&vocab, vocab.empty() ? "" : ",", Quoted(token), ":", id++);
   };
   for (const std::string& s : symbols) add(s);
   for (const std::string& s : symbols) add(s + "</w>");
-  const char* merges[][2] = {{"a", "b"}, {"ab", "c</w>"}, {"t", "h"},
-                             {"th", "e</w>"}, {"a", "a"}, {"aa", "aa"}};
+  const char* merges[][2] = {{"a", "b"},      {"ab", "c</w>"}, {"t", "h"},
+                             {"th", "e</w>"}, {"a", "a"},      {"aa", "aa"}};
   std::string merge_list;
   for (const auto& m : merges) {
     add(std::string(m[0]) + m[1]);

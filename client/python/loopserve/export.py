@@ -360,10 +360,7 @@ def _export_unconditional(pipe, name, out, m):
         os.path.join(out, "unet.pt"))
     pipe.scheduler.save_config(os.path.join(out, "scheduler"))
     samplers = _samplers(pipe.scheduler)
-    text = "".join(
-        _component(s, t, {"config_file": "scheduler/scheduler_config.json",
-                          **options})
-        for s, t, options in samplers)
+    text = _sampler_components(samplers)
     text += _component("unet", "torchscript_denoiser", {"path": "unet.pt"})
     factors = ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
                if channels == 3 else [1.0, 1.0, 1.0])
@@ -379,12 +376,8 @@ def _export_unconditional(pipe, name, out, m):
     blocks += _block("decode", "Decode")
     roles = {"scheduler": " | ".join(s for s, _, _ in samplers),
              "denoiser": "unet", "decoder": "pixels", "preview": "pixels"}
-    text += (f"pipelines {{\n  name: \"{name}\"\n"
-             f"  description: \"unconditional {type(pipe).__name__}, "
-             f"exported by loopserve-export\"\n")
-    for role, component in roles.items():
-        text += f"  components {{ key: \"{role}\" value: \"{component}\" }}\n"
-    text += ("  blocks {\n    type: \"Sequential\"\n" + blocks + "  }\n}\n")
+    text += _pipeline(name, f"unconditional {type(pipe).__name__}", roles,
+                      blocks)
     path = os.path.join(out, "pipeline.pbtxt")
     with open(path, "w") as f:
         f.write(text)
@@ -441,14 +434,28 @@ def _block(name, type_, params=None, indent="    ", blocks=""):
             f"{indent}  type: \"{type_}\"\n{inner}{indent}}}\n")
 
 
+def _sampler_components(samplers):
+    """Each sampler as a component reading the folder's scheduler config."""
+    return "".join(
+        _component(s, t, {"config_file": "scheduler/scheduler_config.json",
+                          **options})
+        for s, t, options in samplers)
+
+
+def _pipeline(name, what, roles, blocks):
+    """A pipeline of `blocks` in a Sequential, its roles bound."""
+    text = (f"pipelines {{\n  name: \"{name}\"\n"
+            f"  description: \"{what}, exported by loopserve-export\"\n")
+    for role, component in roles.items():
+        text += f"  components {{ key: \"{role}\" value: \"{component}\" }}\n"
+    return text + "  blocks {\n    type: \"Sequential\"\n" + blocks + "  }\n}\n"
+
+
 def _pipeline_config(*, family, name, samplers, tokenizers, text_outputs,
                      hidden_size, pooled_size, channels, size, vae_scale,
                      size_multiple, scaling_factor, force_zeros):
     xl = family != "sd"
-    text = "".join(
-        _component(s, t, {"config_file": "scheduler/scheduler_config.json",
-                          **options})
-        for s, t, options in samplers)
+    text = _sampler_components(samplers)
     shapes = {"shape.encoder_hidden_states": [-1, 77, hidden_size]}
     arguments = ["sample", "timestep", "encoder_hidden_states"]
     if xl:
@@ -502,12 +509,9 @@ def _pipeline_config(*, family, name, samplers, tokenizers, text_outputs,
             "denoiser", "PredictNoise", {"guidance_scale": guidance},
             indent="      "))
         blocks += _block("decode", "Decode")
-        text += (f"pipelines {{\n  name: \"{pipeline}\"\n"
-                 f"  description: \"{family}, exported by loopserve-export"
-                 f"{', image to image' if img2img else ''}\"\n")
-        for role, component in roles.items():
-            text += f"  components {{ key: \"{role}\" value: \"{component}\" }}\n"
-        text += ("  blocks {\n    type: \"Sequential\"\n" + blocks + "  }\n}\n")
+        text += _pipeline(
+            pipeline, f"{family}{', image to image' if img2img else ''}",
+            roles, blocks)
     return text
 
 
