@@ -276,7 +276,7 @@ def export(model_dir, out, name=None):
     import diffusers
     import torch
     pipe = diffusers.DiffusionPipeline.from_pretrained(
-        model_dir, torch_dtype=torch.float32)
+        model_dir, dtype=torch.float32)
     name = name or os.path.basename(os.path.normpath(model_dir))
     os.makedirs(out, exist_ok=True)
     m = _modules()
