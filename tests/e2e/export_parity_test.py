@@ -15,6 +15,7 @@ serves the export of one of them (the SD 1.x server with --max_batch_size
 import os
 import sys
 import threading
+import types
 import unittest
 
 import diffusers
@@ -178,6 +179,24 @@ class ExportParityTest(unittest.TestCase):
         self.assert_same_run(
             ours, run_diffusers(pipe, 21, image=Image.fromarray(image),
                                 **inputs))
+
+    def test_sd15_clip_skip(self):
+        """diffusers 0.42's SD pipeline reads clip_skip's final layer norm
+        from text_encoder.text_model, which transformers 5's CLIPTextModel
+        no longer has: the same norm is put where it looks (outside torch's
+        module registry)."""
+        pipe = diffusers_pipe("sd15")
+        pipe.scheduler = diffusers.DDIMScheduler.from_config(
+            pipe.scheduler.config)
+        encoder = pipe.text_encoder
+        if not hasattr(encoder, "text_model"):
+            object.__setattr__(encoder, "text_model", types.SimpleNamespace(
+                final_layer_norm=encoder.final_layer_norm))
+        inputs = dict(prompt="a lighthouse at dusk", negative_prompt="fog",
+                      clip_skip=2, num_inference_steps=4, guidance_scale=7.5)
+        self.assert_same_run(
+            run_loopserve(os.environ["SD15"], "sd15", seed=2, **inputs),
+            run_diffusers(pipe, 2, **inputs))
 
     def test_sd15_refuses_a_size_the_unet_cannot_take(self):
         with self.assertRaises(grpc.RpcError) as error:
