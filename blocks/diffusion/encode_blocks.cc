@@ -101,14 +101,16 @@ std::vector<InputParam> EncodePrompt::inputs() const {
     inputs[0].excluded_by.push_back(name);
     inputs[1].excluded_by.push_back(absl::StrCat("negative_", name));
   }
-  if (takes_clip_skip_) {
-    inputs.push_back({.name = "clip_skip",
-                      .type_hint = TypeHint::Int(),
-                      .default_value = int64_t{0},
-                      .description = "Final layers of the text encoder to "
-                                     "skip (diffusers' clip_skip; 0: none)",
-                      .minimum = 0.0,
-                      .maximum = 64.0});
+  if (max_clip_skip_.has_value()) {
+    inputs.push_back(
+        {.name = "clip_skip",
+         .type_hint = TypeHint::Int(),
+         .default_value = int64_t{0},
+         .description = absl::StrCat("Final layers of the text encoder to skip "
+                                     "(diffusers' clip_skip; 0: none), in [0, ",
+                                     *max_clip_skip_, "]"),
+         .minimum = 0.0,
+         .maximum = static_cast<double>(*max_clip_skip_)});
   }
   for (const std::string& name : outputs_) {
     inputs.push_back({.name = name,
@@ -153,7 +155,7 @@ absl::Status EncodePrompt::Bind(const Components& components) {
                    components.Get<TextEncoder>(kTextEncoderRole));
   const std::span<const std::string> outputs = encoder->outputs();
   outputs_.assign(outputs.begin(), outputs.end());
-  takes_clip_skip_ = encoder->takes_clip_skip();
+  max_clip_skip_ = encoder->max_clip_skip();
   return absl::OkStatus();
 }
 
@@ -197,7 +199,7 @@ absl::Status EncodePrompt::Run(const Components& components,
   }
   block_state.Set("batch_size", std::max(batch, n) * per_prompt);
   int64_t clip_skip = 0;
-  if (takes_clip_skip_) {
+  if (max_clip_skip_.has_value()) {
     ASSIGN_OR_RETURN(clip_skip, block_state.Get<int64_t>("clip_skip"));
   }
 

@@ -13,6 +13,7 @@
 // Thread-safety: as Block.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,9 +56,10 @@ class EncodePrompt final : public Block {
 
  private:
   Options options_;
-  // The bound text encoder's outputs, and whether it reads clip_skip (Bind).
+  // The bound text encoder's outputs, and the largest clip_skip it takes
+  // (none: it reads none) (Bind).
   std::vector<std::string> outputs_;
-  bool takes_clip_skip_ = false;
+  std::optional<int64_t> max_clip_skip_;
 };
 
 // image_latents from `image` (UINT8 [B,H,W,3], or float [B,C,H,W] in

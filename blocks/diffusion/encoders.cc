@@ -18,7 +18,15 @@ namespace loopserve {
 
 TorchScriptTextEncoder::TorchScriptTextEncoder(
     Options options, std::unique_ptr<torch::jit::Module> module)
-    : options_(std::move(options)), module_(std::move(module)) {}
+    : options_(std::move(options)), module_(std::move(module)) {
+  if (options_.tokenizers.empty()) return;
+  max_clip_skip_ = kUnknownMaxClipSkip;
+  if (module_->hasattr("max_clip_skip") &&
+      module_->attr("max_clip_skip").isInt()) {
+    max_clip_skip_ =
+        std::max<int64_t>(module_->attr("max_clip_skip").toInt(), 0);
+  }
+}
 
 TorchScriptTextEncoder::~TorchScriptTextEncoder() = default;
 

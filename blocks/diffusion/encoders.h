@@ -26,6 +26,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -48,8 +49,9 @@ class TextEncoder {
   virtual ~TextEncoder() = default;
   // The conditioning name of each tensor Encode returns, in order.
   virtual std::span<const std::string> outputs() const = 0;
-  // Whether Encode reads a clip_skip (the run input of that name).
-  virtual bool takes_clip_skip() const { return false; }
+  // The largest clip_skip Encode takes (the run input of that name's
+  // maximum); none: it reads no clip_skip.
+  virtual std::optional<int64_t> max_clip_skip() const { return std::nullopt; }
   // One tensor per outputs() entry, each with texts.size() rows, on the
   // device; `clip_skip` final layers of the text model skipped.
   virtual absl::StatusOr<std::vector<at::Tensor>> Encode(
@@ -77,7 +79,13 @@ class TorchScriptTextEncoder final : public TextEncoder {
   std::span<const std::string> outputs() const override {
     return options_.outputs;
   }
-  bool takes_clip_skip() const override { return !options_.tokenizers.empty(); }
+  // With tokenizers: the module's attribute max_clip_skip (loopserve-export
+  // writes it: the text model's layer count, less what the family's
+  // hidden-state index needs), else kUnknownMaxClipSkip.
+  std::optional<int64_t> max_clip_skip() const override {
+    return max_clip_skip_;
+  }
+  static constexpr int64_t kUnknownMaxClipSkip = 64;
   // FAILED_PRECONDITION when the module returns another number of tensors
   // than `outputs` names, or one without a row per text.
   absl::StatusOr<std::vector<at::Tensor>> Encode(
@@ -87,6 +95,7 @@ class TorchScriptTextEncoder final : public TextEncoder {
   TorchScriptTextEncoder(Options options,
                          std::unique_ptr<torch::jit::Module> module);
   Options options_;
+  std::optional<int64_t> max_clip_skip_;
   std::unique_ptr<torch::jit::Module> module_;  // Note [shared module]
 };
 

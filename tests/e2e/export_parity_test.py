@@ -198,6 +198,17 @@ class ExportParityTest(unittest.TestCase):
             run_loopserve(os.environ["SD15"], "sd15", seed=2, **inputs),
             run_diffusers(pipe, 2, **inputs))
 
+    def test_sdxl_refuses_a_clip_skip_past_its_layers(self):
+        # The tiny text encoders have 5 layers; SDXL reads hidden state
+        # -(clip_skip + 2).
+        with self.assertRaises(grpc.RpcError) as error:
+            run_loopserve(os.environ["SDXL"], "sdxl", clip_skip=5,
+                          num_inference_steps=2)
+        self.assertEqual(error.exception.code(),
+                         grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("input 'clip_skip': must be in [0, 4], got 5",
+                      error.exception.details())
+
     def test_sd15_refuses_a_size_the_unet_cannot_take(self):
         with self.assertRaises(grpc.RpcError) as error:
             run_loopserve(os.environ["SD15"], "sd15", height=30, width=32,

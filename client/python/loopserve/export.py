@@ -150,15 +150,20 @@ def _modules():
                                return_dict=True)
             return torch.stack(out.hidden_states), out[0]
 
+    # Each text module's max_clip_skip: the largest clip_skip whose hidden
+    # state exists, which the server takes as the input's maximum.
+
     class TextSD(torch.nn.Module):
         """SD 1.x/2.x: forward(input_ids_1, clip_skip) -> the final layer
         norm of hidden state -(clip_skip + 1), as encode_prompt (clip_skip 0:
         the last hidden state)."""
+        max_clip_skip: int
 
-        def __init__(self, hidden, final_layer_norm):
+        def __init__(self, hidden, final_layer_norm, layers):
             super().__init__()
             self.hidden = hidden
             self.final_layer_norm = final_layer_norm
+            self.max_clip_skip = layers
 
         def forward(self, input_ids_1, clip_skip: int):
             states, _ = self.hidden(input_ids_1)
@@ -168,11 +173,13 @@ def _modules():
         """SDXL: forward(input_ids_1, input_ids_2, clip_skip) ->
         (both encoders' hidden state -(clip_skip + 2) side by side, the
         second's pooled projection)."""
+        max_clip_skip: int
 
-        def __init__(self, hidden_1, hidden_2):
+        def __init__(self, hidden_1, hidden_2, layers):
             super().__init__()
             self.hidden_1 = hidden_1
             self.hidden_2 = hidden_2
+            self.max_clip_skip = layers - 1
 
         def forward(self, input_ids_1, input_ids_2, clip_skip: int):
             states_1, _ = self.hidden_1(input_ids_1)
@@ -182,10 +189,12 @@ def _modules():
 
     class TextXLRefiner(torch.nn.Module):
         """The refiner's one encoder: forward(input_ids_1, clip_skip)."""
+        max_clip_skip: int
 
-        def __init__(self, hidden):
+        def __init__(self, hidden, layers):
             super().__init__()
             self.hidden = hidden
+            self.max_clip_skip = layers - 1
 
         def forward(self, input_ids_1, clip_skip: int):
             states, pooled = self.hidden(input_ids_1)
@@ -234,19 +243,23 @@ def _export_text(family, pipe, m, out):
         # .text_model.
         text_model = getattr(pipe.text_encoder, "text_model",
                              pipe.text_encoder)
-        module = m["TextSD"](hidden, text_model.final_layer_norm)
+        module = m["TextSD"](hidden, text_model.final_layer_norm,
+                             pipe.text_encoder.config.num_hidden_layers)
         tokenizers = [("tokenizer", pipe.tokenizer)]
         outputs = ["encoder_hidden_states"]
     elif family == "sdxl":
         module = m["TextXL"](
             _trace(m["HiddenStates"](pipe.text_encoder), (ids,)),
-            _trace(m["HiddenStates"](pipe.text_encoder_2), (ids,)))
+            _trace(m["HiddenStates"](pipe.text_encoder_2), (ids,)),
+            min(pipe.text_encoder.config.num_hidden_layers,
+                pipe.text_encoder_2.config.num_hidden_layers))
         tokenizers = [("tokenizer", pipe.tokenizer),
                       ("tokenizer_2", pipe.tokenizer_2)]
         outputs = ["encoder_hidden_states", "text_embeds"]
     else:
         module = m["TextXLRefiner"](
-            _trace(m["HiddenStates"](pipe.text_encoder_2), (ids,)))
+            _trace(m["HiddenStates"](pipe.text_encoder_2), (ids,)),
+            pipe.text_encoder_2.config.num_hidden_layers)
         tokenizers = [("tokenizer_2", pipe.tokenizer_2)]
         outputs = ["encoder_hidden_states", "text_embeds"]
     torch.jit.script(module.eval()).save(os.path.join(out, "text_encoder.pt"))
