@@ -318,14 +318,11 @@ def export(model_dir, out, name=None):
     hidden_size = states[0].shape[-1]
     if family == "sd":
         unet_module = _trace(m["UNet"](unet), (sample, timestep, states[0]))
-        arguments = ["sample", "timestep", "encoder_hidden_states"]
     else:
         time_ids = torch.zeros(2, 5 if family == "sdxl-refiner" else 6)
         unet_module = _trace(m["UNetXL"](unet),
                              (sample, timestep, states[0], states[1],
                               time_ids))
-        arguments = ["sample", "timestep", "encoder_hidden_states",
-                     "text_embeds", "time_ids"]
     unet_module.save(os.path.join(out, "unet.pt"))
     image = torch.zeros(1, 3, size_multiple, size_multiple)
     _trace(m["VaeEncoder"](pipe.vae), (image,)).save(
