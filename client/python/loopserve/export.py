@@ -36,6 +36,11 @@ import json
 import os
 import sys
 
+from google.protobuf import text_format
+
+from loopserve.client import to_value
+from loopserve.v1 import config_pb2
+
 FAMILIES = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
@@ -343,10 +348,7 @@ def export(model_dir, out, name=None):
         scaling_factor=pipe.vae.config.scaling_factor,
         force_zeros=bool(pipe.config.get("force_zeros_for_empty_prompt",
                                          False)))
-    path = os.path.join(out, "pipeline.pbtxt")
-    with open(path, "w") as f:
-        f.write(config)
-    return path
+    return _write(config, out)
 
 
 def _export_unconditional(pipe, name, out, m):
@@ -370,28 +372,26 @@ def _export_unconditional(pipe, name, out, m):
         os.path.join(out, "unet.pt"))
     pipe.scheduler.save_config(os.path.join(out, "scheduler"))
     samplers = _samplers(pipe.scheduler)
-    text = _sampler_components(samplers)
-    text += _component("unet", "torchscript_denoiser", {"path": "unet.pt"})
+    config = config_pb2.ServerConfig()
+    _add_samplers(config, samplers)
+    _component(config, "unet", "torchscript_denoiser", {"path": "unet.pt"})
     factors = ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
                if channels == 3 else [1.0, 1.0, 1.0])
-    text += _component("pixels", "latent_preview", {"factors": factors})
+    _component(config, "pixels", "latent_preview", {"factors": factors})
     # DDPMPipeline's default is 1,000 steps, DDIMPipeline's 50.
     steps = 1000 if type(pipe).__name__ == "DDPMPipeline" else 50
-    blocks = _block("set_timesteps", "SetTimesteps",
-                    {"num_inference_steps": steps})
-    blocks += _block("prepare_latents", "PrepareLatents",
-                     {"channels": channels, "height": size, "width": size,
-                      "size_multiple": multiple})
-    blocks += _block("denoise", "DenoiseLoop")
-    blocks += _block("decode", "Decode")
+    blocks = [
+        _block("set_timesteps", "SetTimesteps", {"num_inference_steps": steps}),
+        _block("prepare_latents", "PrepareLatents",
+               {"channels": channels, "height": size, "width": size,
+                "size_multiple": multiple}),
+        _block("denoise", "DenoiseLoop"),
+        _block("decode", "Decode")]
     roles = {"scheduler": " | ".join(s for s, _, _ in samplers),
              "denoiser": "unet", "decoder": "pixels", "preview": "pixels"}
-    text += _pipeline(name, f"unconditional {type(pipe).__name__}", roles,
-                      blocks)
-    path = os.path.join(out, "pipeline.pbtxt")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    _add_pipeline(config, name, f"unconditional {type(pipe).__name__}", roles,
+                  blocks)
+    return _write(config, out)
 
 
 def _samplers(scheduler):
@@ -411,82 +411,69 @@ def _samplers(scheduler):
     return samplers
 
 
-# ---- pipeline.pbtxt ----
+# ---- pipeline.pbtxt: a ServerConfig message ----
 
-def _value(v):
-    if isinstance(v, bool):
-        return f"bool_value: {'true' if v else 'false'}"
-    if isinstance(v, int):
-        return f"int64_value: {v}"
-    if isinstance(v, float):
-        return f"double_value: {v!r}"
-    if isinstance(v, str):
-        return f"string_value: {json.dumps(v)}"
-    return "list_value { " + " ".join(
-        f"values {{ {_value(x)} }}" for x in v) + " }"
+def _component(config, name, type_, params):
+    component = config.components.add(name=name, type=type_)
+    for key, value in params.items():
+        component.params[key].CopyFrom(to_value(value))
 
 
-def _params(params, indent):
-    return "".join(f"{indent}params {{ key: \"{k}\" value {{ {_value(v)} }} }}\n"
-                   for k, v in params.items())
+def _block(name, type_, params=None, blocks=()):
+    block = config_pb2.BlockConfig(name=name, type=type_, blocks=blocks)
+    for key, value in (params or {}).items():
+        block.params[key].CopyFrom(to_value(value))
+    return block
 
 
-def _component(name, type_, params):
-    return (f"components {{\n  name: \"{name}\"\n  type: \"{type_}\"\n"
-            f"{_params(params, '  ')}}}\n")
-
-
-def _block(name, type_, params=None, indent="    ", blocks=""):
-    inner = _params(params or {}, indent + "  ") + blocks
-    if not inner:
-        return f"{indent}blocks {{ name: \"{name}\" type: \"{type_}\" }}\n"
-    return (f"{indent}blocks {{\n{indent}  name: \"{name}\"\n"
-            f"{indent}  type: \"{type_}\"\n{inner}{indent}}}\n")
-
-
-def _sampler_components(samplers):
+def _add_samplers(config, samplers):
     """Each sampler as a component reading the folder's scheduler config."""
-    return "".join(
-        _component(s, t, {"config_file": "scheduler/scheduler_config.json",
-                          **options})
-        for s, t, options in samplers)
+    for s, t, options in samplers:
+        _component(config, s, t,
+                   {"config_file": "scheduler/scheduler_config.json",
+                    **options})
 
 
-def _pipeline(name, what, roles, blocks):
+def _add_pipeline(config, name, what, roles, blocks):
     """A pipeline of `blocks` in a Sequential, its roles bound."""
-    text = (f"pipelines {{\n  name: \"{name}\"\n"
-            f"  description: \"{what}, exported by loopserve-export\"\n")
-    for role, component in roles.items():
-        text += f"  components {{ key: \"{role}\" value: \"{component}\" }}\n"
-    return text + "  blocks {\n    type: \"Sequential\"\n" + blocks + "  }\n}\n"
+    config.pipelines.add(
+        name=name, description=f"{what}, exported by loopserve-export",
+        components=roles,
+        blocks=config_pb2.BlockConfig(type="Sequential", blocks=blocks))
+
+
+def _write(config, out):
+    path = os.path.join(out, "pipeline.pbtxt")
+    with open(path, "w") as f:
+        f.write(text_format.MessageToString(config))
+    return path
 
 
 def _pipeline_config(*, family, name, samplers, tokenizers, text_outputs,
                      hidden_size, pooled_size, channels, size, vae_scale,
                      size_multiple, scaling_factor, force_zeros):
     xl = family != "sd"
-    text = _sampler_components(samplers)
+    config = config_pb2.ServerConfig()
+    _add_samplers(config, samplers)
     shapes = {"shape.encoder_hidden_states": [-1, 77, hidden_size]}
     arguments = ["sample", "timestep", "encoder_hidden_states"]
     if xl:
         arguments += ["text_embeds", "time_ids"]
         shapes["shape.text_embeds"] = [-1, pooled_size]
         shapes["shape.time_ids"] = [-1, 5 if family == "sdxl-refiner" else 6]
-    text += _component("unet", "torchscript_denoiser",
-                       {"path": "unet.pt", "arguments": arguments, **shapes})
-    text += _component("text_encoder", "torchscript_text_encoder",
-                       {"path": "text_encoder.pt", "tokenizers": tokenizers,
-                        "outputs": text_outputs})
-    text += _component("vae_encoder", "torchscript_encoder",
-                        {"path": "vae_encoder.pt", "moments": True,
-                         "sample": True, "scaling_factor": scaling_factor})
-    text += _component("vae_decoder", "torchscript_decoder",
-                       {"path": "vae_decoder.pt",
-                        "scaling_factor": scaling_factor})
+    _component(config, "unet", "torchscript_denoiser",
+               {"path": "unet.pt", "arguments": arguments, **shapes})
+    _component(config, "text_encoder", "torchscript_text_encoder",
+               {"path": "text_encoder.pt", "tokenizers": tokenizers,
+                "outputs": text_outputs})
+    _component(config, "vae_encoder", "torchscript_encoder",
+               {"path": "vae_encoder.pt", "moments": True, "sample": True,
+                "scaling_factor": scaling_factor})
+    _component(config, "vae_decoder", "torchscript_decoder",
+               {"path": "vae_decoder.pt", "scaling_factor": scaling_factor})
     if channels == 4:
-        text += _component("preview", "latent_preview",
-                           {"factors": PREVIEW_FACTORS,
-                            "upscale": vae_scale})
+        _component(config, "preview", "latent_preview",
+                   {"factors": PREVIEW_FACTORS, "upscale": vae_scale})
     guidance = 5.0 if xl else 7.5
     img2img_only = family == "sdxl-refiner"
     for img2img in ([True] if img2img_only else [False, True]):
@@ -498,31 +485,31 @@ def _pipeline_config(*, family, name, samplers, tokenizers, text_outputs,
             roles["encoder"] = "vae_encoder"
         if channels == 4:
             roles["preview"] = "preview"
-        blocks = _block("encode_prompt", "EncodePrompt",
-                        {"force_zeros_for_empty_prompt": True}
-                        if force_zeros else None)
+        blocks = [_block("encode_prompt", "EncodePrompt",
+                         {"force_zeros_for_empty_prompt": True}
+                         if force_zeros else None)]
         if img2img:
-            blocks += _block("encode_image", "EncodeImage")
+            blocks.append(_block("encode_image", "EncodeImage"))
         steps = {"num_inference_steps": 50}
         if img2img:
             steps["strength"] = 0.3 if img2img_only else 0.8
-        blocks += _block("set_timesteps", "SetTimesteps", steps)
-        blocks += _block("prepare_latents", "PrepareLatents",
-                         {"channels": channels, "height": size,
-                          "width": size, "vae_scale_factor": vae_scale,
-                          "size_multiple": size_multiple})
+        blocks.append(_block("set_timesteps", "SetTimesteps", steps))
+        blocks.append(_block("prepare_latents", "PrepareLatents",
+                             {"channels": channels, "height": size,
+                              "width": size, "vae_scale_factor": vae_scale,
+                              "size_multiple": size_multiple}))
         if xl:
-            blocks += _block("add_time_ids", "AddTimeIds",
-                             {"aesthetic_score": img2img_only,
-                              "vae_scale_factor": vae_scale})
-        blocks += _block("denoise", "DenoiseLoop", blocks=_block(
-            "denoiser", "PredictNoise", {"guidance_scale": guidance},
-            indent="      "))
-        blocks += _block("decode", "Decode")
-        text += _pipeline(
-            pipeline, f"{family}{', image to image' if img2img else ''}",
-            roles, blocks)
-    return text
+            blocks.append(_block("add_time_ids", "AddTimeIds",
+                                 {"aesthetic_score": img2img_only,
+                                  "vae_scale_factor": vae_scale}))
+        blocks.append(_block("denoise", "DenoiseLoop", blocks=[_block(
+            "denoiser", "PredictNoise", {"guidance_scale": guidance})]))
+        blocks.append(_block("decode", "Decode"))
+        _add_pipeline(
+            config, pipeline,
+            f"{family}{', image to image' if img2img else ''}", roles,
+            blocks)
+    return config
 
 
 def main(argv=None):
