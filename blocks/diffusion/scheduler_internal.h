@@ -34,6 +34,15 @@ absl::Status CheckTrainingRange(const std::vector<double>& timesteps,
 Schedule DiscreteSchedule(const std::vector<double>& timesteps,
                           const at::Tensor& alphas_cumprod);
 
+// DDPM's and DDIM's x0 from the model's output at ā_t (given as √ā_t and
+// √(1 − ā_t)), by the config's prediction_type, before clipping; and x0
+// clipped as clip_sample says.
+at::Tensor PredictOriginal(const SchedulerConfig& config,
+                           const at::Tensor& sample,
+                           const at::Tensor& model_output, float sqrt_alpha_t,
+                           float sqrt_beta_t);
+at::Tensor ClipSample(const SchedulerConfig& config, at::Tensor x0);
+
 // Note [scalars as diffusers computes them]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 // sqrt, log, exp and expm1 of a float32 scalar as diffusers computes them,

@@ -93,6 +93,24 @@ float TorchLog(float x) { return OnScalarTensor<&at::log>(x); }
 float TorchExp(float x) { return OnScalarTensor<&at::exp>(x); }
 float TorchExpm1(float x) { return OnScalarTensor<&at::expm1>(x); }
 
+at::Tensor PredictOriginal(const SchedulerConfig& config,
+                           const at::Tensor& sample,
+                           const at::Tensor& model_output, float sqrt_alpha_t,
+                           float sqrt_beta_t) {
+  if (config.prediction_type == "epsilon") {
+    return (sample - sqrt_beta_t * model_output) / sqrt_alpha_t;
+  }
+  if (config.prediction_type == "v_prediction") {
+    return sqrt_alpha_t * sample - sqrt_beta_t * model_output;
+  }
+  return model_output;  // sample
+}
+
+at::Tensor ClipSample(const SchedulerConfig& config, at::Tensor x0) {
+  if (!config.clip_sample) return x0;
+  return x0.clamp(-config.clip_sample_range, config.clip_sample_range);
+}
+
 }  // namespace internal
 
 using internal::CpuTensor;
@@ -196,22 +214,16 @@ absl::StatusOr<StepResult> DdimScheduler::Step(
   const float sqrt_alpha_t = TorchSqrt(alpha_prod_t);
   const float sqrt_beta_t = TorchSqrt(beta_prod_t);
 
-  at::Tensor pred_original_sample;
-  at::Tensor pred_epsilon;
-  if (config_.prediction_type == "epsilon") {
-    pred_original_sample = (sample - sqrt_beta_t * model_output) / sqrt_alpha_t;
-    pred_epsilon = model_output;
-  } else if (config_.prediction_type == "v_prediction") {
-    pred_original_sample = sqrt_alpha_t * sample - sqrt_beta_t * model_output;
-    pred_epsilon = sqrt_alpha_t * model_output + sqrt_beta_t * sample;
-  } else {  // sample
-    pred_original_sample = model_output;
-    pred_epsilon = (sample - sqrt_alpha_t * pred_original_sample) / sqrt_beta_t;
-  }
-  if (config_.clip_sample) {
-    pred_original_sample = pred_original_sample.clamp(
-        -config_.clip_sample_range, config_.clip_sample_range);
-  }
+  at::Tensor pred_original_sample = internal::PredictOriginal(
+      config_, sample, model_output, sqrt_alpha_t, sqrt_beta_t);
+  // ε from the unclipped x0, as diffusers' DDIM step.
+  const at::Tensor pred_epsilon =
+      config_.prediction_type == "epsilon" ? model_output
+      : config_.prediction_type == "v_prediction"
+          ? sqrt_alpha_t * model_output + sqrt_beta_t * sample
+          : (sample - sqrt_alpha_t * pred_original_sample) / sqrt_beta_t;
+  pred_original_sample =
+      internal::ClipSample(config_, std::move(pred_original_sample));
 
   const float beta_prod_t_prev = 1.0f - alpha_prod_t_prev;
   const float variance = (beta_prod_t_prev / beta_prod_t) *
@@ -256,20 +268,10 @@ absl::StatusOr<StepResult> DdpmScheduler::Step(
   const float current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
   const float current_beta_t = 1.0f - current_alpha_t;
 
-  at::Tensor pred_original_sample;
-  if (config_.prediction_type == "epsilon") {
-    pred_original_sample = (sample - TorchSqrt(beta_prod_t) * model_output) /
-                           TorchSqrt(alpha_prod_t);
-  } else if (config_.prediction_type == "v_prediction") {
-    pred_original_sample = TorchSqrt(alpha_prod_t) * sample -
-                           TorchSqrt(beta_prod_t) * model_output;
-  } else {  // sample
-    pred_original_sample = model_output;
-  }
-  if (config_.clip_sample) {
-    pred_original_sample = pred_original_sample.clamp(
-        -config_.clip_sample_range, config_.clip_sample_range);
-  }
+  at::Tensor pred_original_sample = internal::ClipSample(
+      config_, internal::PredictOriginal(config_, sample, model_output,
+                                         TorchSqrt(alpha_prod_t),
+                                         TorchSqrt(beta_prod_t)));
   const float original_coeff =
       (TorchSqrt(alpha_prod_t_prev) * current_beta_t) / beta_prod_t;
   const float sample_coeff =
