@@ -171,12 +171,11 @@ absl::Status EncodePrompt::Run(const Components& components,
   if (prompts.empty()) prompts.push_back("");
   // No negative prompt: the empty one's conditioning, or none at all, which
   // PredictNoise makes zeros (diffusers' force_zeros_for_empty_prompt).
-  const bool zero_negatives =
-      negatives.empty() && options_.force_zeros_for_empty_prompt;
-  if (negatives.empty() && !zero_negatives) negatives.push_back("");
+  if (negatives.empty() && !options_.force_zeros_for_empty_prompt) {
+    negatives.push_back("");
+  }
   const int64_t n = static_cast<int64_t>(prompts.size());
-  if (!zero_negatives && negatives.size() != 1 &&
-      static_cast<int64_t>(negatives.size()) != n) {
+  if (negatives.size() > 1 && static_cast<int64_t>(negatives.size()) != n) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input 'negative_prompt' must be one text or one per prompt (", n,
         "), got ", negatives.size()));
@@ -352,24 +351,18 @@ absl::StatusOr<std::pair<double, double>> PairInput(
     std::pair<double, double> fallback) {
   const c10::IValue* value = state.Find(name);
   if (value == nullptr || value->isNone()) return fallback;
-  std::vector<double> numbers;
-  if (value->isList()) {
-    for (const c10::IValue& element : value->toListRef()) {
-      if (element.isInt()) {
-        numbers.push_back(static_cast<double>(element.toInt()));
-      } else if (element.isDouble()) {
-        numbers.push_back(element.toDouble());
-      } else {
-        break;
-      }
-    }
-  }
-  if (!value->isList() || numbers.size() != 2 ||
-      value->toListRef().size() != 2) {
+  auto number = [](const c10::IValue& v) {
+    return v.isInt() ? static_cast<double>(v.toInt()) : v.toDouble();
+  };
+  if (!value->isList() || value->toListRef().size() != 2 ||
+      !std::all_of(
+          value->toListRef().begin(), value->toListRef().end(),
+          [](const c10::IValue& v) { return v.isInt() || v.isDouble(); })) {
     return absl::InvalidArgumentError(
         absl::StrCat("input '", name, "' must be a list of two numbers"));
   }
-  return std::pair{numbers[0], numbers[1]};
+  return std::pair{number(value->toListRef()[0]),
+                   number(value->toListRef()[1])};
 }
 
 bool Given(const BlockState& state, absl::string_view name) {
