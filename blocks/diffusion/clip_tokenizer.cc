@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <optional>
 #include <queue>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "util/file.h"
@@ -356,7 +355,8 @@ absl::StatusOr<std::shared_ptr<const ClipTokenizer>> ClipTokenizer::Load(
   for (int b = 0; b < 256; ++b) {
     const bool printable =
         (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    tokenizer->byte_chars_[b] = printable ? static_cast<char32_t>(b) : next++;
+    AppendUtf8(printable ? static_cast<char32_t>(b) : next++,
+               tokenizer->byte_symbols_[b]);
   }
 
   const std::string config_path = absl::StrCat(dir, "/tokenizer_config.json");
@@ -439,14 +439,12 @@ void ClipTokenizer::EncodeText(const std::u32string& text, size_t limit,
       if (ids.size() >= limit) return;
       std::string utf8;
       for (char32_t c : word) AppendUtf8(c, utf8);
-      std::u32string mapped;
-      for (unsigned char byte : utf8) mapped.push_back(byte_chars_[byte]);
-      EncodeWord(mapped, ids);
+      EncodeWord(utf8, ids);
     }
   }
 }
 
-void ClipTokenizer::EncodeWord(const std::u32string& word,
+void ClipTokenizer::EncodeWord(absl::string_view utf8,
                                std::vector<int64_t>& ids) const {
   struct Symbol {
     std::string text;
@@ -454,14 +452,14 @@ void ClipTokenizer::EncodeWord(const std::u32string& word,
     int next;
   };
   std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
-  for (size_t i = 0; i < word.size(); ++i) {
-    Symbol symbol{.text = {},
-                  .prev = static_cast<int>(i) - 1,
-                  .next = i + 1 < word.size() ? static_cast<int>(i) + 1 : -1};
-    AppendUtf8(word[i], symbol.text);
-    if (i + 1 == word.size()) symbol.text += "</w>";
-    symbols.push_back(std::move(symbol));
+  symbols.reserve(utf8.size());
+  for (size_t i = 0; i < utf8.size(); ++i) {
+    const bool last = i + 1 == utf8.size();
+    symbols.push_back(
+        {.text = byte_symbols_[static_cast<unsigned char>(utf8[i])] +
+                 (last ? "</w>" : ""),
+         .prev = static_cast<int>(i) - 1,
+         .next = last ? -1 : static_cast<int>(i) + 1});
   }
   auto rank_of = [&](int left) -> std::optional<int32_t> {
     const int right = symbols[left].next;

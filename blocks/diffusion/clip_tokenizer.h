@@ -61,14 +61,15 @@ class ClipTokenizer {
   // once there are `limit`.
   void EncodeText(const std::u32string& text, size_t limit,
                   std::vector<int64_t>& ids) const;
-  // Appends the BPE ids of one pre-tokenized word (byte-mapped).
-  void EncodeWord(const std::u32string& word, std::vector<int64_t>& ids) const;
+  // Appends the BPE ids of one pre-tokenized word, given as its UTF-8.
+  void EncodeWord(absl::string_view utf8, std::vector<int64_t>& ids) const;
 
   absl::flat_hash_map<std::string, int64_t> vocab_;
   // (left, right) -> rank, as "left right".
   absl::flat_hash_map<std::string, int32_t> merge_ranks_;
   std::vector<AddedToken> added_;  // longest first
-  char32_t byte_chars_[256] = {};
+  // GPT-2's byte-level symbol of each byte, as UTF-8.
+  std::string byte_symbols_[256];
   int64_t bos_id_ = 0;
   int64_t eos_id_ = 0;
   int64_t pad_id_ = 0;
