@@ -14,7 +14,7 @@
 #include <queue>
 
 #include "absl/strings/str_cat.h"
-#include "util/file.h"
+#include "blocks/diffusion/json_file.h"
 #include "util/status_macros.h"
 
 namespace loopserve {
@@ -24,21 +24,11 @@ using Json = google::protobuf::Value;
 
 // ---- reading tokenizer.json ----
 
+// The file's object, as a Value for the helpers below.
 absl::StatusOr<Json> ReadJson(const std::string& path) {
-  const std::optional<std::string> text = ReadWholeFile(path);
-  if (!text) {
-    return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
-  }
+  ASSIGN_OR_RETURN(google::protobuf::Struct object, ReadJsonObject(path));
   Json json;
-  if (auto status = google::protobuf::util::JsonStringToMessage(*text, &json);
-      !status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", path, "' is not JSON: ", status.message().as_string()));
-  }
-  if (json.kind_case() != Json::kStructValue) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", path, "' is not a JSON object"));
-  }
+  *json.mutable_struct_value() = std::move(object);
   return json;
 }
 

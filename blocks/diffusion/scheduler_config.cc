@@ -1,7 +1,6 @@
 #include "blocks/diffusion/scheduler_config.h"
 
 #include <google/protobuf/struct.pb.h>
-#include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "blocks/core/param_reader.h"
-#include "util/file.h"
+#include "blocks/diffusion/json_file.h"
 #include "util/status_macros.h"
 
 namespace loopserve {
@@ -319,52 +318,13 @@ std::string DidYouMean(absl::string_view key) {
   return best.empty() ? "" : absl::StrCat("; did you mean '", best, "'?");
 }
 
-// Python's json writes infinities and NaN bare (a DPM-Solver config's
-// "lambda_min_clipped": -Infinity), which JSON does not allow: quoted here,
-// outside strings, so that the file parses and the value reads as the
-// string "-Infinity".
-std::string QuoteNonFiniteNumbers(absl::string_view text) {
-  std::string out;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      out += c;
-      if (c == '\\' && i + 1 < text.size()) {
-        out += text[++i];
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') in_string = true;
-    bool replaced = false;
-    for (absl::string_view token : {"-Infinity", "Infinity", "NaN"}) {
-      if (text.substr(i, token.size()) == token) {
-        absl::StrAppend(&out, "\"", token, "\"");
-        i += token.size() - 1;
-        replaced = true;
-        break;
-      }
-    }
-    if (!replaced) out += c;
-  }
-  return out;
-}
-
+// The config file's object; its errors name the param.
 absl::StatusOr<google::protobuf::Struct> ReadJsonFile(const std::string& path) {
-  const std::optional<std::string> text = ReadWholeFile(path);
-  if (!text) {
-    return absl::NotFoundError(
-        absl::StrCat("param 'config_file': cannot read '", path, "'"));
-  }
-  google::protobuf::Struct json;
-  if (auto status = google::protobuf::util::JsonStringToMessage(
-          QuoteNonFiniteNumbers(*text), &json);
-      !status.ok()) {
-    return ParamError("config_file",
-                      absl::StrCat("'", path, "' is not a JSON object: ",
-                                   status.message().as_string()));
+  absl::StatusOr<google::protobuf::Struct> json = ReadJsonObject(path);
+  if (!json.ok()) {
+    return absl::Status(
+        json.status().code(),
+        absl::StrCat("param 'config_file': ", json.status().message()));
   }
   return json;
 }
