@@ -54,9 +54,8 @@ absl::StatusOr<google::protobuf::Struct> ReadJsonObject(
   if (auto status = google::protobuf::util::JsonStringToMessage(
           QuoteNonFiniteNumbers(*text), &json);
       !status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", path, "' is not a JSON object: ",
-                     status.message().as_string()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", path, "' is not a JSON object: ", status.message().as_string()));
   }
   return json;
 }
